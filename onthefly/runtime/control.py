@@ -1,0 +1,133 @@
+"""The control state machine: commands queued from any thread, applied at step boundaries.
+
+The training thread calls ``boundary(ctx)`` after every optimizer step (and once before the first).
+When nothing is queued and the run is not paused, that is one attribute check. While paused, the
+training thread waits on a condition inside ``boundary`` and applies commands as they arrive.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import TYPE_CHECKING
+
+from onthefly.runtime.commands import Command, PendingCommand, Receipt, ReceiptStatus
+from onthefly.runtime.errors import CommandRejected, FailedPrecondition
+from onthefly.runtime.events import CommandApplied, EventKind, Lifecycle, LifecycleKind, RunState
+
+if TYPE_CHECKING:
+    from onthefly.runtime.context import LoopContext
+    from onthefly.runtime.run import Run
+
+_TERMINAL = (RunState.FINISHED, RunState.FAILED)
+
+
+class Control:
+    """Run state plus the command queue. ``submit`` is safe to call from any thread."""
+
+    def __init__(self, run: "Run") -> None:
+        self._run = run
+        self._cond = threading.Condition()
+        self._queue: collections.deque[PendingCommand] = collections.deque()
+        self._next_id = 1
+        self.state = RunState.STARTING
+        self.stop_requested = False
+        self.skip_test = False
+        self.pending_steps = 0  # >0: run this many more steps, then pause
+        self.error = ""
+        self.ctx: "LoopContext | None" = None  # bound by the training loop before the server starts
+
+    @property
+    def optimizer(self):
+        if self.ctx is None:
+            raise FailedPrecondition("the run has not started training yet; try again once fit() is running")
+        return self.ctx.optimizer
+
+    def has_loader(self, split: str) -> bool:
+        return self.ctx is not None and getattr(self.ctx, f"{split}_loader", None) is not None
+
+    # -- any thread ------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.state in _TERMINAL
+
+    def submit(self, command: Command) -> PendingCommand:
+        """Validate ``command`` on the caller's thread and queue it; raises on bad input."""
+        with self._cond:
+            if self.finished:
+                raise FailedPrecondition(
+                    f"the run has {self.state.name.lower()}; it accepts no more '{command.name}' commands"
+                )
+            command.check(self)
+            pending = PendingCommand(self._next_id, command)
+            self._next_id += 1
+            self._queue.append(pending)
+            self._cond.notify_all()
+            return pending
+
+    # -- training thread -------------------------------------------------------------------------
+    def boundary(self, ctx: "LoopContext") -> bool:
+        """Apply queued commands; block while paused. Returns True when the loop must stop."""
+        if not self._queue and self.state is not RunState.PAUSED:
+            return self.stop_requested
+        while True:
+            self._apply_queued(ctx)
+            if self.stop_requested or self.state is not RunState.PAUSED:
+                return self.stop_requested
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait(0.5)  # timed so Ctrl-C still reaches a paused main thread
+
+    def step_done(self, ctx: "LoopContext") -> None:
+        """Count down a StepRequest budget; pause when it is spent."""
+        if self.pending_steps > 0:
+            self.pending_steps -= 1
+            if self.pending_steps == 0:
+                self.enter_pause(ctx, "step budget spent")
+
+    def enter_pause(self, ctx: "LoopContext", why: str) -> None:
+        if self.state is RunState.PAUSED:
+            return
+        self.state = RunState.PAUSED
+        self._run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.PAUSED, self.state, why))
+        self._run.hooks.on_pause(ctx)
+
+    def leave_pause(self, ctx: "LoopContext", why: str) -> None:
+        if self.state is not RunState.PAUSED:
+            return
+        self.state = RunState.RUNNING
+        self._run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.RESUMED, self.state, why))
+
+    def _apply_queued(self, ctx: "LoopContext") -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    return
+                pending = self._queue.popleft()
+            self._apply(pending, ctx)
+
+    def _apply(self, pending: PendingCommand, ctx: "LoopContext") -> None:
+        command = pending.command
+        try:
+            result = command.apply(ctx)
+        except CommandRejected as exc:
+            self._finish(pending, False, str(exc), ctx.step)
+            return
+        except Exception as exc:  # a failing command must not kill the run
+            self._finish(pending, False, f"{type(exc).__name__}: {exc}", ctx.step)
+            return
+        self._finish(pending, True, command.describe(result), ctx.step, result)
+
+    def _finish(self, pending: PendingCommand, applied: bool, detail: str, step: int, result=None) -> None:
+        status = ReceiptStatus.APPLIED if applied else ReceiptStatus.REJECTED
+        receipt = Receipt(pending.command_id, status, step, "" if applied else detail)
+        self._run.publish(EventKind.COMMAND, CommandApplied(pending.command_id, pending.command.name, applied, detail))
+        pending.finish(receipt, result)
+
+    def reject_all(self, reason: str, step: int) -> None:
+        """At the end of the run: refuse whatever is still queued, so no caller waits forever."""
+        with self._cond:
+            queued = list(self._queue)
+            self._queue.clear()
+        for pending in queued:
+            self._finish(pending, False, reason, step)

@@ -1,0 +1,178 @@
+"""Domain events a run publishes. Plain data; the server's convert module maps them to protobuf.
+
+Payload fields may hold detached torch tensors when published from the training thread; the bus's
+pump thread resolves them to Python floats / numpy arrays (see ``resolve``) so the training thread
+never waits for a device-to-host copy.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class RunState(enum.IntEnum):
+    """Lifecycle state of a run (same numbering as onthefly.v1.RunState)."""
+
+    STARTING = 1
+    RUNNING = 2
+    PAUSED = 3
+    TESTING = 4
+    FINISHED = 5
+    FAILED = 6
+
+
+class EventKind(enum.IntEnum):
+    """Kinds of events (same numbering as onthefly.v1.EventKind)."""
+
+    STEP_METRICS = 1
+    SAMPLE_LOSSES = 2
+    EVAL_RESULT = 3
+    LOG = 4
+    RUNTIME_STATS = 5
+    LIFECYCLE = 6
+    COMMAND = 7
+
+
+class LifecycleKind(enum.IntEnum):
+    """State changes (same numbering as onthefly.v1.LifecycleKind)."""
+
+    STARTED = 1
+    PAUSED = 2
+    RESUMED = 3
+    TEST_STARTED = 4
+    TEST_FINISHED = 5
+    FINISHED = 6
+    FAILED = 7
+    EPOCH_STARTED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdentity:
+    project: str
+    run_name: str
+    run_id: str
+    pid: int
+
+
+@dataclass(slots=True)
+class StepMetrics:
+    loss: Any  # float or 0-dim tensor until resolved
+    lr: float
+    grad_norm: Any  # float, 0-dim tensor, or None
+    samples_per_second: float
+    batch_size: int
+    step_seconds: float
+    data_seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def resolve(self) -> None:
+        self.loss = _to_float(self.loss)
+        self.grad_norm = float("nan") if self.grad_norm is None else _to_float(self.grad_norm)
+
+
+@dataclass(slots=True)
+class SampleLosses:
+    split: str
+    indices: Any  # np.ndarray[int64] (or list) once resolved
+    losses: Any  # np.ndarray[float32] (or tensor) once resolved
+
+    def resolve(self) -> None:
+        self.losses = _to_numpy(self.losses, np.float32)
+        self.indices = _to_numpy(self.indices, np.int64)
+
+    def nbytes(self) -> int:
+        return int(getattr(self.losses, "nbytes", 0)) + int(getattr(self.indices, "nbytes", 0))
+
+
+@dataclass(slots=True)
+class EvalResult:
+    split: str
+    loss: float
+    samples: int
+    metrics: dict[str, float]
+    seconds: float
+    reason: str
+
+
+@dataclass(slots=True)
+class LogRecord:
+    level: int  # Python logging level number
+    logger: str
+    message: str
+
+
+@dataclass(slots=True)
+class GpuStats:
+    index: int
+    name: str
+    utilization_percent: float
+    memory_used_bytes: int
+    memory_total_bytes: int
+    torch_allocated_bytes: int
+
+
+@dataclass(slots=True)
+class RuntimeStats:
+    cpu_percent: float
+    rss_bytes: int
+    gpus: list[GpuStats]
+    dropped_at_source: int
+    threads: int
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    kind: LifecycleKind
+    state: RunState
+    message: str = ""
+    identity: RunIdentity | None = None
+
+
+@dataclass(slots=True)
+class CommandApplied:
+    command_id: int
+    name: str
+    applied: bool
+    detail: str
+
+
+@dataclass(slots=True)
+class Event:
+    """One published event. ``seq`` is assigned by the bus at publish time."""
+
+    kind: EventKind
+    step: int
+    epoch: int
+    time: float
+    payload: Any
+    seq: int = 0
+    # Opaque per-event cache for the transport layer (its encoded form), so an event is encoded once
+    # however many subscribers read it. Domain code never reads it.
+    encoded: Any = None
+
+    def resolve(self) -> None:
+        resolve = getattr(self.payload, "resolve", None)
+        if resolve is not None:
+            resolve()
+
+    def nbytes(self) -> int:
+        size = getattr(self.payload, "nbytes", None)
+        return 96 + (size() if size is not None else 0)
+
+
+def _to_float(value: Any) -> float:
+    if hasattr(value, "item"):
+        return float(value.item())
+    return float(value)
+
+
+def _to_numpy(value: Any, dtype: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value.astype(dtype, copy=False)
+    if hasattr(value, "detach"):
+        return value.detach().to("cpu").numpy().astype(dtype, copy=False)
+    return np.asarray(value, dtype=dtype)

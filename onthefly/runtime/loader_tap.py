@@ -1,0 +1,164 @@
+"""Iterate the user's DataLoader unchanged while learning each batch's dataset indices.
+
+The user's DataLoader, sampler, batch sampler, collate function and workers are used as they are.
+We build the loader's own iterator class over a read-only view of the loader whose index sampler is
+wrapped by a tap: the tap records every index batch the user's (batch) sampler yields, in order,
+before workers fetch it. Batches come back in that order (``in_order=True``, the default), so the
+i-th batch received matches the i-th recorded index list, prefetching included. RNG use is exactly
+that of ``iter(loader)``.
+
+Indices are mapped through ``Subset`` / ``random_split`` chains to the base dataset. Where the tap
+cannot apply (IterableDataset, a DataLoader subclass with its own ``__iter__``, ``in_order=False``)
+batches are still yielded unchanged and indices are reported as -1.
+
+The tap can also skip the first ``k`` index batches of an epoch without loading them, which is how
+an imported session continues mid-epoch.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.dataloader import _DatasetKind
+
+
+def base_index_map(dataset: Any) -> np.ndarray | None:
+    """Array mapping loader-dataset indices to base-dataset indices, or None if they are the same."""
+    mapping = None
+    while isinstance(dataset, Subset):
+        level = np.asarray(dataset.indices, dtype=np.int64)
+        mapping = level if mapping is None else level[mapping]
+        dataset = dataset.dataset
+    return mapping
+
+
+class _IndexTap:
+    """Wraps the user's index sampler; records each index batch it yields (optionally skipping some)."""
+
+    def __init__(self, inner: Any, fifo: collections.deque, auto_collation: bool) -> None:
+        self.inner = inner
+        self.fifo = fifo
+        self.auto_collation = auto_collation
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.inner)
+        skip, self.skip = self.skip, 0
+        for _ in range(skip):
+            try:
+                next(it)
+            except StopIteration:
+                return
+        for index in it:
+            self.fifo.append(index if self.auto_collation else [index])
+            yield index
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class _LoaderView:
+    """Read-only view of a DataLoader whose ``_index_sampler`` is the tap. Everything else delegates."""
+
+    def __init__(self, loader: DataLoader, tap: _IndexTap) -> None:
+        object.__setattr__(self, "_loader", loader)
+        object.__setattr__(self, "_index_sampler", tap)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+def _tappable(loader: Any) -> bool:
+    cls = type(loader)
+    return (
+        isinstance(loader, DataLoader)
+        and cls.__iter__ is DataLoader.__iter__
+        and cls._get_iterator is DataLoader._get_iterator
+        and loader._dataset_kind == _DatasetKind.Map
+        and getattr(loader, "in_order", True)
+    )
+
+
+class TappedLoader:
+    """Yields ``(batch, indices)`` for each batch of ``loader``; ``indices`` is an int64 array.
+
+    ``skip_batches(k)`` makes the next epoch start after its first k batches (not loaded).
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.tappable = _tappable(loader)
+        self._fifo: collections.deque = collections.deque()
+        self._mapping = base_index_map(getattr(loader, "dataset", None)) if self.tappable else None
+        self._tap = None
+        self._view = None
+        self._persistent_iter = None
+        if self.tappable:
+            self._tap = _IndexTap(loader._index_sampler, self._fifo, loader._auto_collation)
+            self._view = _LoaderView(loader, self._tap)
+
+    def skip_batches(self, count: int) -> None:
+        if count and not self.tappable:
+            raise RuntimeError("cannot resume mid-epoch: this DataLoader's batch order cannot be replayed")
+        if self._tap is not None:
+            self._tap.skip = count
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _new_iterator(self) -> Any:
+        loader = self.loader
+        if not self.tappable:
+            return iter(loader)
+        self._fifo.clear()
+        if loader.persistent_workers and loader.num_workers > 0:
+            if self._persistent_iter is None:
+                self._persistent_iter = loader._get_iterator.__func__(self._view)
+            else:
+                self._persistent_iter._reset(self._view)
+            return self._persistent_iter
+        return loader._get_iterator.__func__(self._view)
+
+    def __iter__(self) -> Iterator[tuple[Any, np.ndarray | None]]:
+        it = self._new_iterator()
+        fifo = self._fifo
+        mapping = self._mapping
+        for batch in it:
+            if not self.tappable:
+                yield batch, None
+                continue
+            index = fifo.popleft() if fifo else None
+            yield batch, self._to_base(index, mapping)
+
+    @staticmethod
+    def _to_base(index: Any, mapping: np.ndarray | None) -> np.ndarray | None:
+        if index is None:
+            return None
+        try:
+            arr = np.asarray(index, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            return None
+        return mapping[arr] if mapping is not None else arr
+
+
+def batch_len(batch: Any) -> int:
+    """Number of samples in a collated batch (first tensor's leading dimension)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, dict):
+        for value in batch.values():
+            n = batch_len(value)
+            if n:
+                return n
+        return 0
+    if isinstance(batch, (list, tuple)):
+        for value in batch:
+            n = batch_len(value)
+            if n:
+                return n
+        return 0
+    return 0

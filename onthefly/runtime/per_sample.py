@@ -1,0 +1,97 @@
+"""Per-sample loss for any loss function, computed beside (never instead of) the user's loss.
+
+The user's loss_fn produces the value backward runs on, exactly as in a plain loop. The per-sample
+vector is computed separately under no_grad from detached predictions, so gradients, RNG and
+numerics are untouched. Strategies, in order:
+
+1. an ``nn.Module`` loss with a ``reduction`` attribute: a shallow copy with ``reduction='none'``;
+2. a callable whose signature takes ``reduction``: called with ``reduction='none'``;
+3. otherwise ``torch.func.vmap`` over the batch dimension (one sample at a time, vectorised);
+4. otherwise a Python loop over samples (slow; chosen once and reported).
+
+Any result with extra dimensions is averaged over them, giving one value per sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from typing import Any, Callable
+
+import torch
+
+log = logging.getLogger("onthefly")
+
+
+def _reduce_to_batch(values: torch.Tensor, batch: int) -> torch.Tensor:
+    if values.dim() == 0:
+        return values.expand(batch)
+    if values.dim() > 1:
+        values = values.reshape(values.shape[0], -1).mean(dim=1)
+    return values
+
+
+def _batch_size(target: Any) -> int:
+    if isinstance(target, torch.Tensor):
+        return target.shape[0]
+    if isinstance(target, dict):
+        return _batch_size(next(iter(target.values())))
+    if isinstance(target, (list, tuple)):
+        return _batch_size(target[0])
+    return len(target)
+
+
+class PerSampleLoss:
+    """Callable (pred, target) -> 1-D tensor of per-sample losses, on pred's device, no grad."""
+
+    def __init__(self, loss_fn: Callable[..., torch.Tensor]) -> None:
+        self.loss_fn = loss_fn
+        self.strategy = "unknown"
+        self._fn: Callable[[Any, Any], torch.Tensor] | None = None
+        self._pick()
+
+    def _pick(self) -> None:
+        fn = self.loss_fn
+        if isinstance(fn, torch.nn.Module) and hasattr(fn, "reduction"):
+            clone = copy.copy(fn)
+            clone.reduction = "none"
+            self._fn, self.strategy = clone, "reduction='none' copy"
+            return
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if "reduction" in params:
+            self._fn, self.strategy = (lambda p, t: fn(p, t, reduction="none")), "reduction='none' argument"
+            return
+        self._fn, self.strategy = None, "vmap"
+
+    def __call__(self, pred: Any, target: Any) -> torch.Tensor:
+        with torch.no_grad():
+            batch = _batch_size(target)
+            if self._fn is not None:
+                return _reduce_to_batch(self._fn(pred, target), batch)
+            return self._fallback(pred, target, batch)
+
+    def _fallback(self, pred: Any, target: Any, batch: int) -> torch.Tensor:
+        fn = self.loss_fn
+        if self.strategy == "vmap":
+            try:
+                single = lambda p, t: fn(p.unsqueeze(0), t.unsqueeze(0))  # noqa: E731
+                return _reduce_to_batch(torch.func.vmap(single)(pred, target), batch)
+            except Exception as exc:  # not vmappable (data-dependent control flow, dict outputs, ...)
+                log.info("onthefly: per-sample loss falls back to a per-sample loop (%s)", exc)
+                self.strategy = "loop"
+        values = [fn(_take(pred, i), _take(target, i)).reshape(-1).mean() for i in range(batch)]
+        return torch.stack(values)
+
+
+def _take(value: Any, i: int) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value[i : i + 1]
+    if isinstance(value, dict):
+        return {k: _take(v, i) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_take(v, i) for v in value)
+    return value

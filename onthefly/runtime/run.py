@@ -1,0 +1,90 @@
+"""Run: one training run's identity, event bus, control state and hooks, tied together."""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from onthefly.runtime.bus import EventBus
+from onthefly.runtime.control import Control
+from onthefly.runtime.events import Event, EventKind, RunIdentity, RunState
+from onthefly.runtime.hooks import HookList
+from onthefly.runtime import hyperparams
+
+
+def new_run_id(project: str, run_name: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{project}/{run_name}/{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    identity: RunIdentity
+    state: RunState
+    step: int
+    epoch: int
+    max_steps: int
+    max_epochs: int
+    total_steps: int
+    last_loss: float
+    samples_per_second: float
+    hyperparameters: list[tuple[int, dict[str, float]]]
+    last_seq: int
+    pending_steps: int
+    device: str
+    error: str
+
+
+class Run:
+    """Everything about one run that outlives a single step. Safe to read from any thread."""
+
+    def __init__(self, project: str, run_name: str, bus: EventBus | None = None) -> None:
+        self.identity = RunIdentity(project, run_name, new_run_id(project, run_name), os.getpid())
+        self.bus = bus or EventBus(on_resolved=self._observe)
+        self.control = Control(self)
+        self.hooks = HookList()
+        self.step = 0
+        self.epoch = 0
+        self.max_steps = 0
+        self.max_epochs = 0
+        self.total_steps = 0
+        self.last_loss = math.nan
+        self.samples_per_second = 0.0
+        self.device = "cpu"
+        self._lock = threading.Lock()
+
+    def _observe(self, events: list[Event]) -> None:
+        # Runs on the bus's pump thread with resolved values: keep the status figures current.
+        for event in events:
+            if event.kind is EventKind.STEP_METRICS:
+                self.last_loss = event.payload.loss
+                self.samples_per_second = event.payload.samples_per_second
+
+    def publish(self, kind: EventKind, payload: Any) -> None:
+        """Non-blocking: hand one event to the bus, stamped with the current step and epoch."""
+        self.bus.publish(Event(kind, self.step, self.epoch, time.time(), payload))
+
+    def status(self) -> StatusSnapshot:
+        ctx = self.control.ctx
+        groups = hyperparams.read_groups(ctx.optimizer) if ctx is not None else []
+        return StatusSnapshot(
+            identity=self.identity,
+            state=self.control.state,
+            step=self.step,
+            epoch=self.epoch,
+            max_steps=self.max_steps,
+            max_epochs=self.max_epochs,
+            total_steps=self.total_steps,
+            last_loss=self.last_loss,
+            samples_per_second=self.samples_per_second,
+            hyperparameters=groups,
+            last_seq=self.bus.last_published_seq,
+            pending_steps=self.control.pending_steps,
+            device=self.device,
+            error=self.control.error,
+        )

@@ -1,0 +1,1 @@
+"""The gRPC layer: thin servicers over the run runtime, one convert module, auth, discovery."""

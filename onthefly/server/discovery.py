@@ -1,0 +1,108 @@
+"""Discovery files: one JSON file per running trainer, so clients find runs without configuration.
+
+Directory: $ONTHEFLY_RUNTIME_DIR, else $XDG_RUNTIME_DIR/onthefly, else ~/.onthefly/run (mode 0700).
+File: <pid>-<port>.json, mode 0600, holding port, pid, token, project, run_name, run_id, started_at.
+Written atomically; removed at exit. Files whose process is gone are ignored by readers and removed
+by ``live_runs`` (they are ours: same directory, same naming).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import pathlib
+import re
+import time
+from dataclasses import asdict, dataclass
+
+_NAME = re.compile(r"^(\d+)-(\d+)\.json$")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    port: int
+    pid: int
+    token: str
+    project: str
+    run_name: str
+    run_id: str
+    started_at: float
+    host: str = "127.0.0.1"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def runtime_dir() -> pathlib.Path:
+    explicit = os.environ.get("ONTHEFLY_RUNTIME_DIR")
+    if explicit:
+        return pathlib.Path(explicit)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return pathlib.Path(xdg) / "onthefly"
+    return pathlib.Path.home() / ".onthefly" / "run"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DiscoveryFile:
+    """Writes this process's discovery file and removes it on ``remove()`` or at interpreter exit."""
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+        directory = runtime_dir()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = directory / f"{info.pid}-{info.port}.json"
+        tmp = self.path.with_suffix(".json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(info), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+        atexit.register(self.remove)
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        atexit.unregister(self.remove)
+
+
+def live_runs(directory: pathlib.Path | None = None) -> list[RunInfo]:
+    """Discovery files of running trainers, newest first; stale ones (dead pid) are removed."""
+    directory = directory or runtime_dir()
+    if not directory.is_dir():
+        return []
+    runs = []
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if not match:
+            continue
+        try:
+            data = json.loads(path.read_text())
+            info = RunInfo(**data)
+        except (OSError, ValueError, TypeError):
+            continue
+        if not _pid_alive(info.pid):
+            path.unlink(missing_ok=True)
+            continue
+        runs.append(info)
+    runs.sort(key=lambda r: r.started_at, reverse=True)
+    return runs
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,99 @@
+"""The server factory: one place where every option is chosen, each with its reason."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from concurrent import futures
+
+from onthefly import _grpc_env  # noqa: F401
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from onthefly.runtime.run import Run
+from onthefly.server.auth import TokenInterceptor
+from onthefly.server.control_servicer import ControlServicer
+from onthefly.server.discovery import DiscoveryFile, RunInfo, now
+from onthefly.server.telemetry_servicer import TelemetryServicer
+from onthefly.v1 import control_pb2, control_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
+
+log = logging.getLogger("onthefly")
+
+# Sync grpc holds one pool thread per open stream: 16 threads serve a dashboard, a CLI watcher,
+# scripts and a coordinator at once; beyond 64 concurrent RPCs callers get RESOURCE_EXHAUSTED
+# instead of queueing forever.
+MAX_WORKERS = 16
+MAX_CONCURRENT_RPCS = 64
+SERVER_OPTIONS = [
+    # Two servers must never share a port silently (Linux SO_REUSEPORT would allow it).
+    ("grpc.so_reuseport", 0),
+    # Frames of per-sample losses can be large; keep well above the default 4 MiB for big batches.
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+# Extra servicers other features register: callables (server, run) -> list of service full names.
+_EXTENSIONS: list = []
+
+
+def register_extension(add) -> None:
+    """Register ``add(server, run) -> [service full names]``, called for every run server built."""
+    _EXTENSIONS.append(add)
+
+
+class RunServer:
+    """A started server for one run: ``port``, ``token``, ``stop(grace)``."""
+
+    def __init__(self, server: grpc.Server, port: int, token: str, health_servicer, discovery: DiscoveryFile) -> None:
+        self.server, self.port, self.token = server, port, token
+        self._health = health_servicer
+        self._discovery = discovery
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._discovery.remove()
+        self._health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
+
+
+def _bind(server: grpc.Server, host: str, port: int) -> int:
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    return bound
+
+
+def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunServer:
+    token = secrets.token_urlsafe(24)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-rpc"),
+        interceptors=[TokenInterceptor(token)],
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
+    telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(TelemetryServicer(run), server)
+    control_pb2_grpc.add_ControlServiceServicer_to_server(ControlServicer(run), server)
+    names = [
+        telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
+        control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
+    ]
+    for add in _EXTENSIONS:
+        names.extend(add(server, run))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = _bind(server, host, port)
+    if bound == 0 and port != 0:
+        log.warning("onthefly: port %d is taken; serving on another free port instead", port)
+        bound = _bind(server, host, 0)
+    if bound == 0:
+        raise RuntimeError(f"onthefly: could not bind any port on {host}")
+    server.start()
+    identity = run.identity
+    discovery = DiscoveryFile(RunInfo(bound, identity.pid, token, identity.project, identity.run_name,
+                                      identity.run_id, now(), host))
+    log.info("onthefly: serving %s on %s:%d (discovery file %s)", identity.run_id, host, bound, discovery.path)
+    return RunServer(server, bound, token, health_servicer, discovery)

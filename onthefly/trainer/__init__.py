@@ -1,0 +1,1 @@
+"""The native training loop: Trainer(...).fit(...) and quickstart(...)."""

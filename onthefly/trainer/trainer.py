@@ -1,0 +1,350 @@
+"""Trainer: the user's PyTorch loop, hosted so that clients can watch and steer it.
+
+No hidden behaviour: no gradient clipping, no reseeding (unless ``seed=`` is given), the scheduler
+steps per epoch unless ``scheduler_interval="step"``, and the user's DataLoader, sampler, collate and
+workers are used exactly as given. With the same seed, weights are bit-identical to a plain loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
+from onthefly.runtime.context import LoopContext
+from onthefly.runtime.events import (
+    EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
+)
+from onthefly.runtime.hooks import RunHook
+from onthefly.runtime.log_capture import LogCapture
+from onthefly.runtime.loader_tap import TappedLoader, batch_len
+from onthefly.runtime.run import Run
+from onthefly.runtime.stats import StatsSampler
+from onthefly.trainer.evaluate import evaluate
+from onthefly.trainer.forward import Forward, detach, to_device
+
+log = logging.getLogger("onthefly")
+
+DEFAULT_PORT = 47621
+
+
+@dataclass
+class FitResult:
+    """What fit returns: how far training got and the last evaluation results."""
+
+    steps: int
+    epochs: int
+    state: RunState
+    stopped_early: bool
+    val: EvalResult | None
+    test: EvalResult | None
+
+
+class Trainer:
+    """Runs ``fit`` on the calling thread and serves the run's gRPC API from a background thread.
+
+    Budget: exactly one of ``max_epochs`` / ``max_steps``. ``port=0`` picks a free port; the default
+    47621 falls back to a free port (logged, and written to the discovery file) when taken.
+    """
+
+    def __init__(
+        self,
+        project: str = "default",
+        run_name: str = "run",
+        *,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+        val_every_n_epochs: int = 1,
+        scheduler_interval: str = "epoch",
+        accumulate_grad_batches: int = 1,
+        precision: str | None = None,
+        seed: int | None = None,
+        serve: bool = True,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        start_paused: bool = False,
+        capture_logging: bool = True,
+        capture_prints: bool = False,
+        track_grad_norm: bool = True,
+        per_sample_loss: bool = True,
+        history_events: int = DEFAULT_HISTORY_EVENTS,
+        shutdown_grace: float = 5.0,
+        hooks: list[RunHook] | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if (max_epochs is None) == (max_steps is None):
+            raise ValueError("give exactly one budget: Trainer(max_epochs=N) or Trainer(max_steps=N)")
+        budget = max_epochs if max_epochs is not None else max_steps
+        if not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"the budget must be a positive integer, got {budget!r}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError("scheduler_interval must be 'epoch' or 'step'")
+        if precision not in (None, "32", "16-mixed", "bf16-mixed"):
+            raise ValueError("precision must be None, '32', '16-mixed' or 'bf16-mixed'")
+        if accumulate_grad_batches < 1:
+            raise ValueError("accumulate_grad_batches must be at least 1")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the API listens on loopback only: host must be 127.0.0.1, localhost or ::1")
+        self.project, self.run_name = project, run_name
+        self.max_epochs, self.max_steps = max_epochs, max_steps
+        self.val_every_n_epochs = val_every_n_epochs
+        self.scheduler_interval = scheduler_interval
+        self.accumulate = accumulate_grad_batches
+        self.precision = precision
+        self.seed = seed
+        self.serve, self.host, self.port = serve, host, port
+        self.start_paused = start_paused
+        self.capture_logging, self.capture_prints = capture_logging, capture_prints
+        self.track_grad_norm = track_grad_norm
+        self.per_sample_loss = per_sample_loss
+        self.history_events = history_events
+        self.shutdown_grace = shutdown_grace
+        self.verbose = verbose
+        self._extra_hooks = list(hooks or [])
+        self.run: Run | None = None
+        self.server: Any = None
+        self.ready = threading.Event()  # set once the server is up (or skipped) and training starts
+
+    # -- public ----------------------------------------------------------------------------------
+    @property
+    def address(self) -> str | None:
+        return None if self.server is None else f"{self.host}:{self.server.port}"
+
+    @property
+    def token(self) -> str | None:
+        return None if self.server is None else self.server.token
+
+    def fit(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        train_loader: Any = None,
+        val_loader: Any = None,
+        test_loader: Any = None,
+        scheduler: Any = None,
+        device: str | torch.device | None = None,
+        *,
+        step_fn: Callable[..., Any] | None = None,
+        do_test_after: bool = False,
+    ) -> FitResult:
+        """Train until the budget is spent or a client stops the run; returns a FitResult."""
+        if train_loader is None:
+            raise TypeError("Trainer.fit needs train_loader=...")
+        if self.seed is not None:
+            random.seed(self.seed)
+            np.random.seed(self.seed)
+            torch.manual_seed(self.seed)
+        device = torch.device(device) if device is not None else _default_device()
+        model.to(device)
+        run = Run(self.project, self.run_name, EventBus(history_events=self.history_events))
+        run.device = str(device)
+        run.max_steps, run.max_epochs = self.max_steps or 0, self.max_epochs or 0
+        run.total_steps = self._planned_steps(train_loader)
+        for hook in self._extra_hooks:
+            run.hooks.add(hook)
+        self.run = run
+        scaler = _grad_scaler(self.precision, device)
+        ctx = LoopContext(run, model, optimizer, loss_fn, device, train_loader, val_loader, test_loader,
+                          scheduler, scaler)
+        forward = Forward(loss_fn, step_fn, self.per_sample_loss)
+        autocast = _autocast_factory(self.precision, device)
+        ctx.evaluate = lambda split, reason: evaluate(ctx, forward, split, reason, autocast)
+        run.control.ctx = ctx
+        capture = LogCapture(run, self.capture_logging, self.capture_prints)
+        stats = StatsSampler(run)
+        error: BaseException | None = None
+        result_val: EvalResult | None = None
+        result_test: EvalResult | None = None
+        try:
+            self._start_server(run)
+            capture.open()
+            stats.start()
+            run.control.state = RunState.RUNNING
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.STARTED, RunState.RUNNING, "", run.identity))
+            run.hooks.on_fit_start(ctx)
+            self.ready.set()
+            if self.start_paused:
+                run.control.enter_pause(ctx, "started paused: resume to begin")
+            result_val = self._train(ctx, forward, autocast)
+            if do_test_after and test_loader is not None and not run.control.skip_test:
+                result_test = ctx.evaluate("test", "end")
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.ready.set()
+            self._finish(run, ctx, error, capture, stats)
+        return FitResult(run.step, run.epoch, run.control.state, run.control.stop_requested, result_val, result_test)
+
+    # -- loop ------------------------------------------------------------------------------------
+    def _train(self, ctx: LoopContext, forward: Forward, autocast: Callable[[], Any]) -> EvalResult | None:
+        run, control, hooks = ctx.run, ctx.run.control, ctx.run.hooks
+        model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        tapped = TappedLoader(ctx.train_loader)
+        last_val: EvalResult | None = None
+        non_blocking = ctx.device.type == "cuda"
+        if control.boundary(ctx):
+            return None
+        epoch = 0
+        while True:
+            ctx.epoch = run.epoch = epoch
+            ctx.batch_in_epoch = 0
+            hooks.on_epoch_start(ctx)
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, control.state, str(epoch)))
+            micro = 0
+            tick = time.perf_counter()
+            for batch, indices in tapped:
+                data_seconds = time.perf_counter() - tick
+                batch = to_device(batch, ctx.device, non_blocking)
+                with autocast():
+                    out = forward(model, batch)
+                loss = out.loss
+                backward_loss = loss / self.accumulate if self.accumulate > 1 else loss
+                if scaler is not None:
+                    scaler.scale(backward_loss).backward()
+                else:
+                    backward_loss.backward()
+                micro += 1
+                ctx.batch_in_epoch += 1
+                self._publish_samples(run, out, batch, indices)
+                if micro % self.accumulate:
+                    continue
+                grad_norm = self._grad_norm(params, scaler) if self.track_grad_norm else None
+                if hooks.on_before_optimizer_step(ctx, loss):
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if scheduler is not None and self.scheduler_interval == "step":
+                    _step_scheduler(scheduler, None)
+                ctx.step = run.step = ctx.step + 1
+                now = time.perf_counter()
+                step_seconds = now - tick
+                n = batch_len(batch)
+                run.publish(EventKind.STEP_METRICS, StepMetrics(
+                    detach(loss), float(optimizer.param_groups[0]["lr"]), grad_norm,
+                    n / step_seconds if step_seconds > 0 else 0.0, n, step_seconds, data_seconds))
+                hooks.on_step_end(ctx)
+                control.step_done(ctx)
+                if control.boundary(ctx) or self._budget_spent(ctx):
+                    return last_val
+                tick = time.perf_counter()
+            if micro % self.accumulate:  # leftover micro-batches at the end of an epoch: drop their grads
+                optimizer.zero_grad(set_to_none=True)
+            if ctx.val_loader is not None and (epoch + 1) % self.val_every_n_epochs == 0:
+                last_val = ctx.evaluate("val", "schedule")
+            if scheduler is not None and self.scheduler_interval == "epoch":
+                _step_scheduler(scheduler, last_val.loss if last_val is not None else None)
+            epoch += 1
+            if self.max_epochs is not None and epoch >= self.max_epochs:
+                ctx.epoch = run.epoch = epoch
+                return last_val
+            if control.boundary(ctx):
+                return last_val
+
+    def _budget_spent(self, ctx: LoopContext) -> bool:
+        return self.max_steps is not None and ctx.step >= self.max_steps
+
+    @staticmethod
+    def _publish_samples(run: Run, out: Any, batch: Any, indices: np.ndarray | None) -> None:
+        per_sample = out.per_sample_loss
+        if per_sample is None:
+            return
+        per_sample = detach(per_sample)
+        n = int(per_sample.shape[0])
+        if indices is None or len(indices) != n:
+            indices = np.full(n, -1, dtype=np.int64)
+        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, per_sample))
+
+    @staticmethod
+    def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | None:
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return None
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if scaler is not None:
+            norm = norm / scaler.get_scale()
+        return norm
+
+    def _planned_steps(self, loader: Any) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        try:
+            return (len(loader) // self.accumulate) * self.max_epochs
+        except TypeError:
+            return 0
+
+    # -- server and shutdown ---------------------------------------------------------------------
+    def _start_server(self, run: Run) -> None:
+        if not self.serve:
+            return
+        from onthefly.server.host import start_server
+
+        self.server = start_server(run, self.host, self.port)
+        if self.verbose:
+            print(
+                f"onthefly: run '{run.identity.project}/{run.identity.run_name}' is live on "
+                f"{self.host}:{self.server.port} (follow it with `onthefly watch`)",
+                file=sys.stderr,
+            )
+
+    def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
+                stats: StatsSampler) -> None:
+        control = run.control
+        if error is None:
+            control.state = RunState.FINISHED
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FINISHED, RunState.FINISHED,
+                                                       "stopped on request" if control.stop_requested else ""))
+        else:
+            control.state = RunState.FAILED
+            control.error = f"{type(error).__name__}: {error}"
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FAILED, RunState.FAILED, control.error))
+        control.reject_all(f"the run {control.state.name.lower()} before the command was applied", ctx.step)
+        with contextlib.suppress(Exception):
+            run.hooks.on_fit_end(ctx, error)
+        stats.stop()
+        capture.close()
+        run.bus.close()
+        if self.server is not None:
+            run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
+            self.server.stop(grace=self.shutdown_grace)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _grad_scaler(precision: str | None, device: torch.device) -> Any:
+    if precision == "16-mixed" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def _autocast_factory(precision: str | None, device: torch.device) -> Callable[[], Any]:
+    if precision == "16-mixed":
+        return lambda: torch.autocast(device.type, dtype=torch.float16)
+    if precision == "bf16-mixed":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _step_scheduler(scheduler: Any, metric: float | None) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if metric is not None and not math.isnan(metric):
+            scheduler.step(metric)
+    else:
+        scheduler.step()
