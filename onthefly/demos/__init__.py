@@ -1,0 +1,1 @@
+"""Small, real models and data for examples, tests and bug reports."""

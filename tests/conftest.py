@@ -1,0 +1,39 @@
+"""Shared fixtures: an isolated discovery directory per test and a live run in a background thread."""
+
+from __future__ import annotations
+
+import pytest
+
+import onthefly  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT before grpc loads)
+from support import LiveRun
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path, monkeypatch):
+    """Each test gets its own discovery directory, so runs never see each other."""
+    path = tmp_path / "onthefly-run"
+    monkeypatch.setenv("ONTHEFLY_RUNTIME_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def live_run():
+    """Factory: live_run(trainer, model, optimizer, loss_fn, loader, **fit_kwargs) -> LiveRun."""
+    runs: list[LiveRun] = []
+
+    def start(trainer, *fit_args, **fit_kwargs) -> LiveRun:
+        run = LiveRun(trainer, fit_args, fit_kwargs)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        if run.thread.is_alive() and run.trainer.run is not None:
+            from onthefly.runtime.steering import Stop
+
+            try:
+                run.trainer.run.control.submit(Stop(skip_test=True))
+            except Exception:
+                pass
+            run.thread.join(30)
+        run.close()
