@@ -1,0 +1,74 @@
+"""Real training scripts in their own processes: forked DataLoader workers with a client streaming,
+and a script with no client at all that must simply run to the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from onthefly.client import RunNotFound, connect, find_run
+from onthefly.v1 import control_pb2, telemetry_pb2
+from support import wait_until
+
+SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.nn as nn
+    from torch.utils.data import DataLoader, Dataset
+    from onthefly import Trainer
+
+    class Data(Dataset):
+        def __len__(self): return 512
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return torch.randn(8, generator=g), i % 2
+
+    workers, paused = int(sys.argv[1]), sys.argv[2] == "paused"
+    torch.manual_seed(0)
+    model = nn.Linear(8, 2)
+    result = Trainer("proc", "workers", max_epochs=3, start_paused=paused, port=0, verbose=False).fit(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+        DataLoader(Data(), batch_size=32, shuffle=True, num_workers=workers))
+    print("steps", result.steps, result.state.name)
+""")
+
+
+def _start(tmp_path, workers: int, paused: bool) -> subprocess.Popen:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen([sys.executable, str(script), str(workers), "paused" if paused else "free"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def _found():
+    try:
+        return find_run()
+    except RunNotFound:
+        return None
+
+
+def test_forked_workers_while_a_client_streams(tmp_path):
+    proc = _start(tmp_path, workers=2, paused=True)
+    try:
+        info = wait_until(_found, timeout=60, what="the trainer's discovery file")
+        with connect(address=info.address, token=info.token) as client:
+            stream = client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest())
+            client.control.Resume(control_pb2.ResumeRequest())  # workers fork now, with the stream open
+            events = [e for frame in stream for e in frame.events]
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "steps 48 FINISHED" in out
+    indices = [i for e in events if e.WhichOneof("payload") == "sample_losses" for i in e.sample_losses.indices]
+    assert sorted(indices) == sorted(list(range(512)) * 3)  # every sample of every epoch, by dataset index
+    assert events[-1].lifecycle.kind == telemetry_pb2.LIFECYCLE_KIND_FINISHED
+
+
+def test_no_client_means_a_clean_normal_exit(tmp_path, runtime_dir):
+    proc = _start(tmp_path, workers=0, paused=False)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "steps 48 FINISHED" in out
+    assert "Traceback" not in err
+    assert list(runtime_dir.glob("*.json")) == []  # discovery file removed at exit
