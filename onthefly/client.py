@@ -12,9 +12,18 @@ from dataclasses import dataclass
 from onthefly import _grpc_env  # noqa: F401
 import grpc
 
+import numpy as np
+
 from onthefly.server.auth import bearer
+from onthefly.server.packed import decode_sample_losses
 from onthefly.server.discovery import RunInfo, live_runs
 from onthefly.v1 import control_pb2_grpc, telemetry_pb2_grpc
+
+
+def sample_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64, losses float32) of a SampleLosses message, as numpy arrays, fast."""
+    _, indices, losses = decode_sample_losses(msg.SerializeToString())
+    return indices, losses
 
 
 class RunNotFound(LookupError):

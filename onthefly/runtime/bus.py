@@ -157,8 +157,13 @@ class EventBus:
             self._subscribers -= 1
             self._cond.notify_all()
 
-    def read(self, next_seq: int, max_events: int = 512, timeout: float = 0.25) -> ReadResult:
-        """Return events with seq >= ``next_seq``, waiting up to ``timeout`` s for the first one."""
+    def read(self, next_seq: int, max_events: int = 512, timeout: float = 0.25,
+             max_bytes: int = 4 * 1024 * 1024) -> ReadResult:
+        """Return events with seq >= ``next_seq``, waiting up to ``timeout`` s for the first one.
+
+        A read returns at most ``max_events`` events and stops after the one that reaches
+        ``max_bytes`` (so one huge event still goes through).
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._newest < next_seq and not self._closed:
@@ -173,7 +178,8 @@ class EventBus:
                 next_seq = self._oldest
             events: list[Event] = []
             seq = next_seq
-            while seq <= self._newest and len(events) < max_events:
+            size = 0
+            while seq <= self._newest and len(events) < max_events and size < max_bytes:
                 event = self._ring[seq % self._history_events]
                 if event is None or event.seq != seq:
                     hole_end = seq
@@ -188,6 +194,7 @@ class EventBus:
                     seq = hole_end + 1
                     continue
                 events.append(event)
+                size += event.nbytes()
                 seq += 1
             closed = self._closed and seq > self._newest
             return ReadResult(events, gap, seq, closed)

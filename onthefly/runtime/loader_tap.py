@@ -54,7 +54,7 @@ class _IndexTap:
             except StopIteration:
                 return
         for index in it:
-            self.fifo.append(index if self.auto_collation else [index])
+            self.fifo.append(index)  # a batch of indices, or one index (reshaped to [i] later)
             yield index
 
     def __len__(self) -> int:

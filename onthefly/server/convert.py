@@ -6,6 +6,7 @@ from onthefly.runtime import events as d
 from onthefly.runtime.bus import Gap
 from onthefly.runtime.commands import Receipt
 from onthefly.runtime.run import StatusSnapshot
+from onthefly.server import packed
 from onthefly.v1 import telemetry_pb2
 from onthefly.v1.receipt_pb2 import Receipt as ProtoReceipt
 from onthefly.v1.run_pb2 import Hyperparameters as ProtoHyperparameters
@@ -67,9 +68,7 @@ def event(value: d.Event) -> ProtoEvent:
     p = value.payload
     kind = value.kind
     if kind is d.EventKind.SAMPLE_LOSSES:
-        msg.sample_losses.split = p.split
-        msg.sample_losses.indices[:] = p.indices.tolist()
-        msg.sample_losses.losses[:] = p.losses.tolist()
+        msg.sample_losses.ParseFromString(packed.encode_sample_losses(p.split, p.indices, p.losses))
     elif kind is d.EventKind.STEP_METRICS:
         m = msg.step_metrics
         m.loss, m.lr, m.grad_norm = p.loss, p.lr, p.grad_norm

@@ -400,7 +400,9 @@ Global___StepMetrics: _TypeAlias = StepMetrics  # noqa: Y015
 
 @_typing.final
 class SampleLosses(_message.Message):
-    """SampleLosses carries the per-sample losses of one batch as packed arrays of equal length."""
+    """SampleLosses carries the per-sample losses of one batch as packed arrays of equal length.
+    Both arrays are fixed-width on the wire, so clients can read them as raw little-endian buffers.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -415,7 +417,7 @@ class SampleLosses(_message.Message):
 
     @_builtins.property
     def losses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """losses are the per-sample loss values, aligned with indices."""
+        """losses are the per-sample loss values (float32), aligned with indices."""
 
     def __init__(
         self,
