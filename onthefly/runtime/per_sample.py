@@ -56,7 +56,8 @@ class PerSampleLoss:
         if isinstance(fn, torch.nn.Module) and hasattr(fn, "reduction"):
             clone = copy.copy(fn)
             clone.reduction = "none"
-            self._fn, self.strategy = clone, "reduction='none' copy"
+            # forward() directly: the per-step Module.__call__ machinery costs as much as the loss itself.
+            self._fn, self.strategy = clone.forward, "reduction='none' copy"
             return
         try:
             params = inspect.signature(fn).parameters
@@ -68,10 +69,11 @@ class PerSampleLoss:
         self._fn, self.strategy = None, "vmap"
 
     def __call__(self, pred: Any, target: Any) -> torch.Tensor:
+        """``pred`` must be detached (the trainer passes detached predictions), so no graph is built."""
+        batch = _batch_size(target)
+        if self._fn is not None:
+            return _reduce_to_batch(self._fn(pred, target), batch)
         with torch.no_grad():
-            batch = _batch_size(target)
-            if self._fn is not None:
-                return _reduce_to_batch(self._fn(pred, target), batch)
             return self._fallback(pred, target, batch)
 
     def _fallback(self, pred: Any, target: Any, batch: int) -> torch.Tensor:
