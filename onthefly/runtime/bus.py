@@ -49,7 +49,6 @@ class EventBus:
         history_events: int = DEFAULT_HISTORY_EVENTS,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         coalesce_seconds: float = 0.02,
-        on_resolved: Callable[[list[Event]], None] | None = None,
     ) -> None:
         if history_events < 1 or queue_events < 1:
             raise ValueError("queue_events and history_events must be at least 1")
@@ -70,7 +69,7 @@ class EventBus:
         self._closed = False
         self._subscribers = 0
         self._coalesce = coalesce_seconds
-        self._on_resolved = on_resolved
+        self._observers: list[Callable[[list[Event]], None]] = []
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._pump_loop, name="onthefly-bus", daemon=True)
         self._pump.start()
@@ -99,6 +98,10 @@ class EventBus:
     def subscriber_count(self) -> int:
         return self._subscribers
 
+    def observe(self, callback: Callable[[list[Event]], None]) -> None:
+        """Call ``callback(events)`` on the pump thread with each batch of resolved events."""
+        self._observers.append(callback)
+
     # -- pump ------------------------------------------------------------------------------------
     def _pump_loop(self) -> None:
         while not self._stop.wait(self._coalesce):
@@ -118,8 +121,8 @@ class EventBus:
                 return
             for event in batch:
                 event.resolve()
-            if self._on_resolved is not None:
-                self._on_resolved(batch)
+            for observe in self._observers:
+                observe(batch)
             with self._cond:
                 for event in batch:
                     self._store(event)

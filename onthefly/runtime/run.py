@@ -45,7 +45,8 @@ class Run:
 
     def __init__(self, project: str, run_name: str, bus: EventBus | None = None) -> None:
         self.identity = RunIdentity(project, run_name, new_run_id(project, run_name), os.getpid())
-        self.bus = bus or EventBus(on_resolved=self._observe)
+        self.bus = bus or EventBus()
+        self.bus.observe(self._observe)
         self.control = Control(self)
         self.hooks = HookList()
         self.step = 0

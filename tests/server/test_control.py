@@ -120,3 +120,12 @@ def test_stop_ends_fit_cleanly_and_runs_the_end_test_unless_skipped(live_run):
     result = stopped.join()
     assert receipt.status == APPLIED and result.stopped_early and result.steps == 0
     assert result.test is not None and result.test.samples == 64
+
+
+def test_status_reports_the_live_loss_and_throughput(run):
+    run.client.control.Step(control_pb2.StepRequest(steps=3))
+    wait_until(lambda: _status(run).step == 3 and _status(run).last_loss == _status(run).last_loss,
+               what="a resolved loss in the status")  # NaN != NaN until the first loss arrives
+    status = _status(run)
+    assert 0 < status.last_loss < 10 and status.samples_per_second > 0
+    assert status.total_steps == 50 * 256 and status.max_epochs == 50 and status.device == "cpu"
