@@ -48,7 +48,7 @@ class EventBus:
         queue_events: int = DEFAULT_QUEUE_EVENTS,
         history_events: int = DEFAULT_HISTORY_EVENTS,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
-        coalesce_seconds: float = 0.02,
+        coalesce_seconds: float = 0.05,
     ) -> None:
         if history_events < 1 or queue_events < 1:
             raise ValueError("queue_events and history_events must be at least 1")

@@ -165,12 +165,16 @@ class Event:
 
 
 def _to_float(value: Any) -> float:
+    if hasattr(value, "value"):  # a PendingCopy from host_values
+        return float(value.value())
     if hasattr(value, "item"):
         return float(value.item())
     return float(value)
 
 
 def _to_numpy(value: Any, dtype: Any) -> np.ndarray:
+    if hasattr(value, "value"):  # a PendingCopy from host_values
+        value = value.value()
     if isinstance(value, np.ndarray):
         return value.astype(dtype, copy=False)
     if hasattr(value, "detach"):

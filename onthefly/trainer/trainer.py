@@ -26,6 +26,7 @@ from onthefly.runtime.events import (
     EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
 from onthefly.runtime.hooks import RunHook
+from onthefly.runtime.host_values import array_later, scalar_later
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.loader_tap import TappedLoader, batch_len
 from onthefly.runtime.run import Run
@@ -195,6 +196,7 @@ class Trainer:
         tapped = TappedLoader(ctx.train_loader)
         last_val: EvalResult | None = None
         non_blocking = ctx.device.type == "cuda"
+        move = ctx.device.type != "cpu"  # CPU batches are used as they come: no per-step walk
         if control.boundary(ctx):
             return None
         epoch = 0
@@ -203,11 +205,16 @@ class Trainer:
             ctx.batch_in_epoch = 0
             hooks.on_epoch_start(ctx)
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, control.state, str(epoch)))
-            micro = 0
+            micro = samples = 0
             tick = time.perf_counter()
             for batch, indices in tapped:
                 data_seconds = time.perf_counter() - tick
-                batch = to_device(batch, ctx.device, non_blocking)
+                if micro % self.accumulate == 0:
+                    # Where a plain loop zeroes: right before the forward pass of each step. (The
+                    # previous step's gradients stay readable at the boundary for health checks.)
+                    optimizer.zero_grad(set_to_none=True)
+                if move:
+                    batch = to_device(batch, ctx.device, non_blocking)
                 with autocast():
                     out = forward(model, batch)
                 loss = out.loss
@@ -217,6 +224,7 @@ class Trainer:
                 else:
                     backward_loss.backward()
                 micro += 1
+                samples += batch_len(batch)
                 ctx.batch_in_epoch += 1
                 self._publish_samples(run, out, batch, indices)
                 if micro % self.accumulate:
@@ -228,16 +236,15 @@ class Trainer:
                         scaler.update()
                     else:
                         optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
                 if scheduler is not None and self.scheduler_interval == "step":
                     _step_scheduler(scheduler, None)
                 ctx.step = run.step = ctx.step + 1
                 now = time.perf_counter()
                 step_seconds = now - tick
-                n = batch_len(batch)
                 run.publish(EventKind.STEP_METRICS, StepMetrics(
-                    detach(loss), float(optimizer.param_groups[0]["lr"]), grad_norm,
-                    n / step_seconds if step_seconds > 0 else 0.0, n, step_seconds, data_seconds))
+                    scalar_later(loss), float(optimizer.param_groups[0]["lr"]), scalar_later(grad_norm),
+                    samples / step_seconds if step_seconds > 0 else 0.0, samples, step_seconds, data_seconds))
+                samples = 0
                 hooks.on_step_end(ctx)
                 control.step_done(ctx)
                 if control.boundary(ctx) or self._budget_spent(ctx):
@@ -268,7 +275,7 @@ class Trainer:
         n = int(per_sample.shape[0])
         if indices is None or len(indices) != n:
             indices = np.full(n, -1, dtype=np.int64)
-        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, per_sample))
+        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, array_later(per_sample)))
 
     @staticmethod
     def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | None:

@@ -1,0 +1,47 @@
+"""Getting per-step values off the device without making the training thread wait.
+
+On CPU a value is read right away (``item()`` / a zero-copy numpy view cost about a microsecond,
+and keeping tensor work off other threads keeps their thread pools from competing with training).
+On an accelerator a non-blocking copy is started and an event recorded; the bus's pump thread
+waits for that event when it resolves the value, so the training thread never synchronises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class PendingCopy:
+    """A device-to-host copy in flight; ``value()`` waits for it (on the calling thread only)."""
+
+    __slots__ = ("_host", "_event", "_scalar")
+
+    def __init__(self, tensor: torch.Tensor, scalar: bool) -> None:
+        self._host = tensor.detach().to("cpu", non_blocking=True)
+        self._event = torch.cuda.Event() if tensor.device.type == "cuda" else None
+        if self._event is not None:
+            self._event.record()
+        self._scalar = scalar
+
+    def value(self) -> Any:
+        if self._event is not None:
+            self._event.synchronize()
+        return float(self._host.item()) if self._scalar else self._host.numpy()
+
+
+def scalar_later(value: torch.Tensor | float | None) -> Any:
+    """A float now (CPU) or a PendingCopy (accelerator); None stays None."""
+    if value is None or not isinstance(value, torch.Tensor):
+        return value
+    if value.device.type == "cpu":
+        return float(value.item())
+    return PendingCopy(value, scalar=True)
+
+
+def array_later(value: torch.Tensor) -> Any:
+    """A float32 numpy array now (CPU) or a PendingCopy (accelerator)."""
+    if value.device.type == "cpu":
+        return value.detach().float().numpy()
+    return PendingCopy(value.float(), scalar=False)
