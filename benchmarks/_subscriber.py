@@ -29,7 +29,8 @@ def main() -> None:
                     last = now
             if frame.HasField("gap"):
                 gaps += frame.gap.last_seq - frame.gap.first_seq + 1
-    print(json.dumps({"events": events, "values": values, "first": first, "last": last, "gaps": gaps}), flush=True)
+    print(json.dumps({"events": events, "values": values, "first": first, "last": last, "gaps": gaps,
+                      "cpu_seconds": time.process_time()}), flush=True)
 
 
 if __name__ == "__main__":

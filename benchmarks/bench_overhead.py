@@ -102,33 +102,40 @@ def per_step(stamps: list[float], warmup: int) -> float:
     return (stamps[-1] - stamps[warmup]) / (len(stamps) - 1 - warmup)
 
 
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    values = sorted(values)
+    return values[len(values) // 4], statistics.median(values), values[(3 * len(values)) // 4]
+
+
 def bench_overhead(reps: int, steps: int) -> dict:
-    """Interleaved in random order rep by rep, so drift and noise on a shared VM hit both sides alike;
-    the figure is the median of the per-rep ratios (with its spread)."""
+    """Each rep runs the bare loop twice and the Trainer once, in random order, so drift and noise on
+    a shared VM hit all sides alike. The figure is the median of per-rep ratios trainer/bare; the
+    bare/bare ratio of the same reps is the noise floor of the measurement itself."""
     import random
 
     loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
     warmup = min(20, steps // 10)
-    ratios, bare_steps, hosted_steps, events, gaps = [], [], [], 0, 0
+    ratios, controls, bare_steps, hosted_steps, events, gaps = [], [], [], [], 0, 0
     order = random.Random(0)
     for _ in range(reps):
-        sides = ["bare", "trainer"]
+        sides = ["bare", "control", "trainer"]
         order.shuffle(sides)
+        timing = {}
         for side in sides:
-            if side == "bare":
-                bare = per_step(bare_loop(loader, steps), warmup)
-            else:
+            if side == "trainer":
                 stamps, summary = trainer_loop(loader, steps)
-                hosted = per_step(stamps, warmup)
+                timing[side] = per_step(stamps, warmup)
                 events, gaps = summary["events"], gaps + summary["gaps"]
-        bare_steps.append(bare)
-        hosted_steps.append(hosted)
-        ratios.append(hosted / bare)
-    ratios.sort()
+            else:
+                timing[side] = per_step(bare_loop(loader, steps), warmup)
+        bare_steps.append(timing["bare"])
+        hosted_steps.append(timing["trainer"])
+        ratios.append(timing["trainer"] / timing["bare"])
+        controls.append(timing["control"] / timing["bare"])
     return {"bare_ms_per_step": statistics.median(bare_steps) * 1e3,
             "trainer_ms_per_step": statistics.median(hosted_steps) * 1e3,
-            "ratio": statistics.median(ratios), "ratio_q1": ratios[len(ratios) // 4],
-            "ratio_q3": ratios[(3 * len(ratios)) // 4], "subscriber_events": events, "subscriber_gaps": gaps}
+            "ratio": _quartiles(ratios), "control": _quartiles(controls),
+            "subscriber_events": events, "subscriber_gaps": gaps}
 
 
 class TensorBatches:
@@ -230,10 +237,12 @@ def main() -> None:
         print(bench_streaming())
         return
     o = bench_overhead(args.reps, args.steps)
+    q1, med, q3 = o["ratio"]
+    c1, cmed, c3 = o["control"]
     print(f"[overhead] bare {o['bare_ms_per_step']:.3f} ms/step, Trainer+subscriber {o['trainer_ms_per_step']:.3f} "
-          f"ms/step -> ratio {o['ratio']:.4f} (target <= 1.03; quartiles {o['ratio_q1']:.3f}..{o['ratio_q3']:.3f} "
-          f"over {args.reps} interleaved reps); the subscriber got {o['subscriber_events']} events per run, "
-          f"{o['subscriber_gaps']} missed in all")
+          f"ms/step -> ratio {med:.4f} (target <= 1.03; quartiles {q1:.3f}..{q3:.3f} over {args.reps} reps); "
+          f"noise floor bare/bare {cmed:.4f} ({c1:.3f}..{c3:.3f}); the subscriber got "
+          f"{o['subscriber_events']} events per run, {o['subscriber_gaps']} missed in all")
     c = bench_stream_capacity()
     print(f"[stream capacity] {c['values']:,} per-sample values to one subscriber process in {c['seconds']:.2f} s -> "
           f"{c['values_per_second'] / 1e6:.1f} M values/s (target >= 5)")
