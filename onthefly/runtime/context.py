@@ -33,5 +33,9 @@ class LoopContext:
     batch_in_epoch: int = 0
     # evaluate(split, reason) runs a validation/test pass on the training thread and returns its result.
     evaluate: Callable[[str, str], "EvalResult"] | None = None
+    # forward(model, batch) -> StepOutput: the loop's own forward pass and loss (health checks replay it).
+    forward: Callable[[Any, Any], Any] | None = None
+    # autocast() -> a context manager matching the run's precision, for passes outside the loop.
+    autocast: Callable[[], Any] | None = None
     # Feature-owned state (sessions, health checks, ...) keyed by feature name.
     extras: dict[str, Any] = field(default_factory=dict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from onthefly.runtime.commands import Command, PendingCommand, Receipt, ReceiptStatus
@@ -66,17 +67,25 @@ class Control:
             return pending
 
     # -- training thread -------------------------------------------------------------------------
-    def boundary(self, ctx: "LoopContext") -> bool:
-        """Apply queued commands; block while paused. Returns True when the loop must stop."""
+    def boundary(self, ctx: "LoopContext", max_wait: float | None = None) -> bool:
+        """Apply queued commands; block while paused. Returns True when the loop must stop.
+
+        With ``max_wait``, a paused loop returns after that many seconds without a command, still
+        paused (the caller reads ``state``): a distributed loop uses it to keep its peers informed.
+        """
         if not self._queue and self.state is not RunState.PAUSED:
             return self.stop_requested
+        deadline = None if max_wait is None else time.monotonic() + max_wait
         while True:
             self._apply_queued(ctx)
             if self.stop_requested or self.state is not RunState.PAUSED:
                 return self.stop_requested
             with self._cond:
                 while not self._queue:
-                    self._cond.wait(0.5)  # timed so Ctrl-C still reaches a paused main thread
+                    left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                    if left <= 0:
+                        return self.stop_requested
+                    self._cond.wait(left)  # timed so Ctrl-C still reaches a paused main thread
 
     def step_done(self, ctx: "LoopContext") -> None:
         """Count down a StepRequest budget; pause when it is spent."""

@@ -161,6 +161,7 @@ class Trainer:
         forward = Forward(loss_fn, step_fn, self.per_sample_loss)
         autocast = _autocast_factory(self.precision, device)
         ctx.evaluate = lambda split, reason: evaluate(ctx, forward, split, reason, autocast)
+        ctx.forward, ctx.autocast = forward, autocast
         run.control.ctx = ctx
         capture = LogCapture(run, self.capture_logging, self.capture_prints)
         stats = StatsSampler(run)
