@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import secrets
 from concurrent import futures
@@ -35,6 +36,17 @@ SERVER_OPTIONS = [
 
 # Extra servicers other features register: callables (server, run) -> list of service full names.
 _EXTENSIONS: list = []
+# Feature servicer modules that call register_extension when imported; absent ones are skipped.
+FEATURE_SERVICERS = ("onthefly.server.diagnostics_servicer",)
+
+
+def _load_features() -> None:
+    for name in FEATURE_SERVICERS:
+        try:
+            importlib.import_module(name)  # imported once per process, so each registers once
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
 
 
 def register_extension(add) -> None:
@@ -78,6 +90,7 @@ def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunSer
         telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
         control_pb2.DESCRIPTOR.services_by_name["ControlService"].full_name,
     ]
+    _load_features()
     for add in _EXTENSIONS:
         names.extend(add(server, run))
     health_servicer = health.HealthServicer()
