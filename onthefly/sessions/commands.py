@@ -1,0 +1,115 @@
+"""Session commands: checkpoint, export, import and restore, applied on the training thread at a
+step boundary. Expensive checks (reading and verifying a bundle) run in ``check`` on the caller's
+thread, so the loop only pays for swapping the state in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onthefly.runtime.commands import Command
+from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from onthefly.runtime.context import LoopContext
+    from onthefly.runtime.control import Control
+    from onthefly.sessions.hook import Sessions
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    raw = os.fspath(path)
+    if not raw:
+        raise InvalidArgument("give a file path")
+    p = Path(raw).expanduser()
+    if not p.is_absolute():
+        raise InvalidArgument(f"'{raw}' is relative; give an absolute path (the trainer's working directory "
+                              "may differ from yours)")
+    return p
+
+
+class CreateCheckpoint(Command):
+    name = "checkpoint"
+
+    def __init__(self, sessions: "Sessions", label: str = "", reason: str = "request") -> None:
+        self.sessions, self.label, self.reason = sessions, label, reason
+
+    def check(self, control: "Control") -> None:
+        self.sessions.require_session()
+
+    def apply(self, ctx: "LoopContext") -> Any:
+        return self.sessions.take_checkpoint(ctx, self.reason, self.label)
+
+    def describe(self, result: Any) -> str:
+        return "" if result is None else f"checkpoint {result.checkpoint_id} at step {result.step} ({self.reason})"
+
+
+class ExportSession(Command):
+    name = "export"
+
+    def __init__(self, sessions: "Sessions", path: str | os.PathLike, overwrite: bool = False) -> None:
+        self.sessions, self.overwrite = sessions, overwrite
+        self.path = _absolute(path)
+
+    def check(self, control: "Control") -> None:
+        self.sessions.require_session()
+        if self.path.exists() and not self.overwrite:
+            raise FailedPrecondition(f"{self.path} already exists; choose another path or allow overwriting it")
+        if not self.path.parent.is_dir():
+            raise NotFound(f"cannot export to {self.path}: the folder {self.path.parent} does not exist")
+
+    def apply(self, ctx: "LoopContext") -> Any:
+        return self.sessions.export_now(ctx, self.path, self.overwrite)
+
+    def describe(self, result: Any) -> str:
+        return f"exported step {result.step} to {result.path} ({result.size_bytes} bytes)"
+
+
+class ImportSession(Command):
+    name = "import"
+
+    def __init__(self, sessions: "Sessions", path: str | os.PathLike) -> None:
+        self.sessions = sessions
+        self.path = _absolute(path)
+        self.imported = None
+
+    def check(self, control: "Control") -> None:
+        from onthefly.sessions.session import read_bundle
+
+        self.sessions.require_session()
+        self.imported = read_bundle(self.path)  # every check, off the training thread
+        try:
+            self.sessions.check_compatible(control.ctx, self.imported)
+        except BaseException:
+            self.imported.bundle.close()
+            raise
+
+    def apply(self, ctx: "LoopContext") -> Any:
+        try:
+            return self.sessions.adopt(ctx, self.imported, "imported")
+        finally:
+            self.imported.bundle.close()
+
+    def describe(self, result: Any) -> str:
+        return f"imported {self.path}: continuing from step {result.step}"
+
+
+class RestoreCheckpoint(Command):
+    name = "restore"
+
+    def __init__(self, sessions: "Sessions", checkpoint_id: str) -> None:
+        self.sessions, self.checkpoint_id = sessions, checkpoint_id
+        self.checkpoint = None
+
+    def check(self, control: "Control") -> None:
+        if not self.checkpoint_id:
+            raise InvalidArgument("give the id of the checkpoint to restore (see ListCheckpoints)")
+        session = self.sessions.require_session()
+        self.checkpoint = session.load_checkpoint(self.checkpoint_id)
+        self.sessions.check_compatible(control.ctx, self.checkpoint)
+
+    def apply(self, ctx: "LoopContext") -> Any:
+        return self.sessions.restore(ctx, self.checkpoint)
+
+    def describe(self, result: Any) -> str:
+        return f"restored checkpoint {result.checkpoint_id}: continuing from step {result.step}"

@@ -1,0 +1,207 @@
+"""The session's history: every telemetry event and every per-sample loss, kept in the store.
+
+The bus's pump thread hands resolved events to ``History.observe``; they are buffered and written as
+chunks (``history/<session>/events-N.jsonl`` and ``samples-N.arrow``, each written atomically), so the
+training thread never writes history and a killed process loses at most the unflushed tail. The
+per-step metric history (step, loss, lr, grad norm) and evaluation results are also kept in memory:
+every checkpoint carries them, so a restored checkpoint knows the curve that led to it.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import enum
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+import torch
+
+from onthefly.runtime.events import Event, EventKind
+from onthefly.sessions.store import SessionFolder
+
+FLUSH_BYTES = 8 << 20
+FLUSH_SECONDS = 30.0
+SPLITS = ("train", "val", "test")
+SAMPLES_SCHEMA = pa.schema([
+    ("split", pa.dictionary(pa.int8(), pa.string())),
+    ("step", pa.int64()),
+    ("epoch", pa.int32()),
+    ("index", pa.int64()),
+    ("loss", pa.float32()),
+])
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict of one (resolved, non-sample) event."""
+    payload = event.payload
+    body = dataclasses.asdict(payload) if dataclasses.is_dataclass(payload) else {"value": repr(payload)}
+    return {"seq": event.seq, "kind": event.kind.name.lower(), "step": event.step, "epoch": event.epoch,
+            "time": event.time, **{k: _plain(v) for k, v in body.items()}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return value
+
+
+class History:
+    """Buffers a run's events into store chunks and keeps its metric history. Thread-safe."""
+
+    def __init__(self, folder: SessionFolder | None, session_id: str, record_samples: bool = True,
+                 flush_bytes: int = FLUSH_BYTES, flush_seconds: float = FLUSH_SECONDS) -> None:
+        self._folder = folder
+        self._prefix = f"history/{session_id}"
+        self._record_samples = record_samples
+        self._flush_bytes = flush_bytes
+        self._flush_seconds = flush_seconds
+        self._lock = threading.RLock()
+        self._events: list[str] = []
+        self._samples: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
+        self._sample_bytes = 0
+        self._chunk = 0
+        self._last_flush = time.monotonic()
+        self.sample_rows = 0
+        self.event_count = 0
+        # metric history (carried by checkpoints)
+        self._steps = array.array("q")
+        self._epochs = array.array("q")
+        self._loss = array.array("d")
+        self._lr = array.array("d")
+        self._grad_norm = array.array("d")
+        self._evals: list[dict[str, Any]] = []
+
+    # -- pump thread -----------------------------------------------------------------------------
+    def observe(self, events: list[Event]) -> None:
+        with self._lock:
+            for event in events:
+                kind = event.kind
+                if kind is EventKind.SAMPLE_LOSSES:
+                    if self._record_samples:
+                        p = event.payload
+                        split = SPLITS.index(p.split) if p.split in SPLITS else 0
+                        self._samples.append((split, event.step, event.epoch, p.indices, p.losses))
+                        self._sample_bytes += p.nbytes()
+                        self.sample_rows += len(p.losses)
+                    continue
+                if kind is EventKind.STEP_METRICS:
+                    p = event.payload
+                    self._steps.append(event.step)
+                    self._epochs.append(event.epoch)
+                    self._loss.append(float(p.loss))
+                    self._lr.append(float(p.lr))
+                    self._grad_norm.append(float(p.grad_norm))
+                elif kind is EventKind.EVAL_RESULT:
+                    p = event.payload
+                    self._evals.append({"step": event.step, "epoch": event.epoch, "split": p.split, "loss": p.loss,
+                                        "samples": p.samples, "metrics": dict(p.metrics), "reason": p.reason})
+                self._events.append(json.dumps(event_record(event), allow_nan=True))
+                self.event_count += 1
+            due = (self._sample_bytes >= self._flush_bytes or len(self._events) >= 50_000
+                   or time.monotonic() - self._last_flush >= self._flush_seconds)
+        if due:
+            self.flush()
+
+    # -- any thread ------------------------------------------------------------------------------
+    def flush(self) -> list[str]:
+        """Write what is buffered as new chunks; returns their session-relative paths."""
+        with self._lock:
+            events, self._events = self._events, []
+            samples, self._samples = self._samples, []
+            self._sample_bytes = 0
+            self._last_flush = time.monotonic()
+            if self._folder is None or (not events and not samples):
+                return []
+            self._chunk += 1
+            written = []
+            if events:
+                rel = f"{self._prefix}/events-{self._chunk:06d}.jsonl"
+                self._folder.write_bytes(rel, ("\n".join(events) + "\n").encode())
+                written.append(rel)
+            if samples:
+                rel = f"{self._prefix}/samples-{self._chunk:06d}.arrow"
+                self._folder.write_bytes(rel, _samples_ipc(samples))
+                written.append(rel)
+            return written
+
+    def metric_state(self) -> dict[str, Any]:
+        """The metric history so far, for a checkpoint (columns as tensors, evaluations as data)."""
+        with self._lock:
+            return {
+                "step": _column(self._steps, torch.int64),
+                "epoch": _column(self._epochs, torch.int64),
+                "loss": _column(self._loss, torch.float64),
+                "lr": _column(self._lr, torch.float64),
+                "grad_norm": _column(self._grad_norm, torch.float64),
+                "evals": [dict(e) for e in self._evals],
+            }
+
+    def load_metric_state(self, state: dict[str, Any] | None) -> None:
+        """Continue from a checkpoint's metric history (replacing what is in memory)."""
+        if not state:
+            return
+        with self._lock:
+            self._steps = array.array("q", state["step"].tolist())
+            self._epochs = array.array("q", state["epoch"].tolist())
+            self._loss = array.array("d", state["loss"].tolist())
+            self._lr = array.array("d", state["lr"].tolist())
+            self._grad_norm = array.array("d", state["grad_norm"].tolist())
+            self._evals = [dict(e) for e in state.get("evals", [])]
+
+    @property
+    def metric_steps(self) -> int:
+        with self._lock:
+            return len(self._steps)
+
+
+def _column(values: array.array, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(values, dtype=np.int64 if dtype == torch.int64 else np.float64).copy())
+
+
+def _samples_ipc(samples: list[tuple[int, int, int, np.ndarray, np.ndarray]]) -> bytes:
+    lengths = [len(losses) for *_, losses in samples]
+    split = np.repeat(np.array([s[0] for s in samples], dtype=np.int8), lengths)
+    step = np.repeat(np.array([s[1] for s in samples], dtype=np.int64), lengths)
+    epoch = np.repeat(np.array([s[2] for s in samples], dtype=np.int32), lengths)
+    index = np.concatenate([np.asarray(s[3], dtype=np.int64) for s in samples])
+    loss = np.concatenate([np.asarray(s[4], dtype=np.float32) for s in samples])
+    table = pa.table({
+        "split": pa.DictionaryArray.from_arrays(pa.array(split), pa.array(list(SPLITS))),
+        "step": step, "epoch": epoch, "index": index, "loss": loss,
+    }, schema=SAMPLES_SCHEMA)
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, SAMPLES_SCHEMA) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def read_sample_losses(paths: Iterable[str | Path | bytes]) -> pa.Table:
+    """Concatenate per-sample loss chunks (paths, or the chunks' bytes) into one table."""
+    tables = []
+    for item in paths:
+        source = pa.BufferReader(item) if isinstance(item, bytes) else pa.memory_map(str(item))
+        tables.append(pa.ipc.open_file(source).read_all())
+    return pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
+
+
+def read_events(paths: Iterable[str | Path | bytes]) -> list[dict[str, Any]]:
+    """Events from JSON-lines chunks, in order."""
+    out = []
+    for item in paths:
+        text = item.decode() if isinstance(item, bytes) else Path(item).read_text()
+        out.extend(json.loads(line) for line in text.splitlines() if line)
+    return out
