@@ -37,5 +37,10 @@ class LoopContext:
     forward: Callable[[Any, Any], Any] | None = None
     # autocast() -> a context manager matching the run's precision, for passes outside the loop.
     autocast: Callable[[], Any] | None = None
+    # train_batches: the TappedLoader the loop iterates (sessions position it to resume mid-epoch).
+    train_batches: Any = None
+    # repositioned: set by a command that moved step/epoch/batch_in_epoch (session import or restore);
+    # the loop then starts over at that position.
+    repositioned: bool = False
     # Feature-owned state (sessions, health checks, ...) keyed by feature name.
     extras: dict[str, Any] = field(default_factory=dict)

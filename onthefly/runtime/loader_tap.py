@@ -18,12 +18,15 @@ an imported session continues mid-epoch.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _DatasetKind
+
+
+_END = object()
 
 
 def base_index_map(dataset: Any) -> np.ndarray | None:
@@ -44,15 +47,20 @@ class _IndexTap:
         self.fifo = fifo
         self.auto_collation = auto_collation
         self.skip = 0
+        self.then: Callable[[], None] | None = None
+        self.on_start: Callable[[], None] | None = None
 
     def __iter__(self) -> Iterator[Any]:
+        if self.on_start is not None:
+            self.on_start()  # may call skip_batches for this very pass
+        skip, then = self.skip, self.then
+        self.skip, self.then = 0, None
         it = iter(self.inner)
-        skip, self.skip = self.skip, 0
         for _ in range(skip):
-            try:
-                next(it)
-            except StopIteration:
-                return
+            if next(it, _END) is _END:
+                break
+        if then is not None:
+            then()
         for index in it:
             self.fifo.append(index)  # a batch of indices, or one index (reshaped to [i] later)
             yield index
@@ -87,6 +95,7 @@ class TappedLoader:
     """Yields ``(batch, indices)`` for each batch of ``loader``; ``indices`` is an int64 array.
 
     ``skip_batches(k)`` makes the next epoch start after its first k batches (not loaded).
+    ``on_epoch_sampling(fn)`` calls ``fn()`` each time an epoch starts drawing from the sampler.
     """
 
     def __init__(self, loader: Any) -> None:
@@ -101,11 +110,33 @@ class TappedLoader:
             self._tap = _IndexTap(loader._index_sampler, self._fifo, loader._auto_collation)
             self._view = _LoaderView(loader, self._tap)
 
-    def skip_batches(self, count: int) -> None:
+    def skip_batches(self, count: int, then: Callable[[], None] | None = None) -> None:
+        """Start the next epoch after its first ``count`` batches; ``then()`` runs once they have been
+        drawn from the sampler (not loaded), before any batch is loaded."""
         if count and not self.tappable:
             raise RuntimeError("cannot resume mid-epoch: this DataLoader's batch order cannot be replayed")
         if self._tap is not None:
-            self._tap.skip = count
+            self._tap.skip, self._tap.then = count, then
+        elif then is not None:
+            then()
+
+    def on_epoch_sampling(self, callback: Callable[[], None] | None) -> bool:
+        """Call ``callback()`` whenever an epoch starts drawing from the sampler: after the DataLoader
+        iterator drew its base seed, before the sampler draws anything. False if it cannot tap."""
+        if self._tap is None:
+            return False
+        self._tap.on_start = callback
+        return True
+
+    @property
+    def reuses_iterator(self) -> bool:
+        """True when the next epoch reuses persistent workers (its iterator draws no new base seed)."""
+        loader = self.loader
+        if not (getattr(loader, "persistent_workers", False) and getattr(loader, "num_workers", 0) > 0):
+            return False
+        if self.tappable:
+            return self._persistent_iter is not None
+        return getattr(loader, "_iterator", None) is not None
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import sys
 import threading
@@ -31,6 +32,7 @@ from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.loader_tap import TappedLoader, batch_len
 from onthefly.runtime.run import Run
 from onthefly.runtime.stats import StatsSampler
+from onthefly.sessions.attach import attach_sessions
 from onthefly.trainer.evaluate import evaluate
 from onthefly.trainer.forward import Forward, detach, to_device
 
@@ -138,8 +140,12 @@ class Trainer:
         *,
         step_fn: Callable[..., Any] | None = None,
         do_test_after: bool = False,
+        resume_from: str | os.PathLike | None = None,
     ) -> FitResult:
-        """Train until the budget is spent or a client stops the run; returns a FitResult."""
+        """Train until the budget is spent or a client stops the run; returns a FitResult.
+
+        ``resume_from``: an exported session bundle; training continues exactly where it stopped.
+        """
         if train_loader is None:
             raise TypeError("Trainer.fit needs train_loader=...")
         if self.seed is not None:
@@ -169,6 +175,7 @@ class Trainer:
         result_val: EvalResult | None = None
         result_test: EvalResult | None = None
         try:
+            attach_sessions(ctx, resume_from)  # the run's session store; restores resume_from, if given
             self._start_server(run)
             capture.open()
             stats.start()
@@ -194,16 +201,18 @@ class Trainer:
         run, control, hooks = ctx.run, ctx.run.control, ctx.run.hooks
         model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        tapped = TappedLoader(ctx.train_loader)
+        tapped = ctx.train_batches = TappedLoader(ctx.train_loader)
         last_val: EvalResult | None = None
         non_blocking = ctx.device.type == "cuda"
         move = ctx.device.type != "cpu"  # CPU batches are used as they come: no per-step walk
         if control.boundary(ctx):
             return None
-        epoch = 0
         while True:
-            ctx.epoch = run.epoch = epoch
-            ctx.batch_in_epoch = 0
+            # Where training (re)starts: epoch 0 batch 0, or the position a resumed or imported session set.
+            epoch = run.epoch = ctx.epoch
+            ctx.repositioned = False
+            if self._budget_spent(ctx) or (self.max_epochs is not None and epoch >= self.max_epochs):
+                return last_val
             hooks.on_epoch_start(ctx)
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, control.state, str(epoch)))
             micro = samples = 0
@@ -250,16 +259,20 @@ class Trainer:
                 control.step_done(ctx)
                 if control.boundary(ctx) or self._budget_spent(ctx):
                     return last_val
+                if ctx.repositioned:  # an import or restore at this boundary moved the loop
+                    break
                 tick = time.perf_counter()
+            if ctx.repositioned:
+                continue
             if micro % self.accumulate:  # leftover micro-batches at the end of an epoch: drop their grads
                 optimizer.zero_grad(set_to_none=True)
             if ctx.val_loader is not None and (epoch + 1) % self.val_every_n_epochs == 0:
                 last_val = ctx.evaluate("val", "schedule")
             if scheduler is not None and self.scheduler_interval == "epoch":
                 _step_scheduler(scheduler, last_val.loss if last_val is not None else None)
-            epoch += 1
-            if self.max_epochs is not None and epoch >= self.max_epochs:
-                ctx.epoch = run.epoch = epoch
+            ctx.epoch = run.epoch = epoch + 1
+            ctx.batch_in_epoch = 0
+            if self.max_epochs is not None and ctx.epoch >= self.max_epochs:
                 return last_val
             if control.boundary(ctx):
                 return last_val
