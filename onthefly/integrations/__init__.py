@@ -1,0 +1,1 @@
+"""Integrations that host OnTheFly inside other training frameworks' loops."""

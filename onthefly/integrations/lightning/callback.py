@@ -1,0 +1,384 @@
+"""OnTheFlyCallback: a plain Lightning Callback that hosts the run's API and steers Lightning's loop.
+
+Nothing of Lightning or of the user's objects is patched: the callback reads what Lightning hands its
+hooks, publishes the same events as the native Trainer, and treats the end of every optimizer step
+(``on_train_batch_end`` after ``global_step`` moved) as the step boundary where the run's Control
+applies commands and blocks while paused. A stop sets ``trainer.should_stop``; an optimizer step a
+hook refuses (the NumericsGuard) is skipped by dropping its gradients before the optimizer runs.
+
+Under distributed training only rank 0 starts the server (and writes the discovery file); every rank
+takes rank 0's decisions at the same boundary through ``RankSync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
+
+from onthefly.integrations.lightning.samples import LossTap, epoch_index_batches, find_loss, step_output_values
+from onthefly.integrations.lightning.sync import RankSync
+from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
+from onthefly.runtime.context import LoopContext
+from onthefly.runtime.errors import CommandRejected
+from onthefly.runtime.events import EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, StepMetrics
+from onthefly.runtime.hooks import RunHook
+from onthefly.runtime.host_values import scalar_later
+from onthefly.runtime.loader_tap import batch_len
+from onthefly.runtime.log_capture import LogCapture
+from onthefly.runtime.run import Run
+from onthefly.runtime.stats import StatsSampler
+from onthefly.trainer.evaluate import _accuracy_counts, evaluate
+from onthefly.trainer.forward import Forward, StepOutput
+from onthefly.trainer.trainer import DEFAULT_PORT, Trainer
+
+
+def _first(loaders: Any) -> Any:
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()), None)
+    return loaders
+
+
+def _scalar_metrics(metrics: dict, needle: str) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if needle not in key:
+            continue
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = float(value.item())
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+class OnTheFlyCallback(Callback):
+    """Hosts an OnTheFly run inside ``lightning.pytorch.Trainer.fit``. Create it with ``attach_lightning``."""
+
+    def __init__(
+        self,
+        project: str = "default",
+        run_name: str = "run",
+        *,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        step_fn: Callable[..., Any] | None = None,
+        test_loader: Any = None,
+        per_sample_loss: bool = True,
+        track_grad_norm: bool = True,
+        serve: bool = True,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        start_paused: bool = False,
+        hooks: list[RunHook] | None = None,
+        capture_logging: bool = True,
+        capture_prints: bool = False,
+        history_events: int = DEFAULT_HISTORY_EVENTS,
+        shutdown_grace: float = 5.0,
+        heartbeat: float = 1.0,
+        verbose: bool = True,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the API listens on loopback only: host must be 127.0.0.1, localhost or ::1")
+        self.project, self.run_name = project, run_name
+        self.loss_fn, self.step_fn = loss_fn, step_fn
+        self.test_loader = test_loader
+        self.per_sample_loss, self.track_grad_norm = per_sample_loss, track_grad_norm
+        self.serve, self.host, self.port = serve, host, port
+        self.start_paused = start_paused
+        self.capture_logging, self.capture_prints = capture_logging, capture_prints
+        self.history_events, self.shutdown_grace = history_events, shutdown_grace
+        self.heartbeat, self.verbose = heartbeat, verbose
+        self._extra_hooks = list(hooks or [])
+        self.run: Run | None = None
+        self.ctx: LoopContext | None = None
+        self.server: Any = None
+        self.chief = True
+        self.ready = threading.Event()  # set once the server is up (rank 0) and training starts
+        self._reset_fit_state()
+
+    def _reset_fit_state(self) -> None:
+        self._sync: RankSync | None = None
+        self._tap: LossTap | None = None
+        self._capture: LogCapture | None = None
+        self._stats: StatsSampler | None = None
+        self._params: list[torch.Tensor] = []
+        self._last_global_step = 0
+        self._tick = time.perf_counter()
+        self._data_seconds = 0.0
+        self._samples = 0
+        self._loss: Any = None
+        self._grad_norm: Any = None
+        self._epoch_batches: list | None = None
+        self._val: dict[str, Any] | None = None
+        self._finished = False
+
+    # -- public ----------------------------------------------------------------------------------
+    @property
+    def address(self) -> str | None:
+        return None if self.server is None else f"{self.host}:{self.server.port}"
+
+    @property
+    def token(self) -> str | None:
+        return None if self.server is None else self.server.token
+
+    # -- fit start -------------------------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._reset_fit_state()
+        self.chief = trainer.global_rank == 0
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            self._sync = RankSync(self.heartbeat)
+        run = Run(self.project, self.run_name, EventBus(history_events=self.history_events))
+        run.device = str(pl_module.device)
+        run.max_steps = trainer.max_steps if (trainer.max_steps or -1) > 0 else 0
+        run.max_epochs = trainer.max_epochs if (trainer.max_epochs or -1) > 0 else 0
+        for hook in self._extra_hooks:
+            run.hooks.add(hook)
+        self.run = run
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        configs = trainer.lr_scheduler_configs
+        scheduler = configs[0].scheduler if configs else None
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        loss_fn = self.loss_fn if self.loss_fn is not None else find_loss(pl_module)
+        ctx = LoopContext(run, pl_module, optimizer, loss_fn, pl_module.device, None, None,
+                          self._test_loader(trainer, pl_module), scheduler, scaler)
+        if loss_fn is not None or self.step_fn is not None:
+            ctx.forward = Forward(loss_fn, self.step_fn, self.per_sample_loss)
+        ctx.autocast = trainer.precision_plugin.forward_context
+        ctx.evaluate = self._evaluate
+        self.ctx = ctx
+        run.control.ctx = ctx
+        self._params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
+        if self.per_sample_loss and self.chief and isinstance(loss_fn, torch.nn.Module):
+            self._tap = LossTap(loss_fn)
+        if self.chief:
+            self._start_server(run)
+            self._capture = LogCapture(run, self.capture_logging, self.capture_prints)
+            self._capture.open()
+            self._stats = StatsSampler(run)
+            self._stats.start()
+        run.control.state = RunState.RUNNING
+        run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.STARTED, RunState.RUNNING, "", run.identity))
+        run.hooks.on_fit_start(ctx)
+
+    def _test_loader(self, trainer, pl_module) -> Any:
+        if self.test_loader is not None:
+            return self.test_loader
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        for owner in (trainer.datamodule, pl_module):
+            if owner is not None and is_overridden("test_dataloader", owner):
+                with contextlib.suppress(Exception):  # e.g. a datamodule whose test set needs setup("test")
+                    return _first(owner.test_dataloader())
+        return None
+
+    def _start_server(self, run: Run) -> None:
+        if not self.serve:
+            return
+        from onthefly.server.host import start_server
+
+        self.server = start_server(run, self.host, self.port)
+        if self.verbose:
+            print(f"onthefly: run '{run.identity.project}/{run.identity.run_name}' is live on "
+                  f"{self.host}:{self.server.port} (follow it with `onthefly watch`)", file=sys.stderr)
+
+    def _evaluate(self, split: str, reason: str) -> EvalResult:
+        ctx = self.ctx
+        if ctx.forward is None:
+            raise CommandRejected("OnTheFly cannot compute this module's loss outside training_step: pass "
+                                  "loss_fn= (the loss module your steps call) or step_fn= to attach_lightning")
+        return evaluate(ctx, ctx.forward, split, reason, ctx.autocast)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        ctx, run = self.ctx, self.run
+        ctx.train_loader = _first(trainer.train_dataloader)
+        ctx.val_loader = _first(trainer.val_dataloaders)
+        with contextlib.suppress(Exception):
+            total = trainer.estimated_stepping_batches
+            run.total_steps = int(total) if math.isfinite(total) else 0
+        self._last_global_step = trainer.global_step
+        ctx.step = run.step = trainer.global_step
+        self.ready.set()
+        if self.start_paused and self.chief:
+            run.control.enter_pause(ctx, "started paused: resume to begin")
+        if self._boundary():
+            trainer.should_stop = True
+
+    # -- training --------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        ctx, run = self.ctx, self.run
+        ctx.epoch = run.epoch = trainer.current_epoch
+        ctx.batch_in_epoch = 0
+        run.hooks.on_epoch_start(ctx)
+        if self.chief:
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, run.control.state,
+                                                       str(ctx.epoch)))
+            self._epoch_batches = epoch_index_batches(ctx.train_loader) if self.per_sample_loss else None
+        self._tick = time.perf_counter()
+        self._samples = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._samples == 0:
+            self._data_seconds = time.perf_counter() - self._tick
+        if self._tap is not None:
+            self._tap.arm()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._loss = loss.detach()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        ctx = self.ctx
+        if optimizer is not ctx.optimizer:
+            return
+        ctx.step = trainer.global_step
+        # Lightning has already unscaled AMP gradients here, so no scaler correction is needed.
+        self._grad_norm = Trainer._grad_norm(self._params, None) if self.track_grad_norm else None
+        accumulate = trainer.accumulate_grad_batches
+        loss = self._loss * accumulate if (self._loss is not None and accumulate > 1) else self._loss
+        if not self.run.hooks.on_before_optimizer_step(ctx, loss):
+            for p in self._params:  # an optimizer skips parameters without a gradient: the step is a no-op
+                p.grad = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        ctx, run = self.ctx, self.run
+        self._samples += batch_len(batch)
+        ctx.batch_in_epoch = batch_idx + 1
+        if self.chief:
+            self._publish_samples("train", outputs, batch, batch_idx, self._epoch_batches)
+        if trainer.global_step == self._last_global_step:
+            return  # accumulating gradients: not a step boundary
+        self._last_global_step = trainer.global_step
+        ctx.step = run.step = trainer.global_step
+        step_seconds = time.perf_counter() - self._tick
+        if self.chief:
+            accumulate = trainer.accumulate_grad_batches
+            loss = self._loss * accumulate if (self._loss is not None and accumulate > 1) else self._loss
+            lr = float(ctx.optimizer.param_groups[0]["lr"]) if ctx.optimizer is not None else math.nan
+            run.publish(EventKind.STEP_METRICS, StepMetrics(
+                scalar_later(loss) if loss is not None else math.nan, lr, scalar_later(self._grad_norm),
+                self._samples / step_seconds if step_seconds > 0 else 0.0, self._samples, step_seconds,
+                self._data_seconds))
+        self._samples = 0
+        self._grad_norm = None
+        run.hooks.on_step_end(ctx)
+        if self.chief:
+            run.control.step_done(ctx)
+        if self._boundary():
+            trainer.should_stop = True
+        self._tick = time.perf_counter()
+
+    def _boundary(self) -> bool:
+        if self._sync is not None:
+            return self._sync.boundary(self.ctx)
+        return self.run.control.boundary(self.ctx)
+
+    def _publish_samples(self, split: str, outputs: Any, batch: Any, batch_idx: int, epoch_batches) -> tuple:
+        per_sample, indices = step_output_values(outputs)
+        pred = target = None
+        if self._tap is not None:
+            tapped, pred, target = self._tap.take()
+            if per_sample is None:
+                per_sample = tapped
+        if per_sample is None:
+            return None, pred, target
+        if indices is None and epoch_batches is not None and batch_idx < len(epoch_batches):
+            indices = epoch_batches[batch_idx]
+        Trainer._publish_samples(self.run, StepOutput(None, per_sample), batch, indices)
+        return per_sample, pred, target
+
+    # -- validation (Lightning's own loop) -------------------------------------------------------
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.run is None or not self.chief:
+            return
+        control = self.run.control
+        loaders = trainer.val_dataloaders
+        loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+        self._val = {"previous": control.state, "sum": 0.0, "count": 0, "correct": 0, "labelled": 0,
+                     "started": time.perf_counter(),
+                     "batches": [epoch_index_batches(dl) if self.per_sample_loss else None for dl in loaders]}
+        control.state = RunState.TESTING
+        self.run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.TEST_STARTED, RunState.TESTING, "val"))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self._val is not None and self._tap is not None:
+            self._tap.arm()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        val = self._val
+        if val is None:
+            return
+        batches = val["batches"][dataloader_idx] if dataloader_idx < len(val["batches"]) else None
+        per_sample, pred, target = self._publish_samples("val", outputs, batch, batch_idx, batches)
+        if per_sample is not None:
+            val["sum"] += float(per_sample.float().sum())
+            val["count"] += int(per_sample.shape[0])
+        acc = _accuracy_counts(pred, target)
+        if acc is not None:
+            val["correct"] += acc[0]
+            val["labelled"] += acc[1]
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        val, self._val = self._val, None
+        if val is None:
+            return
+        metrics = _scalar_metrics(trainer.callback_metrics, "val")
+        if val["labelled"]:
+            metrics.setdefault("accuracy", val["correct"] / val["labelled"])
+        if val["count"]:
+            loss = val["sum"] / val["count"]
+        else:
+            loss = next((v for k, v in metrics.items() if "loss" in k), math.nan)
+        result = EvalResult("val", loss, val["count"], metrics, time.perf_counter() - val["started"], "schedule")
+        control = self.run.control
+        if control.state is RunState.TESTING:
+            control.state = val["previous"]
+        self.run.publish(EventKind.EVAL_RESULT, result)
+        self.run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.TEST_FINISHED, control.state, "val"))
+        self.run.hooks.on_eval_end(self.ctx, result)
+
+    # -- the end ---------------------------------------------------------------------------------
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._finish(None)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._finish(exception)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        run, ctx = self.run, self.ctx
+        if run is None or self._finished:
+            return
+        self._finished = True
+        control = run.control
+        if error is None:
+            control.state = RunState.FINISHED
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FINISHED, RunState.FINISHED,
+                                                       "stopped on request" if control.stop_requested else ""))
+        else:
+            control.state = RunState.FAILED
+            control.error = f"{type(error).__name__}: {error}"
+            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FAILED, RunState.FAILED, control.error))
+        control.reject_all(f"the run {control.state.name.lower()} before the command was applied", ctx.step)
+        with contextlib.suppress(Exception):
+            run.hooks.on_fit_end(ctx, error)
+        if self._tap is not None:
+            self._tap.remove()
+        if self._stats is not None:
+            self._stats.stop()
+        if self._capture is not None:
+            self._capture.close()
+        run.bus.close()
+        if self.server is not None:
+            run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
+            self.server.stop(grace=self.shutdown_grace)
+        self.ready.set()
