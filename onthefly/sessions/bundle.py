@@ -221,6 +221,9 @@ class Bundle:
             os.close(self._fd)
             self._fd = -1
 
+    def __del__(self) -> None:
+        self.close()
+
     def __enter__(self) -> "Bundle":
         return self
 

@@ -1,6 +1,6 @@
 """Session commands: checkpoint, export, import and restore, applied on the training thread at a
-step boundary. Expensive checks (reading and verifying a bundle) run in ``check`` on the caller's
-thread, so the loop only pays for swapping the state in."""
+step boundary. Expensive reading (verifying a bundle, loading a checkpoint) runs in ``prepare`` on the
+caller's thread before the command is queued, so the loop only pays for swapping the state in."""
 
 from __future__ import annotations
 
@@ -73,11 +73,16 @@ class ImportSession(Command):
         self.path = _absolute(path)
         self.imported = None
 
-    def check(self, control: "Control") -> None:
+    def prepare(self) -> None:
+        """Read and verify the whole bundle (call on the caller's thread before submitting)."""
         from onthefly.sessions.session import read_bundle
 
-        self.sessions.require_session()
-        self.imported = read_bundle(self.path)  # every check, off the training thread
+        if self.imported is None:
+            self.sessions.require_session()
+            self.imported = read_bundle(self.path)
+
+    def check(self, control: "Control") -> None:
+        self.prepare()
         try:
             self.sessions.check_compatible(control.ctx, self.imported)
         except BaseException:
@@ -101,15 +106,19 @@ class RestoreCheckpoint(Command):
         self.sessions, self.checkpoint_id = sessions, checkpoint_id
         self.checkpoint = None
 
-    def check(self, control: "Control") -> None:
+    def prepare(self) -> None:
+        """Load and verify the checkpoint (call on the caller's thread before submitting)."""
         if not self.checkpoint_id:
             raise InvalidArgument("give the id of the checkpoint to restore (see ListCheckpoints)")
-        session = self.sessions.require_session()
-        self.checkpoint = session.load_checkpoint(self.checkpoint_id)
+        if self.checkpoint is None:
+            self.checkpoint = self.sessions.require_session().load_checkpoint(self.checkpoint_id)
+
+    def check(self, control: "Control") -> None:
+        self.prepare()
         self.sessions.check_compatible(control.ctx, self.checkpoint)
 
     def apply(self, ctx: "LoopContext") -> Any:
-        return self.sessions.restore(ctx, self.checkpoint)
+        return self.sessions.restore_checkpoint(ctx, self.checkpoint)
 
     def describe(self, result: Any) -> str:
         return f"restored checkpoint {result.checkpoint_id}: continuing from step {result.step}"

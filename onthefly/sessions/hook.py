@@ -245,6 +245,9 @@ class Sessions(RunHook):
         if ctx is None:
             raise FailedPrecondition("the run has not started yet; call this once fit() is running or after it")
         control = ctx.run.control
+        prepare = getattr(command, "prepare", None)
+        if prepare is not None:
+            prepare()  # heavy reading here, not under the control lock nor on the training thread
         if not control.finished and threading.get_ident() != self._training_thread:
             pending = control.submit(command)
             receipt = pending.wait()
