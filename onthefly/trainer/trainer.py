@@ -175,10 +175,10 @@ class Trainer:
         result_val: EvalResult | None = None
         result_test: EvalResult | None = None
         try:
-            attach_sessions(ctx, resume_from)  # the run's session store; restores resume_from, if given
             self._start_server(run)
             capture.open()
             stats.start()
+            attach_sessions(ctx, resume_from)  # the run's session store; restores resume_from, if given
             run.control.state = RunState.RUNNING
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.STARTED, RunState.RUNNING, "", run.identity))
             run.hooks.on_fit_start(ctx)
