@@ -3,7 +3,7 @@
 Forward hooks go on activation modules for the probe only and are removed afterwards, whatever
 happens. Units are the channel dimension (dim 1) of each activation's output; a ReLU unit is dead
 when it is zero for every probe sample, a bounded unit is saturated when it sits within 1% of a bound
-for at least 99% of them. Functional activations (``F.relu`` in forward) are not observed.
+for at least 90% of them. Functional activations (``F.relu`` in forward) are not observed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ DEAD = (nn.ReLU, nn.ReLU6)
 BOUNDED = {nn.Sigmoid: (0.0, 1.0), nn.Tanh: (-1.0, 1.0), nn.Hardsigmoid: (0.0, 1.0), nn.Softsign: (-1.0, 1.0)}
 WARN_FRACTION = 0.25
 ERROR_FRACTION = 0.5
-SATURATED_SHARE = 0.99
+SATURATED_SHARE = 0.9
 
 
 def _bounds(module: nn.Module) -> tuple[float, float] | None:
