@@ -18,7 +18,7 @@ from support import wait_until
 class SlowDataset(Dataset):
     """The boring data behind a per-sample delay, like a dataset that decodes files on every access."""
 
-    def __init__(self, n: int = 128, delay: float = 0.004) -> None:
+    def __init__(self, n: int = 128, delay: float = 0.008) -> None:
         self.data, self.delay = boring_dataset(n), delay
 
     def __len__(self) -> int:

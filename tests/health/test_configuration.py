@@ -47,6 +47,6 @@ def test_fires_on_workerless_slow_loading_and_a_one_sample_batchnorm_batch(live_
                     loader)
     bad = {f.subject: f for f in hc.problems(hc.run_checks(live, "configuration"))}
     assert bad["train_loader.num_workers"].severity == "WARNING"
-    assert bad["train_loader.num_workers"].evidence["load_ms"] > 16 * 4 * 0.9
+    assert bad["train_loader.num_workers"].evidence["load_ms"] > 16 * 8 * 0.9
     assert bad["train_loader.drop_last"].severity == "ERROR" and "drop_last=True" in bad["train_loader.drop_last"].message
     hc.stop(live)
