@@ -84,8 +84,10 @@ class StatsSampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop sampling; safe to call whether or not ``start`` ran."""
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
 
     def sample(self, last_cpu: float, last_wall: float) -> tuple[RuntimeStats, float, float]:
         times = os.times()

@@ -175,16 +175,18 @@ class Trainer:
         result_val: EvalResult | None = None
         result_test: EvalResult | None = None
         try:
-            self._start_server(run)
-            capture.open()
-            stats.start()
             attach_sessions(ctx, resume_from)  # the run's session store; restores resume_from, if given
             run.control.state = RunState.RUNNING
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.STARTED, RunState.RUNNING, "", run.identity))
             run.hooks.on_fit_start(ctx)
-            self.ready.set()
             if self.start_paused:
                 run.control.enter_pause(ctx, "started paused: resume to begin")
+            capture.open()
+            stats.start()
+            # The server opens last: the first client already sees the run in its starting state
+            # (running, or paused when start_paused), never a half-initialised one.
+            self._start_server(run)
+            self.ready.set()
             result_val = self._train(ctx, forward, autocast)
             if do_test_after and test_loader is not None and not run.control.skip_test:
                 result_test = ctx.evaluate("test", "end")
