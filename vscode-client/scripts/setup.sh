@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything the extension's build and tests need on a fresh Debian machine, idempotently:
+# Debian packages (chromium, build tools for code-server's native addons), the extension's npm
+# dependencies (node_modules, re-installed only when package-lock.json changes) and the project's
+# Python venv (the repo's own scripts/bootstrap.sh). code-server is scripts/install-code-server.sh.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+need_apt=()
+for pkg in chromium libkrb5-dev pkg-config build-essential python3 python3-venv; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+cd "$VSC_ROOT"
+want=$(stamp_of package.json package-lock.json 2>/dev/null || stamp_of package.json)
+if [ ! -f node_modules/.onthefly-stamp ] || [ "$(cat node_modules/.onthefly-stamp)" != "$want" ]; then
+  log "installing npm dependencies"
+  if [ -f package-lock.json ]; then npm ci --no-fund --no-audit --loglevel=error; else npm install --no-fund --no-audit --loglevel=error; fi
+  echo "$want" > node_modules/.onthefly-stamp
+fi
+
+"$REPO_ROOT/scripts/bootstrap.sh"

@@ -1,0 +1,125 @@
+// The dashboard page. Strict CSP: nothing inline without the nonce, resources only from the
+// webview's own origin (cspSource), no network.
+import { randomBytes } from "node:crypto";
+
+export interface PageOptions {
+  /** The webview's cspSource (VS Code: webview.cspSource). */
+  cspSource: string;
+  /** URIs of the bundled script and stylesheet, as the webview can load them. */
+  scriptUri: string;
+  styleUri: string;
+  nonce?: string;
+  title?: string;
+}
+
+export function makeNonce(): string {
+  return randomBytes(18).toString("base64").replace(/[^A-Za-z0-9]/g, "");
+}
+
+export function contentSecurityPolicy(cspSource: string, nonce: string): string {
+  return [
+    "default-src 'none'",
+    `img-src ${cspSource} data: blob:`,
+    `style-src ${cspSource} 'nonce-${nonce}'`,
+    `font-src ${cspSource}`,
+    `script-src 'nonce-${nonce}'`,
+  ].join("; ");
+}
+
+const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+export function dashboardHtml(o: PageOptions): string {
+  const nonce = o.nonce ?? makeNonce();
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${esc(contentSecurityPolicy(o.cspSource, nonce))}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" nonce="${nonce}" href="${esc(o.styleUri)}">
+<title>${esc(o.title ?? "OnTheFly")}</title>
+</head>
+<body>
+<header class="top">
+  <div class="run">
+    <h1 id="run-label">OnTheFly</h1>
+    <span id="state" class="badge" role="status" aria-live="polite">connecting</span>
+    <span id="progress-text" class="muted"></span>
+  </div>
+  <div class="progress" aria-hidden="true"><div id="progress-bar"></div></div>
+  <div id="connection" class="muted" role="status" aria-live="polite"></div>
+</header>
+<div id="notes" class="notes" role="status" aria-live="polite" hidden></div>
+<section id="controls" class="controls" aria-label="Controls">
+  <button id="btn-pause" data-command="pause" title="Pause at the next step boundary (P)">Pause</button>
+  <button id="btn-resume" data-command="resume" title="Resume training (R)">Resume</button>
+  <span class="group">
+    <button id="btn-step" data-command="step" title="Run N steps, then pause">Step</button>
+    <label class="sr-only" for="step-count">Steps</label>
+    <input id="step-count" type="number" min="1" step="1" value="10" aria-label="Steps to run">
+  </span>
+  <button id="btn-test" data-command="runTest" title="Evaluate the test set now (T)">Run test</button>
+  <span class="group">
+    <label for="lr-input">Learning rate</label>
+    <input id="lr-input" type="text" inputmode="decimal" size="10" aria-label="New learning rate">
+    <button id="btn-lr" data-command="setLr" title="Apply the learning rate at the next step boundary">Set</button>
+  </span>
+  <button id="btn-stop" data-command="stop" class="danger" title="Finish the step and end the run">Stop</button>
+  <button id="btn-attach" class="secondary" title="Attach to another run" hidden>Attach…</button>
+</section>
+<main class="grid">
+  <section class="panel wide" aria-labelledby="charts-title">
+    <div class="panel-head">
+      <h2 id="charts-title">Metrics</h2>
+      <div class="tools">
+        <label for="x-axis">x axis</label>
+        <select id="x-axis"><option value="step">step</option><option value="epoch">epoch</option></select>
+        <label><input id="smooth" type="checkbox" checked> smooth</label>
+      </div>
+    </div>
+    <div id="charts" class="charts"></div>
+  </section>
+  <section class="panel" aria-labelledby="hist-title">
+    <div class="panel-head">
+      <h2 id="hist-title">Per-sample loss</h2>
+      <div class="tools">
+        <label for="hist-split">split</label>
+        <select id="hist-split"><option value="train">train</option></select>
+        <button id="hist-png" class="icon" title="Export PNG">PNG</button>
+      </div>
+    </div>
+    <canvas id="hist" class="hist" role="img" aria-label="Histogram of per-sample losses"></canvas>
+    <div id="hist-caption" class="muted small"></div>
+    <ol id="hist-top" class="top-samples small" aria-label="Highest-loss samples"></ol>
+  </section>
+  <section class="panel" aria-labelledby="runtime-title">
+    <div class="panel-head"><h2 id="runtime-title">Runtime</h2></div>
+    <dl id="runtime" class="kv"></dl>
+    <div id="gpu-list" class="gpus"></div>
+    <div id="runtime-charts" class="charts"></div>
+  </section>
+  <section class="panel" aria-labelledby="receipts-title">
+    <div class="panel-head"><h2 id="receipts-title">Commands</h2></div>
+    <ol id="receipts" class="receipts" aria-live="polite"></ol>
+  </section>
+  <section class="panel wide" aria-labelledby="logs-title">
+    <div class="panel-head">
+      <h2 id="logs-title">Logs</h2>
+      <div class="tools">
+        <label for="log-level">level</label>
+        <select id="log-level">
+          <option value="1">all</option><option value="2">info+</option><option value="3">warning+</option><option value="4">error+</option>
+        </select>
+        <label for="log-search" class="sr-only">Search logs</label>
+        <input id="log-search" type="search" placeholder="Search logs" aria-label="Search logs">
+        <span id="log-count" class="muted small"></span>
+      </div>
+    </div>
+    <div id="logs" class="logs" tabindex="0" role="log" aria-label="Log lines"></div>
+  </section>
+</main>
+<div id="toast" class="toast" role="status" aria-live="polite" hidden></div>
+<script nonce="${nonce}" src="${esc(o.scriptUri)}"></script>
+</body>
+</html>`;
+}

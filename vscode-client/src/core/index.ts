@@ -1,0 +1,14 @@
+// Everything the tests exercise under plain Node (bundled to dist/test/core.cjs).
+export * from "./client.js";
+export * from "./discovery.js";
+export * from "./follower.js";
+export * from "./histogram.js";
+export * from "./html.js";
+export * from "./protocol.js";
+export * from "./session.js";
+export * from "./store.js";
+export * as webviewModel from "../webview/model.js";
+export { create } from "@bufbuild/protobuf";
+export * as telemetryPb from "../gen/onthefly/v1/telemetry_pb.js";
+export * as runPb from "../gen/onthefly/v1/run_pb.js";
+export * as controlPb from "../gen/onthefly/v1/control_pb.js";

@@ -1,0 +1,173 @@
+// The messages between the extension host and the dashboard webview. Plain data (JSON-safe), shared
+// by both sides; the host validates everything the webview sends with parseViewMessage.
+
+/** Points appended to one series: x is the optimizer step (time in seconds for runtime/* series). */
+export interface SeriesChunk {
+  x: number[];
+  y: number[];
+}
+
+export interface LogLine {
+  seq: number;
+  step: number;
+  /** Seconds since the epoch. */
+  time: number;
+  /** 1 debug, 2 info, 3 warning, 4 error, 5 critical (the proto's LogLevel). */
+  level: number;
+  logger: string;
+  message: string;
+}
+
+/** Distribution of per-sample losses over a window, with quantiles. */
+export interface HistogramView {
+  split: string;
+  /** Step of the newest batch in the window. */
+  step: number;
+  /** Samples in the window. */
+  n: number;
+  lo: number;
+  hi: number;
+  counts: number[];
+  mean: number;
+  quantiles: { p05: number; p25: number; p50: number; p75: number; p95: number };
+  /** Highest-loss samples in the window, by dataset index. */
+  top: { index: number; loss: number }[];
+}
+
+export interface GpuView {
+  index: number;
+  name: string;
+  utilizationPercent: number;
+  memoryUsedBytes: number;
+  memoryTotalBytes: number;
+  torchAllocatedBytes: number;
+}
+
+export interface RuntimeView {
+  time: number;
+  cpuPercent: number;
+  rssBytes: number;
+  threads: number;
+  gpus: GpuView[];
+}
+
+export interface StatusView {
+  /** starting, running, paused, testing, finished, failed, unknown. */
+  state: string;
+  step: number;
+  epoch: number;
+  totalSteps: number;
+  maxEpochs: number;
+  lastLoss: number | null;
+  samplesPerSecond: number;
+  device: string;
+  hyperparameters: { group: number; values: Record<string, number> }[];
+  pendingSteps: number;
+  error: string;
+}
+
+/** One steering command, from our own call's receipt or from the run's CommandApplied event (other clients). */
+export interface ReceiptView {
+  commandId: number;
+  command: string;
+  status: "applied" | "accepted" | "rejected" | "error";
+  step: number;
+  detail: string;
+  /** Milliseconds since the epoch. */
+  at: number;
+  /** The one-line description shown to people. */
+  text: string;
+}
+
+export interface GapView {
+  first: number;
+  last: number;
+  reason: string;
+}
+
+export interface NotesView {
+  /** Events the training thread dropped because its bus was full (run total). */
+  droppedAtSource: number;
+  /** Ranges of events that could not be recovered. */
+  gaps: GapView[];
+}
+
+export interface ConnectionView {
+  /** connecting, live, reconnecting, ended, failed, detached. */
+  state: string;
+  detail: string;
+}
+
+export interface RunView {
+  runId: string;
+  label: string;
+  address: string;
+}
+
+/**
+ * A change to the dashboard's model. With reset, it replaces everything the webview holds; otherwise
+ * series and logs are appended and every other present field replaces the webview's copy.
+ */
+export interface Delta {
+  gen: number;
+  reset: boolean;
+  /** The newest event seq folded in; the webview reports it back on reload. */
+  lastSeq: number;
+  run?: RunView;
+  series: Record<string, SeriesChunk>;
+  logs: LogLine[];
+  /** Steps at which each epoch began (for the epoch axis). */
+  epochStarts?: { epoch: number; step: number }[];
+  histograms?: Record<string, HistogramView>;
+  runtime?: RuntimeView;
+  status?: StatusView;
+  receipts?: ReceiptView[];
+  notes?: NotesView;
+  connection?: ConnectionView;
+}
+
+export type HostToView =
+  | { type: "delta"; delta: Delta }
+  | { type: "commandDone"; id: number; receipt: ReceiptView }
+  | { type: "exported"; name: string; path: string; error?: string };
+
+export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr";
+
+export type ViewToHost =
+  /** Sent once the page listens; runId/gen/lastSeq describe what it restored from its saved state. */
+  | { type: "ready"; runId: string; gen: number; lastSeq: number }
+  | { type: "command"; id: number; command: ViewCommand; value?: number }
+  | { type: "exportPng"; name: string; dataUrl: string }
+  | { type: "attach" };
+
+const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr"];
+export const PNG_PREFIX = "data:image/png;base64,";
+
+/** Validates a message from the webview; undefined for anything malformed. */
+export function parseViewMessage(raw: unknown): ViewToHost | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const m = raw as Record<string, unknown>;
+  const num = (v: unknown) => typeof v === "number" && Number.isFinite(v);
+  switch (m.type) {
+    case "ready":
+      return {
+        type: "ready",
+        runId: typeof m.runId === "string" ? m.runId : "",
+        gen: num(m.gen) ? (m.gen as number) : -1,
+        lastSeq: num(m.lastSeq) && (m.lastSeq as number) >= 0 ? (m.lastSeq as number) : 0,
+      };
+    case "command":
+      if (!num(m.id) || typeof m.command !== "string" || !COMMANDS.includes(m.command)) return undefined;
+      if (m.value !== undefined && !num(m.value)) return undefined;
+      if ((m.command === "setLr" || m.command === "step") && m.value === undefined) return undefined;
+      return { type: "command", id: m.id as number, command: m.command as ViewCommand, value: m.value as number | undefined };
+    case "exportPng":
+      if (typeof m.name !== "string" || typeof m.dataUrl !== "string" || !m.dataUrl.startsWith(PNG_PREFIX)) return undefined;
+      return { type: "exportPng", name: m.name.replace(/[^\w.-]+/g, "_").slice(0, 80) || "chart", dataUrl: m.dataUrl };
+    case "attach":
+      return { type: "attach" };
+    default:
+      return undefined;
+  }
+}
+

@@ -1,0 +1,221 @@
+// One attached run: its client, the telemetry follower, a status poll and the store, and the
+// webviews that show it. No `vscode` here: the extension and the tests drive it the same way.
+import { RunClient, type CommandName, type CommandOutcome } from "./client.js";
+import type { RunInfo, Target } from "./discovery.js";
+import { runLabel } from "./discovery.js";
+import { delay, TelemetryFollower, type Connection } from "./follower.js";
+import { parseViewMessage, PNG_PREFIX, type HostToView, type ReceiptView, type RunView } from "./protocol.js";
+import { RunStore, type StoreOptions } from "./store.js";
+
+/** A webview (or a test's stand-in): something the session can post messages to. */
+export interface ViewSink {
+  post(message: HostToView): void | Thenable<boolean> | Promise<unknown>;
+}
+
+interface Thenable<T> {
+  then<R>(onfulfilled?: (value: T) => R): Thenable<R>;
+}
+
+interface ViewCursor {
+  gen: number;
+  seq: number;
+  version: number;
+  /** True once the view said "ready": messages before that may be lost. */
+  ready: boolean;
+}
+
+export interface SessionOptions extends StoreOptions {
+  /** How often to poll GetStatus (ms). */
+  statusIntervalMs?: number;
+  /** Least time between two deltas to one view (ms): coalesces frames for the webview. */
+  flushIntervalMs?: number;
+  /** Reconnect delays (ms). */
+  backoffMs?: number[];
+  /** Handles an exported PNG (the extension shows a save dialog); returns the path written. */
+  savePng?: (name: string, png: Uint8Array) => Promise<string | undefined>;
+  /** Called when a view asks to attach to another run. */
+  onAttachRequest?: () => void;
+}
+
+/** The target and name of the run to attach to. */
+export interface SessionTarget extends Target {
+  label: string;
+  /** Expected run id (from the discovery file); empty if unknown (address typed by hand). */
+  runId: string;
+}
+
+export function sessionTarget(info: RunInfo): SessionTarget {
+  return { host: info.host, port: info.port, token: info.token, label: runLabel(info), runId: info.runId };
+}
+
+export class RunSession {
+  readonly store: RunStore;
+  readonly client: RunClient;
+  private readonly follower: TelemetryFollower;
+  private readonly views = new Map<ViewSink, ViewCursor>();
+  private readonly stopping = new AbortController();
+  private flushTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastFlush = 0;
+  private readonly opts: SessionOptions;
+  private pollLoop?: Promise<void>;
+  private runId: string;
+
+  constructor(readonly target: SessionTarget, options: SessionOptions = {}) {
+    this.opts = options;
+    this.runId = target.runId;
+    this.store = new RunStore(options);
+    this.store.reset(this.runView());
+    this.client = new RunClient(target);
+    this.follower = new TelemetryFollower(
+      this.client,
+      (frame) => this.store.applyFrame(frame),
+      (c) => this.onConnection(c),
+      { backoffMs: options.backoffMs, beforeReconnect: () => this.checkSameRun() },
+    );
+    this.store.onChange(() => this.scheduleFlush());
+  }
+
+  private runView(): RunView {
+    return { runId: this.runId, label: this.target.label, address: `${this.target.host}:${this.target.port}` };
+  }
+
+  /** Starts following telemetry and polling status. */
+  start(): void {
+    void this.follower.start();
+    this.pollLoop ??= this.poll();
+  }
+
+  /** The follower's connection state. */
+  get connection(): Connection {
+    return this.follower.connection;
+  }
+
+  /** Stops everything and closes the connection; views keep what they show. */
+  async dispose(): Promise<void> {
+    this.stopping.abort();
+    clearTimeout(this.flushTimer);
+    await this.follower.stop();
+    await this.pollLoop;
+    this.client.close();
+    this.views.clear();
+  }
+
+  private onConnection(c: Connection): void {
+    this.store.setConnection(c);
+    if (c.state === "live" || c.state === "ended") void this.refreshStatus();
+  }
+
+  /**
+   * Before a reconnect: if the address now serves a different run (the trainer was restarted on the
+   * same port), start over from its first event instead of resuming after a seq of the old run.
+   */
+  private async checkSameRun(): Promise<bigint | undefined> {
+    const st = await this.client.status(3_000);
+    const id = st.identity?.runId ?? "";
+    if (this.runId && id && id !== this.runId) {
+      this.runId = id;
+      this.store.reset(this.runView());
+      return 0n;
+    }
+    return undefined;
+  }
+
+  private async refreshStatus(): Promise<void> {
+    try {
+      const st = await this.client.status(3_000);
+      if (!this.runId && st.identity?.runId) {
+        this.runId = st.identity.runId; // an address typed by hand: now we know which run it serves
+        this.store.setRun(this.runView());
+      }
+      this.store.applyStatus(st);
+    } catch {
+      // Unreachable: the follower reports the connection state.
+    }
+  }
+
+  private async poll(): Promise<void> {
+    const every = this.opts.statusIntervalMs ?? 1000;
+    const signal = this.stopping.signal;
+    while (!signal.aborted) {
+      await this.refreshStatus();
+      const state = this.store.statusView.state;
+      if (this.follower.connection.state === "ended" && (state === "finished" || state === "failed")) return;
+      await delay(every, signal);
+    }
+  }
+
+  // -- commands --------------------------------------------------------------------------------
+
+  /** Sends a command; the receipt lands in the store (and so in every view) and is returned. */
+  async command(command: CommandName, value?: number): Promise<{ outcome: CommandOutcome; receipt: ReceiptView }> {
+    const outcome = await this.client.command(command, value);
+    const receipt = this.store.addOutcome(outcome);
+    void this.refreshStatus();
+    return { outcome, receipt };
+  }
+
+  // -- views -----------------------------------------------------------------------------------
+
+  /** Registers a view; it gets data once it posts "ready". */
+  addView(view: ViewSink): void {
+    if (!this.views.has(view)) this.views.set(view, { gen: -1, seq: 0, version: 0, ready: false });
+  }
+
+  removeView(view: ViewSink): void {
+    this.views.delete(view);
+  }
+
+  /** Handles a message from a view (validated here); returns a promise for tests to await. */
+  async handleViewMessage(view: ViewSink, raw: unknown): Promise<void> {
+    const msg = parseViewMessage(raw);
+    if (!msg) return;
+    switch (msg.type) {
+      case "ready": {
+        // A view that restored its saved state says what it holds; same run and gen: only the rest is sent.
+        const same = msg.runId !== "" && msg.runId === this.runId && msg.gen === this.store.gen;
+        this.views.set(view, { gen: same ? msg.gen : -1, seq: same ? msg.lastSeq : 0, version: 0, ready: true });
+        this.flushView(view);
+        return;
+      }
+      case "command": {
+        const { receipt } = await this.command(msg.command, msg.value);
+        await view.post({ type: "commandDone", id: msg.id, receipt });
+        return;
+      }
+      case "exportPng": {
+        const png = Uint8Array.from(Buffer.from(msg.dataUrl.slice(PNG_PREFIX.length), "base64"));
+        try {
+          const path = (await this.opts.savePng?.(msg.name, png)) ?? "";
+          await view.post({ type: "exported", name: msg.name, path });
+        } catch (err) {
+          await view.post({ type: "exported", name: msg.name, path: "", error: String((err as Error).message ?? err) });
+        }
+        return;
+      }
+      case "attach":
+        this.opts.onAttachRequest?.();
+        return;
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer) return;
+    const wait = Math.max(0, (this.opts.flushIntervalMs ?? 100) - (Date.now() - this.lastFlush));
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      this.lastFlush = Date.now();
+      for (const view of this.views.keys()) this.flushView(view);
+    }, wait);
+  }
+
+  private flushView(view: ViewSink): void {
+    const cur = this.views.get(view);
+    if (!cur?.ready) return;
+    const delta = this.store.delta(cur.gen, cur.seq, cur.version);
+    const empty = !delta.reset && delta.lastSeq === cur.seq && Object.keys(delta.series).length === 0 && delta.logs.length === 0 &&
+      !delta.status && !delta.runtime && !delta.receipts && !delta.notes && !delta.connection && !delta.histograms &&
+      !delta.run && !delta.epochStarts;
+    this.views.set(view, { gen: delta.gen, seq: delta.lastSeq, version: this.store.version, ready: true });
+    if (!empty) void Promise.resolve(view.post({ type: "delta", delta })).catch(() => this.views.delete(view));
+  }
+}

@@ -1,0 +1,281 @@
+// The one module that imports `vscode`: commands, status bar, the dashboard panel and dialogs.
+// Everything else (discovery, client, store, webview protocol) is plain TypeScript in ./core.
+import * as vscode from "vscode";
+import { describeOutcome, type CommandName } from "./core/client.js";
+import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
+import { dashboardHtml } from "./core/html.js";
+import type { HostToView } from "./core/protocol.js";
+import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
+
+const VIEW_TYPE = "onthefly.dashboard";
+
+export function activate(context: vscode.ExtensionContext): void {
+  const ext = new Extension(context);
+  context.subscriptions.push(ext);
+  const cmd = (id: string, fn: () => unknown) =>
+    context.subscriptions.push(vscode.commands.registerCommand(id, async () => {
+      try {
+        await fn();
+      } catch (err) {
+        void vscode.window.showErrorMessage(`OnTheFly: ${(err as Error).message ?? err}`);
+      }
+    }));
+  cmd("onthefly.showDashboard", () => ext.showDashboard());
+  cmd("onthefly.attach", () => ext.pickAndAttach());
+  cmd("onthefly.pause", () => ext.sendCommand("pause"));
+  cmd("onthefly.resume", () => ext.sendCommand("resume"));
+  cmd("onthefly.stop", () => ext.sendCommand("stop"));
+  cmd("onthefly.runTest", () => ext.sendCommand("runTest"));
+  cmd("onthefly.setLearningRate", () => ext.setLearningRate());
+  context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
+    deserializeWebviewPanel: async (panel, state) => ext.adoptPanel(panel, state as { runId?: string } | undefined),
+  }));
+}
+
+export function deactivate(): void {}
+
+class Extension implements vscode.Disposable {
+  private session?: RunSession;
+  private panel?: vscode.WebviewPanel;
+  private sink?: ViewSink;
+  private readonly status: vscode.StatusBarItem;
+  private readonly output: vscode.OutputChannel;
+  private statusText = "";
+  private discoveryTimer?: ReturnType<typeof setInterval>;
+  private unsubscribe?: () => void;
+
+  constructor(private readonly context: vscode.ExtensionContext) {
+    this.status = vscode.window.createStatusBarItem("onthefly.status", vscode.StatusBarAlignment.Left, 50);
+    this.status.name = "OnTheFly";
+    this.status.command = "onthefly.showDashboard";
+    this.output = vscode.window.createOutputChannel("OnTheFly");
+  }
+
+  dispose(): void {
+    clearInterval(this.discoveryTimer);
+    void this.session?.dispose();
+    this.status.dispose();
+    this.output.dispose();
+  }
+
+  private discoveryDir(): string {
+    const override = vscode.workspace.getConfiguration("onthefly").get<string>("runtimeDir", "");
+    return runtimeDir(process.env, override);
+  }
+
+  // -- attaching -------------------------------------------------------------------------------
+
+  private attach(target: SessionTarget): RunSession {
+    void this.session?.dispose();
+    this.unsubscribe?.();
+    clearInterval(this.discoveryTimer);
+    this.discoveryTimer = undefined;
+    const session = new RunSession(target, {
+      savePng: (name, png) => this.savePng(name, png),
+      onAttachRequest: () => void this.pickAndAttach(),
+    });
+    this.session = session;
+    this.unsubscribe = session.store.onChange(() => this.updateStatusBar());
+    session.start();
+    this.output.appendLine(`attached to ${target.label} at ${target.host}:${target.port}`);
+    this.updateStatusBar();
+    if (this.panel) this.renderPanel(this.panel); // the page reloads and says "ready" to the new session
+    return session;
+  }
+
+  /** The attached session; attaches on its own when exactly one run is running, else asks. */
+  private async ensureSession(): Promise<RunSession | undefined> {
+    if (this.session) return this.session;
+    const runs = listRuns(this.discoveryDir());
+    if (runs.length === 1) return this.attach(sessionTarget(runs[0]));
+    return this.pickAndAttach(runs);
+  }
+
+  async pickAndAttach(runs = listRuns(this.discoveryDir())): Promise<RunSession | undefined> {
+    type Item = vscode.QuickPickItem & { run?: RunInfo };
+    const items: Item[] = runs.map((r) => ({
+      label: runLabel(r),
+      description: `${r.host}:${r.port}`,
+      detail: `pid ${r.pid} · started ${new Date(r.startedAt * 1000).toLocaleTimeString()}`,
+      run: r,
+    }));
+    items.push({ label: "$(plug) Enter an address…", description: "HOST:PORT and the run's token" });
+    const pick = await vscode.window.showQuickPick(items, {
+      title: "OnTheFly: Attach to Run",
+      placeHolder: runs.length ? "Pick a running trainer" : `No running trainer found in ${this.discoveryDir()}`,
+    });
+    if (!pick) return undefined;
+    if (pick.run) return this.showAfterAttach(this.attach(sessionTarget(pick.run)));
+    const text = await vscode.window.showInputBox({
+      title: "OnTheFly: Attach to Address", prompt: "Address of the trainer's API", placeHolder: "127.0.0.1:47621",
+      validateInput: (v) => {
+        try {
+          parseAddress(v);
+          return undefined;
+        } catch (err) {
+          return (err as Error).message;
+        }
+      },
+    });
+    if (!text) return undefined;
+    const { host, port } = parseAddress(text);
+    const known = runAtAddress(listRuns(this.discoveryDir()), host, port);
+    if (known) return this.showAfterAttach(this.attach(sessionTarget(known)));
+    const token = await vscode.window.showInputBox({
+      title: "OnTheFly: Token", prompt: `The run's token (\`onthefly ps --tokens\` lists it)`, password: true, ignoreFocusOut: true,
+    });
+    if (!token) return undefined;
+    return this.showAfterAttach(this.attach({ host, port, token, label: `${host}:${port}`, runId: "" }));
+  }
+
+  private showAfterAttach(session: RunSession): RunSession {
+    if (!this.panel) void this.showDashboard();
+    return session;
+  }
+
+  // -- commands --------------------------------------------------------------------------------
+
+  async sendCommand(command: CommandName, value?: number): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const { outcome } = await session.command(command, value);
+    const line = `OnTheFly ${session.target.label}: ${describeOutcome(outcome)}`;
+    this.output.appendLine(line);
+    if (outcome.status === "applied" || outcome.status === "accepted") void vscode.window.showInformationMessage(line);
+    else void vscode.window.showErrorMessage(line);
+  }
+
+  async setLearningRate(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const current = session.store.statusView.hyperparameters[0]?.values.lr;
+    const text = await vscode.window.showInputBox({
+      title: `OnTheFly: Set Learning Rate (${session.target.label})`,
+      prompt: current !== undefined ? `Current: ${current}` : "New learning rate for every param group",
+      value: current !== undefined ? String(current) : "",
+      validateInput: (v) => (Number.isFinite(Number(v)) && v.trim() !== "" && Number(v) >= 0 ? undefined : "Enter a number ≥ 0, e.g. 0.001"),
+    });
+    if (text === undefined) return;
+    await this.sendCommand("setLr", Number(text));
+  }
+
+  // -- dashboard -------------------------------------------------------------------------------
+
+  async showDashboard(): Promise<void> {
+    if (this.panel) {
+      this.panel.reveal();
+    } else {
+      const panel = vscode.window.createWebviewPanel(VIEW_TYPE, "OnTheFly", vscode.ViewColumn.Active, {
+        enableScripts: true,
+        localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")],
+        // Hidden panels are torn down; the page restores its charts from its saved state when shown again.
+        retainContextWhenHidden: false,
+      });
+      this.adoptPanel(panel, undefined);
+    }
+    if (!this.session) {
+      const runs = listRuns(this.discoveryDir());
+      if (runs.length === 1) this.attach(sessionTarget(runs[0]));
+      else if (runs.length > 1) void this.pickAndAttach(runs);
+      else this.waitForRuns();
+    }
+  }
+
+  adoptPanel(panel: vscode.WebviewPanel, state: { runId?: string } | undefined): void {
+    this.panel = panel;
+    panel.webview.options = {
+      enableScripts: true,
+      localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")],
+    };
+    const sink: ViewSink = { post: (m: HostToView) => panel.webview.postMessage(m) };
+    this.sink = sink;
+    panel.webview.onDidReceiveMessage((m) => {
+      if (this.session) void this.session.handleViewMessage(sink, m);
+      else if ((m as { type?: string })?.type === "ready") this.postDetached();
+      else if ((m as { type?: string })?.type === "attach") void this.pickAndAttach();
+    });
+    panel.onDidChangeViewState(() => {
+      // A hidden page is torn down: stop sending until it says "ready" again.
+      if (!panel.visible) this.session?.removeView(sink);
+    });
+    panel.onDidDispose(() => {
+      this.session?.removeView(sink);
+      if (this.panel === panel) this.panel = undefined;
+      clearInterval(this.discoveryTimer);
+      this.discoveryTimer = undefined;
+    });
+    this.renderPanel(panel);
+    if (!this.session && state?.runId) {
+      const run = listRuns(this.discoveryDir()).find((r) => r.runId === state.runId);
+      if (run) this.attach(sessionTarget(run));
+    }
+  }
+
+  private renderPanel(panel: vscode.WebviewPanel): void {
+    const dist = vscode.Uri.joinPath(this.context.extensionUri, "dist");
+    panel.title = this.session ? `OnTheFly: ${this.session.target.label}` : "OnTheFly";
+    panel.webview.html = dashboardHtml({
+      cspSource: panel.webview.cspSource,
+      scriptUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "webview.js")).toString(),
+      styleUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "webview.css")).toString(),
+      title: panel.title,
+    });
+  }
+
+  private postDetached(): void {
+    const dir = this.discoveryDir();
+    void this.sink?.post({
+      type: "delta",
+      delta: {
+        gen: -1, reset: false, lastSeq: 0, series: {}, logs: [],
+        connection: { state: "detached", detail: `No running trainer found in ${dir}; waiting for one to start.` },
+      },
+    });
+  }
+
+  /** While the dashboard is open and detached, attach to the first trainer that starts. */
+  private waitForRuns(): void {
+    if (this.discoveryTimer) return;
+    this.discoveryTimer = setInterval(() => {
+      if (this.session || !this.panel) {
+        clearInterval(this.discoveryTimer);
+        this.discoveryTimer = undefined;
+        return;
+      }
+      const runs = listRuns(this.discoveryDir());
+      if (runs.length > 0) this.attach(sessionTarget(runs[0]));
+    }, 1500);
+  }
+
+  private async savePng(name: string, png: Uint8Array): Promise<string | undefined> {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const uri = await vscode.window.showSaveDialog({
+      defaultUri: folder ? vscode.Uri.joinPath(folder, `${name}.png`) : undefined,
+      filters: { "PNG image": ["png"] },
+      title: "Export chart as PNG",
+    });
+    if (!uri) return undefined;
+    await vscode.workspace.fs.writeFile(uri, png);
+    return uri.fsPath;
+  }
+
+  private updateStatusBar(): void {
+    const s = this.session;
+    if (!s) {
+      this.status.hide();
+      return;
+    }
+    const st = s.store.statusView;
+    const conn = s.store.connectionView.state;
+    const state = conn === "reconnecting" || conn === "failed" ? conn : st.state;
+    const icon = { running: "$(pulse)", paused: "$(debug-pause)", testing: "$(beaker)", finished: "$(check)", failed: "$(error)" }[state] ?? "$(plug)";
+    const total = st.totalSteps ? `/${st.totalSteps}` : "";
+    const text = `${icon} ${s.target.label}: ${state} · step ${st.step}${total}`;
+    if (text !== this.statusText) {
+      this.statusText = text;
+      this.status.text = text;
+      this.status.tooltip = `OnTheFly — ${s.target.label} at ${s.target.host}:${s.target.port}\nClick to show the dashboard`;
+      this.status.show();
+    }
+  }
+}

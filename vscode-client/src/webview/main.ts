@@ -1,0 +1,476 @@
+// The dashboard page. It restores its model from the webview state first (so a reload or a tab
+// switch shows the charts at once), then tells the host what it holds and folds in the host's deltas.
+import "uplot/dist/uPlot.min.css";
+import "./dashboard.css";
+import type { Delta, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
+import { ChartBoard, fmtNum } from "./charts.js";
+import { drawHistogram } from "./histogram.js";
+import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
+import { readTheme } from "./theme.js";
+
+interface VsCodeApi {
+  postMessage(message: unknown): void;
+  getState(): unknown;
+  setState(state: unknown): void;
+}
+declare function acquireVsCodeApi(): VsCodeApi;
+
+interface Saved {
+  v: 1;
+  model: ViewModel;
+  prefs: Prefs;
+}
+
+const vscode = acquireVsCodeApi();
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+const saved = vscode.getState() as Saved | undefined;
+const model: ViewModel = saved?.v === 1 ? saved.model : emptyModel();
+const prefs: Prefs = { ...defaultPrefs(), ...(saved?.v === 1 ? saved.prefs : {}) };
+const restoredPoints = Object.values(model.series).reduce((n, s) => n + s.x.length, 0);
+document.body.dataset.restoredPoints = String(restoredPoints);
+
+let theme = readTheme();
+const board = new ChartBoard($("charts"), $("runtime-charts"), theme, () => model, () => prefs, (name, dataUrl) => {
+  post({ type: "exportPng", name, dataUrl });
+});
+
+function post(message: ViewToHost): void {
+  vscode.postMessage(message);
+}
+
+// -- rendering -------------------------------------------------------------------------------------
+
+let pending: Changes | null = null;
+let frameRequested = false;
+
+function merge(a: Changes | null, b: Changes): Changes {
+  if (!a) return b;
+  return {
+    reset: a.reset || b.reset, series: new Set([...a.series, ...b.series]), logs: a.logs || b.logs,
+    histograms: a.histograms || b.histograms, runtime: a.runtime || b.runtime, status: a.status || b.status,
+    receipts: a.receipts || b.receipts, notes: a.notes || b.notes, connection: a.connection || b.connection, run: a.run || b.run,
+  };
+}
+
+function all(): Changes {
+  return { reset: true, series: new Set(Object.keys(model.series)), logs: true, histograms: true, runtime: true,
+    status: true, receipts: true, notes: true, connection: true, run: true };
+}
+
+function schedule(c: Changes): void {
+  pending = merge(pending, c);
+  if (frameRequested) return;
+  frameRequested = true;
+  // requestAnimationFrame does not run in a hidden page; a timeout keeps state current there too.
+  const run = () => {
+    if (!frameRequested) return;
+    frameRequested = false;
+    const c2 = pending!;
+    pending = null;
+    render(c2);
+  };
+  requestAnimationFrame(run);
+  setTimeout(run, 250);
+}
+
+function render(c: Changes): void {
+  if (c.reset) board.rebuild();
+  else if (c.series.size) board.update(c.series);
+  if (c.run || c.status || c.connection) renderHeader();
+  if (c.status || c.connection) renderControls();
+  if (c.notes || c.connection) renderNotes();
+  if (c.receipts) renderReceipts();
+  if (c.runtime || c.status) renderRuntime();
+  if (c.histograms) renderHistogram();
+  if (c.logs) renderLogs();
+  document.body.dataset.lastSeq = String(model.lastSeq);
+  saveSoon();
+}
+
+function renderHeader(): void {
+  const s = model.status;
+  $("run-label").textContent = model.run?.label ?? "OnTheFly";
+  const conn = model.connection.state;
+  const state = conn === "live" || conn === "ended" || !s ? s?.state ?? conn : conn === "connecting" ? s.state : conn;
+  const badge = $("state");
+  badge.textContent = state;
+  badge.dataset.state = state;
+  document.body.dataset.state = s?.state ?? "";
+  const parts: string[] = [];
+  if (s) {
+    parts.push(`step ${s.step}${s.totalSteps ? ` / ${s.totalSteps}` : ""}`);
+    parts.push(`epoch ${s.epoch}${s.maxEpochs ? ` / ${s.maxEpochs}` : ""}`);
+    if (s.lastLoss !== null) parts.push(`loss ${fmtNum(s.lastLoss)}`);
+    const lr = s.hyperparameters[0]?.values.lr;
+    if (lr !== undefined) parts.push(`lr ${fmtNum(lr)}`);
+  }
+  $("progress-text").textContent = parts.join(" · ");
+  const frac = s && s.totalSteps ? Math.min(1, s.step / s.totalSteps) : 0;
+  $("progress-bar").style.width = `${(frac * 100).toFixed(1)}%`;
+  $("connection").textContent = model.connection.detail ||
+    (model.run ? `${model.run.address}${conn === "ended" ? " · run ended" : ""}` : "");
+  $("btn-attach").hidden = conn !== "detached" && conn !== "ended" && conn !== "failed";
+  const lrInput = $<HTMLInputElement>("lr-input");
+  if (document.activeElement !== lrInput && lrInput.value === "" && s?.hyperparameters[0]?.values.lr !== undefined) {
+    lrInput.placeholder = String(s.hyperparameters[0].values.lr);
+  }
+}
+
+const inFlight = new Set<ViewCommand>();
+
+function renderControls(): void {
+  const state = model.status?.state ?? "unknown";
+  const conn = model.connection.state;
+  const live = conn === "live" || conn === "connecting";
+  const can: Record<ViewCommand, boolean> = {
+    pause: live && (state === "running" || state === "starting"),
+    resume: live && state === "paused",
+    step: live && (state === "paused" || state === "running"),
+    runTest: live && (state === "paused" || state === "running"),
+    setLr: live && (state === "paused" || state === "running" || state === "starting"),
+    stop: live && state !== "finished" && state !== "failed",
+  };
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
+    const cmd = b.dataset.command as ViewCommand;
+    b.disabled = !can[cmd] || inFlight.has(cmd);
+    b.setAttribute("aria-busy", String(inFlight.has(cmd)));
+  }
+}
+
+function renderNotes(): void {
+  const el = $("notes");
+  el.replaceChildren();
+  const add = (text: string, kind: string) => {
+    const p = document.createElement("p");
+    p.className = `note ${kind}`;
+    p.textContent = text;
+    el.append(p);
+  };
+  const n = model.notes;
+  if (n.droppedAtSource > 0) {
+    add(`${n.droppedAtSource.toLocaleString()} events were dropped at the source (the trainer's event bus was full); ` +
+      "charts skip those points.", "warning");
+  }
+  for (const g of n.gaps.slice(-3)) {
+    add(`Events ${g.first}–${g.last} could not be recovered${g.reason ? `: ${g.reason}` : ""}.`, "warning");
+  }
+  const c = model.connection;
+  if (c.state === "reconnecting") add(`Connection lost — ${c.detail}`, "info");
+  if (c.state === "failed") add(`Not connected: ${c.detail}`, "error");
+  if (c.state === "detached") add(c.detail || "Not attached to a run.", "info");
+  el.hidden = el.childElementCount === 0;
+}
+
+function renderReceipts(): void {
+  const list = $("receipts");
+  list.replaceChildren(...[...model.receipts].reverse().map((r) => {
+    const li = document.createElement("li");
+    li.className = `receipt ${r.status}`;
+    li.dataset.command = r.command;
+    li.dataset.status = r.status;
+    const time = document.createElement("time");
+    time.textContent = new Date(r.at).toLocaleTimeString();
+    const text = document.createElement("span");
+    text.textContent = r.text;
+    li.append(time, text);
+    return li;
+  }));
+  if (!model.receipts.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "No commands yet. Receipts show the step each command was applied at.";
+    list.append(li);
+  }
+}
+
+function renderRuntime(): void {
+  const dl = $("runtime");
+  const r = model.runtime;
+  const s = model.status;
+  const rows: [string, string][] = [];
+  if (s) {
+    rows.push(["device", s.device || "–"]);
+    rows.push(["throughput", `${fmtNum(s.samplesPerSecond)} samples/s`]);
+    if (s.pendingSteps) rows.push(["pending steps", String(s.pendingSteps)]);
+    for (const h of s.hyperparameters) {
+      rows.push([`group ${h.group}`, Object.entries(h.values).sort().map(([k, v]) => `${k}=${fmtNum(v)}`).join("  ")]);
+    }
+  }
+  if (r) {
+    rows.push(["CPU", `${r.cpuPercent.toFixed(0)} %`]);
+    rows.push(["memory (RSS)", bytes(r.rssBytes)]);
+    rows.push(["threads", String(r.threads)]);
+  }
+  rows.push(["events dropped", model.notes.droppedAtSource.toLocaleString()]);
+  dl.replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    return [dt, dd];
+  }));
+  const gpus = $("gpu-list");
+  gpus.replaceChildren(...(r?.gpus ?? []).map((g) => {
+    const div = document.createElement("div");
+    div.className = "gpu";
+    const name = document.createElement("div");
+    name.textContent = `GPU ${g.index} · ${g.name}`;
+    const util = meter(`utilization ${g.utilizationPercent.toFixed(0)} %`, g.utilizationPercent / 100);
+    const mem = meter(`memory ${bytes(g.memoryUsedBytes)} / ${bytes(g.memoryTotalBytes)} (torch ${bytes(g.torchAllocatedBytes)})`,
+      g.memoryTotalBytes ? g.memoryUsedBytes / g.memoryTotalBytes : 0);
+    div.append(name, util, mem);
+    return div;
+  }));
+  if (r && r.gpus.length === 0) {
+    const p = document.createElement("p");
+    p.className = "muted small";
+    p.textContent = "No GPU in use (or nvidia-ml-py is missing).";
+    gpus.append(p);
+  }
+}
+
+function meter(label: string, frac: number): HTMLElement {
+  const wrap = document.createElement("div");
+  wrap.className = "meter";
+  const bar = document.createElement("div");
+  bar.className = "meter-bar";
+  bar.style.width = `${Math.max(0, Math.min(1, frac)) * 100}%`;
+  const text = document.createElement("span");
+  text.textContent = label;
+  wrap.setAttribute("role", "meter");
+  wrap.setAttribute("aria-valuenow", String(Math.round(frac * 100)));
+  wrap.setAttribute("aria-valuemin", "0");
+  wrap.setAttribute("aria-valuemax", "100");
+  wrap.setAttribute("aria-label", label);
+  wrap.append(bar, text);
+  return wrap;
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function renderHistogram(): void {
+  const select = $<HTMLSelectElement>("hist-split");
+  const splits = Object.keys(model.histograms).sort((a, b) => (a === "train" ? -1 : b === "train" ? 1 : a.localeCompare(b)));
+  if (splits.join() !== [...select.options].map((o) => o.value).join() && splits.length) {
+    select.replaceChildren(...splits.map((s) => new Option(s, s)));
+  }
+  if (!splits.includes(prefs.histSplit) && splits.length) prefs.histSplit = splits[0];
+  select.value = prefs.histSplit;
+  const h = model.histograms[prefs.histSplit];
+  drawHistogram($<HTMLCanvasElement>("hist"), h, theme);
+  $("hist-caption").textContent = h
+    ? `median ${fmtNum(h.quantiles.p50)} · 25–75 % ${fmtNum(h.quantiles.p25)}–${fmtNum(h.quantiles.p75)} · ` +
+      `5–95 % ${fmtNum(h.quantiles.p05)}–${fmtNum(h.quantiles.p95)} · mean ${fmtNum(h.mean)}`
+    : "";
+  $("hist-top").replaceChildren(...(h?.top ?? []).map((t) => {
+    const li = document.createElement("li");
+    li.textContent = `sample ${t.index < 0 ? "?" : t.index}: ${fmtNum(t.loss)}`;
+    return li;
+  }));
+}
+
+const LEVEL_NAMES = ["", "debug", "info", "warning", "error", "critical"];
+
+function renderLogs(): void {
+  const el = $("logs");
+  const atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
+  const lines = filterLogs(model.logs, prefs.logLevel, prefs.logSearch);
+  el.replaceChildren(...lines.map((l) => {
+    const row = document.createElement("div");
+    row.className = `log ${LEVEL_NAMES[l.level] ?? "info"}`;
+    const meta = document.createElement("span");
+    meta.className = "log-meta";
+    meta.textContent = `${new Date(l.time * 1000).toLocaleTimeString()} ${(LEVEL_NAMES[l.level] ?? "?").toUpperCase().padEnd(8)} step ${l.step} ${l.logger}`;
+    const msg = document.createElement("span");
+    msg.className = "log-msg";
+    msg.textContent = l.message;
+    row.append(meta, msg);
+    return row;
+  }));
+  if (!lines.length) {
+    const p = document.createElement("div");
+    p.className = "muted";
+    p.textContent = model.logs.length ? "No log line matches the filter." : "No log lines yet.";
+    el.append(p);
+  }
+  $("log-count").textContent = `${lines.length} of ${model.logs.length}`;
+  if (atBottom) el.scrollTop = el.scrollHeight;
+}
+
+// -- saving ----------------------------------------------------------------------------------------
+
+let saveTimer: ReturnType<typeof setTimeout> | undefined;
+function saveNow(): void {
+  clearTimeout(saveTimer);
+  saveTimer = undefined;
+  vscode.setState({ v: 1, model: savable(model), prefs } satisfies Saved);
+  document.body.dataset.savedSeq = String(model.lastSeq);
+}
+function saveSoon(): void {
+  saveTimer ??= setTimeout(saveNow, 1000);
+}
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") saveNow();
+});
+window.addEventListener("pagehide", saveNow);
+
+// -- input -----------------------------------------------------------------------------------------
+
+let nextId = 1;
+function sendCommand(command: ViewCommand, value?: number): void {
+  if (inFlight.has(command)) return;
+  inFlight.add(command);
+  renderControls();
+  post({ type: "command", id: nextId++, command, value });
+  pendingIds.set(nextId - 1, command);
+}
+const pendingIds = new Map<number, ViewCommand>();
+
+function commandFromButton(cmd: ViewCommand): void {
+  if (cmd === "setLr") {
+    const input = $<HTMLInputElement>("lr-input");
+    const value = Number(input.value.trim());
+    if (input.value.trim() === "" || !Number.isFinite(value) || value < 0) {
+      toast("Enter a learning rate ≥ 0, e.g. 0.001", true);
+      input.focus();
+      return;
+    }
+    sendCommand("setLr", value);
+    return;
+  }
+  if (cmd === "step") {
+    const n = Math.floor(Number($<HTMLInputElement>("step-count").value));
+    sendCommand("step", Number.isFinite(n) && n >= 1 ? n : 1);
+    return;
+  }
+  sendCommand(cmd);
+}
+
+for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
+  b.addEventListener("click", () => commandFromButton(b.dataset.command as ViewCommand));
+}
+$("btn-attach").addEventListener("click", () => post({ type: "attach" }));
+$("lr-input").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter") commandFromButton("setLr");
+});
+$("step-count").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter") commandFromButton("step");
+});
+document.addEventListener("keydown", (ev) => {
+  const target = ev.target as HTMLElement;
+  if (ev.altKey || ev.ctrlKey || ev.metaKey || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName)) return;
+  const map: Record<string, ViewCommand> = { p: "pause", r: "resume", t: "runTest" };
+  const cmd = map[ev.key];
+  if (!cmd) return;
+  const b = document.querySelector<HTMLButtonElement>(`#controls button[data-command="${cmd}"]`);
+  if (b && !b.disabled) {
+    ev.preventDefault();
+    commandFromButton(cmd);
+  }
+});
+
+const xAxis = $<HTMLSelectElement>("x-axis");
+xAxis.value = prefs.xAxis;
+xAxis.addEventListener("change", () => {
+  prefs.xAxis = xAxis.value === "epoch" ? "epoch" : "step";
+  board.rebuild();
+  saveSoon();
+});
+const smooth = $<HTMLInputElement>("smooth");
+smooth.checked = prefs.smooth;
+smooth.addEventListener("change", () => {
+  prefs.smooth = smooth.checked;
+  board.update(null);
+  saveSoon();
+});
+const histSplit = $<HTMLSelectElement>("hist-split");
+histSplit.addEventListener("change", () => {
+  prefs.histSplit = histSplit.value;
+  renderHistogram();
+  saveSoon();
+});
+$("hist-png").addEventListener("click", () => {
+  const canvas = $<HTMLCanvasElement>("hist");
+  const out = document.createElement("canvas");
+  out.width = canvas.width;
+  out.height = canvas.height;
+  const ctx = out.getContext("2d")!;
+  ctx.fillStyle = theme.background;
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.drawImage(canvas, 0, 0);
+  post({ type: "exportPng", name: `${(model.run?.label ?? "run").replace(/\W+/g, "_")}-per_sample_loss`, dataUrl: out.toDataURL("image/png") });
+});
+const logLevel = $<HTMLSelectElement>("log-level");
+logLevel.value = String(prefs.logLevel);
+logLevel.addEventListener("change", () => {
+  prefs.logLevel = Number(logLevel.value) || 1;
+  renderLogs();
+  saveSoon();
+});
+const logSearch = $<HTMLInputElement>("log-search");
+logSearch.value = prefs.logSearch;
+logSearch.addEventListener("input", () => {
+  prefs.logSearch = logSearch.value;
+  renderLogs();
+  saveSoon();
+});
+
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
+function toast(text: string, error = false): void {
+  const el = $("toast");
+  el.textContent = text;
+  el.classList.toggle("error", error);
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (el.hidden = true), 5000);
+}
+
+// Theme changes: VS Code swaps the body class (vscode-light / vscode-dark / vscode-high-contrast).
+new MutationObserver(() => {
+  theme = readTheme();
+  board.setTheme(theme);
+  renderHistogram();
+}).observe(document.body, { attributes: true, attributeFilter: ["class"] });
+
+// -- host messages ---------------------------------------------------------------------------------
+
+function onDelta(d: Delta): void {
+  schedule(applyDelta(model, d));
+}
+
+function onReceipt(id: number, r: ReceiptView): void {
+  const cmd = pendingIds.get(id);
+  pendingIds.delete(id);
+  if (cmd) inFlight.delete(cmd);
+  renderControls();
+  toast(r.text, r.status === "rejected" || r.status === "error");
+}
+
+window.addEventListener("message", (ev: MessageEvent) => {
+  const msg = ev.data as HostToView;
+  if (!msg || typeof msg !== "object") return;
+  switch (msg.type) {
+    case "delta":
+      onDelta(msg.delta);
+      break;
+    case "commandDone":
+      onReceipt(msg.id, msg.receipt);
+      break;
+    case "exported":
+      if (msg.error) toast(`Export failed: ${msg.error}`, true);
+      else if (msg.path) toast(`Saved ${msg.path}`);
+      break;
+  }
+});
+
+render(all());
+post({ type: "ready", runId: model.run?.runId ?? "", gen: model.gen, lastSeq: model.lastSeq });

@@ -1,0 +1,48 @@
+// Starts the real Python fixture trainer (test/fixtures/trainer.py) in its own discovery dir.
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { core, PYTHON, REPO_ROOT, VSC_ROOT, waitFor } from "./util.mjs";
+
+/**
+ * Spawns the fixture with ONTHEFLY_RUNTIME_DIR set to a fresh temp dir and waits for its discovery
+ * file. Returns { dir, info, proc, output(), stop() }; stop() ends it (SIGTERM, then SIGKILL) and
+ * removes the dir.
+ */
+export async function startTrainer(env = {}, { timeout = 90_000 } = {}) {
+  if (!fs.existsSync(PYTHON)) throw new Error(`no Python venv at ${PYTHON}: run scripts/bootstrap.sh (or make -C vscode-client deps)`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "otf-rt-"));
+  let output = "";
+  const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ONTHEFLY_RUNTIME_DIR: dir, PYTHONUNBUFFERED: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  proc.stdout.on("data", (d) => (output += d));
+  proc.stderr.on("data", (d) => (output += d));
+  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+  let info;
+  try {
+    info = await waitFor(() => {
+      if (proc.exitCode !== null) throw new Error(`the fixture trainer exited (${proc.exitCode}): ${output.slice(-2000)}`);
+      return core.listRuns(dir)[0];
+    }, { timeout, what: "the fixture trainer's discovery file" });
+  } catch (err) {
+    proc.kill("SIGKILL");
+    throw err;
+  }
+  return {
+    dir, info, proc, exited,
+    output: () => output,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill("SIGTERM");
+        const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

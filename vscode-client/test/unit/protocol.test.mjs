@@ -1,0 +1,30 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { core } from "../helpers/util.mjs";
+
+const { parseViewMessage, dashboardHtml, contentSecurityPolicy } = core;
+
+test("parseViewMessage accepts well-formed messages only", () => {
+  assert.deepEqual(parseViewMessage({ type: "ready", runId: "r", gen: 3, lastSeq: 10 }), { type: "ready", runId: "r", gen: 3, lastSeq: 10 });
+  assert.deepEqual(parseViewMessage({ type: "ready" }), { type: "ready", runId: "", gen: -1, lastSeq: 0 });
+  assert.deepEqual(parseViewMessage({ type: "command", id: 1, command: "pause" }), { type: "command", id: 1, command: "pause", value: undefined });
+  assert.equal(parseViewMessage({ type: "command", id: 1, command: "rm -rf" }), undefined);
+  assert.equal(parseViewMessage({ type: "command", id: 1, command: "setLr" }), undefined, "setLr needs a value");
+  assert.equal(parseViewMessage({ type: "command", id: 1, command: "setLr", value: "0.1" }), undefined);
+  assert.equal(parseViewMessage({ type: "exportPng", name: "x", dataUrl: "data:text/html,<b>" }), undefined);
+  assert.equal(parseViewMessage({ type: "exportPng", name: "../../etc/x", dataUrl: "data:image/png;base64,AA==" }).name, ".._.._etc_x");
+  assert.equal(parseViewMessage(null), undefined);
+  assert.equal(parseViewMessage({ type: "eval" }), undefined);
+});
+
+test("the dashboard page has a strict CSP with a nonce on every script and stylesheet", () => {
+  const html = dashboardHtml({ cspSource: "https://x.test", scriptUri: "https://x.test/w.js", styleUri: "https://x.test/w.css", nonce: "abc123" });
+  const csp = contentSecurityPolicy("https://x.test", "abc123");
+  assert.match(csp, /default-src 'none'/);
+  assert.match(csp, /script-src 'nonce-abc123'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  const scripts = html.match(/<script[^>]*>/g);
+  assert.ok(scripts.every((s) => s.includes('nonce="abc123"')));
+  assert.doesNotMatch(html, /\son\w+=/, "no inline event handlers");
+  assert.doesNotMatch(html, /style="/, "no inline styles");
+});

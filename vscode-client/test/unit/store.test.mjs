@@ -1,0 +1,115 @@
+// The store and the webview model on synthetic frames (the live tests use a real trainer).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { core } from "../helpers/util.mjs";
+
+const { RunStore, create, telemetryPb: T, LossWindow, quantile, webviewModel: W } = core;
+
+let seq = 0;
+function ev(step, payload) {
+  seq += 1;
+  return { seq: BigInt(seq), step: BigInt(step), epoch: 0n, timeUnix: 1000 + seq, payload };
+}
+const metrics = (step, loss) => ev(step, { case: "stepMetrics", value: { loss, lr: 0.1, gradNorm: NaN, samplesPerSecond: 100, batchSize: 4n, stepSeconds: 0.01, dataSeconds: 0.001, extra: { acc: 0.5 } } });
+const frame = (events, extra = {}) => create(T.SubscribeResponseSchema, { events, ...extra });
+
+test("deltas carry only what is newer than the view's seq and version", () => {
+  seq = 0;
+  const s = new RunStore();
+  s.reset({ runId: "r", label: "p/r", address: "a" });
+  s.applyFrame(frame([metrics(1, 2.0), metrics(2, 1.5)]));
+  const full = s.delta(-1, 0, 0);
+  assert.equal(full.reset, true);
+  assert.deepEqual(full.series.loss, { x: [1, 2], y: [2.0, 1.5] });
+  assert.equal(full.series.grad_norm, undefined, "NaN grad norm means not computed: no point");
+  assert.deepEqual(full.series["extra/acc"].y, [0.5, 0.5]);
+  assert.equal(full.run.runId, "r");
+  const v = s.version;
+  s.applyFrame(frame([metrics(3, 1.0)]));
+  const d = s.delta(full.gen, full.lastSeq, v);
+  assert.equal(d.reset, false);
+  assert.deepEqual(d.series.loss, { x: [3], y: [1.0] });
+  assert.equal(d.run, undefined, "unchanged fields are not re-sent");
+  assert.equal(d.status.step, 3);
+  // A replayed event (reconnect overlap) is ignored.
+  s.applyFrame(frame([{ ...metrics(3, 9.9), seq: 3n }]));
+  assert.deepEqual(s.seriesPoints("loss").y, [2.0, 1.5, 1.0]);
+});
+
+test("gaps and drops become notes; command events merge with our receipts by id", () => {
+  seq = 0;
+  const s = new RunStore();
+  s.applyFrame(frame([metrics(1, 1)], { gap: { firstSeq: 5n, lastSeq: 9n, reason: "fell behind" }, droppedAtSource: 7n }));
+  assert.deepEqual(s.delta(-1, 0, 0).notes, { droppedAtSource: 7, gaps: [{ first: 5, last: 9, reason: "fell behind" }] });
+  const r = s.addOutcome({ command: "pause", status: "applied", commandId: 4, step: 12, detail: "", at: 1 });
+  assert.equal(r.text, "pause: applied at step 12");
+  assert.equal(s.statusView.state, "paused");
+  s.applyFrame(frame([ev(12, { case: "command", value: { commandId: 4n, name: "pause", applied: true, detail: "" } })]));
+  s.applyFrame(frame([ev(12, { case: "command", value: { commandId: 5n, name: "set_hyperparameters", applied: false, detail: "lr must be >= 0" } })]));
+  const receipts = s.delta(-1, 0, 0).receipts;
+  assert.equal(receipts.length, 2);
+  assert.equal(receipts[0].text, "pause: applied at step 12");
+  assert.equal(receipts[1].text, "set hyperparameters: rejected: lr must be >= 0");
+});
+
+test("per-sample losses feed a windowed histogram; an eval pass replaces the previous one", () => {
+  seq = 0;
+  const s = new RunStore({ windowSamples: 100 });
+  const batch = (step, split, losses) => ev(step, { case: "sampleLosses", value: { split, indices: losses.map((_, i) => BigInt(i)), losses } });
+  s.applyFrame(frame([batch(1, "train", Array.from({ length: 150 }, (_, i) => i))]));
+  const h = s.histogram("train");
+  assert.equal(h.n, 100, "window keeps the newest 100");
+  assert.equal(h.lo, 50);
+  assert.equal(h.hi, 149);
+  assert.equal(h.counts.reduce((a, b) => a + b, 0), 100);
+  assert.equal(h.top[0].loss, 149);
+  assert.equal(h.top[0].index, 149);
+  assert.ok(Math.abs(h.quantiles.p50 - 99.5) < 1e-9);
+  s.applyFrame(frame([batch(10, "val", [1, 2]), batch(10, "val", [3])]));
+  assert.equal(s.histogram("val").n, 3);
+  s.applyFrame(frame([batch(20, "val", [5])]));
+  assert.equal(s.histogram("val").n, 1, "a pass at a new step starts over");
+  assert.equal(quantile([0, 10], 0.25), 2.5);
+  const w = new LossWindow("x", 4);
+  w.add(1, [1, 2], [NaN, 3]);
+  assert.equal(w.count, 1);
+  assert.equal(w.nonFinite, 1);
+});
+
+test("long series are thinned and the views get a reset", () => {
+  seq = 0;
+  const s = new RunStore({ maxPoints: 100 });
+  const gen0 = s.gen;
+  s.applyFrame(frame(Array.from({ length: 101 }, (_, i) => metrics(i + 1, i))));
+  assert.ok(s.gen > gen0);
+  const pts = s.seriesPoints("loss");
+  assert.ok(pts.x.length < 100 && pts.x.length > 50);
+  assert.equal(pts.x.at(-1), 101, "the newest point survives");
+  assert.equal(pts.x[0], 1, "the first point survives");
+  assert.equal(s.delta(gen0, 50, 0).reset, true);
+});
+
+test("the webview model appends deltas, saves a thinned copy and computes EMA and epochs", () => {
+  const m = W.emptyModel();
+  W.applyDelta(m, { gen: 2, reset: true, lastSeq: 3, series: { loss: { x: [1, 2, 3], y: [3, 2, 1] } }, logs: [] });
+  const c = W.applyDelta(m, { gen: 2, reset: false, lastSeq: 5, series: { loss: { x: [4, 2], y: [0.5, 9] } }, logs: [{ seq: 5, step: 4, time: 0, level: 3, logger: "x", message: "Hello" }] });
+  assert.deepEqual(m.series.loss.x, [1, 2, 3, 4], "x stays ascending");
+  assert.ok(c.series.has("loss") && c.logs);
+  assert.equal(m.lastSeq, 5);
+  const big = { x: Array.from({ length: 1000 }, (_, i) => i), y: Array.from({ length: 1000 }, (_, i) => i) };
+  const t = W.thinned(big, 100);
+  assert.equal(t.x.length, 100);
+  assert.equal(t.x.at(-1), 999);
+  const out = [];
+  W.emaInto([1, 1, 1], out, 0.9);
+  assert.ok(out.every((v) => Math.abs(v - 1) < 1e-12), "debiased EMA of a constant is the constant");
+  W.emaInto([1, 1, 1, 5], out, 0.9);
+  assert.equal(out.length, 4);
+  assert.ok(out[3] > 1 && out[3] < 5);
+  const starts = [{ epoch: 0, step: 0 }, { epoch: 1, step: 100 }];
+  assert.equal(W.epochAt(50, starts), 0.5);
+  assert.equal(W.epochAt(150, starts), 1.5);
+  assert.deepEqual(W.filterLogs(m.logs, 3, "hell").length, 1);
+  assert.deepEqual(W.filterLogs(m.logs, 4, "").length, 0);
+  assert.deepEqual(W.filterLogs(m.logs, 1, "nope").length, 0);
+});
