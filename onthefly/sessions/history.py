@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.ipc
 import torch
 
 from onthefly.runtime.events import Event, EventKind
@@ -30,13 +28,19 @@ from onthefly.sessions.store import SessionFolder
 FLUSH_BYTES = 8 << 20
 FLUSH_SECONDS = 30.0
 SPLITS = ("train", "val", "test")
-SAMPLES_SCHEMA = pa.schema([
-    ("split", pa.dictionary(pa.int8(), pa.string())),
-    ("step", pa.int64()),
-    ("epoch", pa.int32()),
-    ("index", pa.int64()),
-    ("loss", pa.float32()),
-])
+
+
+def samples_schema():
+    """Arrow schema of per-sample loss chunks (pyarrow loads only when history is written or read)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("split", pa.dictionary(pa.int8(), pa.string())),
+        ("step", pa.int64()),
+        ("epoch", pa.int32()),
+        ("index", pa.int64()),
+        ("loss", pa.float32()),
+    ])
 
 
 def event_record(event: Event) -> dict[str, Any]:
@@ -173,6 +177,10 @@ def _column(values: array.array, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _samples_ipc(samples: list[tuple[int, int, int, np.ndarray, np.ndarray]]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    schema = samples_schema()
     lengths = [len(losses) for *_, losses in samples]
     split = np.repeat(np.array([s[0] for s in samples], dtype=np.int8), lengths)
     step = np.repeat(np.array([s[1] for s in samples], dtype=np.int64), lengths)
@@ -182,20 +190,23 @@ def _samples_ipc(samples: list[tuple[int, int, int, np.ndarray, np.ndarray]]) ->
     table = pa.table({
         "split": pa.DictionaryArray.from_arrays(pa.array(split), pa.array(list(SPLITS))),
         "step": step, "epoch": epoch, "index": index, "loss": loss,
-    }, schema=SAMPLES_SCHEMA)
+    }, schema=schema)
     sink = io.BytesIO()
-    with pa.ipc.new_file(sink, SAMPLES_SCHEMA) as writer:
+    with pa.ipc.new_file(sink, schema) as writer:
         writer.write_table(table)
     return sink.getvalue()
 
 
-def read_sample_losses(paths: Iterable[str | Path | bytes]) -> pa.Table:
-    """Concatenate per-sample loss chunks (paths, or the chunks' bytes) into one table."""
+def read_sample_losses(paths: Iterable[str | Path | bytes]):
+    """Concatenate per-sample loss chunks (paths, or the chunks' bytes) into one pyarrow Table."""
+    import pyarrow as pa
+    import pyarrow.ipc
+
     tables = []
     for item in paths:
         source = pa.BufferReader(item) if isinstance(item, bytes) else pa.memory_map(str(item))
         tables.append(pa.ipc.open_file(source).read_all())
-    return pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
+    return pa.concat_tables(tables) if tables else samples_schema().empty_table()
 
 
 def read_events(paths: Iterable[str | Path | bytes]) -> list[dict[str, Any]]:
