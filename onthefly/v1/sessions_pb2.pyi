@@ -448,7 +448,7 @@ class RestoreCheckpointResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def receipt(self) -> _receipt_pb2.Receipt:
-        """receipt is APPLIED with the step at which the state was swapped in."""
+        """receipt is APPLIED with the step the loop continues from (the checkpoint's step)."""
 
     @_builtins.property
     def checkpoint(self) -> Global___Checkpoint:
@@ -557,7 +557,7 @@ class ImportSessionResponse(_message.Message):
     SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def receipt(self) -> _receipt_pb2.Receipt:
-        """receipt is APPLIED with the step at which the state was swapped in (the step before the import)."""
+        """receipt is APPLIED with the step the loop continues from (the imported state's step)."""
 
     @_builtins.property
     def checkpoint(self) -> Global___Checkpoint:
