@@ -10,7 +10,7 @@ export interface ChartSpec {
   id: string;
   title: string;
   x: "step" | "time";
-  series: { name: string; label: string; color: keyof Theme["colors"]; smooth?: boolean }[];
+  series: { name: string; label: string; color: keyof Theme["colors"]; smooth?: boolean; points?: boolean }[];
   height: number;
 }
 
@@ -40,8 +40,8 @@ export function chartSpecs(m: ViewModel, prefs: Prefs): { main: ChartSpec[]; run
   }
   for (const metric of [...evalMetrics].sort((a, b) => (a === "loss" ? -1 : b === "loss" ? 1 : a.localeCompare(b)))) {
     const series: ChartSpec["series"] = [];
-    if (m.series[`val/${metric}`]) series.push({ name: `val/${metric}`, label: `val ${metric}`, color: "green" });
-    if (m.series[`test/${metric}`]) series.push({ name: `test/${metric}`, label: `test ${metric}`, color: "red" });
+    if (m.series[`val/${metric}`]) series.push({ name: `val/${metric}`, label: `val ${metric}`, color: "green", points: true });
+    if (m.series[`test/${metric}`]) series.push({ name: `test/${metric}`, label: `test ${metric}`, color: "red", points: true });
     main.push({ id: `eval/${metric}`, title: `Evaluation ${metric}`, x: "step", height: 160, series });
   }
   for (const n of names.filter((n) => n.startsWith("extra/")).sort()) {
@@ -79,7 +79,6 @@ export class ChartBoard {
   private charts = new Map<string, Chart>();
   /** Shared x range of the step charts while zoomed; null follows the data. */
   private zoom: { min: number; max: number } | null = null;
-  private programmatic = 0;
   private readonly resize: ResizeObserver;
 
   constructor(
@@ -176,28 +175,35 @@ export class ChartBoard {
       ? { ...axis, values: (_u, splits) => splits.map((v) => fmtEpoch(epochAt(v, this.getModel().epochStarts))) }
       : { ...axis };
     const opts: uPlot.Options = {
-      width: Math.max(200, host.clientWidth - 16),
+      width: chartWidth(el),
       height: spec.height,
       scales: { x: { time: spec.x === "time" } },
       series: [
         { label: spec.x === "time" ? "time" : prefs.xAxis, value: (_u, v) => (v == null ? "–" : spec.x === "time" ? new Date(v * 1000).toLocaleTimeString() : prefs.xAxis === "epoch" ? fmtEpoch(epochAt(v, this.getModel().epochStarts)) : String(v)) },
         ...spec.series.map((s): uPlot.Series => ({
-          label: s.label, stroke: t.colors[s.color], width: s.smooth ? 2 : 1, points: { show: false },
+          label: s.label, stroke: t.colors[s.color], width: s.smooth ? 2 : 1,
+          points: s.points ? { show: true, size: 6, fill: t.colors[s.color] } : { show: false }, spanGaps: !!s.points,
           value: (_u, v) => (v == null ? "–" : fmtNum(v)),
         })),
       ],
       axes: [xAxis, { ...axis, size: 56, values: (_u, splits) => splits.map(fmtNum) }],
-      cursor: { drag: { x: true, y: false, setScale: true } },
+      // Zoom is ours, not uPlot's: a drag selects a range, which we apply to every step chart.
+      cursor: { drag: { x: true, y: false, setScale: false } },
       legend: { show: true, live: true },
       hooks: {
-        setScale: [(u, scaleKey) => {
-          if (scaleKey !== "x" || this.programmatic || spec.x !== "step") return;
-          this.onUserZoom(u);
+        setSelect: [(u) => {
+          if (u.select.width < 4) return;
+          const min = u.posToVal(u.select.left, "x");
+          const max = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          if (spec.x === "step") this.applyZoom({ min, max });
+          else u.setScale("x", { min, max });
         }],
       },
     };
     const plot = new uPlot(opts, [[], ...spec.series.map(() => [])] as uPlot.AlignedData, body);
-    this.resize.observe(host);
+    plot.over.addEventListener("dblclick", () => this.resetZoom(spec.x));
+    this.resize.observe(el);
     return { spec, key, el, plot, smooth: new Map(), points: 0 };
   }
 
@@ -228,45 +234,25 @@ export class ChartBoard {
   private setData(chart: Chart): void {
     const data = this.data(chart);
     chart.points = data[0].length;
-    this.programmatic++;
-    try {
-      chart.plot.setData(data, true);
-      if (this.zoom && chart.spec.x === "step") chart.plot.setScale("x", this.zoom);
-    } finally {
-      this.programmatic--;
-    }
+    chart.plot.setData(data, true);
+    if (this.zoom && chart.spec.x === "step") chart.plot.setScale("x", this.zoom);
     chart.el.dataset.points = String(chart.points);
   }
 
-  private onUserZoom(u: uPlot): void {
-    const min = u.scales.x.min ?? 0;
-    const max = u.scales.x.max ?? 0;
-    const xs = u.data[0];
-    const full = xs.length === 0 || (min <= xs[0] && max >= xs[xs.length - 1]);
-    this.zoom = full ? null : { min, max };
-    this.programmatic++;
-    try {
-      for (const c of this.charts.values()) {
-        if (c.plot === u || c.spec.x !== "step") continue;
-        if (this.zoom) c.plot.setScale("x", this.zoom);
-        else c.plot.setData(c.plot.data, true);
-      }
-    } finally {
-      this.programmatic--;
-    }
-    document.body.classList.toggle("zoomed", this.zoom !== null);
+  /** Shows the x range [min, max] on every step chart until reset. */
+  applyZoom(range: { min: number; max: number }): void {
+    this.zoom = range;
+    for (const c of this.charts.values()) if (c.spec.x === "step") c.plot.setScale("x", range);
+    document.body.dataset.zoomed = "true";
   }
 
   /** Back to following the live edge. */
   resetZoom(kind: "step" | "time" = "step"): void {
-    if (kind === "step") this.zoom = null;
-    document.body.classList.remove("zoomed");
-    this.programmatic++;
-    try {
-      for (const c of this.charts.values()) if (c.spec.x === kind) c.plot.setData(c.plot.data, true);
-    } finally {
-      this.programmatic--;
+    if (kind === "step") {
+      this.zoom = null;
+      delete document.body.dataset.zoomed;
     }
+    for (const c of this.charts.values()) if (c.spec.x === kind) c.plot.setData(c.plot.data, true);
   }
 
   private onKey(ev: KeyboardEvent, spec: ChartSpec): void {
@@ -285,17 +271,8 @@ export class ChartBoard {
     else if (ev.key === "0" || ev.key === "Escape") next = null;
     if (next === undefined) return;
     ev.preventDefault();
-    if (next === null || (next.min <= xs[0] && next.max >= xs[xs.length - 1])) {
-      this.resetZoom("step");
-      return;
-    }
-    this.programmatic++;
-    try {
-      c.plot.setScale("x", next);
-    } finally {
-      this.programmatic--;
-    }
-    this.onUserZoom(c.plot);
+    if (next === null || (next.min <= xs[0] && next.max >= xs[xs.length - 1])) this.resetZoom("step");
+    else this.applyZoom(next);
   }
 
   /** Draws the chart (title, plot, legend values) onto an opaque canvas and hands over a PNG data URL. */
@@ -324,12 +301,15 @@ export class ChartBoard {
 
   private fitWidths(): void {
     for (const c of this.charts.values()) {
-      const host = c.el.parentElement;
-      if (!host) continue;
-      const width = Math.max(200, host.clientWidth - 16);
+      const width = chartWidth(c.el);
       if (Math.abs(width - c.plot.width) > 2) c.plot.setSize({ width, height: c.spec.height });
     }
   }
+}
+
+/** The plot width that fits the chart's box (its flex size, not its content). */
+function chartWidth(el: HTMLElement): number {
+  return Math.max(160, Math.floor(el.clientWidth - 10));
 }
 
 function button(text: string, label: string, onClick: () => void): HTMLButtonElement {

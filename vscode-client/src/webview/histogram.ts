@@ -68,8 +68,14 @@ export function drawHistogram(canvas: HTMLCanvasElement, h: HistogramView | unde
   ctx.fillText(fmtNum(h.lo), left, bottom + 4);
   ctx.textAlign = "right";
   ctx.fillText(fmtNum(h.hi), right, bottom + 4);
-  ctx.textAlign = "center";
-  ctx.fillText(`median ${fmtNum(q.p50)}`, Math.min(right - 60, Math.max(left + 60, xOf(q.p50))), bottom + 4);
+  // The median's label goes under its line unless it would run into the min or max label.
+  const medianText = `median ${fmtNum(q.p50)}`;
+  const half = ctx.measureText(medianText).width / 2;
+  const mx = xOf(q.p50);
+  if (mx - half > left + ctx.measureText(fmtNum(h.lo)).width + 8 && mx + half < right - ctx.measureText(fmtNum(h.hi)).width - 8) {
+    ctx.textAlign = "center";
+    ctx.fillText(medianText, mx, bottom + 4);
+  }
   ctx.textAlign = "left";
   ctx.fillStyle = theme.foreground;
   ctx.fillText(`${h.split} · ${h.n} samples · step ${h.step}`, left, 4);

@@ -435,7 +435,11 @@ function toast(text: string, error = false): void {
 }
 
 // Theme changes: VS Code swaps the body class (vscode-light / vscode-dark / vscode-high-contrast).
+const themeKind = () => [...document.body.classList].filter((c) => c.startsWith("vscode-")).sort().join(" ");
+let lastThemeKind = themeKind();
 new MutationObserver(() => {
+  if (themeKind() === lastThemeKind) return;
+  lastThemeKind = themeKind();
   theme = readTheme();
   board.setTheme(theme);
   renderHistogram();

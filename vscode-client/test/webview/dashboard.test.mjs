@@ -1,0 +1,191 @@
+// The dashboard page in headless Chromium, fed by a real trainer through a real RunSession:
+// charts draw and move, the histogram, logs and runtime panels fill, controls send commands and show
+// receipts, PNG export, keyboard use, reload restores from the saved state, light and dark themes.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { core, VSC_ROOT, waitFor } from "../helpers/util.mjs";
+import { startTrainer } from "../helpers/trainer.mjs";
+import { launchBrowser } from "../helpers/browser.mjs";
+import { openDashboard } from "../helpers/webview-harness.mjs";
+
+const OUT = path.join(VSC_ROOT, "test-results");
+const exportsDir = fs.mkdtempSync(path.join(os.tmpdir(), "otf-png-"));
+let trainer, session, browser, dash, page;
+
+const points = (id) => page.locator(`#charts .chart[data-chart="${id}"]`).getAttribute("data-points").then(Number).catch(() => 0);
+const receipt = (command) => page.locator(`#receipts li[data-command="${command}"]`).first();
+
+before(async () => {
+  fs.mkdirSync(OUT, { recursive: true });
+  [trainer, browser] = await Promise.all([startTrainer(), launchBrowser()]);
+  session = new core.RunSession(core.sessionTarget(trainer.info), {
+    statusIntervalMs: 500,
+    savePng: async (name, png) => {
+      const file = path.join(exportsDir, `${name}.png`);
+      fs.writeFileSync(file, png);
+      return file;
+    },
+  });
+  session.start();
+  dash = await openDashboard(browser, session, { theme: "dark" });
+  page = dash.page;
+});
+
+after(async () => {
+  await dash?.close();
+  await browser?.close();
+  await session?.dispose();
+  await trainer?.stop();
+  fs.rmSync(exportsDir, { recursive: true, force: true });
+});
+
+test("live charts draw and move; histogram, logs and runtime fill in", async () => {
+  await page.locator("#run-label", { hasText: "vscode-tests/fixture" }).waitFor({ timeout: 30_000 });
+  await waitFor(async () => (await points("loss")) >= 20, { what: "20 points on the loss chart" });
+  const before = await points("loss");
+  await waitFor(async () => (await points("loss")) >= before + 20, { what: "the loss chart to move" });
+  for (const id of ["lr", "grad_norm", "samples_per_second"]) assert.ok((await points(id)) > 0, `${id} chart has points`);
+  assert.match(await page.locator("#state").textContent(), /^(running|testing)$/);
+  await waitFor(async () => Number(await page.locator("#hist").getAttribute("data-bars")) > 3, { what: "histogram bars" });
+  assert.match(await page.locator("#hist-caption").textContent(), /median [\d.]+ · 25–75 %/);
+  assert.ok(await page.locator("#hist-top li").count() > 0, "highest-loss samples listed");
+  await page.locator("#logs .log", { hasText: "step 25 done" }).first().waitFor({ timeout: 30_000 });
+  await page.locator("#runtime dt", { hasText: "CPU" }).waitFor({ timeout: 30_000 });
+  assert.equal(await page.locator("#runtime dd").first().textContent(), "cpu");
+  // The canvas really has ink on it (not just a data attribute).
+  const inked = await page.evaluate(() => {
+    const c = document.querySelector('#charts .chart[data-chart="loss"] canvas');
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+    return n;
+  });
+  assert.ok(inked > 1000, `loss canvas has drawn pixels (${inked})`);
+});
+
+test("log panel filters by level and searches", async () => {
+  await page.locator("#logs .log.warning").first().waitFor({ timeout: 30_000 });
+  await page.selectOption("#log-level", "3");
+  await waitFor(async () => (await page.locator("#logs .log.info").count()) === 0, { what: "info lines hidden" });
+  assert.ok(await page.locator("#logs .log.warning").count() > 0);
+  await page.selectOption("#log-level", "1");
+  await page.fill("#log-search", "step 50 ");
+  await waitFor(async () => {
+    const texts = await page.locator("#logs .log .log-msg").allTextContents();
+    return texts.length > 0 && texts.every((t) => t.includes("step 50 "));
+  }, { what: "search to filter" });
+  await page.fill("#log-search", "");
+  assert.match(await page.locator("#log-count").textContent(), /^\d+ of \d+$/);
+});
+
+test("controls send commands and show receipts with the step they were applied at", async () => {
+  await page.click("#btn-pause");
+  await receipt("pause").waitFor({ timeout: 30_000 });
+  const text = await receipt("pause").textContent();
+  const step = Number(/pause: applied at step (\d+)/.exec(text)?.[1]);
+  assert.ok(step > 0, text);
+  const st = await session.client.status();
+  assert.equal(st.state, core.runPb.RunState.PAUSED, "the trainer is really paused");
+  assert.equal(Number(st.step), step);
+  await page.locator("#state", { hasText: "paused" }).waitFor();
+  assert.equal(await page.locator("#btn-pause").isDisabled(), true);
+  assert.equal(await page.locator("#btn-resume").isDisabled(), false);
+
+  await page.fill("#lr-input", "0.01");
+  await page.press("#lr-input", "Enter");
+  await receipt("setLr").waitFor({ timeout: 30_000 });
+  assert.match(await receipt("setLr").textContent(), /set learning rate: applied at step \d+ \(lr=0.01\)/);
+  assert.equal((await session.client.status()).hyperparameters[0].values.lr, 0.01);
+
+  await page.click("#btn-test");
+  await receipt("runTest").waitFor({ timeout: 60_000 });
+  assert.match(await receipt("runTest").textContent(), /run test: applied at step \d+ \(test loss [\d.]+ over 1024 samples/);
+  await waitFor(async () => (await page.locator("#hist-split option").allTextContents()).includes("test"), { what: "test split in the histogram" });
+  await page.locator('#charts .chart[data-chart="eval/loss"] .u-legend', { hasText: "test loss" }).waitFor({ timeout: 30_000 });
+  await page.screenshot({ path: path.join(OUT, "webview-dark-paused.png"), fullPage: true });
+});
+
+test("charts export PNG through the host", async () => {
+  await page.locator('#charts .chart[data-chart="loss"] button[data-export="loss"]').click();
+  await page.locator("#toast", { hasText: "Saved" }).waitFor({ timeout: 10_000 });
+  const file = await waitFor(() => fs.readdirSync(exportsDir).filter((f) => f.endsWith("-loss.png")).map((f) => path.join(exportsDir, f))[0],
+    { what: "the exported PNG" });
+  const bytes = fs.readFileSync(file);
+  assert.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  assert.ok(bytes.length > 2000);
+});
+
+test("keyboard: shortcuts steer, charts zoom and reset", async () => {
+  await page.locator("body").click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press("r");
+  await receipt("resume").waitFor({ timeout: 30_000 });
+  assert.match(await receipt("resume").textContent(), /resume: applied at step \d+/);
+  await page.locator("#state", { hasText: "running" }).waitFor();
+  const chart = page.locator('#charts .chart[data-chart="loss"]');
+  await chart.focus();
+  await page.keyboard.press("+");
+  await waitFor(() => page.evaluate(() => document.body.dataset.zoomed === "true"), { what: "zoomed" });
+  await page.keyboard.press("0");
+  await waitFor(() => page.evaluate(() => document.body.dataset.zoomed !== "true"), { what: "zoom reset", timeout: 5_000 }).catch((err) => {
+    throw new Error(`${err.message}\n${dash.problems.join("\n")}`);
+  });
+  // Mouse: drag a range to zoom every step chart, double-click to follow the live edge again.
+  const over = chart.locator(".u-over");
+  const box = await over.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.3, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await waitFor(() => page.evaluate(() => document.body.dataset.zoomed === "true"), { what: "drag zoom" });
+  await over.dblclick();
+  await waitFor(() => page.evaluate(() => document.body.dataset.zoomed !== "true"), { what: "double-click reset", timeout: 5_000 });
+  // Tab reaches the controls in order.
+  await page.locator("#lr-input").focus();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "btn-lr");
+});
+
+test("reload restores the charts from the saved state and the host sends only what is newer", async () => {
+  await waitFor(async () => (await page.evaluate(() => Number(document.body.dataset.savedSeq || 0))) > 0, { what: "a saved state" });
+  const before = await points("loss");
+  await page.reload();
+  // Charts are drawn from the saved state before the host sends anything newer.
+  const restored = Number(await page.evaluate(() => document.body.dataset.restoredPoints));
+  assert.ok(restored >= before, `restored ${restored} points, had ${before}`);
+  const ready = await waitFor(() => page.evaluate(() => window.__otfSent.find((m) => m.type === "ready")), { what: "ready" });
+  assert.ok(ready.lastSeq > 0 && ready.runId === trainer.info.runId, JSON.stringify(ready));
+  const firstDelta = await waitFor(() => page.evaluate(() => window.__otfReceived.find((m) => m.type === "delta")), { what: "a delta" });
+  assert.equal(firstDelta.reset, false, "not re-streamed from zero");
+  await waitFor(async () => (await points("loss")) > before, { what: "the chart to continue" });
+});
+
+test("theme-aware: light theme renders with the theme's colors; no CSP violations", async () => {
+  await page.screenshot({ path: path.join(OUT, "webview-dark.png"), fullPage: true });
+  await dash.setTheme("light");
+  await waitFor(async () => (await page.evaluate(() => getComputedStyle(document.body).backgroundColor)) === "rgb(255, 255, 255)", { what: "light background" });
+  await waitFor(async () => (await points("loss")) > 0, { what: "charts rebuilt" });
+  const stroke = await page.evaluate(() => {
+    const c = document.querySelector('#charts .chart[data-chart="loss"] canvas');
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    // Count light-theme blue (#1a85ff) pixels: the series color comes from --vscode-charts-blue.
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - 0x1a) < 30 && Math.abs(d[i + 1] - 0x85) < 30 && d[i + 2] > 200) n++;
+    return n;
+  });
+  assert.ok(stroke > 50, `loss series drawn in the theme's blue (${stroke} px)`);
+  await page.screenshot({ path: path.join(OUT, "webview-light.png"), fullPage: true });
+  assert.deepEqual(await page.evaluate(() => window.__cspViolations), []);
+  assert.deepEqual(dash.problems.filter((p) => !/favicon/.test(p)), []);
+});
+
+test("Stop ends the run; the page says so", async () => {
+  await page.click("#btn-stop");
+  await receipt("stop").waitFor({ timeout: 30_000 });
+  assert.match(await receipt("stop").textContent(), /stop: applied at step \d+/);
+  await page.locator("#state", { hasText: "finished" }).waitFor({ timeout: 30_000 });
+  assert.equal((await trainer.exited).code, 0);
+  assert.equal(await page.locator("#btn-attach").isHidden(), false, "offers to attach to another run");
+});
