@@ -659,16 +659,26 @@ class AppendRowsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROWS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    REFUSED_REASONS_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     """rows is the number of rows appended."""
+    refused: _builtins.int
+    """refused is the number of rows not stored because a value did not fit its column's stored type."""
+    @_builtins.property
+    def refused_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """refused_reasons says, per clashing field, which rows were refused and why."""
+
     def __init__(
         self,
         *,
         rows: _builtins.int = ...,
+        refused: _builtins.int = ...,
+        refused_reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refused", b"refused", "refused_reasons", b"refused_reasons", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

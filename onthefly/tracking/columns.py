@@ -1,0 +1,345 @@
+"""Rows (dicts the user logged) to Arrow tables and back; the writer thread's encoding work.
+
+Every table has a float64 ``timestamp`` column (seconds) first, then the user's fields in first-seen
+order. Nested dicts become dotted columns ("model.depth"). Numbers stay int64 while every value is an
+int and become float64 otherwise; NaN and +/-Inf are stored as they are. A value that does not fit the
+column's type (a string in a float column) is refused with its row, and the refusal is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from operator import methodcaller
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TIMESTAMP = "timestamp"
+TS_ALIASES = ("_ts", TIMESTAMP)
+_GET_CACHE: dict[str, methodcaller] = {}
+
+
+@dataclass
+class Encoded:
+    """A batch encoded for one stream: the table, and the rows refused with why."""
+
+    table: pa.Table
+    refused: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def _getter(key: str) -> methodcaller:
+    getter = _GET_CACHE.get(key)
+    if getter is None:
+        getter = _GET_CACHE[key] = methodcaller("get", key)
+    return getter
+
+
+def _scalar(value: Any) -> Any:
+    """A Python value pyarrow can type: numpy/torch scalars and arrays become numbers and lists."""
+    if value is None or type(value) in (float, int, str, bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _scalar(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scalar(v) for v in value]
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None and getattr(value, "shape", None) is not None:
+        try:
+            return tolist()  # numpy array or torch tensor (0-d gives a number)
+        except Exception:  # noqa: BLE001 - fall through to item()/str checks below
+            pass
+    item = getattr(value, "item", None)
+    if item is not None:
+        try:
+            return item()
+        except Exception:  # noqa: BLE001
+            pass
+    for base in (bool, int, float, str):  # subclasses such as str-valued enums
+        if isinstance(value, base):
+            return base(value)
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "struct"
+    return type(value).__name__
+
+
+def _column(name: str, values: list) -> tuple[pa.Array | None, list[int], str]:
+    """Arrow array for one column; on a type clash returns the array of the majority kind, the rows that
+    do not fit (their value is nulled here; the caller drops those rows) and why."""
+    try:
+        return pa.array(values), [], ""
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        pass
+    values = [_scalar(v) for v in values]
+    try:
+        return pa.array(values), [], ""
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        pass
+    kinds = [_kind(v) for v in values]
+    counts: dict[str, int] = {}
+    for k in kinds:
+        if k != "null":
+            counts[k] = counts.get(k, 0) + 1
+    keep = max(counts, key=lambda k: (counts[k], k == "number"))
+    bad = [i for i, k in enumerate(kinds) if k not in ("null", keep)]
+    if keep == "number":  # bools among numbers are numbers; ints overflowing int64 become floats
+        values = [float(v) if k in ("number", "bool") else None for v, k in zip(values, kinds)]
+        bad = [i for i, k in enumerate(kinds) if k not in ("null", "number", "bool")]
+    else:
+        values = [v if k == keep else None for v, k in zip(values, kinds)]
+    others = sorted({kinds[i] for i in bad})
+    reason = (f"field {name!r} holds {keep} values; {len(bad)} row(s) with {', '.join(others)} values were "
+              f"refused (log one type per field, or use another field name)")
+    try:
+        return pa.array(values), bad, reason
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        return None, list(range(len(values))), f"field {name!r}: values cannot be stored ({exc})"
+
+
+def _flatten_structs(names: list[str], arrays: list[pa.Array]) -> tuple[list[str], list[pa.Array]]:
+    out_names, out_arrays = [], []
+    for name, array in zip(names, arrays):
+        if pa.types.is_struct(array.type):
+            children = array.flatten()
+            sub = [f"{name}.{array.type.field(i).name}" for i in range(array.type.num_fields)]
+            n2, a2 = _flatten_structs(sub, children)
+            out_names += n2
+            out_arrays += a2
+        else:
+            out_names.append(name)
+            out_arrays.append(array)
+    return out_names, out_arrays
+
+
+def _keys(dicts: Sequence[dict]) -> list[str]:
+    """Union of keys in first-seen order (fast when every dict has the same keys)."""
+    first = list(dicts[0])
+    width = len(first)
+    if all(len(d) == width for d in dicts):
+        union = set().union(*dicts)
+        if len(union) == width:
+            return first
+    seen: dict[str, None] = {}
+    for d in dicts:
+        for k in d:
+            if k not in seen:
+                seen[k] = None
+    return list(seen)
+
+
+def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None) -> Encoded:
+    """Encode rows logged at ``times`` into one table; see module docstring. An explicit ``_ts`` or
+    ``timestamp`` field overrides the call time (``_ts=-1``: the last timestamp written, via ``state``)."""
+    n = len(dicts)
+    if n == 0:
+        return Encoded(pa.table({TIMESTAMP: pa.array([], pa.float64())}))
+    all_keys = _keys(dicts)
+    reasons: list[str] = []
+    if TS_ALIASES[0] in all_keys or TS_ALIASES[1] in all_keys:
+        times, reasons = resolve_times(times, dicts, state)
+    if state is not None:
+        state.last_ts = times[-1]
+    keys = [k for k in all_keys if k not in TS_ALIASES]
+    names, arrays, bad_rows = [TIMESTAMP], [pa.array(times, pa.float64())], set()
+    for key in keys:
+        if not isinstance(key, str):
+            reasons.append(f"field name {key!r} is not a string; its values were refused")
+            continue
+        array, bad, reason = _column(key, list(map(_getter(key), dicts)))
+        if reason:
+            reasons.append(reason)
+            bad_rows.update(bad)
+        if array is not None:
+            names.append(key)
+            arrays.append(array)
+    names, arrays = _flatten_structs(names, arrays)
+    table = pa.Table.from_arrays(arrays, names=names)
+    if bad_rows:
+        keep = pa.array([i not in bad_rows for i in range(n)])
+        table = table.filter(keep)
+    return Encoded(table, len(bad_rows), reasons)
+
+
+def resolve_times(call_times: Sequence[float], dicts: Sequence[dict], state=None) -> tuple[list[float], list[str]]:
+    """Per-row timestamps: an explicit ``_ts`` or ``timestamp`` (seconds, or a datetime) wins over the
+    call time; ``_ts=-1`` takes the last timestamp written before it. Returns the times and reasons for
+    explicit values that were not usable (the call time was used for those)."""
+    times = list(call_times)
+    problems = []
+    last = None if state is None else state.last_ts
+    for i, d in enumerate(dicts):
+        for alias in TS_ALIASES:
+            if alias in d:
+                value = d[alias]
+                ts = _as_seconds(value)
+                if ts == -1 and alias == "_ts":
+                    ts = last if last is not None else times[i]
+                if ts is None or math.isnan(ts):
+                    problems.append(f"{alias}={value!r} is not a number of seconds or a datetime; the call time "
+                                    f"was used")
+                else:
+                    times[i] = ts
+                break
+        last = times[i]
+    return times, problems
+
+
+def _as_seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    stamp = getattr(value, "timestamp", None)
+    if callable(stamp):
+        try:
+            return float(stamp())
+        except Exception:  # noqa: BLE001
+            return None
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return float(item())
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def unify(old: pa.Schema | None, table: pa.Table) -> tuple[pa.Schema, pa.Table, int, list[str]]:
+    """Fit ``table`` to a stream whose journal has schema ``old``.
+
+    Returns the (possibly grown) schema, the table cast to it, and rows refused with reasons: new fields
+    are added, int64 and float64 promote to float64 (lists likewise), a null column takes the stored type,
+    and values of a clashing type are refused with their rows.
+    """
+    if old is None:
+        return table.schema, table, 0, []
+    fields = list(old)
+    index = {f.name: i for i, f in enumerate(fields)}
+    clashing: list[str] = []
+    refused_mask = None
+    reasons = []
+    for f in table.schema:
+        if f.name not in index:
+            index[f.name] = len(fields)
+            fields.append(f)
+            continue
+        stored = fields[index[f.name]].type
+        if stored == f.type or pa.types.is_null(f.type):
+            continue
+        promoted = _promote(stored, f.type)
+        if promoted is not None:
+            fields[index[f.name]] = pa.field(f.name, promoted)
+            continue
+        if pa.types.is_null(stored):
+            fields[index[f.name]] = f
+            continue
+        clashing.append(f.name)
+        clash = pc.is_valid(table.column(f.name))
+        refused_mask = clash if refused_mask is None else pc.or_(refused_mask, clash)
+        reasons.append(f"field {f.name!r} is stored as {stored} but {f.type} values were logged; those rows "
+                       f"were refused (log one type per field, or use another field name)")
+    refused = 0
+    if refused_mask is not None:
+        before = table.num_rows
+        table = table.filter(pc.invert(refused_mask)).drop_columns(clashing)
+        refused = before - table.num_rows
+    schema = pa.schema(fields)
+    return schema, conform(table, schema), refused, reasons
+
+
+def _promote(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    numeric = (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or
+                                                                        pa.types.is_floating(b))
+    if numeric:
+        return pa.float64() if a != b else a
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        inner = _promote(a.value_type, b.value_type)
+        if inner is not None:
+            return pa.list_(inner)
+        if pa.types.is_null(a.value_type):
+            return b
+        if pa.types.is_null(b.value_type):
+            return a
+    return None
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (missing ones null), cast to its types."""
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def concat(tables: Iterable[pa.Table]) -> pa.Table:
+    """Tables of one stream (schemas that grew over time) as one table."""
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return pa.table({TIMESTAMP: pa.array([], pa.float64())})
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def merge_same_timestamps(table: pa.Table) -> pa.Table:
+    """One row per timestamp, sorted by time: rows sharing a timestamp merge, later non-null values winning."""
+    if table.num_rows < 2:
+        return table
+    ts = table.column(TIMESTAMP)
+    if pc.count_distinct(ts).as_py() == table.num_rows:
+        if pc.all(pc.greater_equal(ts.combine_chunks()[1:], ts.combine_chunks()[:-1])).as_py() is not False:
+            return table
+        return table.sort_by(TIMESTAMP)
+    rows = table.to_pylist()
+    merged: dict[float, dict] = {}
+    for row in rows:
+        target = merged.get(row[TIMESTAMP])
+        if target is None:
+            merged[row[TIMESTAMP]] = dict(row)
+        else:
+            for k, v in row.items():
+                if v is not None:
+                    target[k] = v
+    ordered = [merged[t] for t in sorted(merged, key=lambda x: (math.isnan(x), x))]
+    return pa.Table.from_pylist(ordered, schema=table.schema)
+
+
+def table_to_rows(table: pa.Table) -> list[dict]:
+    """Rows as dicts, dropping fields that are null in that row."""
+    return [{k: v for k, v in row.items() if v is not None} for row in table.to_pylist()]
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    """Arrow IPC stream bytes for ``table`` (the wire form of row streams)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    """A table from Arrow IPC stream bytes; raises ValueError when they are not a valid stream."""
+    try:
+        return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"not a valid Arrow IPC stream: {exc}") from None

@@ -1,0 +1,414 @@
+"""``Experiment``: one tracked run, in a local store folder or on an ``onthefly serve`` server.
+
+    with Experiment(prefix="vision-team/resnet/run-1", dash_root=".dash").run as exp:
+        exp.params.set(lr=1e-3, model={"depth": 4})
+        exp.metrics("train").log(loss=0.4, epoch=3)
+
+Lifecycle: ``run.start()`` records RUNNING; leaving ``with exp.run`` records COMPLETED, FAILED (an
+exception, whose text is kept) or CANCELLED (KeyboardInterrupt). An experiment still running at
+interpreter exit is flushed and closed then (FAILED if the program died of an uncaught exception). After
+``kill -9`` nothing runs, but everything flushed before is readable and the status says the process is
+gone. Writing before ``start()`` or after closing raises :class:`NotRunning` (a RuntimeError); reading
+works once the experiment has been started.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import os
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from time import time as _time
+from typing import Any, Callable
+
+from onthefly.tracking import names, values
+from onthefly.tracking.config import WriterConfig
+from onthefly.tracking.errors import NotRunning, TrackingError
+from onthefly.tracking.files import FilesAccessor, remove_staging
+from onthefly.tracking.logs import LEVELS, LOG_SINK, LogBuilder, check_level, echo
+from onthefly.tracking.metrics import Metrics
+from onthefly.tracking.params import ParamsBuilder
+from onthefly.tracking.records import ExperimentRecord, OpenSpec, Status
+from onthefly.tracking.tracks import Tracks
+from onthefly.tracking.writer import Refusing, Writer
+
+DEFAULT_ROOT = ".dash"
+_LEVEL_SET = frozenset(LEVELS)
+_LIVE: set = set()  # running experiments of this process, closed at exit
+_LIVE_LOCK = threading.Lock()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class RunManager:
+    """``exp.run``: ``start()``, ``complete()``, ``fail()``, ``cancel()``, a context manager and a decorator."""
+
+    def __init__(self, exp: "Experiment") -> None:
+        self._exp = exp
+
+    def start(self) -> "Experiment":
+        """Open (create or update) the experiment and record RUNNING. Idempotent while running."""
+        return self._exp._start()
+
+    def complete(self) -> None:
+        """Flush everything and record COMPLETED."""
+        self._exp._close(Status.COMPLETED)
+
+    def fail(self, error: BaseException | str | None = None) -> None:
+        """Flush everything and record FAILED (with the error's text)."""
+        text = _describe(error) if isinstance(error, BaseException) else (error or "")
+        self._exp._close(Status.FAILED, text)
+
+    def cancel(self, reason: str = "") -> None:
+        """Flush everything and record CANCELLED."""
+        self._exp._close(Status.CANCELLED, reason)
+
+    @property
+    def status(self) -> Status | None:
+        record = self._exp.record
+        return record.status if record is not None else None
+
+    def __enter__(self) -> "Experiment":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+            status, error = Status.COMPLETED, ""
+        elif isinstance(exc, KeyboardInterrupt):
+            status, error = Status.CANCELLED, "KeyboardInterrupt"
+        else:
+            status, error = Status.FAILED, _describe(exc)
+        if exc is None:
+            self._exp._close(status, error)
+            return False
+        try:
+            self._exp._close(status, error)
+        except Exception as cleanup:  # noqa: BLE001 - never replace the body's exception
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"onthefly.tracking: closing the experiment also failed: {_describe(cleanup)}")
+            warnings.warn(f"onthefly.tracking: closing the experiment failed: {_describe(cleanup)}", RuntimeWarning)
+        return False
+
+    def __call__(self, fn: Callable) -> Callable:
+        """Decorator: run ``fn(exp, ...)`` inside ``with exp.run``."""
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self as exp:
+                return fn(exp, *args, **kwargs)
+
+        return wrapper
+
+
+class Experiment:
+    """A tracked experiment. See the module docstring; ML-Dash's calls work with the same shapes.
+
+    Args:
+        prefix: "owner/project/.../name"; with fewer than three segments the owner (your user name, or the
+            user you logged in as on the server) is put in front. Also read from $ONTHEFLY_PREFIX.
+        project: put between owner and ``prefix`` (ML-Dash's local style).
+        readme / description: free text. tags: labels. metadata: free JSON-like dict. shared: let other
+            users of a server read it.
+        dash_root: local store folder (default $ONTHEFLY_DASH_ROOT or ".dash"); ignored with ``dash_url``.
+        dash_url: "host:port" of an ``onthefly serve`` server (True: the server you last logged in to);
+            the token comes from ``token=``, $ONTHEFLY_TOKEN or ``onthefly login``.
+        flush_interval, batch_size, max_pending, on_full, upload_workers, durable, buffered: writer
+            settings (see ``onthefly.tracking.config``); environment variables apply when not given.
+        echo: also print log lines to the console.
+    """
+
+    def __init__(self, prefix: str | None = None, *, project: str | None = None, owner: str | None = None,
+                 readme: str | None = None, description: str | None = None, tags: list[str] | None = None,
+                 metadata: dict[str, Any] | None = None, shared: bool = False, dash_root: str | os.PathLike | None = None,
+                 dash_url: str | bool | None = None, token: str | None = None, echo: bool = False,
+                 flush_interval: float | None = None, batch_size: int | None = None, max_pending: int | None = None,
+                 on_full: str | None = None, upload_workers: int | None = None, durable: bool | None = None,
+                 buffered: bool | None = None, backend: Any = None) -> None:
+        self._config = WriterConfig.resolve(flush_interval=flush_interval, batch_size=batch_size,
+                                            max_pending=max_pending, on_full=on_full, upload_workers=upload_workers,
+                                            durable=durable, buffered=buffered)
+        self._dash_url, self._token = dash_url, token
+        self._dash_root = dash_root
+        self._backend = backend
+        if owner is None and dash_url and backend is None:
+            from onthefly.tracking.credentials import user_for
+
+            owner = user_for(None if dash_url is True else str(dash_url))
+        self.prefix = names.resolve_prefix(prefix, project, owner)
+        self.readme = readme if readme is not None else (description or "")
+        self.tags = list(tags or [])
+        self.metadata = dict(metadata or {})
+        self.shared = bool(shared)
+        self._echo = bool(echo)
+        self.record: ExperimentRecord | None = None
+        self._state = "new"
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._writer: Writer | None = None
+        self._queue_for_builders: Any = Refusing(self._not_started_text())
+        self._builders: list = []
+        self._uploads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending_uploads: set[concurrent.futures.Future] = set()
+        self._upload_errors: list[str] = []
+        self._upload_lock = threading.Lock()
+        self._staging: Path | None = None
+        self.run = RunManager(self)
+        self.params = ParamsBuilder(self)
+        self.metrics = Metrics(self)
+        self.tracks = Tracks(self)
+        self.logs = LogBuilder(self)
+        self.files = FilesAccessor(self)
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.prefix!r}, {self._state})"
+
+    # names ---------------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.prefix
+
+    @property
+    def owner(self) -> str:
+        return self.prefix.split("/")[0]
+
+    @property
+    def project(self) -> str:
+        return self.prefix.split("/")[1]
+
+    @property
+    def name(self) -> str:
+        return self.prefix.rsplit("/", 1)[-1]
+
+    @property
+    def status(self) -> Status | None:
+        return None if self.record is None else self.record.status
+
+    @property
+    def is_running(self) -> bool:
+        return self._state == "running"
+
+    # logging (hot path) --------------------------------------------------------------------------------
+    def log(self, message: Any = None, level: str | None = None, metadata: dict | None = None,
+            **extra) -> LogBuilder | None:
+        """Record a log line with a level (debug/info/warn/error/fatal, default info) and metadata."""
+        q = self._queue_for_builders
+        if len(q) >= q.kick_at:
+            q.kick()
+        if message is None:
+            return self.logs
+        if level is None:
+            level = "info"
+        elif level not in _LEVEL_SET:
+            level = check_level(level)
+        if extra:
+            metadata = {**(metadata or {}), **extra}
+        if metadata is not None:
+            metadata = values.snapshot(metadata)
+        q.append((LOG_SINK, _time(), (level, message, metadata)))
+        if self._echo:
+            echo(level, message)
+        return None
+
+    # lifecycle -----------------------------------------------------------------------------------------
+    def _not_started_text(self) -> str:
+        return (f"experiment {self.prefix!r} has not been started: call exp.run.start() or use "
+                f"`with exp.run:` before logging")
+
+    def _make_backend(self):
+        if self._dash_url:
+            from onthefly.tracking.remote import RemoteBackend
+
+            return RemoteBackend.connect(None if self._dash_url is True else str(self._dash_url), self._token)
+        from onthefly.tracking.store import LocalStore
+
+        root = self._dash_root or os.environ.get("ONTHEFLY_DASH_ROOT") or DEFAULT_ROOT
+        return LocalStore(root, durable=self._config.durable)
+
+    def _set_queue(self, q: Any) -> None:
+        self._queue_for_builders = q
+        for builder in self._builders:
+            builder._q = q
+
+    def _start(self) -> "Experiment":
+        with self._lock:
+            if self._state == "running":
+                return self
+            if self._state == "forked":
+                raise NotRunning(f"experiment {self.prefix!r} was started in process {self._pid}; this forked "
+                                 f"child cannot write to it (create an Experiment in the child instead)")
+            backend = self._backend if self._backend is not None else self._make_backend()
+            spec = OpenSpec(self.prefix, self.tags, self.readme, self.metadata, self.shared, Status.RUNNING)
+            record, _created = backend.open_experiment(spec)
+            self._backend, self.record = backend, record
+            writer = Writer(backend, self.prefix, self._config)
+            writer.start()
+            self._writer = writer
+            self._uploads = concurrent.futures.ThreadPoolExecutor(self._config.upload_workers,
+                                                                  thread_name_prefix="onthefly-upload")
+            self._pid = os.getpid()
+            self._state = "running"
+            self._set_queue(writer.q)
+            with _LIVE_LOCK:
+                _LIVE.add(self)
+        return self
+
+    def _close(self, status: Status, error: str = "", note: str = "") -> None:
+        with self._lock:
+            if self._state != "running":
+                if self._state == "new":
+                    raise NotRunning(self._not_started_text())
+                return
+            self._state = "closing"
+            self._set_queue(Refusing(f"experiment {self.prefix!r} is closed ({status.value}); start it again "
+                                     f"with exp.run.start() to write more"))
+            try:
+                writer = self._writer
+                writer.close()
+                writer.flush()  # rows a racing thread appended while the thread stopped
+                self._flush_uploads()
+                self._uploads.shutdown(wait=True)
+                self._remove_staging_dir()
+                stats = writer.stats()
+                if self._upload_errors:
+                    stats["upload_errors"] = list(self._upload_errors)
+                self.record = self._backend.set_status(self.prefix, status, error, note, writer=stats)
+            finally:
+                self._state = "closed"
+                with _LIVE_LOCK:
+                    _LIVE.discard(self)
+
+    def close(self) -> None:
+        """Same as ``run.complete()``."""
+        self._close(Status.COMPLETED)
+
+    def flush(self) -> None:
+        """Write everything logged so far and wait for pending file uploads (fsync when durable). Raises
+        TrackingError if a file could not be stored since the last flush."""
+        self._require_started("flush()")
+        if self._state == "running":
+            self._writer.flush()
+        self._flush_uploads()
+        with self._upload_lock:
+            errors, self._upload_errors = self._upload_errors, []
+        if errors:
+            raise TrackingError("file upload(s) failed: " + "; ".join(errors))
+
+    def writer_stats(self) -> dict[str, Any]:
+        """What the background writer did: pending, written, refused and failed rows, blocked calls, ..."""
+        return self._writer.stats() if self._writer is not None else {}
+
+    # helpers for the builders --------------------------------------------------------------------------
+    def _require_started(self, what: str) -> None:
+        if self._backend is None or self._state == "new":
+            raise NotRunning(f"{what}: " + self._not_started_text())
+
+    def _require_running(self, what: str) -> None:
+        if self._state != "running":
+            if self._state == "new":
+                raise NotRunning(f"{what}: " + self._not_started_text())
+            raise NotRunning(f"{what}: experiment {self.prefix!r} is {self._state}; start it again with "
+                             f"exp.run.start() to write")
+
+    def _backend_for_read(self):
+        self._require_started("reading")
+        return self._backend
+
+    def _flush_for_read(self) -> None:
+        self._require_started("reading")
+        if self._state == "running":
+            self._writer.flush()
+            self._flush_uploads()
+
+    def _staging_dir(self) -> Path:
+        if self._staging is None:
+            staging = getattr(self._backend, "staging_dir", None)
+            self._staging = Path(staging()) if staging is not None else Path(
+                tempfile.mkdtemp(prefix="onthefly-upload-"))
+        return self._staging
+
+    def _remove_staging_dir(self) -> None:
+        """Remove our temporary upload folder (server mode) if it is empty; never anything else."""
+        if self._staging is not None and self._staging.name.startswith("onthefly-upload-"):
+            try:
+                self._staging.rmdir()
+            except OSError:
+                pass
+            self._staging = None
+
+    def _submit_upload(self, record, staged: Path) -> None:
+        future = self._uploads.submit(self._store_file, record, staged)
+        with self._upload_lock:
+            self._pending_uploads.add(future)
+        future.add_done_callback(self._upload_done)
+
+    def _store_file(self, record, staged: Path):
+        try:
+            return self._backend.put_file(self.prefix, record, staged)
+        finally:
+            if staged.exists():
+                remove_staging(staged)
+
+    def _upload_done(self, future: concurrent.futures.Future) -> None:
+        with self._upload_lock:
+            self._pending_uploads.discard(future)
+        exc = future.exception()
+        if exc is not None:
+            text = _describe(exc)
+            with self._upload_lock:
+                self._upload_errors.append(text)
+            warnings.warn(f"onthefly.tracking: a file could not be stored: {text}", RuntimeWarning)
+
+    def _flush_uploads(self) -> None:
+        with self._upload_lock:
+            pending = list(self._pending_uploads)
+        if pending:
+            concurrent.futures.wait(pending)
+
+
+def _exit_status() -> tuple[Status, str]:
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if exc is None:
+        return Status.COMPLETED, ""
+    if isinstance(exc, KeyboardInterrupt):
+        return Status.CANCELLED, "KeyboardInterrupt"
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return Status.COMPLETED, ""
+    return Status.FAILED, _describe(exc)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Flush and close experiments nobody closed (runs before daemon threads are stopped)."""
+    with _LIVE_LOCK:
+        live = [e for e in _LIVE if e._pid == os.getpid()]
+    if not live:
+        return
+    status, error = _exit_status()
+    for exp in live:
+        try:
+            exp._close(status, error, "closed at interpreter exit (it was never closed explicitly)")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            print(f"onthefly.tracking: could not close {exp.prefix} at exit: {_describe(exc)}", file=sys.stderr)
+
+
+def _after_fork_in_child() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+        _LIVE.clear()
+    for exp in live:
+        exp._state = "forked"
+        exp._set_queue(Refusing(f"experiment {exp.prefix!r} belongs to process {exp._pid}; this forked child "
+                                f"cannot write to it (create an Experiment in the child instead)"))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+

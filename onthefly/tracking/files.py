@@ -1,0 +1,396 @@
+"""Files: ``exp.files("frames").save_image(pixels, to="frame.jpg", quality=85)``, list, download, delete.
+
+Everything a save needs is captured when it is called: a path is copied (hashing as it copies) into a
+staging file the SDK owns, objects are serialized to bytes. The caller may delete or rewrite its source
+right after. Storing (local) or uploading (server) the staged copy runs in a thread pool; ``flush()``
+waits for it. The SDK never deletes, moves or overwrites a file it did not create: ``download`` refuses
+to replace an existing file unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onthefly.tracking import atomic, jsonsafe, names
+from onthefly.tracking.errors import InvalidArgument, NotFound
+from onthefly.tracking.filestore import CHUNK, STAGING_SUFFIX, guess_type, new_file_id
+from onthefly.tracking.records import FileRecord
+
+if TYPE_CHECKING:
+    from onthefly.tracking.experiment import Experiment
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                 ".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _ext(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
+
+
+def _to_numpy(array: Any):
+    import numpy as np
+
+    if hasattr(array, "detach") and hasattr(array, "cpu"):
+        array = array.detach().cpu().numpy()
+    return np.array(array, copy=True)
+
+
+def encode_image(array: Any, name: str, quality: int = 95) -> bytes:
+    """PNG/JPEG/... bytes of an HxW, HxWxC or CxHxW array (uint8, or floats in [0, 1] or [0, 255])."""
+    import numpy as np
+    from PIL import Image
+
+    fmt = IMAGE_FORMATS.get(_ext(name))
+    if fmt is None:
+        raise InvalidArgument(f"cannot tell the image format of {name!r}: end it with one of "
+                              f"{', '.join(IMAGE_FORMATS)}")
+    if not 1 <= int(quality) <= 100:
+        raise InvalidArgument(f"quality must be within 1..100, got {quality}")
+    arr = _to_numpy(array)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)  # channels first -> channels last
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)) or arr.size == 0:
+        raise InvalidArgument(f"an image must be HxW, HxWx3, HxWx4 (or channels first); got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise InvalidArgument("the image holds NaN or infinite values")
+        scale = 255.0 if arr.max(initial=0.0) <= 1.0 and arr.min(initial=0.0) >= 0.0 else 1.0
+        arr = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise InvalidArgument(f"integer image values must be within 0..255 (got {arr.min()}..{arr.max()}); "
+                                  f"scale them to uint8 first")
+        arr = arr.astype(np.uint8)
+    image = Image.fromarray(arr)
+    if fmt == "JPEG" and image.mode == "RGBA":
+        image = image.convert("RGB")
+    buf = io.BytesIO()
+    kwargs = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+class FilesAccessor:
+    """``exp.files``: ``exp.files("dir")`` returns a :class:`FileBuilder`; the builder's methods are also
+    available here for the experiment's root folder."""
+
+    def __init__(self, exp: "Experiment") -> None:
+        self._exp = exp
+
+    def __call__(self, dir: str | None = None, **kwargs) -> "FileBuilder":  # noqa: A002 - ML-Dash's name
+        return FileBuilder(self._exp, dir if dir is not None else kwargs.pop("prefix", None), **kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(FileBuilder(self._exp, None), name)
+
+
+class FileBuilder:
+    """File operations under one logical folder (or on one logical file path)."""
+
+    def __init__(self, exp: "Experiment", path: str | None = None, description: str | None = None,
+                 tags: list[str] | None = None, metadata: dict | None = None, **_ignored) -> None:
+        self._exp = exp
+        self._path = names.normalize_file_path(path) if path and path.strip("/") else ""
+        self._description, self._tags, self._metadata = description, tags, metadata
+
+    # saving --------------------------------------------------------------------------------------------
+    def _target(self, to: str | None, default_name: str | None = None) -> str:
+        if to:
+            return names.join_file_path(self._path, to)
+        if default_name:
+            return names.join_file_path(self._path, default_name)
+        if self._path:
+            return self._path
+        raise InvalidArgument("say where to store it: pass to='name.ext' (or use exp.files('dir/name.ext'))")
+
+    def _submit(self, logical: str, staged: Path, digest: str, size: int, description, tags, metadata) -> dict:
+        meta = jsonsafe.plain(metadata if metadata is not None else (self._metadata or {}), "file metadata")
+        record = FileRecord(id=staged.name[:-len(STAGING_SUFFIX)], path=logical, size=size, sha256=digest,
+                            content_type=guess_type(logical),
+                            description=description if description is not None else (self._description or ""),
+                            tags=list(tags if tags is not None else (self._tags or [])), metadata=meta)
+        self._exp._submit_upload(record, staged)
+        return record.to_dict()
+
+    def _stage_bytes(self, data: bytes) -> tuple[Path, str, int]:
+        self._exp._require_running("files.save()")
+        staged = self._exp._staging_dir() / f"{new_file_id()}{STAGING_SUFFIX}"
+        atomic.write_bytes(staged, bytes(data), durable=False)
+        return staged, hashlib.sha256(data).hexdigest(), len(data)
+
+    def _stage_path(self, source: Path) -> tuple[Path, str, int]:
+        self._exp._require_running("files.save()")
+        if not source.is_file():
+            raise NotFound(f"no file {str(source)!r} to save (pass bytes with save_blob, text with save_text)")
+        staged = self._exp._staging_dir() / f"{new_file_id()}{STAGING_SUFFIX}"
+        digest, size = hashlib.sha256(), 0
+        with open(source, "rb") as src, open(staged, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+        return staged, digest.hexdigest(), size
+
+    def upload(self, fpath: str | os.PathLike, *, to: str | None = None, description: str | None = None,
+               tags: list[str] | None = None, metadata: dict | None = None) -> dict:
+        """Store a copy of the file at ``fpath`` (the original is never touched)."""
+        source = Path(fpath)
+        staged, digest, size = self._stage_path(source)
+        return self._submit(self._target(to, source.name), staged, digest, size, description, tags, metadata)
+
+    def save(self, content: Any = None, *, to: str | None = None, description: str | None = None,
+             tags: list[str] | None = None, metadata: dict | None = None, **kwargs) -> dict:
+        """Store ``content`` by its type: a path (file copied), bytes, str text (with ``to``), dict/list
+        (JSON), numpy array or tensor (image for image extensions, else .npy / torch), a torch module or
+        state dict, a matplotlib figure."""
+        extra = dict(description=description, tags=tags, metadata=metadata)
+        if isinstance(content, (str, os.PathLike)):  # a path, as in ML-Dash (text goes through save_text)
+            return self.upload(content, to=to, **extra)
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            return self.save_blob(bytes(content), to=to, **extra)
+        if hasattr(content, "savefig"):
+            return self.save_fig(content, to=to, **extra, **kwargs)
+        if _is_torch(content) and not (to and _ext(to) in IMAGE_FORMATS):
+            return self.save_torch(content, to=to, **extra)
+        if hasattr(content, "shape") and hasattr(content, "dtype"):
+            if to and _ext(to) in IMAGE_FORMATS:
+                return self.save_image(content, to=to, quality=kwargs.get("quality", 95), **extra)
+            return self.save_numpy(content, to=to, **extra)
+        if isinstance(content, (dict, list, tuple)):
+            return self.save_json(content, to=to, **extra)
+        raise InvalidArgument(f"cannot save a {type(content).__name__}: pass a path, bytes, text, JSON data, "
+                              f"an array, a torch object or a figure (or use save_pkl)")
+
+    def save_blob(self, data: bytes, *, to: str | None = None, **extra) -> dict:
+        """Store raw bytes."""
+        target = self._target(to)
+        return self._submit(target, *self._stage_bytes(data), **_extra(extra))
+
+    save_bytes = save_blob
+
+    def save_text(self, content: str, *, to: str | None = None, **extra) -> dict:
+        """Store text as UTF-8."""
+        target = self._target(to)
+        return self._submit(target, *self._stage_bytes(str(content).encode("utf-8")), **_extra(extra))
+
+    def save_json(self, content: Any, *, to: str | None = None, **extra) -> dict:
+        """Store standard JSON (non-finite numbers as {"$float": "NaN"})."""
+        target = self._target(to)
+        try:
+            text = jsonsafe.dumps(content, "content", indent=2)
+        except TypeError as exc:
+            raise InvalidArgument(str(exc)) from None
+        return self._submit(target, *self._stage_bytes(text.encode("utf-8")), **_extra(extra))
+
+    def save_image(self, array: Any, *, to: str | None = None, quality: int = 95, **extra) -> dict:
+        """Store an array as an image; the format follows the extension (.png lossless, .jpg with quality)."""
+        target = self._target(to)
+        return self._submit(target, *self._stage_bytes(encode_image(array, target, quality)), **_extra(extra))
+
+    def save_numpy(self, array: Any, *, to: str | None = None, **extra) -> dict:
+        """Store an array as .npy (read back with ``load_numpy``; never pickled)."""
+        import numpy as np
+
+        target = self._target(to)
+        buf = io.BytesIO()
+        arr = _to_numpy(array)
+        if arr.dtype == object:
+            raise InvalidArgument("object arrays cannot be stored without pickling; convert to a numeric dtype")
+        np.save(buf, arr, allow_pickle=False)
+        return self._submit(target, *self._stage_bytes(buf.getvalue()), **_extra(extra))
+
+    def save_torch(self, obj: Any, *, to: str | None = None, **extra) -> dict:
+        """Store a torch object (a module is stored as its state_dict); read back with ``load_torch``,
+        which loads with ``weights_only=True``."""
+        import torch
+
+        target = self._target(to)
+        if isinstance(obj, torch.nn.Module):
+            obj = obj.state_dict()
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return self._submit(target, *self._stage_bytes(buf.getvalue()), **_extra(extra))
+
+    def save_fig(self, fig: Any = None, *, to: str | None = None, **kwargs) -> dict:
+        """Store a matplotlib figure (default: the current one) in the format of the extension."""
+        extra = {k: kwargs.pop(k) for k in ("description", "tags", "metadata") if k in kwargs}
+        target = self._target(to)
+        if fig is None:
+            try:
+                import matplotlib.pyplot as plt
+            except ImportError:
+                raise InvalidArgument("matplotlib is not installed: pass a figure object or install matplotlib") \
+                    from None
+            fig = plt.gcf()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=_ext(target).lstrip(".") or "png", **kwargs)
+        return self._submit(target, *self._stage_bytes(buf.getvalue()), **_extra(extra))
+
+    def save_pkl(self, content: Any, *, to: str | None = None, **extra) -> dict:
+        """Store a pickle (the SDK never unpickles anything; load it yourself only if you trust it)."""
+        target = self._target(to)
+        return self._submit(target, *self._stage_bytes(pickle.dumps(content)), **_extra(extra))
+
+    def save_video(self, frames: Any, *, to: str | None = None, fps: float = 10.0, **extra) -> dict:
+        """Store a stack of frames as an animated GIF (the only video format without extra dependencies)."""
+        from PIL import Image
+
+        target = self._target(to)
+        if _ext(target) != ".gif":
+            raise InvalidArgument(f"save_video writes animated GIFs; name the file '*.gif' (got {target!r})")
+        images = [Image.open(io.BytesIO(encode_image(frame, "f.png"))) for frame in frames]
+        if not images:
+            raise InvalidArgument("save_video needs at least one frame")
+        buf = io.BytesIO()
+        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(1000 / fps), loop=0)
+        return self._submit(target, *self._stage_bytes(buf.getvalue()), **_extra(extra))
+
+    # reading -------------------------------------------------------------------------------------------
+    def _records(self) -> list[FileRecord]:
+        self._exp._require_started("files")
+        self._exp._flush_uploads()
+        return self._exp._backend_for_read().list_files(self._exp.prefix)
+
+    def _matching(self, pattern: str | None) -> list[FileRecord]:
+        records = self._records()
+        base = self._path
+        if pattern is None:
+            exact = [r for r in records if r.path == base]
+            if exact:
+                return exact
+        under = [r for r in records if not base or r.path.startswith(base + "/")]
+        if pattern is None:
+            return under
+        return [r for r in under if fnmatch.fnmatch(r.path[len(base):].lstrip("/"), pattern)
+                or fnmatch.fnmatch(r.filename, pattern)]
+
+    def list(self, pattern: str | None = None) -> list[dict]:
+        """Metadata of the files at or under this path (optionally matching a glob), oldest first."""
+        return [r.to_dict() for r in self._matching(pattern)]
+
+    def exists(self) -> bool:
+        return bool(self._matching(None))
+
+    def _latest(self) -> FileRecord:
+        found = self._matching(None)
+        exact = [r for r in found if r.path == self._path]
+        if not exact:
+            raise NotFound(f"no file stored at {self._path or '/'!r}" +
+                           (f" (there are {len(found)} files under it; pass a pattern)" if found else ""))
+        return exact[-1]
+
+    def read_bytes(self) -> bytes:
+        record = self._latest()
+        buf = io.BytesIO()
+        self._exp._backend_for_read().read_file(self._exp.prefix, record.id, buf)
+        data = buf.getvalue()
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            raise RuntimeError(f"stored file {record.path} does not match its checksum")
+        return data
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def read_json(self) -> Any:
+        return jsonsafe.loads(self.read_bytes())
+
+    def load_torch(self, map_location: Any = "cpu") -> Any:
+        """Load a stored torch file with ``weights_only=True`` (tensors and plain containers only)."""
+        import torch
+
+        return torch.load(io.BytesIO(self.read_bytes()), map_location=map_location, weights_only=True)
+
+    def load_numpy(self) -> Any:
+        import numpy as np
+
+        return np.load(io.BytesIO(self.read_bytes()), allow_pickle=False)
+
+    def download(self, pattern: str | None = None, *, to: str | os.PathLike | None = None,
+                 overwrite: bool = False) -> str | list[str]:
+        """Copy the file at this path to ``to`` (default: its name in the current folder), or, with a
+        pattern, every match into the folder ``to``. Checksums are verified; an existing file is never
+        replaced unless ``overwrite=True``."""
+        if pattern is None and any(r.path == self._path for r in self._matching(None)):
+            record = self._latest()
+            dest = Path(to) if to is not None else Path(record.filename)
+            if dest.is_dir():
+                dest = dest / record.filename
+            return str(self._download_one(record, dest, overwrite))
+        records = self._matching(pattern)
+        if not records:
+            raise NotFound(f"no files under {self._path or '/'!r}" + (f" match {pattern!r}" if pattern else ""))
+        folder = Path(to) if to is not None else Path(".")
+        out = []
+        for record in records:
+            rel = record.path[len(self._path):].lstrip("/") if self._path else record.path.lstrip("/")
+            out.append(str(self._download_one(record, folder / rel, overwrite)))
+        return out
+
+    def _download_one(self, record: FileRecord, dest: Path, overwrite: bool) -> Path:
+        if dest.exists() and not overwrite:
+            raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_writer(dest, durable=False) as f:
+            hasher = _HashingWriter(f)
+            self._exp._backend_for_read().read_file(self._exp.prefix, record.id, hasher)
+            if hasher.hexdigest() != record.sha256:
+                raise RuntimeError(f"download of {record.path} does not match its checksum; nothing was written")
+        return dest
+
+    def delete(self, pattern: str | None = None) -> dict | list[dict]:
+        """Delete stored files (every version at this path, or the matches of a pattern). Only the
+        experiment's stored copies are removed; files on your disk are never touched."""
+        self._exp._require_running("files.delete()")
+        records = self._matching(pattern)
+        if not records:
+            raise NotFound(f"no stored file at {self._path or '/'!r}" + (f" matching {pattern!r}" if pattern else ""))
+        backend = self._exp._backend
+        deleted = [backend.delete_file(self._exp.prefix, r.id).to_dict() for r in records]
+        return deleted[0] if pattern is None and len(deleted) == 1 else deleted
+
+
+class _HashingWriter:
+    def __init__(self, f) -> None:
+        self._f = f
+        self._h = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._h.update(data)
+        return self._f.write(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _extra(extra: dict) -> dict:
+    return {"description": extra.get("description"), "tags": extra.get("tags"), "metadata": extra.get("metadata")}
+
+
+def _is_torch(obj: Any) -> bool:
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        return True
+    if isinstance(obj, dict) and obj and all(type(v).__module__.startswith("torch") for v in obj.values()):
+        return True
+    return False
+
+
+def remove_staging(path: Path) -> None:
+    """Remove one of the SDK's own staging copies (never anything else)."""
+    if not str(path).endswith(STAGING_SUFFIX):
+        raise RuntimeError(f"refusing to remove {path}: not a staging copy the tracking SDK made")
+    Path(path).unlink(missing_ok=True)
+

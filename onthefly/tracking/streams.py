@@ -1,0 +1,290 @@
+"""One stream's rows on disk: append-only Arrow IPC journals while a process writes, Parquet parts after.
+
+A stream folder holds ``part-<id>.parquet`` (immutable, readable by pandas, polars and DuckDB) and, while
+a process writes, ``_journal-<id>.arrows`` (an Arrow IPC stream; the leading underscore keeps dataset
+readers from picking it up). Each append writes one record batch straight to the journal file, so after a
+``kill -9`` every append that returned is on disk; a torn last batch is ignored when reading. Closing the
+stream turns each journal into the part with the same id (written to a temporary file and renamed), then
+removes the journal. A journal whose writer died is turned into a part by the next writer to open the
+experiment. Ids sort by creation time, so reading parts and journals in id order gives storage order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from onthefly.tracking import atomic, columns, jsonsafe
+from onthefly.tracking.records import AppendResult, StreamKind, pid_alive, this_host
+
+STREAM_META = "_stream.json"
+PART_RE = re.compile(r"^part-([0-9a-f]{14}-[0-9a-f]{6}-\d+-[0-9a-f]{4})\.parquet$")
+JOURNAL_RE = re.compile(r"^_journal-(([0-9a-f]{14})-([0-9a-f]{6})-(\d+)-[0-9a-f]{4})\.arrows$")
+HOST_TAG = f"{zlib.crc32(this_host().encode()) & 0xFFFFFF:06x}"
+
+# Journals that some stream in this process has open; recovery leaves them alone.
+_OPEN_JOURNALS: set[str] = set()
+_OPEN_LOCK = threading.Lock()
+
+
+def new_id() -> str:
+    """A piece id: creation time in microseconds, host tag, pid and a random suffix (sorts by time)."""
+    return f"{time.time_ns() // 1000:014x}-{HOST_TAG}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def _read_journal(path: Path) -> pa.Table | None:
+    """Every complete record batch of a journal (a torn tail after a crash is ignored)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data:
+        return None
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+    except (pa.ArrowInvalid, OSError):
+        return None
+    batches = []
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            break  # torn tail: the process died while writing this batch
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+class _Journal:
+    """An open journal file and its IPC writer."""
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        self.id = new_id()
+        self.path = folder / f"_journal-{self.id}.arrows"
+        self.schema = schema
+        with _OPEN_LOCK:
+            _OPEN_JOURNALS.add(str(self.path))
+        self.sink = pa.OSFile(str(self.path), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, schema)
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def sync(self) -> None:
+        os.fsync(self.sink.fileno())
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.sink.close()
+
+
+class Stream:
+    """The folder of one stream and, while this process appends, its open journal. Thread-safe."""
+
+    def __init__(self, folder: Path, kind: StreamKind, name: str, durable: bool = True) -> None:
+        self.folder, self.kind, self.name, self.durable = folder, kind, name, durable
+        self.lock = threading.RLock()
+        self._journal: _Journal | None = None
+        self._closed_journals: list[_Journal] = []
+        self._schema: pa.Schema | None = None
+
+    # writing -------------------------------------------------------------------------------------------
+    def _ensure_folder(self) -> None:
+        if not (self.folder / STREAM_META).exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            meta = {"name": self.name, "kind": self.kind.value}
+            atomic.write_text(self.folder / STREAM_META, jsonsafe.dumps(meta), durable=self.durable)
+
+    def append(self, table: pa.Table, replace: bool = False) -> AppendResult:
+        """Append rows (already encoded); rows whose values clash with stored types are refused."""
+        with self.lock:
+            self._ensure_folder()
+            if replace:
+                self._remove_all_pieces()
+            if self._schema is None:
+                self._schema = self._stored_schema()
+            schema, table, refused, reasons = columns.unify(self._schema, table)
+            if table.num_rows:
+                if self._journal is None or self._journal.schema != schema:
+                    self._rotate(schema)
+                self._journal.write(table)
+            self._schema = schema
+            return AppendResult(table.num_rows, refused, reasons)
+
+    def _stored_schema(self) -> pa.Schema | None:
+        schemas = []
+        for _, path, is_part in self._pieces():
+            try:
+                schemas.append(pq.read_schema(path) if is_part else _read_journal(path).schema)
+            except (OSError, AttributeError, pa.ArrowInvalid):
+                continue
+        if not schemas:
+            return None
+        try:
+            return pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return schemas[-1]
+
+    def _rotate(self, schema: pa.Schema) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._closed_journals.append(self._journal)
+        self._journal = _Journal(self.folder, schema)
+
+    def sync(self) -> None:
+        """Make every append so far survive a power loss too (fsync)."""
+        with self.lock:
+            if self._journal is not None:
+                self._journal.sync()
+                atomic.fsync_dir(self.folder)
+
+    def close(self) -> None:
+        """Close the journal and turn this process's journals into Parquet parts."""
+        with self.lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._closed_journals.append(self._journal)
+                self._journal = None
+            for journal in self._closed_journals:
+                compact_journal(journal.path, self.kind, self.durable)
+            self._closed_journals.clear()
+
+    def _remove_all_pieces(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._closed_journals.append(self._journal)
+            self._journal = None
+        for journal in self._closed_journals:
+            _forget(journal.path)
+        self._closed_journals.clear()
+        for _, path, _ in self._pieces():
+            _remove_owned(path)
+        self._schema = None
+
+    # reading -------------------------------------------------------------------------------------------
+    def _pieces(self) -> list[tuple[str, Path, bool]]:
+        """(id, path, is_part) of every readable piece in storage order; a journal whose part exists is
+        skipped (a crash between writing the part and removing the journal)."""
+        parts, journals = {}, {}
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            m = PART_RE.match(name)
+            if m:
+                parts[m.group(1)] = self.folder / name
+                continue
+            m = JOURNAL_RE.match(name)
+            if m:
+                journals[m.group(1)] = self.folder / name
+        pieces = [(i, p, True) for i, p in parts.items()]
+        pieces += [(i, p, False) for i, p in journals.items() if i not in parts]
+        pieces.sort(key=lambda x: x[0])
+        return pieces
+
+    def table(self) -> pa.Table:
+        """Every stored row (tracks merged by timestamp and sorted by time)."""
+        for _attempt in range(3):
+            tables = []
+            try:
+                with self.lock:
+                    for _, path, is_part in self._pieces():
+                        tables.append(pq.read_table(path) if is_part else _read_journal(path))
+            except FileNotFoundError:
+                continue  # another process compacted a journal while we listed: list again
+            table = columns.concat(tables)
+            if self.kind is StreamKind.TRACK:
+                table = columns.merge_same_timestamps(table)
+            return table
+        raise RuntimeError(f"stream {self.name!r} keeps changing while being read; try again")
+
+    def info(self) -> tuple[int, list[str]]:
+        """(rows, field names) without merging."""
+        rows, fields = 0, {}
+        with self.lock:
+            for _, path, is_part in self._pieces():
+                try:
+                    if is_part:
+                        meta = pq.read_metadata(path)
+                        rows += meta.num_rows
+                        names = meta.schema.to_arrow_schema().names
+                    else:
+                        t = _read_journal(path)
+                        if t is None:
+                            continue
+                        rows += t.num_rows
+                        names = t.column_names
+                except FileNotFoundError:
+                    continue
+                fields.update(dict.fromkeys(names))
+        if self.kind is StreamKind.TRACK and rows:
+            rows = self.table().num_rows
+        return rows, list(fields)
+
+
+def _forget(path: Path) -> None:
+    with _OPEN_LOCK:
+        _OPEN_JOURNALS.discard(str(path))
+
+
+def _remove_owned(path: Path) -> None:
+    """Remove a piece this store wrote; refuses anything that is not a part or journal by name."""
+    if not (PART_RE.match(path.name) or JOURNAL_RE.match(path.name)):
+        raise RuntimeError(f"refusing to remove {path}: not a file the tracking store wrote")
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def compact_journal(path: Path, kind: StreamKind, durable: bool = True) -> None:
+    """Turn one closed journal into the Parquet part with the same id, then remove the journal."""
+    m = JOURNAL_RE.match(path.name)
+    if m is None:
+        return
+    part = path.with_name(f"part-{m.group(1)}.parquet")
+    if not part.exists():
+        table = _read_journal(path)
+        if table is not None and table.num_rows:
+            if kind is StreamKind.TRACK:
+                table = columns.merge_same_timestamps(table)
+            with atomic.atomic_writer(part, durable=durable) as f:
+                pq.write_table(table, f)
+    _remove_owned(path)
+    _forget(path)
+
+
+def recover_folder(folder: Path, kind: StreamKind, durable: bool = True) -> int:
+    """Compact journals left behind by processes on this host that are gone; returns how many."""
+    count = 0
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        m = JOURNAL_RE.match(name)
+        if m is None or m.group(3) != HOST_TAG:
+            continue
+        path = folder / name
+        with _OPEN_LOCK:
+            if str(path) in _OPEN_JOURNALS:
+                continue
+        pid = int(m.group(4))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        compact_journal(path, kind, durable)
+        count += 1
+    return count

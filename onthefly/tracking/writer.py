@@ -1,0 +1,313 @@
+"""The buffer between the training thread and storage, and the background thread that empties it.
+
+The hot path (``metrics(...).log``, ``tracks(...).append``, ``log``) only appends one tuple
+``(sink, time, payload)`` to a bounded deque and compares its length with a threshold. Everything else
+(typing values, building Arrow tables, writing files, talking to a server) happens on the writer thread.
+
+Triggers: a write starts when ``batch_size`` items are pending (size) or ``flush_interval`` seconds have
+passed (time); ``flush()`` forces one and waits for it. Bound: at most ``max_pending`` items wait; when the
+writer falls behind that far the policy applies, visibly: ``block`` makes the logging call wait until the
+writer has taken the backlog (counted in ``stats()["blocked_calls"]`` and ``["blocked_seconds"]``, with a
+warning the first time), ``raise`` makes it raise :class:`BufferFull` without buffering the row. Nothing is
+ever dropped silently: rows the store refuses (a value of the wrong type) or cannot write are counted,
+warned about and recorded in the experiment's metadata at close.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import warnings
+from itertools import repeat, starmap
+from typing import Any, Callable
+
+from onthefly.tracking.columns import Encoded
+from onthefly.tracking.config import WriterConfig
+from onthefly.tracking.errors import BufferFull, NotRunning
+from onthefly.tracking.records import StreamKind
+
+log = logging.getLogger("onthefly.tracking")
+_REASONS_KEPT = 20
+_RETRIES = (0.05, 0.25, 1.0, 3.0)
+
+
+class Sink:
+    """Where a group of items goes: one stream, and how its payloads become a table."""
+
+    __slots__ = ()
+    kind: StreamKind
+    name: str
+
+    def _encode(self, times: list[float], payloads: list[Any], state: "WriterState") -> Encoded:
+        raise NotImplementedError
+
+
+class WriterState:
+    """State the writer carries across batches in call order (track timestamps)."""
+
+    def __init__(self) -> None:
+        self.last_ts: float | None = None
+        self.last_auto_ts = 0.0
+
+
+class Pending(collections.deque):
+    """The bounded buffer. ``append`` is atomic under the GIL; ``kick`` runs only on a threshold."""
+
+    __slots__ = ("kick_at", "writer")
+
+    def kick(self) -> None:
+        self.writer._on_threshold()
+
+
+class Refusing:
+    """Stands in for the buffer while the experiment is not running: any write raises NotRunning."""
+
+    __slots__ = ("message",)
+    kick_at = 1 << 62
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __len__(self) -> int:
+        return 0
+
+    def append(self, item) -> None:
+        raise NotRunning(self.message)
+
+    def kick(self) -> None:  # pragma: no cover - unreachable (len is 0)
+        raise NotRunning(self.message)
+
+
+class Writer:
+    """Owns the buffer and the writer thread of one running experiment. ``flush`` and ``close`` are safe
+    to call from any thread except the writer thread itself."""
+
+    def __init__(self, backend, prefix: str, config: WriterConfig) -> None:
+        self.backend, self.prefix, self.config = backend, prefix, config
+        self.q = Pending()
+        self.q.writer = self
+        self.q.kick_at = config.batch_size if config.buffered else 1
+        self.state = WriterState()
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._tickets: list[threading.Event] = []
+        self._stopping = False
+        self._busy = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.written_rows = 0
+        self.refused_rows = 0
+        self.failed_rows = 0
+        self.blocked_calls = 0
+        self.blocked_seconds = 0.0
+        self.writes = 0
+        self.reasons: list[str] = []
+        self.last_error = ""
+        self._warned: set[str] = set()
+        self._after_write: list[Callable[[], None]] = []
+
+    # lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"onthefly-tracking-writer[{self.prefix}]",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything appended before this call; with ``durable`` also fsync. True when done."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("flush() called from the writer thread")
+        if not self.alive:
+            self._write_pending()
+            self._sync()
+            return True
+        ticket = threading.Event()
+        with self._cond:
+            self._tickets.append(ticket)
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ticket.wait(0.25):
+            if not self.alive:  # the thread died: write on this thread instead
+                self._write_pending()
+                self._sync()
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything pending, fsync (if durable) and stop the thread."""
+        with self._cond:
+            self._stopping = True
+        self.flush(timeout)
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # hot-path slow branch --------------------------------------------------------------------------------
+    def _on_threshold(self) -> None:
+        q = self.q
+        if not self.config.buffered:
+            self.flush()
+            return
+        if len(q) < self.config.max_pending:
+            q.kick_at = self.config.max_pending  # no more kicks until the writer has drained
+            self._wake.set()
+            return
+        if self.config.on_full == "raise":
+            raise BufferFull(f"{len(q)} items are waiting to be written (max_pending={self.config.max_pending}) and "
+                             f"on_full='raise': this row was not buffered. Log less often, raise max_pending, "
+                             f"or use on_full='block'")
+        self._block()
+
+    def _block(self) -> None:
+        start = time.perf_counter()
+        self.blocked_calls += 1
+        if "blocked" not in self._warned:
+            self._warned.add("blocked")
+            warnings.warn(f"onthefly.tracking: the writer fell {len(self.q)} items behind (max_pending="
+                          f"{self.config.max_pending}); logging calls now wait for it (on_full='block'). "
+                          f"Counted in writer_stats()['blocked_calls'].", RuntimeWarning, stacklevel=4)
+        self._wake.set()
+        with self._cond:
+            while len(self.q) >= self.config.max_pending:
+                if not self.alive:
+                    raise RuntimeError(f"the tracking writer thread is not running ({self.last_error or 'stopped'}); "
+                                       f"{len(self.q)} items are pending")
+                self._wake.set()
+                self._cond.wait(0.25)
+        self.blocked_seconds += time.perf_counter() - start
+
+    # writer thread ---------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = self.config.flush_interval
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            with self._cond:
+                tickets, self._tickets = self._tickets, []
+                stopping = self._stopping
+            try:
+                self._write_pending()
+                if tickets:
+                    self._sync()
+            except BaseException as exc:  # noqa: BLE001 - the thread must survive and report
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("onthefly.tracking: writer error")
+            for ticket in tickets:
+                ticket.set()
+            if len(self.q) >= self.config.batch_size:
+                self._wake.set()
+            if stopping and not self.q:
+                with self._cond:
+                    if not self._tickets:
+                        return
+
+    def _sync(self) -> None:
+        if self.config.durable:
+            self.backend.flush(self.prefix, durable=True)
+
+    def _write_pending(self) -> None:
+        with self._busy:
+            q = self.q
+            n = len(q)
+            if n == 0:
+                q.kick_at = self.config.batch_size if self.config.buffered else 1
+                return
+            batch = list(starmap(q.popleft, repeat((), n)))  # C loop: atomic w.r.t. appending threads
+            q.kick_at = self.config.batch_size if self.config.buffered else 1
+            with self._cond:
+                self._cond.notify_all()
+            self._write_batch(batch)
+            self.writes += 1
+
+    def _write_batch(self, batch: list) -> None:
+        sinks, times, payloads = zip(*batch)
+        first = sinks[0]
+        if sinks.count(first) == len(sinks):
+            groups = {first: (list(times), list(payloads))}
+        else:
+            groups: dict[Sink, tuple[list, list]] = {}
+            for sink, t, payload in batch:
+                group = groups.get(sink)
+                if group is None:
+                    groups[sink] = group = ([], [])
+                group[0].append(t)
+                group[1].append(payload)
+        for sink, (group_times, group_payloads) in groups.items():
+            self._write_group(sink, group_times, group_payloads)
+
+    def _write_group(self, sink: Sink, times: list, payloads: list) -> None:
+        try:
+            encoded = sink._encode(times, payloads, self.state)
+        except Exception as exc:  # noqa: BLE001 - a bug in encoding must not lose the thread
+            self._count_failure(len(payloads), f"{sink.kind.value} {sink.name!r}: could not encode rows: {exc}")
+            return
+        if encoded.refused or encoded.reasons:
+            self._count_refused(sink, encoded.refused, encoded.reasons)
+        if encoded.table.num_rows == 0:
+            return
+        error = None
+        for delay in (*_RETRIES, None):
+            try:
+                result = self.backend.append(self.prefix, sink.kind, sink.name, encoded.table)
+                break
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+                if delay is None or not _retryable(exc):
+                    self._count_failure(encoded.table.num_rows,
+                                        f"{sink.kind.value} {sink.name!r}: {type(exc).__name__}: {exc}")
+                    return
+                time.sleep(delay)
+        else:  # pragma: no cover
+            raise AssertionError(error)
+        self.written_rows += result.rows
+        if result.refused or result.reasons:
+            self._count_refused(sink, result.refused, result.reasons)
+
+    def _count_refused(self, sink: Sink, count: int, reasons: list[str]) -> None:
+        self.refused_rows += count
+        for reason in reasons:
+            text = f"{sink.kind.value} {sink.name!r}: {reason}"
+            self._remember(text)
+            if text not in self._warned:
+                self._warned.add(text)
+                warnings.warn(f"onthefly.tracking: {text}", RuntimeWarning, stacklevel=2)
+
+    def _count_failure(self, count: int, text: str) -> None:
+        self.failed_rows += count
+        self.last_error = text
+        self._remember(f"{count} rows not written: {text}")
+        log.error("onthefly.tracking: %d rows could not be written: %s", count, text)
+        warnings.warn(f"onthefly.tracking: {count} rows could not be written: {text}", RuntimeWarning, stacklevel=2)
+
+    def _remember(self, text: str) -> None:
+        if text not in self.reasons:
+            self.reasons.append(text)
+            del self.reasons[:-_REASONS_KEPT]
+
+    def stats(self) -> dict[str, Any]:
+        """What the writer did so far, including everything it could not store and why."""
+        return {
+            "pending": len(self.q), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
+            "batch_size": self.config.batch_size, "flush_interval": self.config.flush_interval,
+            "written_rows": self.written_rows, "refused_rows": self.refused_rows, "failed_rows": self.failed_rows,
+            "blocked_calls": self.blocked_calls, "blocked_seconds": round(self.blocked_seconds, 6),
+            "writes": self.writes, "reasons": list(self.reasons), "last_error": self.last_error,
+        }
+
+
+def _retryable(exc: Exception) -> bool:
+    """Transient failures (a server briefly unreachable) are retried; data errors are not."""
+    code = getattr(exc, "code", None)
+    if callable(code):
+        try:
+            name = code().name
+        except Exception:  # noqa: BLE001
+            return False
+        return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+    return False
