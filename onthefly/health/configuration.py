@@ -5,6 +5,7 @@ BatchNorm, ...)."""
 from __future__ import annotations
 
 import os
+import statistics
 
 import torch
 from torch import nn
@@ -111,7 +112,7 @@ def _loader(out: Findings, inp: CheckInput) -> None:
         except ProbeUnavailable:
             load_s = 0.0
         steps = inp.monitor.recent_steps()[-50:] if inp.monitor is not None else []
-        compute_s = (sum(max(s.step_seconds - s.data_seconds, 0.0) for s in steps) / len(steps)) if steps else 0.0
+        compute_s = statistics.median(max(s.step_seconds - s.data_seconds, 0.0) for s in steps) if steps else 0.0
         if load_s > SLOW_BATCH_SECONDS and (compute_s == 0.0 or load_s > SLOW_SHARE * (load_s + compute_s)):
             out.warning(f"num_workers=0 and loading one batch takes {load_s * 1e3:.1f} ms"
                         + (f" against {compute_s * 1e3:.1f} ms of compute" if compute_s else "")

@@ -1,6 +1,12 @@
-"""Throughput: data-loading vs compute time per step, samples/s and GPU utilisation, from recent steps."""
+"""Throughput: data-loading vs compute time per step, samples/s and GPU utilisation, from recent steps.
+
+Medians, not means: the first step of an epoch also pays for starting the loader's iterator (and
+workers), which says nothing about the steady state.
+"""
 
 from __future__ import annotations
+
+import statistics
 
 from onthefly.health.findings import Finding, Findings
 from onthefly.health.inputs import CheckInput
@@ -8,6 +14,7 @@ from onthefly.health.inputs import CheckInput
 WINDOW = 50
 DATA_BOUND = 0.3  # data loading above this share of a step means the model waits for input
 MIN_DATA_SECONDS = 0.002  # ignore shares of tiny steps: a 0.5 ms fetch is not a bottleneck
+MIN_STEPS = 3  # fewer steps than this are reported but never judged
 LOW_GPU_UTIL = 50.0
 
 
@@ -18,18 +25,18 @@ def check(inp: CheckInput) -> list[Finding]:
     if not steps:
         out.info("no steps measured yet: let the run take a few steps, then check again")
         return out.items
-    step_s = sum(s.step_seconds for s in steps) / len(steps)
-    data_s = sum(s.data_seconds for s in steps) / len(steps)
+    step_s = statistics.median(s.step_seconds for s in steps)
+    data_s = statistics.median(s.data_seconds for s in steps)
     samples = sum(s.batch_size for s in steps)
     total_s = sum(s.step_seconds for s in steps)
     sps = samples / total_s if total_s > 0 else 0.0
     share = data_s / step_s if step_s > 0 else 0.0
     workers = getattr(ctx.train_loader, "num_workers", None)
-    evidence = dict(samples_per_second=sps, step_ms=step_s * 1e3, data_ms=data_s * 1e3,
+    evidence = dict(samples_per_second=sps, median_step_ms=step_s * 1e3, median_data_ms=data_s * 1e3,
                     compute_ms=max(step_s - data_s, 0.0) * 1e3, data_fraction=share, steps=len(steps))
     if workers is not None:
         evidence["num_workers"] = workers
-    if share > DATA_BOUND and data_s > MIN_DATA_SECONDS:
+    if share > DATA_BOUND and data_s > MIN_DATA_SECONDS and len(steps) >= MIN_STEPS:
         out.warning(f"loading data takes {share:.0%} of each step ({data_s * 1e3:.1f} of {step_s * 1e3:.1f} ms): "
                     f"the model waits for input; raise num_workers (now {workers}), set pin_memory=True and "
                     "persistent_workers=True, or cache decoded samples", "train_loader", **evidence)

@@ -31,5 +31,5 @@ def test_fires_when_loading_dominates_the_step(live_run, hc):
     live = live_run(hc.paused_trainer(), model, opt, loss, loader)
     bad = hc.problems(_after_steps(live, hc, 4))
     assert len(bad) == 1 and bad[0].subject == "train_loader" and "num_workers" in bad[0].message
-    assert bad[0].evidence["data_fraction"] > 0.3 and bad[0].evidence["data_ms"] > 16 * 8 * 0.9
+    assert bad[0].evidence["data_fraction"] > 0.3 and bad[0].evidence["median_data_ms"] > 16 * 8 * 0.9
     hc.stop(live)
