@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
@@ -28,15 +29,17 @@ from onthefly.integrations.lightning.sync import RankSync
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
 from onthefly.runtime.errors import CommandRejected
-from onthefly.runtime.events import EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, StepMetrics
+from onthefly.runtime.events import (
+    EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
+)
 from onthefly.runtime.hooks import RunHook
-from onthefly.runtime.host_values import scalar_later
+from onthefly.runtime.host_values import array_later, scalar_later
 from onthefly.runtime.loader_tap import batch_len
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.run import Run
 from onthefly.runtime.stats import StatsSampler
 from onthefly.trainer.evaluate import _accuracy_counts, evaluate
-from onthefly.trainer.forward import Forward, StepOutput
+from onthefly.trainer.forward import Forward
 from onthefly.trainer.trainer import DEFAULT_PORT, Trainer
 
 
@@ -290,7 +293,10 @@ class OnTheFlyCallback(Callback):
             return None, pred, target
         if indices is None and epoch_batches is not None and batch_idx < len(epoch_batches):
             indices = epoch_batches[batch_idx]
-        Trainer._publish_samples(self.run, StepOutput(None, per_sample), batch, indices)
+        n = int(per_sample.shape[0])
+        if indices is None or len(indices) != n:
+            indices = np.full(n, -1, dtype=np.int64)
+        self.run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices, array_later(per_sample.detach())))
         return per_sample, pred, target
 
     # -- validation (Lightning's own loop) -------------------------------------------------------
