@@ -298,6 +298,11 @@ class LocalStore:
         self.get_experiment(prefix)
         return self._filestore(prefix).list()
 
+    def open_file(self, prefix: str, file_id: str) -> tuple[FileRecord, Path]:
+        """(metadata, path of the stored content) of one file."""
+        self.get_experiment(prefix)
+        return self._filestore(prefix).get(file_id)
+
     def read_file(self, prefix: str, file_id: str, dest: BinaryIO) -> FileRecord:
         self.get_experiment(prefix)
         return self._filestore(prefix).read_into(file_id, dest)
