@@ -4,8 +4,9 @@ Only rank 0 hosts the API, so only its Control receives commands. At each bounda
 them (pause, step N, stop, set hyperparameters, health checks, test-now run there alone) and then
 broadcasts the decision every rank must share: stop or not, paused or not, and the hyperparameter
 values the commands changed. Every rank therefore stops, pauses and changes its learning rate at the
-same global step. While paused, rank 0 re-broadcasts "still paused" every ``heartbeat`` seconds, so
-no collective waits long enough to hit the process group's timeout, however long a person pauses.
+same global step: a pause reaches every rank at once, and while paused rank 0 re-broadcasts "still
+paused" (with any hyperparameter change) every ``heartbeat`` seconds, so no collective waits long
+enough to hit the process group's timeout, however long a person pauses.
 
 Cost per boundary when nothing changes: one broadcast of three int64 values.
 """
@@ -49,11 +50,13 @@ class RankSync:
     def boundary(self, ctx: "LoopContext") -> bool:
         """Apply (rank 0) or receive (others) this boundary's decisions; True when training must stop."""
         control = ctx.run.control
+        wait = 0.0  # the first decision goes out at once, so every rank enters a pause at this very step
         while True:
             changes: Changes = []
             if self.rank == 0:
                 before = hyperparams.read_groups(ctx.optimizer) if ctx.optimizer is not None else []
-                stop = control.boundary(ctx, max_wait=self.heartbeat)
+                stop = control.boundary(ctx, max_wait=wait)
+                wait = self.heartbeat
                 if ctx.optimizer is not None:
                     changes = changed_values(before, hyperparams.read_groups(ctx.optimizer))
                 paused = control.state is RunState.PAUSED and not stop
