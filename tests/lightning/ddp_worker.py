@@ -49,6 +49,7 @@ def main(out: str) -> None:
     trainer.fit(model, DataLoader(boring_dataset(256), batch_size=8, shuffle=True))
     weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     report = {"rank": trainer.global_rank, "pid": os.getpid(), "served": callback.server is not None,
+              "server_code_loaded": "onthefly.server.host" in sys.modules,
               "steps": trainer.global_step, "lrs": lrs.rows, "pauses": pauses.steps,
               "weights": weights.tolist()}
     with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as f:

@@ -60,6 +60,7 @@ def test_rank0_serves_and_every_rank_follows_its_decisions(ddp):
 
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["served"] for r in ranks] == [True, False]
+    assert not ranks[1]["server_code_loaded"]  # rank 1 never even imported the code that binds a port
     assert runs[0].pid == ranks[0]["pid"] != ranks[1]["pid"]
     final = pause + 2
     expected_lrs = [(s, 0.05 if s <= 3 else 0.0125) for s in range(1, final + 1)]
