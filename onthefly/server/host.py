@@ -77,7 +77,8 @@ def _bind(server: grpc.Server, host: str, port: int) -> int:
 
 
 def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunServer:
-    token = secrets.token_urlsafe(24)
+    # Hex, so a token never starts with "-" (a CLI would read it as an option).
+    token = secrets.token_hex(24)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-rpc"),
         interceptors=[TokenInterceptor(token)],
