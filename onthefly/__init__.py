@@ -18,6 +18,9 @@ _EXPORTS = {
     "quickstart": ("onthefly.trainer.quickstart", "quickstart"),
     "RunHook": ("onthefly.runtime.hooks", "RunHook"),
     "connect": ("onthefly.client", "connect"),
+    "attach_lightning": ("onthefly.integrations.lightning.attach", "attach_lightning"),
+    "OnTheFlyCallback": ("onthefly.integrations.lightning.callback", "OnTheFlyCallback"),
+    "Experiment": ("onthefly.tracking.experiment", "Experiment"),
 }
 
 __all__ = sorted(_EXPORTS)
