@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -12,7 +13,7 @@ from typing import Any
 
 from onthefly.runtime.bus import EventBus
 from onthefly.runtime.control import Control
-from onthefly.runtime.events import Event, EventKind, RunIdentity, RunState
+from onthefly.runtime.events import Event, EventKind, Lifecycle, LifecycleKind, RunIdentity, RunState
 from onthefly.runtime.hooks import HookList
 from onthefly.runtime import hyperparams
 
@@ -69,6 +70,22 @@ class Run:
     def publish(self, kind: EventKind, payload: Any) -> None:
         """Non-blocking: hand one event to the bus, stamped with the current step and epoch."""
         self.bus.publish(Event(kind, self.step, self.epoch, time.time(), payload))
+
+    def end(self, ctx: Any, error: BaseException | None) -> None:
+        """The loop is over (training thread): record FINISHED or FAILED, reject the commands still
+        queued, and tell the hooks. Streams stay open: the caller closes the bus once it has flushed."""
+        control = self.control
+        if error is None:
+            control.state = RunState.FINISHED
+            self.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FINISHED, RunState.FINISHED,
+                                                        "stopped on request" if control.stop_requested else ""))
+        else:
+            control.state = RunState.FAILED
+            control.error = f"{type(error).__name__}: {error}"
+            self.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FAILED, RunState.FAILED, control.error))
+        control.reject_all(f"the run {control.state.name.lower()} before the command was applied", ctx.step)
+        with contextlib.suppress(Exception):
+            self.hooks.on_fit_end(ctx, error)
 
     def status(self) -> StatusSnapshot:
         ctx = self.control.ctx

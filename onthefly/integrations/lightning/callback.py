@@ -365,18 +365,7 @@ class OnTheFlyCallback(Callback):
         if run is None or self._finished:
             return
         self._finished = True
-        control = run.control
-        if error is None:
-            control.state = RunState.FINISHED
-            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FINISHED, RunState.FINISHED,
-                                                       "stopped on request" if control.stop_requested else ""))
-        else:
-            control.state = RunState.FAILED
-            control.error = f"{type(error).__name__}: {error}"
-            run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.FAILED, RunState.FAILED, control.error))
-        control.reject_all(f"the run {control.state.name.lower()} before the command was applied", ctx.step)
-        with contextlib.suppress(Exception):
-            run.hooks.on_fit_end(ctx, error)
+        run.end(ctx, error)
         if self._tap is not None:
             self._tap.remove()
         if self._stats is not None:
