@@ -9,6 +9,10 @@
    tiny model and large batches (target >= 5 M values/s).
 3. Pause latency: Pause RPC round trips during training, against the step time (target: p99 within
    one step + 5 ms).
+
+BENCH_ONLY=attribute runs only the overhead, against variants that leave one part out (no server; a
+server with no subscriber; no per-sample loss or grad norm), to show where it goes.
+BENCH_ONLY=streaming runs only the streaming figures.
 """
 
 from __future__ import annotations
@@ -80,22 +84,59 @@ def start_subscriber(trainer: Trainer) -> subprocess.Popen:
     return proc
 
 
-def trainer_loop(loader, steps: int, model_factory=make_model, **trainer_kwargs):
-    """Train under Trainer with one subscriber process; returns (step stamps, subscriber summary)."""
+def trainer_loop(loader, steps: int, model_factory=make_model, subscribe: bool = True, **trainer_kwargs):
+    """Train under Trainer with one subscriber process (or none); returns (step stamps, subscriber summary)."""
     model, opt, loss_fn = model_factory()
     stamps = Stamps()
-    trainer = Trainer("bench", "overhead", max_steps=steps, port=0, start_paused=True, hooks=[stamps],
-                      verbose=False, capture_logging=False, **trainer_kwargs)
+    serve = trainer_kwargs.pop("serve", True)
+    trainer = Trainer("bench", "overhead", max_steps=steps, port=0, start_paused=serve, hooks=[stamps],
+                      verbose=False, capture_logging=False, serve=serve, **trainer_kwargs)
+    if not serve:
+        trainer.fit(model, opt, loss_fn, loader)
+        return stamps.stamps, {"events": 0, "gaps": 0}
     fit = threading.Thread(target=trainer.fit, args=(model, opt, loss_fn, loader))
     fit.start()
     trainer.ready.wait(30)
-    sub = start_subscriber(trainer)
+    sub = start_subscriber(trainer) if subscribe else None
     with RunClient(trainer.address, trainer.token) as client:
         # The subscriber is connected before the first step: it sees every event.
         client.control.Resume(control_pb2.ResumeRequest())
     fit.join()
+    if sub is None:
+        return stamps.stamps, {"events": 0, "gaps": 0}
     summary = json.loads(sub.communicate(timeout=120)[0].strip().splitlines()[-1])
     return stamps.stamps, summary
+
+
+# Where the overhead goes (BENCH_ONLY=attribute): the full setup against variants that leave one part out.
+VARIANTS = {
+    "no server": dict(serve=False),
+    "server, no subscriber": dict(subscribe=False),
+    "no per-sample, no grad norm": dict(per_sample_loss=False, track_grad_norm=False),
+    "full (one subscriber)": dict(),
+}
+
+
+def bench_attribution(reps: int, steps: int) -> dict[str, tuple[float, float, float]]:
+    """Median (and quartiles) of per-rep ratios variant/bare, every side interleaved in random order."""
+    import random
+
+    loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
+    warmup = min(20, steps // 10)
+    ratios: dict[str, list[float]] = {name: [] for name in ["bare (noise floor)", *VARIANTS]}
+    order = random.Random(1)
+    for _ in range(reps):
+        sides = ["bare", *ratios]
+        order.shuffle(sides)
+        timing = {}
+        for side in sides:
+            if side in VARIANTS:
+                timing[side] = per_step(trainer_loop(loader, steps, **VARIANTS[side])[0], warmup)
+            else:
+                timing[side] = per_step(bare_loop(loader, steps), warmup)
+        for name in ratios:
+            ratios[name].append(timing[name] / timing["bare"])
+    return {name: _quartiles(values) for name, values in ratios.items()}
 
 
 def per_step(stamps: list[float], warmup: int) -> float:
@@ -232,6 +273,10 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, CPU")
     only = os.environ.get("BENCH_ONLY")
+    if only == "attribute":
+        for name, (q1, med, q3) in bench_attribution(args.reps, args.steps).items():
+            print(f"[attribution] {name:<30} ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f})")
+        return
     if only == "streaming":
         print(bench_stream_capacity())
         print(bench_streaming())
