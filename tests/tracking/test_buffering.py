@@ -1,0 +1,130 @@
+"""Buffering: size and time triggers (arguments and environment variables), flush(), unbuffered mode, and a
+bounded buffer with a visible policy when the writer falls behind."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from onthefly.tracking import BufferFull, InvalidArgument
+from onthefly.tracking.records import StreamKind
+from onthefly.tracking.store import LocalStore
+from support import wait_until
+
+
+def _stored_rows(dash, prefix="alice/proj/run-1", name="m") -> int:
+    """Rows on disk, read by a separate store object (no flush of the experiment's buffer)."""
+    try:
+        return LocalStore(dash).read(prefix, StreamKind.METRIC, name)[1]
+    except LookupError:
+        return 0
+
+
+def test_nothing_is_written_before_a_trigger_and_flush_forces_it(make_exp, dash):
+    exp = make_exp(flush_interval=600, batch_size=1000)
+    for i in range(7):
+        exp.metrics("m").log(v=i)
+    assert exp.writer_stats()["pending"] == 7 and _stored_rows(dash) == 0
+    exp.flush()
+    assert _stored_rows(dash) == 7 and exp.writer_stats()["pending"] == 0
+
+
+def test_size_trigger(make_exp, dash):
+    exp = make_exp(flush_interval=600, batch_size=10)
+    for i in range(25):
+        exp.metrics("m").log(v=i)
+    wait_until(lambda: _stored_rows(dash) >= 20, timeout=10, what="size-triggered writes")
+
+
+def test_time_trigger(make_exp, dash):
+    exp = make_exp(flush_interval=0.05, batch_size=10_000)
+    exp.metrics("m").log(v=1)
+    wait_until(lambda: _stored_rows(dash) == 1, timeout=10, what="a time-triggered write")
+
+
+def test_environment_variables_configure_the_writer_and_arguments_win(make_exp, dash, monkeypatch):
+    monkeypatch.setenv("ONTHEFLY_FLUSH_INTERVAL", "600")
+    monkeypatch.setenv("ONTHEFLY_BATCH_SIZE", "3")
+    monkeypatch.setenv("ONTHEFLY_MAX_PENDING", "5000")
+    exp = make_exp()
+    stats = exp.writer_stats()
+    assert (stats["flush_interval"], stats["batch_size"], stats["max_pending"]) == (600.0, 3, 5000)
+    for i in range(4):
+        exp.metrics("m").log(v=i)
+    wait_until(lambda: _stored_rows(dash) >= 3, timeout=10, what="the env batch size to trigger a write")
+    other = make_exp("alice/proj/run-2", batch_size=50)
+    assert other.writer_stats()["batch_size"] == 50 and other.writer_stats()["flush_interval"] == 600.0
+    monkeypatch.delenv("ONTHEFLY_BATCH_SIZE")
+    monkeypatch.setenv("ML_DASH_LOG_BATCH_SIZE", "7")  # ML-Dash's names are read too
+    assert make_exp("alice/proj/run-3").writer_stats()["batch_size"] == 7
+
+
+@pytest.mark.parametrize("env, value, message", [
+    ("ONTHEFLY_FLUSH_INTERVAL", "soon", "not a valid"),
+    ("ONTHEFLY_BATCH_SIZE", "0", "batch_size must be >= 1"),
+    ("ONTHEFLY_ON_FULL", "drop", "rows are never dropped silently"),
+])
+def test_bad_settings_are_refused_clearly(make_exp, monkeypatch, env, value, message):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(InvalidArgument, match=message):
+        make_exp(start=False)
+
+
+def test_unbuffered_mode_writes_before_each_call_returns(make_exp, dash):
+    exp = make_exp(buffered=False, flush_interval=600)
+    exp.metrics("m").log(v=1)
+    exp.metrics("m").log(v=2)
+    assert _stored_rows(dash) >= 1  # every call after the first writes what was pending
+    exp.flush()
+    assert _stored_rows(dash) == 2
+
+
+class GatedStore(LocalStore):
+    """A store whose appends wait for a gate: a writer that has fallen behind."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root, durable=False)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def append(self, *args, **kwargs):
+        self.entered.set()
+        self.gate.wait(30)
+        return super().append(*args, **kwargs)
+
+
+def test_full_buffer_raises_when_asked_and_keeps_what_was_accepted(make_exp, dash):
+    store = GatedStore(dash)
+    exp = make_exp(backend=store, batch_size=5, max_pending=20, on_full="raise", flush_interval=600)
+    accepted, refusal = 0, None
+    for i in range(100):
+        try:
+            exp.metrics("m").log(v=i)
+            accepted += 1
+        except BufferFull as exc:
+            refusal = exc
+            break
+        if i == 5:
+            assert store.entered.wait(10)  # the writer took a batch and is stuck in the store
+    assert refusal is not None and "max_pending=20" in str(refusal) and "was not buffered" in str(refusal)
+    assert exp.writer_stats()["pending"] <= 20  # bounded
+    store.gate.set()
+    exp.flush()
+    assert exp.metrics("m").read()["totalDataPoints"] == accepted
+
+
+def test_full_buffer_blocks_visibly_by_default(make_exp, dash):
+    store = GatedStore(dash)
+    exp = make_exp(backend=store, batch_size=5, max_pending=20, flush_interval=600)
+    opener = threading.Thread(target=lambda: (wait_until(lambda: exp.writer_stats()["blocked_calls"] >= 1,
+                                                         timeout=30, what="a blocked call"), store.gate.set()))
+    opener.start()
+    with pytest.warns(RuntimeWarning, match=r"fell \d+ items behind.*on_full='block'"):
+        for i in range(60):
+            exp.metrics("m").log(v=i)
+            assert exp.writer_stats()["pending"] <= 20
+    opener.join(30)
+    stats = exp.writer_stats()
+    assert stats["blocked_calls"] >= 1 and stats["blocked_seconds"] > 0
+    assert exp.metrics("m").read()["totalDataPoints"] == 60  # nothing dropped
