@@ -42,16 +42,34 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _ancestors(key: str) -> list[str]:
+    """"a.b.c" -> ["a", "a.b"]."""
+    parts = key.split(SEP)
+    return [SEP.join(parts[:i]) for i in range(1, len(parts))]
+
+
 def merge_flat(stored: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``new`` over ``stored``; a key replaces its whole subtree and any leaf on its path, so the
-    result always unflattens without conflicts ({"a": 1} then {"a.b": 2} gives {"a.b": 2})."""
+    result always unflattens without conflicts ({"a": 1} then {"a.b": 2} gives {"a.b": 2}). Linear in the
+    number of keys (times their depth), so 10 000 parameters merge in milliseconds."""
+    new_keys = set(new)
+    if any(a in new_keys for key in new_keys for a in _ancestors(key)):
+        return _merge_in_order(stored, new)  # "a" and "a.b" in one call: the later one wins
+    merged = {k: v for k, v in stored.items() if not any(a in new_keys for a in _ancestors(k))}
+    for key in new_keys:
+        for a in _ancestors(key):
+            merged.pop(a, None)
+    merged.update(new)
+    return merged
+
+
+def _merge_in_order(stored: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(stored)
     for key, value in new.items():
         below = key + SEP
         for old in [k for k in merged if k.startswith(below)]:
             del merged[old]
-        parts = key.split(SEP)
-        for i in range(1, len(parts)):
-            merged.pop(SEP.join(parts[:i]), None)
+        for a in _ancestors(key):
+            merged.pop(a, None)
         merged[key] = value
     return merged
