@@ -1,0 +1,130 @@
+"""What survives the end of a process: a never-closed experiment is flushed at exit, an uncaught exception
+is recorded, and after kill -9 everything flushed before is readable and the status says what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from onthefly.cli.main import main
+from onthefly.tracking import Experiment, Status
+from onthefly.tracking.records import StreamKind
+from onthefly.tracking.store import LocalStore
+
+PREFIX = "alice/proj/crash"
+
+
+def _script(body: str) -> str:
+    return textwrap.dedent(f"""
+        import sys
+        from onthefly.tracking import Experiment
+        exp = Experiment(prefix={PREFIX!r}, dash_root=sys.argv[1], flush_interval=600, batch_size=100000)
+        exp.run.start()
+    """) + textwrap.dedent(body)
+
+
+def _run(tmp_path, body: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _script(body), str(tmp_path / "dash")], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_never_closed_experiment_is_flushed_and_completed_at_exit(tmp_path):
+    out = _run(tmp_path, """
+        for i in range(250):
+            exp.metrics("train").log(loss=1.0 / (i + 1), step=i)
+        exp.log("never closed")
+        exp.files("out").save_text("kept", to="a.txt")
+    """)
+    assert out.returncode == 0, out.stderr
+    store = LocalStore(tmp_path / "dash")
+    record = store.get_experiment(PREFIX)
+    assert record.status is Status.COMPLETED
+    assert "closed at interpreter exit" in record.history[-1]["note"]
+    assert store.read(PREFIX, StreamKind.METRIC, "train")[1] == 250
+    assert store.read(PREFIX, StreamKind.LOG, "logs")[0].column("message").to_pylist() == ["never closed"]
+    assert [f.filename for f in store.list_files(PREFIX)] == ["a.txt"]
+    assert not list((tmp_path / "dash").rglob("_journal-*"))  # turned into Parquet parts
+
+
+def test_uncaught_exception_at_exit_records_failed(tmp_path):
+    out = _run(tmp_path, """
+        exp.metrics("train").log(loss=0.5)
+        raise RuntimeError("diverged")
+    """)
+    assert out.returncode == 1 and "diverged" in out.stderr
+    store = LocalStore(tmp_path / "dash")
+    record = store.get_experiment(PREFIX)
+    assert (record.status, record.error) == (Status.FAILED, "RuntimeError: diverged")
+    assert store.read(PREFIX, StreamKind.METRIC, "train")[1] == 1
+
+
+def test_kill_9_keeps_everything_flushed_and_status_says_what_happened(tmp_path, capsys):
+    body = """
+        for i in range(500):
+            exp.metrics("train").log(loss=float(i), step=i)
+            exp.tracks("pose").append(x=i, _ts=float(i))
+        exp.log("before the kill")
+        exp.params.set(lr=0.1)
+        exp.flush()
+        for i in range(500, 600):
+            exp.metrics("train").log(loss=float(i), step=i)  # buffered, never flushed
+        print("ready", flush=True)
+        sys.stdin.read()
+    """
+    proc = subprocess.Popen([sys.executable, "-c", _script(body), str(tmp_path / "dash")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    store = LocalStore(tmp_path / "dash")
+    table, total = store.read(PREFIX, StreamKind.METRIC, "train")
+    assert total >= 500 and table.column("step").to_pylist()[:500] == list(range(500))
+    assert store.read(PREFIX, StreamKind.TRACK, "pose")[1] == 500
+    assert store.get_params(PREFIX) == {"lr": 0.1}
+    record = store.get_experiment(PREFIX)
+    assert record.status is Status.RUNNING and record.process_gone()
+    assert "is gone" in record.describe_status() and "killed or crashed" in record.describe_status()
+    assert main(["experiments", "show", PREFIX, "--root", str(tmp_path / "dash")]) == 0
+    assert "killed or crashed" in capsys.readouterr().out
+    assert main(["experiments", "list", "--root", str(tmp_path / "dash")]) == 0
+    assert "process gone" in capsys.readouterr().out
+
+    # Re-opening the prefix notes what happened, turns the dead journals into parts and appends after them.
+    with Experiment(prefix=PREFIX, dash_root=tmp_path / "dash").run as exp:
+        exp.metrics("train").log(loss=-1.0, step=10_000)
+    record = store.get_experiment(PREFIX)
+    assert any("ended without closing" in h["note"] for h in record.history)
+    assert record.status is Status.COMPLETED
+    steps = exp.metrics("train").read_table().column("step").to_pylist()
+    assert steps[:500] == list(range(500)) and steps[-1] == 10_000
+    assert not list((tmp_path / "dash").rglob("_journal-*"))
+
+
+def test_forked_child_cannot_write_to_the_parents_experiment(make_exp):
+    exp = make_exp()
+    exp.metrics("m").log(v=1)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must be refused, clearly
+        try:
+            exp.metrics("m").log(v=2)
+            os.write(write, b"wrote")
+        except RuntimeError as exc:
+            os.write(write, str(exc).encode()[:500])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    message = os.read(read, 1000).decode()
+    os.close(read)
+    assert "forked child cannot write" in message
+    assert exp.metrics("m").read()["totalDataPoints"] == 1
