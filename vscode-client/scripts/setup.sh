@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the extension's build and tests need on a fresh Debian machine, idempotently:
 # Debian packages (chromium, build tools for code-server's native addons), the extension's npm
-# dependencies (node_modules, re-installed only when package-lock.json changes) and the project's
-# Python venv (the repo's own scripts/bootstrap.sh). code-server is scripts/install-code-server.sh.
+# dependencies (node_modules, re-installed only when package-lock.json changes), Node 24 (the tests'
+# runtime) and the project's Python venv (the repo's own scripts/bootstrap.sh). code-server, needed
+# only by the e2e tests, is scripts/install-code-server.sh.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -26,4 +27,5 @@ if [ ! -f node_modules/.onthefly-stamp ] || [ "$(cat node_modules/.onthefly-stam
   echo "$want" > node_modules/.onthefly-stamp
 fi
 
+"$VSC_ROOT/scripts/install-node24.sh"
 "$REPO_ROOT/scripts/bootstrap.sh"

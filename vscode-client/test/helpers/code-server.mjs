@@ -7,16 +7,13 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { VSC_ROOT, waitFor } from "./util.mjs";
 
-const CACHE = process.env.ONTHEFLY_VSC_CACHE || path.join(VSC_ROOT, ".cache");
-
 /** Paths of the cached Node 24 and code-server (scripts/install-code-server.sh puts them there). */
 export function codeServerPaths() {
-  const r = spawnSync("bash", ["-c", `source "${VSC_ROOT}/scripts/common.sh"; echo "$NODE24_DIR"; echo "$CODE_SERVER_DIR"`], { encoding: "utf8" });
-  const [node24, csDir] = r.stdout.trim().split("\n");
-  const nodeBin = path.join(node24, "node_modules/node/bin");
-  const bin = path.join(csDir, "node_modules/.bin/code-server");
-  if (!fs.existsSync(bin) || !fs.existsSync(path.join(nodeBin, "node"))) {
-    throw new Error(`code-server is not installed under ${CACHE}: run scripts/install-code-server.sh (make -C vscode-client code-server)`);
+  const r = spawnSync("bash", ["-c", `source "${VSC_ROOT}/scripts/common.sh"; echo "$NODE24_BIN"; echo "$CODE_SERVER_DIR"; echo "$CACHE_DIR"`], { encoding: "utf8" });
+  const [nodeBin, csDir, cache] = r.stdout.trim().split("\n");
+  const bin = path.join(csDir ?? "", "node_modules/.bin/code-server");
+  if (r.status !== 0 || !fs.existsSync(bin) || !fs.existsSync(path.join(nodeBin, "node"))) {
+    throw new Error(`code-server or Node 24 is not installed under ${cache}: run scripts/install-code-server.sh (make -C vscode-client code-server)`);
   }
   return { nodeBin, bin };
 }

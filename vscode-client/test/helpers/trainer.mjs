@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { core, PYTHON, REPO_ROOT, VSC_ROOT, waitFor } from "./util.mjs";
 
 /**
- * Spawns the fixture with ONTHEFLY_RUNTIME_DIR set to a fresh temp dir and waits for its discovery
+ * Spawns the fixture with ONTHEFLY_RUNTIME_DIR (and ONTHEFLY_STORE under it) set to a fresh temp dir and waits for its discovery
  * file. Returns { dir, info, proc, output(), stop() }; stop() ends it (SIGTERM, then SIGKILL) and
  * removes the dir.
  */
@@ -16,7 +16,8 @@ export async function startTrainer(env = {}, { timeout = 90_000 } = {}) {
   let output = "";
   const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ONTHEFLY_RUNTIME_DIR: dir, PYTHONUNBUFFERED: "1", ...env },
+    // Its own discovery dir and session store (checkpoints, exports), both removed by stop().
+    env: { ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), PYTHONUNBUFFERED: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   proc.stdout.on("data", (d) => (output += d));

@@ -169,7 +169,9 @@ test("the follower resumes after the last seq when the connection drops", async 
 });
 
 test("a gap the run can no longer fill is reported, not skipped silently", async () => {
-  await waitFor(async () => Number((await session.client.status()).lastSeq) > HISTORY + 500, { what: "history to roll over", timeout: 60_000 });
+  // Well past the bounded history (the oldest kept event is a few seqs past lastSeq - HISTORY), so
+  // the gap is sure to reach past 500 however the subscribe races the run.
+  await waitFor(async () => Number((await session.client.status()).lastSeq) > HISTORY + 1000, { what: "history to roll over", timeout: 120_000 });
   const client = new RunClient(trainer.info);
   const store = new RunStore();
   const follower = new TelemetryFollower(client, (f) => store.applyFrame(f), () => {}, { afterSeq: 1n });

@@ -436,7 +436,7 @@ export const RestoreCheckpointRequestSchema: GenMessage<RestoreCheckpointRequest
  */
 export type RestoreCheckpointResponse = Message<"onthefly.v1.RestoreCheckpointResponse"> & {
   /**
-   * receipt is APPLIED with the step at which the state was swapped in.
+   * receipt is APPLIED with the step the loop continues from (the checkpoint's step).
    *
    * @generated from field: onthefly.v1.Receipt receipt = 1;
    */
@@ -541,7 +541,7 @@ export const ImportSessionRequestSchema: GenMessage<ImportSessionRequest> = /*@_
  */
 export type ImportSessionResponse = Message<"onthefly.v1.ImportSessionResponse"> & {
   /**
-   * receipt is APPLIED with the step at which the state was swapped in (the step before the import).
+   * receipt is APPLIED with the step the loop continues from (the imported state's step).
    *
    * @generated from field: onthefly.v1.Receipt receipt = 1;
    */
