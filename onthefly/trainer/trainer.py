@@ -35,6 +35,7 @@ from onthefly.runtime.stats import StatsSampler
 from onthefly.sessions.attach import attach_sessions
 from onthefly.trainer.evaluate import evaluate
 from onthefly.trainer.forward import Forward, detach, to_device
+from onthefly.trainer.tracking import tracking_hook
 
 log = logging.getLogger("onthefly")
 
@@ -83,6 +84,7 @@ class Trainer:
         history_events: int = DEFAULT_HISTORY_EVENTS,
         shutdown_grace: float = 5.0,
         hooks: list[RunHook] | None = None,
+        track: Any = None,
         verbose: bool = True,
     ) -> None:
         if (max_epochs is None) == (max_steps is None):
@@ -114,6 +116,8 @@ class Trainer:
         self.shutdown_grace = shutdown_grace
         self.verbose = verbose
         self._extra_hooks = list(hooks or [])
+        self.track = track  # True, a dict of Experiment arguments, or an Experiment: see trainer/tracking.py
+        self.experiment: Any = None  # the tracking Experiment of the last fit (when track is on)
         self.run: Run | None = None
         self.server: Any = None
         self.ready = threading.Event()  # set once the server is up (or skipped) and training starts
@@ -160,6 +164,10 @@ class Trainer:
         run.total_steps = self._planned_steps(train_loader)
         for hook in self._extra_hooks:
             run.hooks.add(hook)
+        tracking = tracking_hook(self.track, self, run)
+        if tracking is not None:
+            run.hooks.add(tracking)
+            self.experiment = tracking.experiment
         self.run = run
         scaler = _grad_scaler(self.precision, device)
         ctx = LoopContext(run, model, optimizer, loss_fn, device, train_loader, val_loader, test_loader,

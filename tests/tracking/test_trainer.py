@@ -1,0 +1,100 @@
+"""Trainer(track=...): a tiny model trained with tracking on records params, per-step metrics, val/test
+results, logs and status into one Experiment named after the run; weights are bit-identical on or off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from onthefly import Trainer
+from onthefly.demos.boring import boring_dataset, boring_setup
+from onthefly.tracking import Experiment, Status
+from onthefly.tracking.store import LocalStore
+
+
+def _fit(seed: int = 3, **trainer_kwargs):
+    model, opt, loss_fn, loader = boring_setup(seed=seed, n=128, batch_size=16)
+    val = DataLoader(boring_dataset(64, seed=1), batch_size=32)
+    trainer = Trainer("track", "tiny", max_epochs=2, serve=False, verbose=False, **trainer_kwargs)
+    result = trainer.fit(model, opt, loss_fn, loader, val_loader=val, test_loader=val, do_test_after=True)
+    return trainer, model, result
+
+
+def test_fit_records_params_metrics_results_and_status(dash):
+    trainer, model, result = _fit(track={"dash_root": dash, "durable": False, "tags": ["tiny"]})
+    exp = trainer.experiment
+    identity = trainer.run.identity
+    assert exp.prefix == f"tester/{identity.run_id}"  # one run identity: <owner>/<project>/<run>/<stamp>
+    assert exp.prefix.startswith("tester/track/tiny/")
+    record = LocalStore(dash).get_experiment(exp.prefix)  # one store, read by anyone
+    assert record.status is Status.COMPLETED and record.tags == ["tiny"]
+    assert record.metadata["onthefly_run_id"] == identity.run_id
+
+    params = exp.params.get()
+    assert params["trainer.max_epochs"] == 2 and params["optimizer.class"] == "SGD"
+    assert params["optimizer.lr"] == 0.05 and params["optimizer.momentum"] == 0.9
+    assert params["model.parameters"] == sum(p.numel() for p in model.parameters())
+    assert params["batch_size"] == 16 and params["run_id"] == identity.run_id
+
+    train = exp.metrics("train").read_table().to_pylist()
+    assert [row["step"] for row in train] == list(range(1, result.steps + 1)) and result.steps == 16
+    assert [row["epoch"] for row in train] == [0] * 8 + [1] * 8
+    assert all(math.isfinite(row["loss"]) and row["lr"] == 0.05 and row["grad_norm"] > 0
+               and row["samples_per_second"] > 0 and row["batch_size"] == 16 for row in train)
+    val = exp.metrics("val").read_table().to_pylist()
+    assert len(val) == 2 and val[-1]["loss"] == pytest.approx(result.val.loss)
+    test = exp.metrics("test").read_table().to_pylist()
+    assert len(test) == 1 and test[0]["loss"] == pytest.approx(result.test.loss)
+    messages = [row["message"] for row in exp.logs.read()]
+    assert messages[0].startswith("fit started") and messages[-1] == "fit finished"
+    assert "finished" in messages  # the lifecycle event, through the bus
+
+
+def test_weights_are_bit_identical_with_tracking_on_or_off(dash):
+    _, plain, _ = _fit(seed=5)
+    _, tracked, _ = _fit(seed=5, track={"dash_root": dash, "durable": False})
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tracked.state_dict().values()))
+
+
+def test_a_failing_fit_records_failed_and_keeps_the_steps_before(dash):
+    model, opt, loss_fn, loader = boring_setup(seed=0, n=128, batch_size=16)
+    calls = {"n": 0}
+
+    def exploding_step(model, batch, loss):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise FloatingPointError("loss exploded")
+        x, y = batch
+        return loss(model(x), y)
+
+    trainer = Trainer("track", "boom", max_epochs=1, serve=False, verbose=False,
+                      track={"dash_root": dash, "durable": False})
+    with pytest.raises(FloatingPointError):
+        trainer.fit(model, opt, loss_fn, loader, step_fn=exploding_step)
+    record = LocalStore(dash).get_experiment(trainer.experiment.prefix)
+    assert (record.status, record.error) == (Status.FAILED, "FloatingPointError: loss exploded")
+    assert [r["step"] for r in trainer.experiment.metrics("train").read_table().to_pylist()] == [1, 2, 3]
+    assert any(r["level"] == "error" and "loss exploded" in r["message"] for r in trainer.experiment.logs.read())
+
+
+def test_an_experiment_you_pass_is_used_and_left_open(dash):
+    exp = Experiment(prefix="alice/sweeps/lr-0.05", dash_root=dash, durable=False).run.start()
+    model, opt, loss_fn, loader = boring_setup(seed=0, n=64, batch_size=16)
+    trainer = Trainer("track", "mine", max_steps=3, serve=False, verbose=False, track=exp)
+    trainer.fit(model, opt, loss_fn, loader)
+    assert trainer.experiment is exp and exp.is_running  # you started it, you close it
+    assert exp.metrics("train").read()["totalDataPoints"] == 3
+    exp.metrics("train").log(loss=0.0, step=99)  # still yours to write to
+    exp.run.complete()
+    assert LocalStore(dash).get_experiment("alice/sweeps/lr-0.05").status is Status.COMPLETED
+
+
+def test_tracking_is_off_by_default_and_bad_values_are_refused(dash, monkeypatch):
+    monkeypatch.chdir(dash.parent)
+    trainer, _, _ = _fit()
+    assert trainer.experiment is None and not (dash.parent / ".dash").exists()
+    with pytest.raises(TypeError, match="track must be True, a dict"):
+        _fit(track="yes")
