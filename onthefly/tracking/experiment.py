@@ -139,9 +139,7 @@ class Experiment:
         self._dash_root = dash_root
         self._backend = backend
         if owner is None and dash_url and backend is None:
-            from onthefly.tracking.credentials import user_for
-
-            owner = user_for(None if dash_url is True else str(dash_url))
+            owner = self._server_user(prefix, project)
         self.prefix = names.resolve_prefix(prefix, project, owner)
         self.readme = readme if readme is not None else (description or "")
         self.tags = list(tags or [])
@@ -169,6 +167,18 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({self.prefix!r}, {self._state})"
+
+    def _server_user(self, prefix: str | None, project: str | None) -> str | None:
+        """The owner for a prefix written without one: the user of the stored login, or (with a token but no
+        login for that server) the server's answer to WhoAmI, so the owner is never guessed from $USER."""
+        from onthefly.tracking.credentials import user_for
+
+        user = user_for(None if self._dash_url is True else str(self._dash_url))
+        text = prefix if prefix is not None else os.environ.get("ONTHEFLY_PREFIX") or ""
+        if user is None and (project or len(str(text).strip("/").split("/")) < 3):
+            self._backend = self._make_backend()
+            user = self._backend.whoami()
+        return user
 
     # names ---------------------------------------------------------------------------------------------
     @property

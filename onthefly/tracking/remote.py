@@ -74,6 +74,10 @@ class RemoteBackend:
 
     def set_status(self, prefix: str, status: Status, error: str = "", note: str = "",
                    writer: dict[str, Any] | None = None) -> ExperimentRecord:
+        """The writer's statistics have no field on the wire; what it could not store goes into the note,
+        so the server's history says so (never a silent loss)."""
+        lost = _losses(writer or {})
+        note = "; ".join(t for t in (note, lost) if t)
         reply = self._call("SetExperimentStatus", pb.SetExperimentStatusRequest(
             prefix=prefix, status=convert.status(status), error=error or "", note=note or ""))
         return convert.experiment_from(reply.experiment)
@@ -175,4 +179,13 @@ class RemoteBackend:
         return convert.file_info_from(reply.file)
 
 
-
+def _losses(stats: dict[str, Any]) -> str:
+    """One line on the rows and files the writer could not store ("" when it stored everything)."""
+    parts = [f"{stats[k]} rows {word}" for k, word in (("refused_rows", "refused"), ("failed_rows", "not written"))
+             if stats.get(k)]
+    if stats.get("upload_errors"):
+        parts.append(f"{len(stats['upload_errors'])} files not stored")
+    if not parts:
+        return ""
+    reasons = stats.get("reasons") or stats.get("upload_errors") or []
+    return "writer: " + ", ".join(parts) + (f" ({'; '.join(reasons[:3])})" if reasons else "")

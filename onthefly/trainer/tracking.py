@@ -42,7 +42,7 @@ def tracking_hook(track: Any, trainer: Any, run: "Run") -> "TrackingHook | None"
     Experiment."""
     if track is None or track is False:
         return None
-    from onthefly.tracking import Experiment, names
+    from onthefly.tracking import Experiment
 
     identity = run.identity
     options = {name: getattr(trainer, name, None) for name in TRAINER_OPTIONS}
@@ -55,14 +55,9 @@ def tracking_hook(track: Any, trainer: Any, run: "Run") -> "TrackingHook | None"
     else:
         raise TypeError(f"track must be True, a dict of Experiment arguments or an Experiment, "
                         f"got {type(track).__name__}")
-    if kwargs.get("prefix") is None:
-        owner = kwargs.pop("owner", None)
-        if owner is None and kwargs.get("dash_url"):
-            from onthefly.tracking.credentials import user_for
-
-            url = kwargs["dash_url"]
-            owner = user_for(None if url is True else str(url))
-        kwargs["prefix"] = f"{owner or names.default_owner()}/{identity.run_id}"
+    if kwargs.get("prefix") is None:  # <owner>/<project>/<run name>/<stamp>; the Experiment finds the owner
+        kwargs["project"] = identity.project
+        kwargs["prefix"] = identity.run_id[len(identity.project) + 1:]
     kwargs["metadata"] = {**kwargs.get("metadata", {}), "onthefly_run_id": identity.run_id,
                           "project": identity.project, "run_name": identity.run_name}
     return TrackingHook(Experiment(**kwargs), options)

@@ -109,6 +109,8 @@ def test_metric_type_clash_is_refused_visibly(make_exp):
     assert m.read()["totalDataPoints"] == 1
     assert exp.writer_stats()["refused_rows"] == 1
     assert any("'v'" in r for r in exp.writer_stats()["reasons"])
+    exp.run.complete()
+    assert exp.record.writer["refused_rows"] == 1  # kept in experiment.json at close
 
 
 def test_tracks_merge_same_timestamp_and_read_by_time_range(make_exp):

@@ -163,3 +163,33 @@ def test_onthefly_serve_runs_until_sigterm(tmp_path):
         proc.stderr.close()
     parts = list((root / "erin/p/r/metrics/m").glob("part-*.parquet"))
     assert parts, "the server turned the journal into a Parquet part"
+
+
+def test_a_token_without_login_names_the_owner_and_losses_reach_the_history(server):
+    srv, tokens = server
+    exp = Experiment(prefix="proj/run", dash_url=srv.address, token=tokens["bob"])  # no `onthefly login`
+    assert exp.prefix == "bob/proj/run"  # the server's WhoAmI, not $USER
+    with exp.run:
+        exp.metrics("m").log(v=1.0)
+        exp.flush()
+        with pytest.warns(RuntimeWarning, match="refused"):
+            exp.metrics("m").log(v="text")
+            exp.flush()
+    record = srv.store.get_experiment("bob/proj/run")
+    assert record.status is Status.COMPLETED
+    assert "writer: 1 rows refused" in record.history[-1]["note"] and "'v'" in record.history[-1]["note"]
+
+
+def test_trainer_tracks_into_a_server(server):
+    from onthefly import Trainer
+    from onthefly.demos.boring import boring_setup
+
+    srv, tokens = server
+    model, opt, loss_fn, loader = boring_setup(seed=0, n=64, batch_size=16)
+    trainer = Trainer("remote", "tiny", max_steps=4, serve=False, verbose=False,
+                      track={"dash_url": srv.address, "token": tokens["alice"]})
+    trainer.fit(model, opt, loss_fn, loader)
+    prefix = trainer.experiment.prefix
+    assert prefix == f"alice/{trainer.run.identity.run_id}"
+    assert srv.store.get_experiment(prefix).status is Status.COMPLETED
+    assert srv.store.read(prefix, "metric", "train")[0].column("step").to_pylist() == [1, 2, 3, 4]
