@@ -193,3 +193,21 @@ def test_trainer_tracks_into_a_server(server):
     assert prefix == f"alice/{trainer.run.identity.run_id}"
     assert srv.store.get_experiment(prefix).status is Status.COMPLETED
     assert srv.store.read(prefix, "metric", "train")[0].column("step").to_pylist() == [1, 2, 3, 4]
+
+
+def test_reads_page_through_the_server(server, monkeypatch, tmp_path, capsys):
+    import onthefly.tracking.server.handler as handler
+
+    monkeypatch.setattr(handler, "PAGE_ROWS", 7)  # many pages from a few rows
+    srv, tokens = server
+    with Experiment(prefix="alice/paging/run", dash_url=srv.address, token=tokens["alice"]).run as exp:
+        for i in range(50):
+            exp.metrics("m").log(i=i)
+        assert exp.metrics("m").read_table().column("i").to_pylist() == list(range(50))
+        page = exp.metrics("m").read(start_index=10, limit=20)
+        assert [r["data"]["i"] for r in page["data"]] == list(range(10, 30)) and page["totalDataPoints"] == 50
+    monkeypatch.setenv("ONTHEFLY_TOKEN", tokens["alice"])
+    out = tmp_path / "m.csv"
+    assert main(["experiments", "export", "alice/paging/run", "--metric", "m", "--out", str(out),
+                 "--server", srv.address]) == 0
+    assert "wrote 50 rows" in capsys.readouterr().out and len(out.read_text().splitlines()) == 51
