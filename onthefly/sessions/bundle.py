@@ -6,7 +6,8 @@ Layout (all integers little-endian)::
     trailer = manifest offset (u64) | manifest size (u64) | SHA-256 of the manifest (32) | END (16)
 
 The manifest names the format and its version, the session's identity and lineage, the checkpoint
-to resume from, and every file with its bundle-relative path, offset, size and SHA-256. The manifest
+to resume from, and every file with its bundle-relative path, offset, size and checksum (CRC-32 from
+format version 2 on; version 1 bundles carry SHA-256 and still import; see ``digest``). The manifest
 comes last so that files stream straight into the bundle as they are produced; the trailer's end
 marker proves the file was written to the end.
 
@@ -32,11 +33,11 @@ import torch
 from onthefly.runtime.errors import InvalidArgument, NotFound
 from onthefly.sessions import checkpoint as ck
 from onthefly.sessions.atomic import fsync_dir, partial_path
-from onthefly.sessions.digest import BackgroundDigest, HashingWriter, sha256_region
+from onthefly.sessions import digest
 from onthefly.sessions.store import safe_relative
 
 FORMAT = "onthefly-session-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-file CRC-32 instead of SHA-256 (1 still reads)
 MAGIC = b"ONTHEFLY-BUNDLE\n"
 END = b"ONTHEFLY-END\n\x00\x00\x00"
 TRAILER = struct.Struct("<QQ32s16s")
@@ -70,8 +71,9 @@ class BundleInfo:
 class BundleWriter:
     """Streams files into ``path`` (via ``path.partial``); ``finish`` writes the manifest and renames."""
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, durable: bool = True) -> None:
         self.path = Path(path)
+        self.durable = durable
         if not self.path.is_absolute():
             self.path = self.path.resolve()
         if self.path.exists() and not overwrite:
@@ -86,32 +88,32 @@ class BundleWriter:
         self._files: list[dict[str, Any]] = []
         self._names: set[str] = set()
 
-    def _entry(self, rel: str, offset: int, size: int, digest: str, kind: str) -> None:
+    def _entry(self, rel: str, offset: int, size: int, checksum: digest.Checksum, kind: str) -> None:
         name = str(safe_relative(rel))
         if name in self._names:
             raise ValueError(f"duplicate bundle path {name}")
         self._names.add(name)
-        self._files.append({"path": name, "offset": offset, "size": size, "sha256": digest, "kind": kind})
+        self._files.append({"path": name, "offset": offset, "size": size, **digest.as_fields(checksum),
+                            "kind": kind})
 
     def add_bytes(self, rel: str, data: bytes, kind: str = "json") -> None:
-        import hashlib
-
         offset = self._f.tell()
         self._f.write(data)
-        self._entry(rel, offset, len(data), hashlib.sha256(data).hexdigest(), kind)
+        self._entry(rel, offset, len(data), digest.of_bytes(data), kind)
 
-    def add_tensors(self, rel: str, tensors: dict[str, torch.Tensor]) -> tuple[int, str]:
+    def add_tensors(self, rel: str, tensors: dict[str, torch.Tensor]) -> tuple[int, digest.Checksum]:
+        """torch.save ``tensors`` straight into the bundle, checksummed while written; (size, checksum)."""
         offset = self._f.tell()
-        size, digest = ck.write_tensors(self._f, tensors)
+        size, checksum = ck.write_tensors(self._f, tensors, self.durable)
         self._f.seek(offset + size)
-        self._entry(rel, offset, size, digest, "tensors")
-        return size, digest
+        self._entry(rel, offset, size, checksum, "tensors")
+        return size, checksum
 
-    def add_file(self, rel: str, source: Path, kind: str, digest: str | None = None) -> None:
-        """Copy ``source`` in; ``digest`` (known from when it was written) spares re-hashing it."""
+    def add_file(self, rel: str, source: Path, kind: str, checksum: digest.Checksum | None = None) -> None:
+        """Copy ``source`` in; ``checksum`` (known from when it was written) spares re-hashing it."""
         offset = self._f.tell()
         size = os.path.getsize(source)
-        verify = None if digest else BackgroundDigest(source, 0, size)
+        verify = None if checksum else digest.BackgroundDigest(source, 0, size)
         with open(source, "rb") as src:
             copied = 0
             try:
@@ -131,11 +133,13 @@ class BundleWriter:
         self._f.seek(offset + copied)
         if copied != size:
             raise OSError(f"{source} changed size while it was copied into the bundle")
-        self._entry(rel, offset, size, digest or verify.result(), kind)
+        self._entry(rel, offset, size, checksum or verify.result(), kind)
 
-    def finish(self, manifest: dict[str, Any], durable: bool = True) -> int:
+    def finish(self, manifest: dict[str, Any], durable: bool | None = None) -> int:
         """Write manifest and trailer, make the file durable and move it into place; returns its size."""
         import hashlib
+
+        durable = self.durable if durable is None else durable
 
         body = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=self._files,
                     created_unix=time.time())
@@ -255,9 +259,8 @@ class Bundle:
         if len(data) != entry["size"]:
             raise BundleError(self.path, "truncated", f"'{rel}' is cut short")
         if verify:
-            import hashlib
-
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            expected = digest.recorded(entry)
+            if digest.of_bytes(data, expected[0]) != expected:
                 raise BundleError(self.path, "checksum", f"'{rel}' does not match its checksum: the file is damaged")
         return data
 
@@ -333,7 +336,8 @@ class _Verification:
         try:
             for rel in self._rels:
                 entry = self._bundle.files[rel]
-                if sha256_region(self._bundle._fd, entry["offset"], entry["size"]) != entry["sha256"]:
+                expected = digest.recorded(entry)
+                if digest.of_region(self._bundle._fd, entry["offset"], entry["size"], expected[0]) != expected:
                     self._bad = rel
                     return
         except BaseException as exc:
@@ -366,13 +370,13 @@ def _read_manifest(path: Path, fd: int) -> tuple[dict[str, Any], dict[str, dict[
         raise BundleError(path, "format", "it is not an OnTheFly session bundle (wrong leading bytes)")
     if size < len(MAGIC) + TRAILER.size:
         raise BundleError(path, "truncated", f"the file is truncated ({size} bytes)")
-    offset, length, digest, end = TRAILER.unpack(os.pread(fd, TRAILER.size, size - TRAILER.size))
+    offset, length, manifest_hash, end = TRAILER.unpack(os.pread(fd, TRAILER.size, size - TRAILER.size))
     if end != END:
         raise BundleError(path, "truncated", f"the file is truncated: its end marker is missing ({size} bytes)")
     if offset < len(MAGIC) or offset + length != size - TRAILER.size:
         raise BundleError(path, "format", "its trailer points outside the file; the bundle is damaged")
     data = os.pread(fd, length, offset)
-    if hashlib.sha256(data).digest() != digest:
+    if hashlib.sha256(data).digest() != manifest_hash:
         raise BundleError(path, "checksum", "its manifest does not match the manifest checksum: the bundle is damaged")
     try:
         manifest = json.loads(data)
@@ -392,9 +396,10 @@ def _read_manifest(path: Path, fd: int) -> tuple[dict[str, Any], dict[str, dict[
         rel = safe_path(path, entry.get("path", ""))
         try:
             start, count = int(entry["offset"]), int(entry["size"])
-            str(entry["sha256"])
         except (KeyError, TypeError, ValueError):
             raise BundleError(path, "format", f"the manifest entry for '{rel}' is malformed") from None
+        if digest.recorded(entry) is None:
+            raise BundleError(path, "format", f"the manifest entry for '{rel}' has no checksum")
         if rel in files:
             raise BundleError(path, "format", f"the manifest lists '{rel}' twice")
         if start < len(MAGIC) or count < 0 or start + count > offset:

@@ -2,7 +2,7 @@
 
 A checkpoint is two files: ``tensors.pt`` (a flat ``{key: tensor}`` dict written with ``torch.save``)
 and ``state.json`` (everything else, as plain JSON, referring to tensors by key). ``state.json`` is
-written last and names the tensors file's size and SHA-256, so a checkpoint whose ``state.json``
+written last and names the tensors file's size and checksum, so a checkpoint whose ``state.json``
 exists is complete. Loading uses ``torch.load(weights_only=True)`` only.
 
 What is captured: model, optimizer, scheduler and AMP scaler state; step, epoch and batch in epoch;
@@ -24,7 +24,7 @@ import torch
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
 from onthefly.sessions import codec
 from onthefly.sessions.atomic import atomic_writer
-from onthefly.sessions.digest import HashingWriter, sha256_file
+from onthefly.sessions import digest
 
 if TYPE_CHECKING:
     from onthefly.runtime.context import LoopContext
@@ -119,14 +119,20 @@ def capture(ctx: "LoopContext", *, checkpoint_id: str, reason: str, label: str =
 
 
 # -- files -----------------------------------------------------------------------------------------
-def write_tensors(f, tensors: dict[str, torch.Tensor]) -> tuple[int, str]:
-    """torch.save ``tensors`` into the unbuffered binary file ``f``; returns (size, sha256)."""
-    writer = HashingWriter(f)
+def write_tensors(f, tensors: dict[str, torch.Tensor], durable: bool = False) -> tuple[int, digest.Checksum]:
+    """torch.save ``tensors`` into the unbuffered binary file ``f``; returns (size, checksum).
+    ``durable``: start writing back to disk while serialising (the caller fsyncs at the end)."""
+    writer = digest.HashingWriter(f, writeback=durable)
     try:
         torch.save(tensors, writer)
     finally:
-        size, digest = writer.finish()
-    return size, digest
+        size, checksum = writer.finish()
+    return size, checksum
+
+
+def tensors_record(size: int, checksum: digest.Checksum) -> dict[str, Any]:
+    """state.json's record of its tensors file."""
+    return {"file": TENSORS_FILE, "size": size, **digest.as_fields(checksum)}
 
 
 def save(folder: "SessionFolder", rel_dir: str, checkpoint: Checkpoint, durable: bool = True) -> CheckpointInfo:
@@ -134,8 +140,8 @@ def save(folder: "SessionFolder", rel_dir: str, checkpoint: Checkpoint, durable:
     tensors_rel, state_rel = f"{rel_dir}/{TENSORS_FILE}", f"{rel_dir}/{STATE_FILE}"
     tensors_path, _ = folder.reserve(tensors_rel, state_rel)
     with atomic_writer(tensors_path, durable) as f:
-        size, digest = write_tensors(f.raw if hasattr(f, "raw") else f, checkpoint.tensors)
-    checkpoint.doc["tensors"] = {"file": TENSORS_FILE, "size": size, "sha256": digest}
+        size, checksum = write_tensors(f.raw if hasattr(f, "raw") else f, checkpoint.tensors, durable)
+    checkpoint.doc["tensors"] = tensors_record(size, checksum)
     folder.write_bytes(state_rel, json.dumps(checkpoint.doc, allow_nan=True).encode())
     return checkpoint.info
 
@@ -184,7 +190,8 @@ def load(folder: Path, verify: bool = True) -> Checkpoint:
     path = folder / meta.get("file", TENSORS_FILE)
     if os.path.getsize(path) != meta.get("size"):
         raise InvalidArgument(f"{path} has {os.path.getsize(path)} bytes, but its checkpoint says {meta.get('size')}")
-    if verify and meta.get("sha256") and sha256_file(path) != meta["sha256"]:
+    expected = digest.recorded(meta)
+    if verify and expected and digest.of_file(path, expected[0]) != expected:
         raise InvalidArgument(f"{path} does not match its checksum: the file is damaged")
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:

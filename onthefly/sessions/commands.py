@@ -79,6 +79,7 @@ class ImportSession(Command):
 
         if self.imported is None:
             self.sessions.require_session()
+            self.sessions.check_live_restore()
             self.imported = read_bundle(self.path)
 
     def check(self, control: "Control") -> None:
@@ -111,7 +112,9 @@ class RestoreCheckpoint(Command):
         if not self.checkpoint_id:
             raise InvalidArgument("give the id of the checkpoint to restore (see ListCheckpoints)")
         if self.checkpoint is None:
-            self.checkpoint = self.sessions.require_session().load_checkpoint(self.checkpoint_id)
+            session = self.sessions.require_session()
+            self.sessions.check_live_restore()
+            self.checkpoint = session.load_checkpoint(self.checkpoint_id)
 
     def check(self, control: "Control") -> None:
         self.prepare()

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("onthefly")
 
+# ctx.extras key: set by a loop that cannot be repositioned while it runs (Lightning owns its position);
+# the value, a sentence saying what to do instead, is the error that refuses live import and restore.
+NO_LIVE_RESTORE = "sessions.no_live_restore"
+
 
 class _Plan:
     """A restored position waiting for its epoch to start sampling."""
@@ -200,6 +204,13 @@ class Sessions(RunHook):
         rng_now, rng_start, order = self._data_order(ctx)
         newest = session.capture(ctx, "export", "", rng_now, rng_start, order)
         return session.export(path, newest, overwrite)
+
+    def check_live_restore(self) -> None:
+        """FailedPrecondition if this run's loop cannot be moved to another position while it runs."""
+        ctx = self._ctx
+        why = ctx.extras.get(NO_LIVE_RESTORE) if ctx is not None else None
+        if why:
+            raise FailedPrecondition(why)
 
     def check_compatible(self, ctx: "LoopContext | None", source: Imported | ck.Checkpoint) -> None:
         if ctx is None:

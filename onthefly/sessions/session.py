@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from onthefly.runtime.errors import InvalidArgument, NotFound
 from onthefly.sessions import checkpoint as ck
-from onthefly.sessions.bundle import Bundle, BundleInfo, BundleWriter
+from onthefly.sessions import digest
+from onthefly.sessions.bundle import FORMAT_VERSION, Bundle, BundleInfo, BundleWriter
 from onthefly.sessions.history import History
 from onthefly.sessions.store import SessionFolder, Store
 
@@ -162,7 +163,7 @@ class Session:
         """Write one bundle: every ring checkpoint, ``newest`` (the state now), history and lineage."""
         with self._lock:
             self.history.flush()
-            writer = BundleWriter(path, overwrite)
+            writer = BundleWriter(path, overwrite, self.durable)
             try:
                 entries = []
                 for info in self._ring:
@@ -171,12 +172,12 @@ class Session:
                     doc = json.loads((folder / ck.STATE_FILE).read_bytes())
                     tensors = doc.get("tensors") or {}
                     writer.add_file(f"{rel}/{ck.TENSORS_FILE}", folder / ck.TENSORS_FILE, "tensors",
-                                    tensors.get("sha256"))
+                                    digest.recorded(tensors))
                     writer.add_file(f"{rel}/{ck.STATE_FILE}", folder / ck.STATE_FILE, "json")
                     entries.append(_manifest_entry(rel, info))
                 newest_rel = f"checkpoints/{newest.doc['checkpoint_id']}"
-                size, digest = writer.add_tensors(f"{newest_rel}/{ck.TENSORS_FILE}", newest.tensors)
-                newest.doc["tensors"] = {"file": ck.TENSORS_FILE, "size": size, "sha256": digest}
+                size, checksum = writer.add_tensors(f"{newest_rel}/{ck.TENSORS_FILE}", newest.tensors)
+                newest.doc["tensors"] = ck.tensors_record(size, checksum)
                 writer.add_bytes(f"{newest_rel}/{ck.STATE_FILE}", json.dumps(newest.doc, allow_nan=True).encode())
                 entries.append(_manifest_entry(newest_rel, newest.info))
                 for rel in self.folder.files:
@@ -190,11 +191,11 @@ class Session:
                     "resume_checkpoint": newest_rel,
                     "checkpoints": entries,
                 }
-                size = writer.finish(manifest, self.durable)
+                size = writer.finish(manifest)
             except BaseException:
                 writer.abort()
                 raise
-            return BundleInfo(str(writer.path), size, 1, self.session_id, newest.info.step, len(entries),
+            return BundleInfo(str(writer.path), size, FORMAT_VERSION, self.session_id, newest.info.step, len(entries),
                               len(writer._files))
 
     # -- import ----------------------------------------------------------------------------------

@@ -43,6 +43,14 @@ class LitRun:
             raise self.error
 
 
+@pytest.fixture(autouse=True)
+def store_dir(tmp_path, monkeypatch):
+    """Every Lightning test's session store lives in its own folder (through $ONTHEFLY_STORE)."""
+    path = tmp_path / "store"
+    monkeypatch.setenv("ONTHEFLY_STORE", str(path))
+    return path
+
+
 @pytest.fixture
 def lit_run(tmp_path):
     """Factory: lit_run(model, *loaders, trainer_kwargs={...}, **attach_kwargs) -> LitRun."""

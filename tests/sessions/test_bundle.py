@@ -165,3 +165,31 @@ def test_export_never_replaces_a_file_unless_asked(exported, tmp_path):
     assert target.read_text() == "the user's"
     info = sessions.export(target, overwrite=True)
     assert info.path == str(target) and read_bundle(target).checkpoint.info.step == 7
+
+
+def test_format_1_bundles_with_sha256_checksums_still_import_and_are_checked(exported, tmp_path):
+    """Format 2 checksums files with CRC-32; a format 1 bundle (SHA-256 per file) imports the same,
+    and a damaged byte in it is still caught."""
+    import hashlib
+
+    path, _, final, _ = exported
+    body, manifest, _ = read_manifest(path)
+    files = []
+    for e in manifest["files"]:
+        data = body[e["offset"]:e["offset"] + e["size"]]
+        files.append({k: v for k, v in e.items() if k != "crc32"} | {"sha256": hashlib.sha256(data).hexdigest()})
+    assert all("crc32" in e and "sha256" not in e for e in manifest["files"])
+    old = tmp_path / "v1.onthefly"
+    write_manifest(old, body, dict(manifest, format_version=1, files=files))
+    imported = read_bundle(old)
+    assert imported.bundle.format_version == 1 and same(imported.state["model"], final)
+    imported.bundle.close()
+
+    entry = next(e for e in files if e["kind"] == "tensors")
+    damaged = bytearray(body)
+    damaged[entry["offset"] + entry["size"] // 2] ^= 0x01
+    bad = tmp_path / "v1-bad.onthefly"
+    write_manifest(bad, bytes(damaged), dict(manifest, format_version=1, files=files))
+    with pytest.raises(BundleError, match="does not match its checksum") as caught:
+        read_bundle(bad).bundle.close()
+    assert caught.value.problem == "checksum"

@@ -26,6 +26,8 @@ def attach_lightning(trainer: Any, model: Any = None, project: str = "default", 
     found), ``step_fn`` (``(module, batch, loss_fn)`` -> loss | (pred, target) | StepOutput, for test
     passes and health probes on batches that are not ``(inputs, target)``), ``test_loader`` (for "test
     now"), ``port``, ``start_paused``, ``hooks``, ``per_sample_loss``, ``serve``, ``verbose``, ...
+    ``sessions``: the run's session store (checkpoints, export), as with the native Trainer: True (default)
+    for a default ``onthefly.sessions.Sessions``, a configured ``Sessions(...)``, or False for none.
     """
     if any(isinstance(cb, OnTheFlyCallback) for cb in trainer.callbacks):
         raise ValueError("this Trainer already has OnTheFly attached; attach it once")

@@ -8,6 +8,12 @@ hook refuses (the NumericsGuard) is skipped by dropping its gradients before the
 
 Under distributed training only rank 0 starts the server (and writes the discovery file); every rank
 takes rank 0's decisions at the same boundary through ``RankSync``.
+
+Sessions (checkpoints on request, on pause, after a test and on a schedule; export to one bundle) are
+the native Trainer's ``onthefly.sessions``, attached on rank 0 when training starts. Lightning owns the
+loop's position (global step, epoch, which batch comes next), so a bundle or checkpoint cannot be
+swapped into a running Lightning fit: ``ImportSession``/``RestoreCheckpoint`` are refused there with
+what to do instead (``LIVE_RESTORE_REFUSED``).
 """
 
 from __future__ import annotations
@@ -38,9 +44,17 @@ from onthefly.runtime.loader_tap import batch_len
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.run import Run
 from onthefly.runtime.stats import StatsSampler
+from onthefly.sessions.hook import NO_LIVE_RESTORE
 from onthefly.trainer.evaluate import _accuracy_counts, evaluate
 from onthefly.trainer.forward import Forward
 from onthefly.trainer.trainer import DEFAULT_PORT, Trainer
+
+
+LIVE_RESTORE_REFUSED = (
+    "this run trains under Lightning, which owns the loop's position (global step, epoch, next batch); "
+    "a checkpoint or bundle cannot be swapped into it while it runs. Export the session and continue it "
+    "with the native onthefly Trainer (Trainer.fit(..., resume_from=PATH)), or resume with Lightning's "
+    "own checkpoint (trainer.fit(..., ckpt_path=...))")
 
 
 def _first(loaders: Any) -> Any:
@@ -81,6 +95,7 @@ class OnTheFlyCallback(Callback):
         port: int = DEFAULT_PORT,
         start_paused: bool = False,
         hooks: list[RunHook] | None = None,
+        sessions: Any = True,
         capture_logging: bool = True,
         capture_prints: bool = False,
         history_events: int = DEFAULT_HISTORY_EVENTS,
@@ -100,6 +115,7 @@ class OnTheFlyCallback(Callback):
         self.history_events, self.shutdown_grace = history_events, shutdown_grace
         self.heartbeat, self.verbose = heartbeat, verbose
         self._extra_hooks = list(hooks or [])
+        self.sessions = sessions  # True: a default Sessions hook; a Sessions: that one; False: none
         self.run: Run | None = None
         self.ctx: LoopContext | None = None
         self.server: Any = None
@@ -208,11 +224,26 @@ class OnTheFlyCallback(Callback):
             run.total_steps = int(total) if math.isfinite(total) else 0
         self._last_global_step = trainer.global_step
         ctx.step = run.step = trainer.global_step
+        ctx.epoch = run.epoch = trainer.current_epoch
+        if self.chief:
+            self._attach_sessions(run, ctx)
         self.ready.set()
         if self.start_paused and self.chief:
             run.control.enter_pause(ctx, "started paused: resume to begin")
         if self._boundary():
             trainer.should_stop = True
+
+    def _attach_sessions(self, run: Run, ctx: LoopContext) -> None:
+        """Rank 0's session store, once the train loader is known (checkpoints record its position)."""
+        if self.sessions is False or self.sessions is None:
+            return
+        from onthefly.sessions.attach import attach_sessions
+        from onthefly.sessions.hook import Sessions
+
+        if isinstance(self.sessions, Sessions) and not any(h is self.sessions for h in run.hooks.hooks):
+            run.hooks.add(self.sessions)
+        ctx.extras[NO_LIVE_RESTORE] = LIVE_RESTORE_REFUSED
+        attach_sessions(ctx)
 
     # -- training --------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer, pl_module) -> None:

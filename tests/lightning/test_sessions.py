@@ -1,0 +1,124 @@
+"""Sessions under Lightning: checkpoints and export through the RPC and the CLI hold the module's
+live weights; Lightning's own checkpoints keep working beside them; live import/restore is refused
+with what to do instead, and the exported bundle continues bit-identically under the native Trainer."""
+
+from __future__ import annotations
+
+import grpc
+import lightning.pytorch as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from onthefly.cli.main import main
+from onthefly.demos.boring import boring_dataset
+from onthefly.integrations.lightning.demo import LitBoring
+from onthefly.sessions import sessions_of
+from onthefly.sessions.session import read_bundle
+from onthefly.v1 import control_pb2, receipt_pb2, run_pb2, sessions_pb2, sessions_pb2_grpc
+from support import wait_until
+
+APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
+
+
+def _weights(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _paused_at(run, step: int) -> bool:
+    status = run.client.control.GetStatus(control_pb2.GetStatusRequest()).status
+    return status.state == run_pb2.RUN_STATE_PAUSED and status.step == step
+
+
+def _cli(capsys, run, *argv):
+    code = main(["--address", run.callback.address, "--token", run.callback.token, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_checkpoint_and_export_through_rpc_and_cli_hold_the_live_weights(lit_run, tmp_path, capsys):
+    L.seed_everything(0)
+    model = LitBoring()
+    train = DataLoader(boring_dataset(256), batch_size=16, shuffle=True)
+    native = ModelCheckpoint(dirpath=tmp_path / "lightning-ckpts", every_n_train_steps=2, save_top_k=-1,
+                             save_last=True)
+    run = lit_run(model, train, trainer_kwargs={"max_epochs": 100, "enable_checkpointing": True,
+                                                "callbacks": [native]})
+    stub = sessions_pb2_grpc.SessionsServiceStub(run.client.channel)
+
+    assert run.client.control.Step(control_pb2.StepRequest(steps=5)).receipt.status == APPLIED
+    wait_until(lambda: _paused_at(run, 5), what="5 steps, then paused")
+    live = _weights(model)
+    opt_live = run.trainer.optimizers[0].state_dict()
+
+    made = stub.CreateCheckpoint(sessions_pb2.CreateCheckpointRequest(label="five"))
+    assert made.receipt.status == APPLIED and made.receipt.applied_step == 5
+    assert made.checkpoint.step == 5 and made.checkpoint.batch_in_epoch == 5 and made.checkpoint.label == "five"
+    listed = stub.ListCheckpoints(sessions_pb2.ListCheckpointsRequest()).checkpoints
+    # The ring: one checkpoint per pause (started paused at 0, paused again at 5), then the requested one.
+    assert [(c.step, c.label) for c in listed] == [(0, ""), (5, ""), (5, "five")]
+    assert listed[-1].checkpoint_id == made.checkpoint.checkpoint_id
+
+    bundle_path = tmp_path / "lit.onthefly"
+    exported = stub.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle_path)))
+    assert exported.receipt.status == APPLIED and exported.bundle.step == 5 and bundle_path.exists()
+
+    imported = read_bundle(bundle_path)  # every checksum verified, tensors loaded with weights_only=True
+    try:
+        assert imported.checkpoint.info.step == 5 and imported.checkpoint.doc["position"]["epoch"] == 0
+        assert _same(imported.state["model"], live)  # the bundle holds the module's live weights
+        momentum = imported.state["optimizer"]["state"]
+        assert momentum.keys() == opt_live["state"].keys() and all(
+            torch.equal(momentum[k]["momentum_buffer"], opt_live["state"][k]["momentum_buffer"]) for k in momentum)
+        assert imported.state["optimizer"]["param_groups"][0]["lr"] == 0.05
+        # The ring, then the state at export.
+        assert [(c["step"], c["label"]) for c in imported.bundle.checkpoints] == [(0, ""), (5, ""), (5, "five"), (5, "")]
+        five = imported.bundle.checkpoint(imported.bundle.checkpoints[2]["dir"])
+        assert _same(five.state()["model"], live)
+        assert not _same(imported.bundle.checkpoint(imported.bundle.checkpoints[0]["dir"]).state()["model"], live)
+        assert len(imported.state["metrics"]["loss"]) == 5  # the telemetry history came along
+    finally:
+        imported.bundle.close()
+
+    # The same through the CLI.
+    code, out, _ = _cli(capsys, run, "checkpoint", "--label", "cli")
+    assert code == 0 and "at step 5 (epoch 0, batch 5)" in out
+    code, out, _ = _cli(capsys, run, "checkpoints")
+    assert code == 0 and "'five'" in out and "'cli'" in out
+    cli_path = tmp_path / "cli.onthefly"
+    code, out, _ = _cli(capsys, run, "export", str(cli_path))
+    assert code == 0 and f"exported step 5 to {cli_path}" in out
+    with read_bundle(cli_path).bundle as bundle:
+        assert _same(bundle.checkpoint(bundle.resume_dir).state()["model"], live)
+
+    # Lightning owns the loop's position: a live import or restore is refused, naming what to do instead.
+    for call in (lambda: stub.ImportSession(sessions_pb2.ImportSessionRequest(path=str(bundle_path))),
+                 lambda: stub.RestoreCheckpoint(sessions_pb2.RestoreCheckpointRequest(
+                     checkpoint_id=made.checkpoint.checkpoint_id))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "Lightning" in refused.value.details() and "resume_from" in refused.value.details()
+    assert _paused_at(run, 5) and _same(_weights(model), live)  # nothing moved
+
+    # Train on; Lightning's own checkpoints were written all along and agree with the session's export.
+    run.client.control.Step(control_pb2.StepRequest(steps=3))
+    wait_until(lambda: _paused_at(run, 8), what="3 more steps")
+    assert run.client.control.Stop(control_pb2.StopRequest()).receipt.status == APPLIED
+    run.join()
+    final = _weights(model)
+    info = sessions_of(run.callback).export(tmp_path / "final.onthefly")  # the Python call, after fit
+    assert info.step == 8
+    with read_bundle(info.path).bundle as bundle:
+        assert _same(bundle.checkpoint(bundle.resume_dir).state()["model"], final)
+    ckpts = sorted(p.name for p in (tmp_path / "lightning-ckpts").iterdir())
+    assert {"last.ckpt", "epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"} <= set(ckpts), ckpts
+    native_state = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=8.ckpt", weights_only=False)
+    assert native_state["global_step"] == 8 and _same(native_state["state_dict"], final)
+    at_four = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=4.ckpt", weights_only=False)
+    assert not _same(at_four["state_dict"], final)
