@@ -98,3 +98,42 @@ def test_tracking_is_off_by_default_and_bad_values_are_refused(dash, monkeypatch
     assert trainer.experiment is None and not (dash.parent / ".dash").exists()
     with pytest.raises(TypeError, match="track must be True, a dict"):
         _fit(track="yes")
+
+
+def test_keyboard_interrupt_records_cancelled(dash):
+    model, opt, loss_fn, loader = boring_setup(seed=0, n=128, batch_size=16)
+    calls = {"n": 0}
+
+    def interrupted_step(model, batch, loss):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        x, y = batch
+        return loss(model(x), y)
+
+    trainer = Trainer("track", "ctrl-c", max_epochs=1, serve=False, verbose=False,
+                      track={"dash_root": dash, "durable": False})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(model, opt, loss_fn, loader, step_fn=interrupted_step)
+    assert LocalStore(dash).get_experiment(trainer.experiment.prefix).status is Status.CANCELLED
+    assert trainer.experiment.metrics("train").read()["totalDataPoints"] == 2
+
+
+def test_tracking_trouble_never_stops_training(dash):
+    """The user closes their experiment mid-run: training goes on, tracking reports instead of raising."""
+    from onthefly.runtime.hooks import RunHook
+
+    exp = Experiment(prefix="alice/p/closed-early", dash_root=dash, durable=False).run.start()
+
+    class CloseAtStep2(RunHook):
+        def on_step_end(self, ctx):
+            if ctx.step == 2:
+                ctx.run.bus.drain()
+                exp.run.complete()
+
+    model, opt, loss_fn, loader = boring_setup(seed=0, n=128, batch_size=16)
+    with pytest.warns(RuntimeWarning, match="tracking could not record an event: NotRunning"):
+        result = Trainer("track", "closed", max_steps=6, serve=False, verbose=False, track=exp,
+                         hooks=[CloseAtStep2()]).fit(model, opt, loss_fn, loader)
+    assert result.steps == 6 and exp.status is Status.COMPLETED
+    assert [r["data"]["step"] for r in exp.metrics("train").read()["data"]] == [1, 2]
