@@ -1,10 +1,12 @@
 // The one module that imports `vscode`: commands, status bar, the dashboard panel and dialogs.
 // Everything else (discovery, client, store, webview protocol) is plain TypeScript in ./core.
 import * as vscode from "vscode";
+import * as os from "node:os";
+import * as path from "node:path";
 import { describeOutcome, type CommandName } from "./core/client.js";
 import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
 import { dashboardHtml } from "./core/html.js";
-import type { HostToView } from "./core/protocol.js";
+import type { HealthView, HostToView } from "./core/protocol.js";
 import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
 
 const VIEW_TYPE = "onthefly.dashboard";
@@ -27,6 +29,9 @@ export function activate(context: vscode.ExtensionContext): void {
   cmd("onthefly.stop", () => ext.sendCommand("stop"));
   cmd("onthefly.runTest", () => ext.sendCommand("runTest"));
   cmd("onthefly.setLearningRate", () => ext.setLearningRate());
+  cmd("onthefly.runHealthChecks", () => ext.runHealthChecks());
+  cmd("onthefly.checkpoint", () => ext.sendCommand("checkpoint"));
+  cmd("onthefly.exportSession", () => ext.exportSession());
   context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
     deserializeWebviewPanel: async (panel, state) => ext.adoptPanel(panel, state as { runId?: string } | undefined),
   }));
@@ -72,6 +77,7 @@ class Extension implements vscode.Disposable {
     this.discoveryTimer = undefined;
     const session = new RunSession(target, {
       savePng: (name, png) => this.savePng(name, png),
+      pickExportPath: (suggested) => this.pickExportPath(suggested),
       onAttachRequest: () => void this.pickAndAttach(),
     });
     this.session = session;
@@ -135,10 +141,10 @@ class Extension implements vscode.Disposable {
 
   // -- commands --------------------------------------------------------------------------------
 
-  async sendCommand(command: CommandName, value?: number): Promise<void> {
-    const session = await this.ensureSession();
+  async sendCommand(command: CommandName, arg?: number | string, known?: RunSession): Promise<void> {
+    const session = known ?? (await this.ensureSession());
     if (!session) return;
-    const { outcome } = await session.command(command, value);
+    const { outcome } = await session.command(command, arg);
     const line = `OnTheFly ${session.target.label}: ${describeOutcome(outcome)}`;
     this.output.appendLine(line);
     if (outcome.status === "applied" || outcome.status === "accepted") void vscode.window.showInformationMessage(line);
@@ -157,6 +163,61 @@ class Extension implements vscode.Disposable {
     });
     if (text === undefined) return;
     await this.sendCommand("setLr", Number(text));
+  }
+
+  async exportSession(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const file = await this.pickExportPath(session.suggestedBundleName());
+    if (file) await this.sendCommand("exportSession", file, session);
+  }
+
+  /** Runs every health check on the attached run; the findings go to the dashboard's Health panel and the output channel. */
+  async runHealthChecks(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const report = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `OnTheFly: running health checks on ${session.target.label}…` },
+      () => session.health(),
+    );
+    this.logHealth(session.target.label, report);
+    const line = `OnTheFly ${session.target.label}: ${report.text}`;
+    const worst = report.status !== "applied" || report.findings.some((f) => f.severity === "error") ? "error"
+      : report.findings.some((f) => f.severity === "warning") ? "warning" : "info";
+    const top = report.findings.find((f) => f.severity === worst);
+    const message = top && worst !== "info" ? `${line} — ${top.check}: ${top.message}` : line;
+    const actions = ["Show in Dashboard", "Show Details"];
+    const shown = worst === "error" ? vscode.window.showErrorMessage(message, ...actions)
+      : worst === "warning" ? vscode.window.showWarningMessage(message, ...actions)
+      : vscode.window.showInformationMessage(message, ...actions);
+    // Not awaited: the command is done once the report is in; the notification waits for the person.
+    void shown.then((pick) => {
+      if (pick === "Show in Dashboard") void this.showDashboard();
+      if (pick === "Show Details") this.output.show(true);
+    });
+  }
+
+  private logHealth(label: string, r: HealthView): void {
+    this.output.appendLine(`OnTheFly ${label}: ${r.text}`);
+    for (const f of r.findings) {
+      this.output.appendLine(`  ${f.severity.toUpperCase().padEnd(7)} ${f.check.padEnd(13)} ${f.subject ? `${f.subject}: ` : ""}${f.message}`);
+      const ev = Object.entries(f.evidence).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${Number(v.toPrecision(4))}`);
+      if (ev.length) this.output.appendLine(`          ${ev.join("  ")}`);
+    }
+  }
+
+  /** Where to write an exported bundle: a save dialog (the trainer writes the file, so its machine must see the path). */
+  private async pickExportPath(suggested: string): Promise<string | undefined> {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(os.homedir());
+    const uri = await vscode.window.showSaveDialog({
+      defaultUri: vscode.Uri.joinPath(folder, suggested),
+      filters: { "OnTheFly session bundle": ["onthefly"] },
+      title: "Export the session to a bundle (written by the trainer)",
+      saveLabel: "Export",
+    });
+    if (!uri) return undefined;
+    if (uri.scheme !== "file") throw new Error(`the trainer writes the bundle itself, so pick a local file (not ${uri.scheme}:)`);
+    return path.resolve(uri.fsPath);
   }
 
   // -- dashboard -------------------------------------------------------------------------------

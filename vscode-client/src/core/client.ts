@@ -3,13 +3,16 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { ControlService } from "../gen/onthefly/v1/control_pb.js";
+import { DiagnosticsService, FindingSeverity, HealthCheck } from "../gen/onthefly/v1/diagnostics_pb.js";
 import { ReceiptStatus, type Receipt } from "../gen/onthefly/v1/receipt_pb.js";
 import type { RunStatus } from "../gen/onthefly/v1/run_pb.js";
+import { SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
 import { TelemetryService, type SubscribeResponse } from "../gen/onthefly/v1/telemetry_pb.js";
 import type { Target } from "./discovery.js";
+import { HEALTH_CHECKS, type FindingView, type HealthCheckName, type HealthView } from "./protocol.js";
 
-/** A steering command the dashboard and the palette can send. */
-export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr";
+/** A steering command the dashboard and the palette can send (answered with a receipt). */
+export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
 
 /** What became of one command: the receipt in plain terms, or the call's error. */
 export interface CommandOutcome {
@@ -28,10 +31,14 @@ export interface CommandOutcome {
 
 /** Default deadline for control calls: Pause/RunTest wait for the training thread, so allow a while. */
 export const CONTROL_TIMEOUT_MS = 60_000;
+/** Deadline for health checks and session exports: they run on the training thread and may take a while. */
+export const LONG_COMMAND_TIMEOUT_MS = 180_000;
 
 export class RunClient {
   readonly control: Client<typeof ControlService>;
   readonly telemetry: Client<typeof TelemetryService>;
+  readonly diagnostics: Client<typeof DiagnosticsService>;
+  readonly sessions: Client<typeof SessionsService>;
   private readonly session: Http2SessionManager;
 
   constructor(readonly target: Target) {
@@ -45,6 +52,8 @@ export class RunClient {
     const transport = createGrpcTransport({ baseUrl, interceptors: [auth], sessionManager: this.session });
     this.control = createClient(ControlService, transport);
     this.telemetry = createClient(TelemetryService, transport);
+    this.diagnostics = createClient(DiagnosticsService, transport);
+    this.sessions = createClient(SessionsService, transport);
   }
 
   /** The run's status snapshot (never waits for the training thread). */
@@ -62,9 +71,15 @@ export class RunClient {
     return this.telemetry.subscribe({ afterSeq }, { signal });
   }
 
-  /** Sends one command and reports its receipt; never throws (a failed call is an "error" outcome). */
-  async command(command: CommandName, value?: number, timeoutMs = CONTROL_TIMEOUT_MS): Promise<CommandOutcome> {
-    const opts = { timeoutMs };
+  /**
+   * Sends one command and reports its receipt; never throws (a failed call is an "error" outcome).
+   * `arg` is the step count (step), the learning rate (setLr), the label (checkpoint, optional) or
+   * the bundle's absolute path on the trainer's machine (exportSession).
+   */
+  async command(command: CommandName, arg?: number | string, timeoutMs?: number): Promise<CommandOutcome> {
+    const value = typeof arg === "number" ? arg : undefined;
+    const text = typeof arg === "string" ? arg : "";
+    const opts = { timeoutMs: timeoutMs ?? (command === "exportSession" ? LONG_COMMAND_TIMEOUT_MS : CONTROL_TIMEOUT_MS) };
     try {
       switch (command) {
         case "pause":
@@ -89,11 +104,51 @@ export class RunClient {
           const res = await this.control.setHyperparameters({ values: { lr: value } }, opts);
           return outcome(command, res.receipt, `lr=${value}`);
         }
+        case "checkpoint": {
+          const res = await this.sessions.createCheckpoint({ label: text }, opts);
+          const c = res.checkpoint;
+          return outcome(command, res.receipt, c ? `${c.checkpointId}, ${bytes(Number(c.sizeBytes))}` : "");
+        }
+        case "exportSession": {
+          if (!text) throw new ConnectError("an export needs the bundle's path", Code.InvalidArgument);
+          const res = await this.sessions.exportSession({ path: text, overwrite: true }, opts);
+          const b = res.bundle;
+          const detail = b ? `${b.path}, ${bytes(Number(b.sizeBytes))}, ${b.checkpointCount} checkpoint${b.checkpointCount === 1 ? "" : "s"}` : "";
+          return outcome(command, res.receipt, detail);
+        }
       }
     } catch (err) {
       const e = ConnectError.from(err);
       return { command, status: "error", commandId: 0, step: 0, detail: e.rawMessage || e.message, at: Date.now() };
     }
+  }
+
+  /**
+   * Runs health checks (all of them when `checks` is empty) at the trainer's next step boundary and
+   * reports their findings; never throws (a failed call is an "error" report).
+   */
+  async health(checks: readonly HealthCheckName[] = [], timeoutMs = LONG_COMMAND_TIMEOUT_MS): Promise<HealthView> {
+    const base = { checks: [...checks], at: 0, findings: [] as FindingView[], heldSeconds: 0, step: 0, commandId: 0, detail: "" };
+    let report: Omit<HealthView, "text">;
+    try {
+      const res = await this.diagnostics.runHealthCheck({ checks: checks.map((c) => HEALTH_CHECK_ENUM[c]) }, { timeoutMs });
+      const r = res.receipt;
+      const status = r?.status === ReceiptStatus.APPLIED ? "applied" : r?.status === ReceiptStatus.ACCEPTED ? "accepted"
+        : r?.status === ReceiptStatus.REJECTED ? "rejected" : "error";
+      report = {
+        ...base, status, step: Number(r?.appliedStep ?? 0n), commandId: Number(r?.commandId ?? 0n), heldSeconds: res.heldSeconds,
+        detail: status === "rejected" ? r!.reason : status === "error" ? "the trainer sent no receipt" : "",
+        findings: res.findings.map((f) => ({
+          check: checkName(f.check), severity: SEVERITY_NAMES[f.severity] ?? "info", message: f.message, subject: f.subject,
+          evidence: { ...f.evidence },
+        })),
+      };
+    } catch (err) {
+      const e = ConnectError.from(err);
+      report = { ...base, status: "error", detail: e.rawMessage || e.message };
+    }
+    report.at = Date.now();
+    return { ...report, text: describeHealth(report) };
   }
 
   /** Drops the connection; open calls fail with Canceled/Unavailable. */
@@ -116,6 +171,47 @@ function outcome(command: CommandName, receipt: Receipt | undefined, detail = ""
   }
 }
 
+const HEALTH_CHECK_ENUM: Record<HealthCheckName, HealthCheck> = {
+  numerics: HealthCheck.NUMERICS, gradients: HealthCheck.GRADIENTS, activations: HealthCheck.ACTIVATIONS,
+  throughput: HealthCheck.THROUGHPUT, determinism: HealthCheck.DETERMINISM, configuration: HealthCheck.CONFIGURATION,
+};
+
+function checkName(c: HealthCheck): string {
+  return HEALTH_CHECKS.find((n) => HEALTH_CHECK_ENUM[n] === c) ?? `check ${c}`;
+}
+
+const SEVERITY_NAMES: Record<number, FindingView["severity"]> = {
+  [FindingSeverity.INFO]: "info", [FindingSeverity.WARNING]: "warning", [FindingSeverity.ERROR]: "error",
+};
+
+/** One line for a person: "health at step 812: 1 error, 2 warnings (held the loop 0.05 s)". */
+export function describeHealth(h: Pick<HealthView, "status" | "step" | "findings" | "heldSeconds" | "detail" | "commandId">): string {
+  switch (h.status) {
+    case "applied": {
+      const n = (sev: string) => h.findings.filter((f) => f.severity === sev).length;
+      const plural = (k: number, word: string) => `${k} ${word}${k === 1 ? "" : "s"}`;
+      return `health at step ${h.step}: ${plural(n("error"), "error")}, ${plural(n("warning"), "warning")}, ` +
+        `${plural(n("info"), "note")} (held the loop ${h.heldSeconds.toFixed(2)} s)`;
+    }
+    case "accepted":
+      return `health checks: queued as command #${h.commandId} but not run before the deadline (is a step very long?)`;
+    case "rejected":
+      return `health checks: rejected: ${h.detail}`;
+    default:
+      return `health checks: failed: ${h.detail}`;
+  }
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
 /** One line for a person: "pause: applied at step 812". */
 export function describeOutcome(o: Pick<CommandOutcome, "command" | "status" | "step" | "detail" | "commandId">): string {
   const name = COMMAND_LABELS[o.command] ?? o.command;
@@ -133,7 +229,9 @@ export function describeOutcome(o: Pick<CommandOutcome, "command" | "status" | "
 
 export const COMMAND_LABELS: Record<string, string> = {
   pause: "pause", resume: "resume", stop: "stop", step: "step", runTest: "run test", setLr: "set learning rate",
-  set_hyperparameters: "set hyperparameters", run_test: "run test",
+  checkpoint: "checkpoint", exportSession: "export session",
+  set_hyperparameters: "set hyperparameters", run_test: "run test", export: "export session", import: "import session",
+  restore: "restore checkpoint", health_check: "health checks", test: "run test",
 };
 
 function fmt(v: number): string {

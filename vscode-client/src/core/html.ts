@@ -64,6 +64,10 @@ export function dashboardHtml(o: PageOptions): string {
     <input id="lr-input" type="text" inputmode="decimal" size="10" aria-label="New learning rate">
     <button id="btn-lr" data-command="setLr" title="Apply the learning rate at the next step boundary">Set</button>
   </span>
+  <span class="group">
+    <button id="btn-checkpoint" data-command="checkpoint" class="secondary" title="Take a checkpoint at the next step boundary">Checkpoint</button>
+    <button id="btn-export" data-command="exportSession" class="secondary" title="Export the session (state now, checkpoints, history) to one bundle file">Export Session…</button>
+  </span>
   <button id="btn-stop" data-command="stop" class="danger" title="Finish the step and end the run">Stop</button>
   <button id="btn-attach" class="secondary" title="Attach to another run" hidden>Attach…</button>
 </section>
@@ -101,6 +105,23 @@ export function dashboardHtml(o: PageOptions): string {
   <section class="panel" aria-labelledby="receipts-title">
     <div class="panel-head"><h2 id="receipts-title">Commands</h2></div>
     <ol id="receipts" class="receipts" aria-live="polite"></ol>
+  </section>
+  <section id="health-panel" class="panel wide" aria-labelledby="health-title" aria-busy="false">
+    <div class="panel-head">
+      <h2 id="health-title">Health</h2>
+      <div class="tools">
+        <label for="health-check">checks</label>
+        <select id="health-check">
+          <option value="">all</option><option value="numerics">numerics</option><option value="gradients">gradients</option>
+          <option value="activations">activations</option><option value="throughput">throughput</option>
+          <option value="determinism">determinism</option><option value="configuration">configuration</option>
+        </select>
+        <label><input id="health-info" type="checkbox" checked> notes</label>
+        <button id="btn-health" title="Run the health checks at the next step boundary (H)">Run health checks</button>
+      </div>
+    </div>
+    <div id="health-summary" class="muted" role="status" aria-live="polite">Not run yet. The checks hold the training loop only while they run and leave its numbers unchanged.</div>
+    <ol id="health-findings" class="findings" aria-label="Health findings"></ol>
   </section>
   <section class="panel wide" aria-labelledby="logs-title">
     <div class="panel-head">

@@ -12,3 +12,5 @@ export { create } from "@bufbuild/protobuf";
 export * as telemetryPb from "../gen/onthefly/v1/telemetry_pb.js";
 export * as runPb from "../gen/onthefly/v1/run_pb.js";
 export * as controlPb from "../gen/onthefly/v1/control_pb.js";
+export * as diagnosticsPb from "../gen/onthefly/v1/diagnostics_pb.js";
+export * as sessionsPb from "../gen/onthefly/v1/sessions_pb.js";

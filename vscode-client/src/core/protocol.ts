@@ -98,6 +98,48 @@ export interface ConnectionView {
   detail: string;
 }
 
+/** The health checks a trainer can run (the CLI's names, in the proto's order). */
+export const HEALTH_CHECKS = ["numerics", "gradients", "activations", "throughput", "determinism", "configuration"] as const;
+export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
+
+/** One finding of a health check. */
+export interface FindingView {
+  /** The check's name (numerics, gradients, ...). */
+  check: string;
+  severity: "info" | "warning" | "error";
+  message: string;
+  /** What it is about (a parameter, layer, setting); empty for the run as a whole. */
+  subject: string;
+  /** The measured numbers behind it, keyed by what they measure. */
+  evidence: Record<string, number>;
+}
+
+/** The outcome of one RunHealthCheck call. */
+export interface HealthView {
+  /** applied (findings below) / accepted (queued, not run before the deadline) / rejected / error (the call failed). */
+  status: "applied" | "accepted" | "rejected" | "error";
+  /** The checks asked for; empty means all. */
+  checks: string[];
+  /** The step at which the checks ran (applied only). */
+  step: number;
+  commandId: number;
+  findings: FindingView[];
+  /** How long the checks held the training loop. */
+  heldSeconds: number;
+  /** Why it was rejected or failed. */
+  detail: string;
+  /** Milliseconds since the epoch when the outcome was known. */
+  at: number;
+  /** The one-line summary shown to people. */
+  text: string;
+}
+
+/** The health panel: the latest report, and whether a run of the checks is in flight (from any view or the palette). */
+export interface HealthPanelView {
+  running: boolean;
+  report?: HealthView;
+}
+
 export interface RunView {
   runId: string;
   label: string;
@@ -124,23 +166,29 @@ export interface Delta {
   receipts?: ReceiptView[];
   notes?: NotesView;
   connection?: ConnectionView;
+  health?: HealthPanelView;
 }
 
 export type HostToView =
   | { type: "delta"; delta: Delta }
-  | { type: "commandDone"; id: number; receipt: ReceiptView }
+  /** receipt is null when the person cancelled (e.g. closed the export's save dialog). */
+  | { type: "commandDone"; id: number; receipt: ReceiptView | null }
+  | { type: "healthDone"; id: number; report: HealthView }
   | { type: "exported"; name: string; path: string; error?: string };
 
-export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr";
+/** Commands the page sends; exportSession has no value: the host asks where to write the bundle. */
+export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
 
 export type ViewToHost =
   /** Sent once the page listens; runId/gen/lastSeq describe what it restored from its saved state. */
   | { type: "ready"; runId: string; gen: number; lastSeq: number }
   | { type: "command"; id: number; command: ViewCommand; value?: number }
   | { type: "exportPng"; name: string; dataUrl: string }
+  /** Runs the named health checks (all when empty); answered with healthDone. */
+  | { type: "health"; id: number; checks: HealthCheckName[] }
   | { type: "attach" };
 
-const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr"];
+const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession"];
 export const PNG_PREFIX = "data:image/png;base64,";
 
 /** Validates a message from the webview; undefined for anything malformed. */
@@ -164,6 +212,12 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
     case "exportPng":
       if (typeof m.name !== "string" || typeof m.dataUrl !== "string" || !m.dataUrl.startsWith(PNG_PREFIX)) return undefined;
       return { type: "exportPng", name: m.name.replace(/[^\w.-]+/g, "_").slice(0, 80) || "chart", dataUrl: m.dataUrl };
+    case "health": {
+      if (!num(m.id) || !Array.isArray(m.checks)) return undefined;
+      const checks = m.checks as unknown[];
+      if (!checks.every((c) => typeof c === "string" && (HEALTH_CHECKS as readonly string[]).includes(c))) return undefined;
+      return { type: "health", id: m.id as number, checks: [...new Set(checks as HealthCheckName[])] };
+    }
     case "attach":
       return { type: "attach" };
     default:

@@ -4,7 +4,9 @@ import { RunClient, type CommandName, type CommandOutcome } from "./client.js";
 import type { RunInfo, Target } from "./discovery.js";
 import { runLabel } from "./discovery.js";
 import { delay, TelemetryFollower, type Connection } from "./follower.js";
-import { parseViewMessage, PNG_PREFIX, type HostToView, type ReceiptView, type RunView } from "./protocol.js";
+import {
+  parseViewMessage, PNG_PREFIX, type HealthCheckName, type HealthView, type HostToView, type ReceiptView, type RunView,
+} from "./protocol.js";
 import { RunStore, type StoreOptions } from "./store.js";
 
 /** A webview (or a test's stand-in): something the session can post messages to. */
@@ -33,6 +35,11 @@ export interface SessionOptions extends StoreOptions {
   backoffMs?: number[];
   /** Handles an exported PNG (the extension shows a save dialog); returns the path written. */
   savePng?: (name: string, png: Uint8Array) => Promise<string | undefined>;
+  /**
+   * Asks where to write an exported session bundle (an absolute path on the trainer's machine; the
+   * extension shows a save dialog); undefined cancels. `suggested` is a file name.
+   */
+  pickExportPath?: (suggested: string) => Promise<string | undefined>;
   /** Called when a view asks to attach to another run. */
   onAttachRequest?: () => void;
 }
@@ -147,11 +154,24 @@ export class RunSession {
   // -- commands --------------------------------------------------------------------------------
 
   /** Sends a command; the receipt lands in the store (and so in every view) and is returned. */
-  async command(command: CommandName, value?: number): Promise<{ outcome: CommandOutcome; receipt: ReceiptView }> {
-    const outcome = await this.client.command(command, value);
+  async command(command: CommandName, arg?: number | string): Promise<{ outcome: CommandOutcome; receipt: ReceiptView }> {
+    const outcome = await this.client.command(command, arg);
     const receipt = this.store.addOutcome(outcome);
     void this.refreshStatus();
     return { outcome, receipt };
+  }
+
+  /** Runs health checks (all when `checks` is empty); the report lands in the store (every view shows it) and is returned. */
+  async health(checks: readonly HealthCheckName[] = []): Promise<HealthView> {
+    this.store.healthStarted();
+    const report = await this.client.health(checks); // never throws: a failed call is an "error" report
+    this.store.setHealth(report);
+    return report;
+  }
+
+  /** A file name for an exported bundle of this run: "<project>_<run>-step<N>.onthefly". */
+  suggestedBundleName(): string {
+    return `${this.target.label.replace(/[^\w.-]+/g, "_")}-step${this.store.statusView.step}.onthefly`;
   }
 
   // -- views -----------------------------------------------------------------------------------
@@ -178,8 +198,22 @@ export class RunSession {
         return;
       }
       case "command": {
-        const { receipt } = await this.command(msg.command, msg.value);
+        let arg: number | string | undefined = msg.value;
+        if (msg.command === "checkpoint") arg = undefined;
+        if (msg.command === "exportSession") {
+          arg = await this.opts.pickExportPath?.(this.suggestedBundleName());
+          if (!arg) {
+            await view.post({ type: "commandDone", id: msg.id, receipt: null });
+            return;
+          }
+        }
+        const { receipt } = await this.command(msg.command, arg);
         await view.post({ type: "commandDone", id: msg.id, receipt });
+        return;
+      }
+      case "health": {
+        const report = await this.health(msg.checks);
+        await view.post({ type: "healthDone", id: msg.id, report });
         return;
       }
       case "exportPng": {
@@ -214,7 +248,7 @@ export class RunSession {
     const delta = this.store.delta(cur.gen, cur.seq, cur.version);
     const empty = !delta.reset && delta.lastSeq === cur.seq && Object.keys(delta.series).length === 0 && delta.logs.length === 0 &&
       !delta.status && !delta.runtime && !delta.receipts && !delta.notes && !delta.connection && !delta.histograms &&
-      !delta.run && !delta.epochStarts;
+      !delta.run && !delta.epochStarts && !delta.health;
     this.views.set(view, { gen: delta.gen, seq: delta.lastSeq, version: this.store.version, ready: true });
     if (!empty) void Promise.resolve(view.post({ type: "delta", delta })).catch(() => this.views.delete(view));
   }

@@ -6,7 +6,8 @@ import { describeOutcome } from "./client.js";
 import type { Connection } from "./follower.js";
 import { LossWindow } from "./histogram.js";
 import type {
-  ConnectionView, Delta, HistogramView, LogLine, NotesView, ReceiptView, RunView, RuntimeView, SeriesChunk, StatusView,
+  ConnectionView, Delta, HealthPanelView, HealthView, HistogramView, LogLine, NotesView, ReceiptView, RunView, RuntimeView,
+  SeriesChunk, StatusView,
 } from "./protocol.js";
 import { RunState, type RunStatus } from "../gen/onthefly/v1/run_pb.js";
 import { LifecycleKind, type Event, type SubscribeResponse } from "../gen/onthefly/v1/telemetry_pb.js";
@@ -73,6 +74,8 @@ export class RunStore {
   private readonly notes = new Versioned<NotesView>({ droppedAtSource: 0, gaps: [] });
   private readonly connection = new Versioned<ConnectionView>({ state: "connecting", detail: "" });
   private readonly epochStarts = new Versioned<{ epoch: number; step: number }[]>([]);
+  private readonly health = new Versioned<HealthPanelView>({ running: false });
+  private healthRuns = 0;
   private listeners: (() => void)[] = [];
 
   constructor(options: StoreOptions = {}) {
@@ -108,6 +111,10 @@ export class RunStore {
     return this.connection.value;
   }
 
+  get healthView(): HealthPanelView {
+    return this.health.value;
+  }
+
   /** Forgets everything (a different run): the next delta for any webview is a reset. */
   reset(run: RunView | undefined): void {
     this.gen += 1;
@@ -130,6 +137,8 @@ export class RunStore {
     this.notes.changedAt = v;
     this.epochStarts.value = [];
     this.epochStarts.changedAt = v;
+    this.health.value = { running: this.healthRuns > 0 };
+    this.health.changedAt = v;
     this.changed();
   }
 
@@ -340,6 +349,22 @@ export class RunStore {
     return view;
   }
 
+  /** Marks a run of the health checks as started (from any view or the palette); the panel shows it. */
+  healthStarted(): void {
+    this.healthRuns += 1;
+    this.health.value = { ...this.health.value, running: true };
+    this.health.changedAt = this.touch();
+    this.changed();
+  }
+
+  /** Records a health report (the newest one shown); ends one run started with healthStarted. */
+  setHealth(report: HealthView): void {
+    this.healthRuns = Math.max(0, this.healthRuns - 1);
+    this.health.value = { running: this.healthRuns > 0, report };
+    this.health.changedAt = this.touch();
+    this.changed();
+  }
+
   /** Records the follower's connection state. */
   setConnection(c: Connection | { state: "detached" }): void {
     const v = this.touch();
@@ -401,6 +426,7 @@ export class RunStore {
     if (newer(this.notes)) d.notes = this.notes.value;
     if (newer(this.connection)) d.connection = this.connection.value;
     if (newer(this.epochStarts)) d.epochStarts = this.epochStarts.value;
+    if (newer(this.health)) d.health = this.health.value;
     for (const split of this.windows.keys()) {
       if ((this.windowChanged.get(split) ?? 0) > sinceVersion) {
         const h = this.histogram(split);

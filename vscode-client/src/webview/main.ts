@@ -2,7 +2,7 @@
 // switch shows the charts at once), then tells the host what it holds and folds in the host's deltas.
 import "uplot/dist/uPlot.min.css";
 import "./dashboard.css";
-import type { Delta, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
+import type { Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
 import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
@@ -25,7 +25,9 @@ const vscode = acquireVsCodeApi();
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
 const saved = vscode.getState() as Saved | undefined;
-const model: ViewModel = saved?.v === 1 ? saved.model : emptyModel();
+// A state saved by an older page lacks newer fields: start from an empty model and lay the saved one over it.
+const model: ViewModel = saved?.v === 1 ? { ...emptyModel(), ...saved.model } : emptyModel();
+model.health = { ...model.health, running: false }; // the host says whether checks are running now
 const prefs: Prefs = { ...defaultPrefs(), ...(saved?.v === 1 ? saved.prefs : {}) };
 const restoredPoints = Object.values(model.series).reduce((n, s) => n + s.x.length, 0);
 document.body.dataset.restoredPoints = String(restoredPoints);
@@ -50,12 +52,13 @@ function merge(a: Changes | null, b: Changes): Changes {
     reset: a.reset || b.reset, series: new Set([...a.series, ...b.series]), logs: a.logs || b.logs,
     histograms: a.histograms || b.histograms, runtime: a.runtime || b.runtime, status: a.status || b.status,
     receipts: a.receipts || b.receipts, notes: a.notes || b.notes, connection: a.connection || b.connection, run: a.run || b.run,
+    health: a.health || b.health,
   };
 }
 
 function all(): Changes {
   return { reset: true, series: new Set(Object.keys(model.series)), logs: true, histograms: true, runtime: true,
-    status: true, receipts: true, notes: true, connection: true, run: true };
+    status: true, receipts: true, notes: true, connection: true, run: true, health: true };
 }
 
 function schedule(c: Changes): void {
@@ -78,7 +81,8 @@ function render(c: Changes): void {
   if (c.reset) board.rebuild();
   else if (c.series.size) board.update(c.series);
   if (c.run || c.status || c.connection) renderHeader();
-  if (c.status || c.connection) renderControls();
+  if (c.status || c.connection || c.health) renderControls();
+  if (c.health) renderHealth();
   if (c.notes || c.connection) renderNotes();
   if (c.receipts) renderReceipts();
   if (c.runtime || c.status) renderRuntime();
@@ -118,6 +122,8 @@ function renderHeader(): void {
 }
 
 const inFlight = new Set<ViewCommand>();
+/** True from this page's "Run health checks" until its report comes back. */
+let healthInFlight = false;
 
 function renderControls(): void {
   const state = model.status?.state ?? "unknown";
@@ -130,11 +136,86 @@ function renderControls(): void {
     runTest: live && (state === "paused" || state === "running"),
     setLr: live && (state === "paused" || state === "running" || state === "starting"),
     stop: live && state !== "finished" && state !== "failed",
+    checkpoint: live && (state === "paused" || state === "running"),
+    exportSession: live && (state === "paused" || state === "running"),
   };
   for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
     const cmd = b.dataset.command as ViewCommand;
     b.disabled = !can[cmd] || inFlight.has(cmd);
     b.setAttribute("aria-busy", String(inFlight.has(cmd)));
+  }
+  const busy = healthInFlight || model.health.running;
+  const hb = $<HTMLButtonElement>("btn-health");
+  hb.disabled = !(live && (state === "paused" || state === "running")) || busy;
+  hb.setAttribute("aria-busy", String(busy));
+  $("health-panel").setAttribute("aria-busy", String(busy));
+}
+
+const SEVERITY_RANK: Record<string, number> = { error: 0, warning: 1, info: 2 };
+
+function renderHealth(): void {
+  const h = model.health;
+  const r = h.report;
+  const summary = $("health-summary");
+  summary.classList.toggle("error", !!r && r.status !== "applied");
+  summary.classList.toggle("muted", !r || r.status === "applied");
+  if (h.running) {
+    summary.textContent = r ? `Running the health checks… (last: ${r.text})` : "Running the health checks…";
+  } else if (r) {
+    const asked = r.checks.length ? ` [${r.checks.join(", ")}]` : "";
+    summary.textContent = `${r.text}${asked} · ${new Date(r.at).toLocaleTimeString()}`;
+  }
+  document.body.dataset.healthAt = r ? String(r.at) : "";
+  const list = $("health-findings");
+  const findings = (r?.findings ?? [])
+    .map((f, i) => ({ f, i }))
+    .sort((a, b) => (SEVERITY_RANK[a.f.severity] ?? 3) - (SEVERITY_RANK[b.f.severity] ?? 3) || a.i - b.i)
+    .map(({ f }) => f);
+  const shown = findings.filter((f) => prefs.healthInfo || f.severity !== "info");
+  list.replaceChildren(...shown.map((f) => {
+    const li = document.createElement("li");
+    li.className = "finding";
+    li.dataset.severity = f.severity;
+    li.dataset.check = f.check;
+    const sev = document.createElement("span");
+    sev.className = "sev";
+    sev.textContent = f.severity;
+    const check = document.createElement("span");
+    check.className = "check";
+    check.textContent = f.check;
+    const msg = document.createElement("span");
+    msg.className = "message";
+    if (f.subject) {
+      const subj = document.createElement("code");
+      subj.className = "subject";
+      subj.textContent = f.subject;
+      msg.append(subj, ": ");
+    }
+    msg.append(f.message);
+    li.append(sev, check, msg);
+    const keys = Object.keys(f.evidence).sort();
+    if (keys.length) {
+      const dl = document.createElement("dl");
+      dl.className = "evidence";
+      dl.setAttribute("aria-label", "evidence");
+      dl.append(...keys.map((k) => {
+        const row = document.createElement("div");
+        const dt = document.createElement("dt");
+        dt.textContent = k;
+        const dd = document.createElement("dd");
+        dd.textContent = fmtNum(f.evidence[k]);
+        row.append(dt, dd);
+        return row;
+      }));
+      li.append(dl);
+    }
+    return li;
+  }));
+  if (r && r.status === "applied" && shown.length < findings.length) {
+    const li = document.createElement("li");
+    li.className = "muted small";
+    li.textContent = `${findings.length - shown.length} note(s) hidden; tick "notes" to list them.`;
+    list.append(li);
   }
 }
 
@@ -359,6 +440,20 @@ for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[d
   b.addEventListener("click", () => commandFromButton(b.dataset.command as ViewCommand));
 }
 $("btn-attach").addEventListener("click", () => post({ type: "attach" }));
+$("btn-health").addEventListener("click", runHealth);
+const healthCheck = $<HTMLSelectElement>("health-check");
+healthCheck.value = prefs.healthCheck;
+healthCheck.addEventListener("change", () => {
+  prefs.healthCheck = healthCheck.value;
+  saveSoon();
+});
+const healthInfo = $<HTMLInputElement>("health-info");
+healthInfo.checked = prefs.healthInfo;
+healthInfo.addEventListener("change", () => {
+  prefs.healthInfo = healthInfo.checked;
+  renderHealth();
+  saveSoon();
+});
 $("lr-input").addEventListener("keydown", (ev) => {
   if (ev.key === "Enter") commandFromButton("setLr");
 });
@@ -368,6 +463,13 @@ $("step-count").addEventListener("keydown", (ev) => {
 document.addEventListener("keydown", (ev) => {
   const target = ev.target as HTMLElement;
   if (ev.altKey || ev.ctrlKey || ev.metaKey || /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName)) return;
+  if (ev.key === "h") {
+    if (!$<HTMLButtonElement>("btn-health").disabled) {
+      ev.preventDefault();
+      runHealth();
+    }
+    return;
+  }
   const map: Record<string, ViewCommand> = { p: "pause", r: "resume", t: "runTest" };
   const cmd = map[ev.key];
   if (!cmd) return;
@@ -451,12 +553,25 @@ function onDelta(d: Delta): void {
   schedule(applyDelta(model, d));
 }
 
-function onReceipt(id: number, r: ReceiptView): void {
+function onReceipt(id: number, r: ReceiptView | null): void {
   const cmd = pendingIds.get(id);
   pendingIds.delete(id);
   if (cmd) inFlight.delete(cmd);
   renderControls();
-  toast(r.text, r.status === "rejected" || r.status === "error");
+  if (r) toast(r.text, r.status === "rejected" || r.status === "error"); // null: the person cancelled
+}
+
+function runHealth(): void {
+  if (healthInFlight || model.health.running) return;
+  healthInFlight = true;
+  renderControls();
+  post({ type: "health", id: nextId++, checks: prefs.healthCheck ? [prefs.healthCheck as HealthCheckName] : [] });
+}
+
+function onHealthDone(r: HealthView): void {
+  healthInFlight = false;
+  renderControls();
+  toast(r.text, r.status !== "applied" || r.findings.some((f) => f.severity === "error"));
 }
 
 window.addEventListener("message", (ev: MessageEvent) => {
@@ -468,6 +583,9 @@ window.addEventListener("message", (ev: MessageEvent) => {
       break;
     case "commandDone":
       onReceipt(msg.id, msg.receipt);
+      break;
+    case "healthDone":
+      onHealthDone(msg.report);
       break;
     case "exported":
       if (msg.error) toast(`Export failed: ${msg.error}`, true);

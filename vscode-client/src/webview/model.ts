@@ -2,7 +2,7 @@
 // what the page saves in its webview state (so a reload or tab switch restores it without the host
 // re-sending history). Plain data and functions: no DOM.
 import type {
-  ConnectionView, Delta, HistogramView, LogLine, NotesView, ReceiptView, RunView, RuntimeView, SeriesChunk, StatusView,
+  ConnectionView, Delta, HealthPanelView, HistogramView, LogLine, NotesView, ReceiptView, RunView, RuntimeView, SeriesChunk, StatusView,
 } from "../core/protocol.js";
 
 export interface ViewModel {
@@ -18,6 +18,7 @@ export interface ViewModel {
   receipts: ReceiptView[];
   notes: NotesView;
   connection: ConnectionView;
+  health: HealthPanelView;
 }
 
 export interface Prefs {
@@ -26,6 +27,9 @@ export interface Prefs {
   histSplit: string;
   logLevel: number;
   logSearch: string;
+  /** The health check picked to run ("" = all) and whether info findings are listed. */
+  healthCheck: string;
+  healthInfo: boolean;
 }
 
 export const MAX_LOGS = 5000;
@@ -35,12 +39,12 @@ export const MAX_SAVED_POINTS = 20_000;
 export function emptyModel(): ViewModel {
   return {
     gen: -1, lastSeq: 0, series: {}, logs: [], epochStarts: [], histograms: {}, receipts: [],
-    notes: { droppedAtSource: 0, gaps: [] }, connection: { state: "connecting", detail: "" },
+    notes: { droppedAtSource: 0, gaps: [] }, connection: { state: "connecting", detail: "" }, health: { running: false },
   };
 }
 
 export function defaultPrefs(): Prefs {
-  return { xAxis: "step", smooth: true, histSplit: "train", logLevel: 1, logSearch: "" };
+  return { xAxis: "step", smooth: true, histSplit: "train", logLevel: 1, logSearch: "", healthCheck: "", healthInfo: true };
 }
 
 /** What a delta changed, so the page redraws only that. */
@@ -55,18 +59,19 @@ export interface Changes {
   notes: boolean;
   connection: boolean;
   run: boolean;
+  health: boolean;
 }
 
 /** Folds a delta into the model in place. */
 export function applyDelta(m: ViewModel, d: Delta): Changes {
   const c: Changes = {
     reset: d.reset, series: new Set(), logs: false, histograms: false, runtime: false, status: false, receipts: false,
-    notes: false, connection: false, run: false,
+    notes: false, connection: false, run: false, health: false,
   };
   if (d.reset) {
     const fresh = emptyModel();
     Object.assign(m, fresh, { connection: m.connection });
-    c.logs = c.histograms = c.runtime = c.status = c.receipts = c.notes = c.run = true;
+    c.logs = c.histograms = c.runtime = c.status = c.receipts = c.notes = c.run = c.health = true;
   }
   if (d.gen >= 0) m.gen = d.gen;
   if (d.lastSeq > m.lastSeq || d.reset) m.lastSeq = d.lastSeq;
@@ -116,6 +121,10 @@ export function applyDelta(m: ViewModel, d: Delta): Changes {
   if (d.connection) {
     m.connection = d.connection;
     c.connection = true;
+  }
+  if (d.health) {
+    m.health = d.health;
+    c.health = true;
   }
   return c;
 }

@@ -41,6 +41,9 @@ test("a wrong token is refused with UNAUTHENTICATED and a message saying what to
     const o = await client.command("pause");
     assert.equal(o.status, "error");
     assert.match(o.detail, /token/);
+    const h = await client.health();
+    assert.equal(h.status, "error");
+    assert.match(h.text, /^health checks: failed: .*token/);
   } finally {
     client.close();
   }
@@ -132,6 +135,26 @@ test("the view protocol: a fresh view gets a reset, a restored view only what it
   assert.match(done.receipt.text, /^pause: applied at step \d+$/);
   await session.handleViewMessage(view, { type: "command", id: 8, command: "resume" });
   assert.ok(posted.some((m) => m.type === "commandDone" && m.id === 8 && m.receipt.status === "applied"));
+  session.removeView(view);
+});
+
+test("health checks through a view: the report answers the view and reaches every view through the store", async () => {
+  const posted = [];
+  const view = { post: (m) => void posted.push(m) };
+  await session.handleViewMessage(view, { type: "ready", runId: "", gen: -1, lastSeq: 0 });
+  await session.handleViewMessage(view, { type: "health", id: 9, checks: ["numerics", "gradients"] });
+  const done = posted.find((m) => m.type === "healthDone");
+  assert.equal(done.id, 9);
+  const r = done.report;
+  assert.equal(r.status, "applied", r.text);
+  assert.deepEqual(r.checks, ["numerics", "gradients"]);
+  assert.deepEqual([...new Set(r.findings.map((f) => f.check))], ["numerics", "gradients"], "only what was asked, in check order");
+  assert.ok(r.findings.every((f) => ["info", "warning", "error"].includes(f.severity) && f.message.length > 0));
+  const grads = r.findings.find((f) => f.check === "gradients" && "total_grad_norm" in f.evidence);
+  assert.ok(grads && Number.isFinite(grads.evidence.total_grad_norm) && grads.evidence.total_grad_norm > 0, JSON.stringify(r.findings));
+  assert.match(r.text, new RegExp(`^health at step ${r.step}: \\d+ errors?, \\d+ warnings?, \\d+ notes? \\(held the loop [\\d.]+ s\\)$`));
+  assert.deepEqual(session.store.healthView, { running: false, report: r });
+  await waitFor(() => posted.some((m) => m.type === "delta" && m.delta.health?.report?.at === r.at), { what: "the report in a delta" });
   session.removeView(view);
 });
 

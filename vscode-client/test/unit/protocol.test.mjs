@@ -13,6 +13,12 @@ test("parseViewMessage accepts well-formed messages only", () => {
   assert.equal(parseViewMessage({ type: "command", id: 1, command: "setLr", value: "0.1" }), undefined);
   assert.equal(parseViewMessage({ type: "exportPng", name: "x", dataUrl: "data:text/html,<b>" }), undefined);
   assert.equal(parseViewMessage({ type: "exportPng", name: "../../etc/x", dataUrl: "data:image/png;base64,AA==" }).name, ".._.._etc_x");
+  assert.deepEqual(parseViewMessage({ type: "health", id: 2, checks: [] }), { type: "health", id: 2, checks: [] });
+  assert.deepEqual(parseViewMessage({ type: "health", id: 2, checks: ["numerics", "gradients", "numerics"] }),
+    { type: "health", id: 2, checks: ["numerics", "gradients"] }, "each check at most once");
+  assert.equal(parseViewMessage({ type: "health", id: 2, checks: ["bogus"] }), undefined);
+  assert.equal(parseViewMessage({ type: "health", id: 2 }), undefined);
+  assert.deepEqual(parseViewMessage({ type: "command", id: 3, command: "exportSession" }), { type: "command", id: 3, command: "exportSession", value: undefined });
   assert.equal(parseViewMessage(null), undefined);
   assert.equal(parseViewMessage({ type: "eval" }), undefined);
 });

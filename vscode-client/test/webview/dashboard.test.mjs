@@ -1,6 +1,7 @@
 // The dashboard page in headless Chromium, fed by a real trainer through a real RunSession:
 // charts draw and move, the histogram, logs and runtime panels fill, controls send commands and show
-// receipts, PNG export, keyboard use, reload restores from the saved state, light and dark themes.
+// receipts, PNG export, keyboard use, reload restores from the saved state, health checks with their
+// findings, checkpoint and session export, light and dark themes.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -14,6 +15,8 @@ import { openDashboard } from "../helpers/webview-harness.mjs";
 const OUT = path.join(VSC_ROOT, "test-results");
 const exportsDir = fs.mkdtempSync(path.join(os.tmpdir(), "otf-png-"));
 let trainer, session, browser, dash, page;
+/** What the host's "where to export?" dialog answers next (undefined = the person cancelled). */
+let exportAnswer;
 
 const points = (id) => page.locator(`#charts .chart[data-chart="${id}"]`).getAttribute("data-points").then(Number).catch(() => 0);
 const receipt = (command) => page.locator(`#receipts li[data-command="${command}"]`).first();
@@ -28,6 +31,7 @@ before(async () => {
       fs.writeFileSync(file, png);
       return file;
     },
+    pickExportPath: async () => exportAnswer,
   });
   session.start();
   dash = await openDashboard(browser, session, { theme: "dark" });
@@ -160,6 +164,72 @@ test("reload restores the charts from the saved state and the host sends only wh
   const firstDelta = await waitFor(() => page.evaluate(() => window.__otfReceived.find((m) => m.type === "delta")), { what: "a delta" });
   assert.equal(firstDelta.reset, false, "not re-streamed from zero");
   await waitFor(async () => (await points("loss")) > before, { what: "the chart to continue" });
+});
+
+test("health: Run health checks lists every check's findings with severity, message and evidence", async () => {
+  // lr=0 is a configuration problem the checks must report; the rest of the fixture is healthy.
+  const zero = await session.command("setLr", 0);
+  assert.equal(zero.outcome.status, "applied", zero.receipt.text);
+  assert.match(await page.locator("#health-summary").textContent(), /Not run yet/);
+  await page.locator("#btn-health").click();
+  const summary = page.locator("#health-summary", { hasText: /^health at step \d+: \d+ errors?, \d+ warnings?, \d+ notes? \(held the loop [\d.]+ s\)/ });
+  await summary.waitFor({ timeout: 180_000 });
+  const step = Number(/at step (\d+)/.exec(await summary.textContent())[1]);
+  assert.ok(step > 0);
+  assert.equal(await page.locator("#btn-health").isDisabled(), false, "enabled again once the report is in");
+  const checks = new Set(await page.locator("#health-findings li.finding").evaluateAll((els) => els.map((e) => e.dataset.check)));
+  assert.deepEqual([...checks].sort(), ["activations", "configuration", "determinism", "gradients", "numerics", "throughput"]);
+  const lrWarning = page.locator('#health-findings li.finding[data-severity="warning"][data-check="configuration"]', { hasText: "lr=0" });
+  assert.equal(await lrWarning.count(), 1, await page.locator("#health-findings").innerText());
+  assert.equal(await lrWarning.locator(".sev").textContent(), "warning");
+  assert.deepEqual(await lrWarning.locator(".evidence dt").allTextContents(), ["lr"]);
+  assert.equal(await lrWarning.locator(".evidence dd").textContent(), "0");
+  // Sorted worst first; info findings carry their numbers too.
+  assert.notEqual(await page.locator("#health-findings li.finding").first().getAttribute("data-severity"), "info");
+  const grads = page.locator('#health-findings li.finding[data-check="gradients"]').first();
+  assert.ok((await grads.locator(".evidence dt").allTextContents()).includes("total_grad_norm"));
+  // The trainer ran them as one command at that step: its CommandApplied event names the same step.
+  await page.locator('#receipts li[data-command="health_check"]', { hasText: `health checks: applied at step ${step}` }).waitFor({ timeout: 30_000 });
+
+  // One check, warnings only: the panel lists just what was asked for.
+  await page.selectOption("#health-check", "numerics");
+  await page.locator("#health-info").uncheck();
+  await page.locator("body").click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press("h"); // the keyboard shortcut
+  await page.locator("#health-summary", { hasText: /\[numerics\]/ }).waitFor({ timeout: 180_000 });
+  assert.equal(await page.locator("#health-findings li.finding").count(), 0, "a healthy run has no numerics warnings");
+  assert.match(await page.locator("#health-findings").textContent(), /\d+ note\(s\) hidden/);
+  await page.locator("#health-info").check();
+  assert.deepEqual(new Set(await page.locator("#health-findings li.finding").evaluateAll((els) => els.map((e) => e.dataset.check))), new Set(["numerics"]));
+  await page.screenshot({ path: path.join(OUT, "webview-health.png"), fullPage: true });
+  await page.selectOption("#health-check", "");
+  const back = await session.command("setLr", 0.01);
+  assert.equal(back.outcome.status, "applied", back.receipt.text);
+});
+
+test("Checkpoint and Export Session… answer with receipts; the bundle is where the person chose", async () => {
+  await page.click("#btn-checkpoint");
+  // Ours, not the checkpoint the trainer took on its own when it paused earlier: ours names its size.
+  const CK = /^checkpoint: applied at step (\d+) \((\S+), [\d.]+ (?:B|KiB|MiB|GiB)\)$/;
+  const mine = page.locator('#receipts li[data-command="checkpoint"] span', { hasText: CK });
+  await mine.waitFor({ timeout: 60_000 });
+  const ck = CK.exec(await mine.textContent());
+  const listed = await session.client.sessions.listCheckpoints({});
+  assert.ok(listed.checkpoints.some((c) => c.checkpointId === ck[2] && Number(c.step) === Number(ck[1])), "the trainer keeps that checkpoint");
+
+  // Cancelled dialog: nothing is sent, the button is usable again.
+  exportAnswer = undefined;
+  await page.click("#btn-export");
+  await waitFor(async () => !(await page.locator("#btn-export").isDisabled()), { what: "the export button back after a cancel" });
+  assert.equal(await receipt("exportSession").count(), 0);
+
+  exportAnswer = path.join(exportsDir, "fixture.onthefly");
+  await page.click("#btn-export");
+  await receipt("exportSession").waitFor({ timeout: 180_000 });
+  const text = await receipt("exportSession").locator("span").textContent();
+  assert.match(text, /^export session: applied at step \d+ \(.*fixture\.onthefly, [\d.]+ (?:KiB|MiB|GiB), \d+ checkpoints?\)$/);
+  assert.ok(text.includes(exportAnswer), text);
+  assert.ok(fs.statSync(exportAnswer).size > 1000, "the trainer wrote the bundle");
 });
 
 test("theme-aware: light theme renders with the theme's colors; no CSP violations", async () => {
