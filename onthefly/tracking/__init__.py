@@ -5,6 +5,8 @@ Arrow/Parquet in a local folder or on an ``onthefly serve`` server, written by a
     with Experiment(prefix="alice/resnet/run-1", dash_root=".dash").run as exp:
         exp.params.set(lr=1e-3, model={"depth": 4})
         exp.metrics("train").log(loss=0.4, epoch=3)
+
+The native Trainer records a run into it with ``Trainer(..., track=True)`` (see ``onthefly.trainer.tracking``).
 """
 
 from __future__ import annotations

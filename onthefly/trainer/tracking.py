@@ -32,8 +32,11 @@ if TYPE_CHECKING:
     from onthefly.runtime.run import Run
     from onthefly.tracking import Experiment
 
-TRAINER_OPTIONS = ("max_epochs", "max_steps", "val_every_n_epochs", "scheduler_interval", "accumulate",
-                   "precision", "seed", "track_grad_norm", "per_sample_loss")
+# Trainer(...) argument -> the attribute that holds it.
+TRAINER_OPTIONS = {"max_epochs": "max_epochs", "max_steps": "max_steps", "val_every_n_epochs": "val_every_n_epochs",
+                   "scheduler_interval": "scheduler_interval", "accumulate_grad_batches": "accumulate",
+                   "precision": "precision", "seed": "seed", "track_grad_norm": "track_grad_norm",
+                   "per_sample_loss": "per_sample_loss"}
 _LEVELS = ((40, "error"), (30, "warn"), (20, "info"), (0, "debug"))  # Python level number -> SDK level
 
 
@@ -45,7 +48,7 @@ def tracking_hook(track: Any, trainer: Any, run: "Run") -> "TrackingHook | None"
     from onthefly.tracking import Experiment
 
     identity = run.identity
-    options = {name: getattr(trainer, name, None) for name in TRAINER_OPTIONS}
+    options = {name: getattr(trainer, attr, None) for name, attr in TRAINER_OPTIONS.items()}
     if isinstance(track, Experiment):
         return TrackingHook(track, options)
     if track is True:

@@ -34,7 +34,8 @@ def test_fit_records_params_metrics_results_and_status(dash):
     assert record.metadata["onthefly_run_id"] == identity.run_id
 
     params = exp.params.get()
-    assert params["trainer.max_epochs"] == 2 and params["optimizer.class"] == "SGD"
+    assert params["trainer.max_epochs"] == 2 and params["trainer.accumulate_grad_batches"] == 1
+    assert params["optimizer.class"] == "SGD" and "trainer.max_steps" not in params
     assert params["optimizer.lr"] == 0.05 and params["optimizer.momentum"] == 0.9
     assert params["model.parameters"] == sum(p.numel() for p in model.parameters())
     assert params["batch_size"] == 16 and params["run_id"] == identity.run_id
