@@ -1,6 +1,7 @@
 // End to end in real VS Code (code-server) with the packaged .vsix, driven by Chromium, against a real
 // trainer: palette → "OnTheFly: Show Dashboard" → the live chart moves → Pause → the `onthefly` CLI
-// says the trainer is paused; then palette commands steer it (Resume, Set Learning Rate…, Stop).
+// says the trainer is paused; then palette commands steer it (Resume, Set Learning Rate…, Run Health
+// Checks with the report in the dashboard's Health panel, Checkpoint, Stop).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -74,7 +75,7 @@ test("palette → Show Dashboard → live chart moves → Pause → the CLI says
   await page.screenshot({ path: path.join(OUT, "e2e-paused.png") });
 });
 
-test("palette commands steer the attached run: Resume, Set Learning Rate…, Stop", async () => {
+test("palette commands steer the attached run: Resume, Set Learning Rate…, Run Health Checks, Checkpoint, Stop", async () => {
   await runCommand(page, "OnTheFly: Resume");
   await page.locator(".notification-toast", { hasText: /resume: applied at step \d+/ }).first().waitFor({ timeout: 30_000 });
   await waitFor(() => cliStatus().state === "RUN_STATE_RUNNING", { what: "CLI: running" });
@@ -88,6 +89,20 @@ test("palette commands steer the attached run: Resume, Set Learning Rate…, Sto
   await page.locator(".notification-toast", { hasText: /set learning rate: applied at step \d+/ }).first().waitFor({ timeout: 30_000 });
   assert.equal(cliStatus().hyperparameters[0].values.lr, 0.003);
   mark("lr set");
+
+  await runCommand(page, "OnTheFly: Run Health Checks");
+  const health = page.locator(".notification-toast", { hasText: /health at step \d+: \d+ errors?, \d+ warnings?, \d+ notes?/ }).first();
+  await health.waitFor({ timeout: 180_000 });
+  const healthStep = /health at step (\d+)/.exec(await health.textContent())[1];
+  // The same report in the dashboard's Health panel, findings and all.
+  const frame = dashboardFrame(page);
+  await frame.locator("#health-summary", { hasText: `health at step ${healthStep}:` }).waitFor({ timeout: 30_000 });
+  assert.ok(await frame.locator('#health-findings li.finding[data-check="determinism"]').count() > 0);
+  mark("health");
+
+  await runCommand(page, "OnTheFly: Checkpoint");
+  await page.locator(".notification-toast", { hasText: /checkpoint: applied at step \d+/ }).first().waitFor({ timeout: 60_000 });
+  await page.screenshot({ path: path.join(OUT, "e2e-health.png") });
 
   await runCommand(page, "OnTheFly: Stop");
   await page.locator(".notification-toast", { hasText: /stop: applied at step \d+/ }).first().waitFor({ timeout: 30_000 });
