@@ -76,7 +76,6 @@ class TrackingHook(RunHook):
         self._lock = threading.Lock()  # the pump thread's writes vs closing at fit end
         self._open = False
         self._errors = 0
-        self._dropped_seen = 0
 
     # training thread -----------------------------------------------------------------------------------
     def on_fit_start(self, ctx: "LoopContext") -> None:

@@ -4,7 +4,6 @@ shared reads, and the same Experiment API over a real TrackingService on port 0.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from onthefly.cli.main import main
 from onthefly.tracking import Experiment, NotFound, PermissionDenied, Status, Unauthenticated
 from onthefly.tracking.credentials import credentials_path
 from onthefly.v1 import tracking_pb2, tracking_pb2_grpc
-from support import wait_until
 
 
 def _login(capsys, address: str, token: str) -> None:

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from onthefly.tracking import InvalidArgument
-from onthefly.tracking.store import LocalStore
 
 
 def test_stream_names_with_slashes_and_unicode_round_trip(make_exp, dash):
