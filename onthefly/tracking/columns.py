@@ -9,8 +9,10 @@ column's type (a string in a float column) is refused with its row, and the refu
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
-from operator import methodcaller
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
@@ -18,7 +20,27 @@ import pyarrow.compute as pc
 
 TIMESTAMP = "timestamp"
 TS_ALIASES = ("_ts", TIMESTAMP)
-_GET_CACHE: dict[str, methodcaller] = {}
+
+# A queued metric row is the field dict itself, with its call time added under the metric's row key: a
+# plain object, not a string, so it never clashes with a field name, and one the garbage collector does
+# not track, so the row dict stays untracked too (see writer's docstring). It is always the row's last key,
+# which tells the writer the metric, and it is never stored as a field.
+_ROW_KEYS: dict[str, object] = {}
+METRIC_OF_ROW_KEY: dict[object, str] = {}
+_ROW_KEYS_LOCK = threading.Lock()
+
+
+def metric_row_key(name: str) -> object:
+    """The row key of metric ``name`` (one per name in this process)."""
+    key = _ROW_KEYS.get(name)
+    if key is None:
+        with _ROW_KEYS_LOCK:
+            key = _ROW_KEYS.get(name)
+            if key is None:
+                key = object()
+                METRIC_OF_ROW_KEY[key] = name
+                _ROW_KEYS[name] = key
+    return key
 
 
 @dataclass
@@ -28,13 +50,6 @@ class Encoded:
     table: pa.Table
     refused: int = 0
     reasons: list[str] = field(default_factory=list)
-
-
-def _getter(key: str) -> methodcaller:
-    getter = _GET_CACHE.get(key)
-    if getter is None:
-        getter = _GET_CACHE[key] = methodcaller("get", key)
-    return getter
 
 
 def _scalar(value: Any) -> Any:
@@ -128,19 +143,21 @@ def _flatten_structs(names: list[str], arrays: list[pa.Array]) -> tuple[list[str
 
 
 def _keys(dicts: Sequence[dict]) -> list[str]:
-    """Union of keys in first-seen order (fast when every dict has the same keys)."""
-    first = list(dicts[0])
-    width = len(first)
-    if all(len(d) == width for d in dicts):
-        union = set().union(*dicts)
-        if len(union) == width:
-            return first
-    seen: dict[str, None] = {}
-    for d in dicts:
-        for k in d:
-            if k not in seen:
-                seen[k] = None
-    return list(seen)
+    """Union of keys in first-seen order."""
+    return list(dict.fromkeys(chain.from_iterable(dicts)))
+
+
+def _uniform_columns(dicts: Sequence[dict]) -> dict[Any, list] | None:
+    """{key: values} when every dict has exactly the first one's keys (the usual case: the same fields on
+    every call), else None. Equal sizes plus every dict holding each of the first one's keys means equal
+    key sets; both checks run in C (itemgetter raises KeyError on a missing key)."""
+    first = dicts[0]
+    if len(set(map(len, dicts))) != 1:
+        return None
+    try:
+        return {k: list(map(itemgetter(k), dicts)) for k in first}
+    except KeyError:
+        return None
 
 
 def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None) -> Encoded:
@@ -149,19 +166,21 @@ def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None) -> 
     n = len(dicts)
     if n == 0:
         return Encoded(pa.table({TIMESTAMP: pa.array([], pa.float64())}))
-    all_keys = _keys(dicts)
+    by_key = _uniform_columns(dicts)
+    all_keys = list(by_key) if by_key is not None else _keys(dicts)
     reasons: list[str] = []
     if TS_ALIASES[0] in all_keys or TS_ALIASES[1] in all_keys:
         times, reasons = resolve_times(times, dicts, state)
     if state is not None:
         state.last_ts = times[-1]
-    keys = [k for k in all_keys if k not in TS_ALIASES]
+    keys = [k for k in all_keys if k not in TS_ALIASES and k not in METRIC_OF_ROW_KEY]
     names, arrays, bad_rows = [TIMESTAMP], [pa.array(times, pa.float64())], set()
     for key in keys:
         if not isinstance(key, str):
             reasons.append(f"field name {key!r} is not a string; its values were refused")
             continue
-        array, bad, reason = _column(key, list(map(_getter(key), dicts)))
+        values = by_key[key] if by_key is not None else list(map(dict.get, dicts, repeat(key)))
+        array, bad, reason = _column(key, values)
         if reason:
             reasons.append(reason)
             bad_rows.update(bad)

@@ -1,7 +1,7 @@
 """Metrics: ``exp.metrics("train").log(loss=0.4, accuracy=0.9, epoch=3)``, read back, summarized.
 
-``log`` is the hot path: it appends one tuple to the experiment's bounded buffer and returns. Values are
-typed and stored by the writer thread; mutable values (tensors, arrays, lists) are copied at call time.
+``log`` is the hot path: it appends the row (a dict) to the experiment's bounded buffer and returns. Values
+are typed and stored by the writer thread; mutable values (tensors, arrays, lists) are copied at call time.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ _PLAIN = values.PLAIN
 class MetricBuilder(Sink):
     """One named metric. Obtain it with ``exp.metrics(name)`` (cached: the same object every time)."""
 
-    __slots__ = ("_q", "_exp", "name", "kind", "description", "tags", "metadata", "_cache")
+    __slots__ = ("_q", "_exp", "name", "kind", "description", "tags", "metadata", "_cache", "_row_key")
 
     def __init__(self, exp: "Experiment", name: str, description: str | None = None,
                  tags: list[str] | None = None, metadata: dict | None = None) -> None:
         self._exp = exp
         self._q = exp._queue_for_builders
         self.name = names.check_stream_name(name, "metric")
+        self._row_key = columns.metric_row_key(self.name)
         self.kind = StreamKind.METRIC
         self.description, self.tags, self.metadata = description, tags, metadata
         self._cache = None
@@ -51,7 +52,8 @@ class MetricBuilder(Sink):
             if type(v) not in _PLAIN:
                 values.snapshot_fields(fields)
                 break
-        q.append((self, _time(), fields))
+        fields[self._row_key] = _time()  # the row itself is the queued item: see writer's docstring
+        q.append(fields)
         return self
 
     def _encode(self, times, payloads, state) -> columns.Encoded:

@@ -1,8 +1,13 @@
 """The buffer between the training thread and storage, and the background thread that empties it.
 
-The hot path (``metrics(...).log``, ``tracks(...).append``, ``log``) only appends one tuple
-``(sink, time, payload)`` to a bounded deque and compares its length with a threshold. Everything else
-(typing values, building Arrow tables, writing files, talking to a server) happens on the writer thread.
+The hot path (``metrics(...).log``, ``tracks(...).append``, ``log``) only appends one item to a bounded
+deque and compares its length with a threshold. Everything else (typing values, building Arrow tables,
+writing files, talking to a server) happens on the writer thread. An item is a tuple ``(sink, time,
+payload)``, or, for a metric row, the row dict itself, its call time added under the metric's row key
+(``columns.metric_row_key``, always the dict's last key). That dict is the only object a metric call
+allocates and the garbage collector does not track it, so a burst of a million pending rows drives no
+full collections (a tuple holding a dict stays tracked; collections over such a backlog cost more than
+the calls themselves).
 
 Triggers: a write starts when ``batch_size`` items are pending (size) or ``flush_interval`` seconds have
 passed (time); ``flush()`` forces one and waits for it. Bound: at most ``max_pending`` items wait; when the
@@ -23,7 +28,7 @@ import warnings
 from itertools import repeat, starmap
 from typing import Any, Callable
 
-from onthefly.tracking.columns import Encoded
+from onthefly.tracking.columns import METRIC_OF_ROW_KEY, Encoded, rows_to_table
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import BufferFull, NotRunning
 from onthefly.tracking.records import StreamKind
@@ -42,6 +47,23 @@ class Sink:
 
     def _encode(self, times: list[float], payloads: list[Any], state: "WriterState") -> Encoded:
         raise NotImplementedError
+
+
+class MetricSink(Sink):
+    """The metric a queued row dict names by its row key; its rows are encoded by
+    :func:`columns.rows_to_table`."""
+
+    __slots__ = ("name",)
+    kind = StreamKind.METRIC
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _encode(self, times: list[float], payloads: list[Any], state: "WriterState") -> Encoded:
+        return rows_to_table(times, payloads, state)
+
+
+_dict_get = dict.__getitem__
 
 
 class WriterState:
@@ -106,6 +128,7 @@ class Writer:
         self.last_error = ""
         self._warned: set[str] = set()
         self._after_write: list[Callable[[], None]] = []
+        self._metric_sinks: dict[object, MetricSink] = {}
 
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -226,19 +249,45 @@ class Writer:
             self.writes += 1
 
     def _write_batch(self, batch: list) -> None:
-        sinks, times, payloads = zip(*batch)
-        first = sinks[0]
-        if sinks.count(first) == len(sinks):
-            groups = {first: (list(times), list(payloads))}
-        else:
-            groups: dict[Sink, tuple[list, list]] = {}
-            for sink, t, payload in batch:
-                group = groups.get(sink)
+        """Group items by stream, keeping call order within each, and write each group."""
+        kinds = set(map(type, batch))
+        groups: dict[Any, tuple[list, list]] | None = None
+        if kinds == {dict}:  # metric rows only (the usual burst): all in C but the grouping of mixed rows
+            keys = list(map(next, map(reversed, batch)))
+            times = list(map(_dict_get, batch, keys))
+            if keys.count(keys[0]) == len(keys):
+                groups = {keys[0]: (times, batch)}
+            else:
+                groups = {}
+                for key, t, row in zip(keys, times, batch):
+                    group = groups.get(key)
+                    if group is None:
+                        groups[key] = group = ([], [])
+                    group[0].append(t)
+                    group[1].append(row)
+        elif dict not in kinds:  # (sink, time, payload) tuples only
+            sinks, times, payloads = zip(*batch)
+            if sinks.count(sinks[0]) == len(sinks):
+                groups = {sinks[0]: (list(times), list(payloads))}
+        if groups is None:
+            groups = {}
+            for item in batch:
+                if type(item) is dict:
+                    key = next(reversed(item))
+                    t, payload = item[key], item
+                else:
+                    key, t, payload = item
+                group = groups.get(key)
                 if group is None:
-                    groups[sink] = group = ([], [])
+                    groups[key] = group = ([], [])
                 group[0].append(t)
                 group[1].append(payload)
-        for sink, (group_times, group_payloads) in groups.items():
+        for key, (group_times, group_payloads) in groups.items():
+            sink = key
+            if not isinstance(key, Sink):
+                sink = self._metric_sinks.get(key)
+                if sink is None:
+                    sink = self._metric_sinks[key] = MetricSink(METRIC_OF_ROW_KEY[key])
             self._write_group(sink, group_times, group_payloads)
 
     def _write_group(self, sink: Sink, times: list, payloads: list) -> None:
