@@ -157,9 +157,12 @@ class Stream:
                 self._journal.close()
                 self._closed_journals.append(self._journal)
                 self._journal = None
+            compacted = bool(self._closed_journals)
             for journal in self._closed_journals:
                 compact_journal(journal.path, self.kind, self.durable)
             self._closed_journals.clear()
+            if compacted:
+                unify_parts(self.folder, self.durable, self._schema)
 
     def _remove_all_pieces(self) -> None:
         if self._journal is not None:
@@ -286,5 +289,38 @@ def recover_folder(folder: Path, kind: StreamKind, durable: bool = True) -> int:
         if pid != os.getpid() and pid_alive(pid):
             continue
         compact_journal(path, kind, durable)
+        count += 1
+    if count:
+        unify_parts(folder, durable)
+    return count
+
+
+def unify_parts(folder: Path, durable: bool = True, schema: pa.Schema | None = None) -> int:
+    """Rewrite the parts whose schema differs from the stream's unified one (ints promoted to floats, fields
+    added later), so that the folder reads as one dataset in pyarrow, pandas, polars or DuckDB without any
+    option: a dataset reader takes the first part's schema and fails on, or drops, what differs. Each
+    rewrite is atomic and keeps the part's id and rows. Returns how many parts were rewritten."""
+    try:
+        parts = sorted(folder / name for name in os.listdir(folder) if PART_RE.match(name))
+    except FileNotFoundError:
+        return 0
+    schemas = {}
+    for part in parts:
+        try:
+            schemas[part] = pq.read_schema(part)
+        except (FileNotFoundError, pa.ArrowInvalid):
+            continue
+    try:
+        unified = pa.unify_schemas([s for s in (schema, *schemas.values()) if s is not None],
+                                   promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        return 0  # clashing types cannot be stored (appends refuse them): leave the parts as they are
+    count = 0
+    for part, part_schema in schemas.items():
+        if part_schema.equals(unified, check_metadata=False):
+            continue
+        table = columns.conform(pq.read_table(part), unified)
+        with atomic.atomic_writer(part, durable=durable) as f:
+            pq.write_table(table, f)
         count += 1
     return count

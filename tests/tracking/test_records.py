@@ -152,3 +152,22 @@ def test_parquet_is_readable_by_pyarrow_directly(make_exp, dash):
     parts = list((folder / "tracks" / "pose").glob("part-*.parquet"))
     assert pq.read_table(parts[0]).column("x").to_pylist() == [0, 1, 2, 3, 4]
     assert ds.dataset(folder / "logs", format="parquet").to_table().column("message").to_pylist() == ["hi"]
+
+
+def test_a_stream_whose_fields_change_still_reads_as_one_dataset(make_exp, dash):
+    """ints that later become floats, and fields added later or in a later session: every part is kept in
+    the stream's unified schema, so a dataset reader needs no options."""
+    exp = make_exp("alice/proj/evolve")
+    m = exp.metrics("m")
+    m.log(v=1, phase="a")
+    exp.flush()
+    m.log(v=1.5, extra=[1, 2])
+    exp.flush()
+    exp.run.complete()
+    with make_exp("alice/proj/evolve", start=False).run as again:
+        again.metrics("m").log(v=7, late="x")
+    table = ds.dataset(dash / "alice/proj/evolve/metrics/m", format="parquet").to_table()
+    assert table.column_names == ["timestamp", "v", "phase", "extra", "late"]
+    assert table.column("v").to_pylist() == [1.0, 1.5, 7.0]
+    assert table.column("extra").to_pylist() == [None, [1, 2], None]
+    assert table.column("late").to_pylist() == [None, None, "x"]
