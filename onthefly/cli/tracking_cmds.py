@@ -155,14 +155,14 @@ def cmd_experiments_list(args) -> int:
         for r in records:
             print(json.dumps({"prefix": r.prefix, "status": r.status.value, "error": r.error,
                               "updated_at": r.updated_at, "tags": r.tags, "shared": r.shared,
-                              "process_gone": r.process_gone() if not getattr(args, "server", None) else None}))
+                              "process_gone": r.process_gone()}))
         return 0
     if not records:
         print("no experiments")
         return 0
     width = max(len(r.prefix) for r in records)
     for r in records:
-        status = r.status.value + (" (process gone)" if not getattr(args, "server", None) and r.process_gone() else "")
+        status = r.status.value + (" (process gone)" if r.process_gone() else "")
         print(f"{r.prefix:{width}}  {status:24}  {_when(r.updated_at)}")
     return 0
 
@@ -172,11 +172,10 @@ def cmd_experiments_show(args) -> int:
     backend = _backend(args)
     if hasattr(backend, "describe"):
         record, streams, file_count = backend.describe(args.prefix)
-        gone = False
     else:
         record = backend.get_experiment(args.prefix)
         streams, file_count = backend.streams(args.prefix), len(backend.list_files(args.prefix))
-        gone = record.process_gone()
+    gone = record.process_gone()  # known when the writer ran on this host (also for a server's experiment)
     params = backend.get_params(args.prefix)
     if args.json:
         from onthefly.tracking import jsonsafe
@@ -187,9 +186,7 @@ def cmd_experiments_show(args) -> int:
         print(jsonsafe.dumps(out))
         return 0
     print(record.prefix)
-    print(f"  status   {record.describe_status() if not getattr(args, 'server', None) else record.status.value}")
-    if record.error and getattr(args, "server", None):
-        print(f"  error    {record.error}")
+    print(f"  status   {record.describe_status()}")
     print(f"  created  {_when(record.created_at)}   updated {_when(record.updated_at)}")
     if record.tags:
         print(f"  tags     {', '.join(record.tags)}")

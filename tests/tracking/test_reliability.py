@@ -128,3 +128,38 @@ def test_forked_child_cannot_write_to_the_parents_experiment(make_exp):
     os.close(read)
     assert "forked child cannot write" in message
     assert exp.metrics("m").read()["totalDataPoints"] == 1
+
+
+def test_kill_9_in_server_mode(server, capsys):
+    srv, tokens = server
+    body = textwrap.dedent(f"""
+        import sys
+        from onthefly.tracking import Experiment
+        exp = Experiment(prefix={PREFIX!r}, dash_url={srv.address!r}, token={tokens['alice']!r},
+                         flush_interval=600, batch_size=100000)
+        exp.run.start()
+        for i in range(300):
+            exp.metrics("train").log(step=i)
+        exp.flush()
+        print("ready", flush=True)
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", body], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+    assert srv.store.read(PREFIX, StreamKind.METRIC, "train")[1] == 300
+    assert main(["login", "--server", srv.address, "--token", tokens["alice"]]) == 0
+    assert main(["experiments", "show", PREFIX, "--server", srv.address]) == 0
+    assert "is gone: it ended without closing (killed or crashed)" in capsys.readouterr().out
+    with Experiment(prefix=PREFIX, dash_url=srv.address, token=tokens["alice"]).run:
+        pass  # re-opening records what happened to the killed writer
+    history = srv.store.get_experiment(PREFIX).history
+    assert any("ended without closing (killed or crashed)" in h["note"] for h in history)
