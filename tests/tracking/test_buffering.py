@@ -128,3 +128,9 @@ def test_full_buffer_blocks_visibly_by_default(make_exp, dash):
     stats = exp.writer_stats()
     assert stats["blocked_calls"] >= 1 and stats["blocked_seconds"] > 0
     assert exp.metrics("m").read()["totalDataPoints"] == 60  # nothing dropped
+
+
+def test_defaults_are_five_seconds_and_a_hundred_items(make_exp):
+    stats = make_exp().writer_stats()
+    assert (stats["flush_interval"], stats["batch_size"], stats["on_full"]) == (5.0, 100, "block")
+    assert stats["max_pending"] >= 100_000  # bounded, with room for a burst
