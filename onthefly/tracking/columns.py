@@ -94,9 +94,25 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+# Arrow types of columns whose values are all of these Python types (None allowed), as pyarrow would infer
+# them. Passing the type skips pyarrow's inference, which also tries to import dateutil on every call
+# where it is not installed (a file-system search costing ~0.5 ms per column, i.e. per write).
+_TYPES = {frozenset({float}): pa.float64(), frozenset({int}): pa.int64(), frozenset({int, float}): pa.float64(),
+          frozenset({str}): pa.string(), frozenset({bool}): pa.bool_()}
+_NONE = type(None)
+
+
 def _column(name: str, values: list) -> tuple[pa.Array | None, list[int], str]:
     """Arrow array for one column; on a type clash returns the array of the majority kind, the rows that
     do not fit (their value is nulled here; the caller drops those rows) and why."""
+    kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    known = _TYPES.get(frozenset(kinds))
+    if known is not None:
+        try:
+            return pa.array(values, known), [], ""
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            pass  # e.g. an int beyond int64: the general path below decides
     try:
         return pa.array(values), [], ""
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
@@ -150,12 +166,12 @@ def _keys(dicts: Sequence[dict]) -> list[str]:
 def _uniform_columns(dicts: Sequence[dict]) -> dict[Any, list] | None:
     """{key: values} when every dict has exactly the first one's keys (the usual case: the same fields on
     every call), else None. Equal sizes plus every dict holding each of the first one's keys means equal
-    key sets; both checks run in C (itemgetter raises KeyError on a missing key)."""
-    first = dicts[0]
+    key sets; both checks run in C (itemgetter raises KeyError on a missing key). A metric's row key is
+    in every row of its batch, so its column is not extracted (None stands for it)."""
     if len(set(map(len, dicts))) != 1:
         return None
     try:
-        return {k: list(map(itemgetter(k), dicts)) for k in first}
+        return {k: None if k in METRIC_OF_ROW_KEY else list(map(itemgetter(k), dicts)) for k in dicts[0]}
     except KeyError:
         return None
 
@@ -248,6 +264,8 @@ def unify(old: pa.Schema | None, table: pa.Table) -> tuple[pa.Schema, pa.Table, 
     """
     if old is None:
         return table.schema, table, 0, []
+    if table.schema.equals(old):  # the usual append: the same fields with the same types
+        return old, table, 0, []
     fields = list(old)
     index = {f.name: i for i, f in enumerate(fields)}
     clashing: list[str] = []

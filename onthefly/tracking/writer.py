@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 from itertools import repeat, starmap
+from operator import itemgetter
 from typing import Any, Callable
 
 from onthefly.tracking.columns import METRIC_OF_ROW_KEY, Encoded, rows_to_table
@@ -253,11 +254,12 @@ class Writer:
         kinds = set(map(type, batch))
         groups: dict[Any, tuple[list, list]] | None = None
         if kinds == {dict}:  # metric rows only (the usual burst): all in C but the grouping of mixed rows
-            keys = list(map(next, map(reversed, batch)))
-            times = list(map(_dict_get, batch, keys))
-            if keys.count(keys[0]) == len(keys):
-                groups = {keys[0]: (times, batch)}
-            else:
+            first = next(reversed(batch[0]))
+            try:  # one metric: every row holds its row key (a KeyError says another metric is there too)
+                groups = {first: (list(map(itemgetter(first), batch)), batch)}
+            except KeyError:
+                keys = list(map(next, map(reversed, batch)))
+                times = list(map(_dict_get, batch, keys))
                 groups = {}
                 for key, t, row in zip(keys, times, batch):
                     group = groups.get(key)
