@@ -29,11 +29,12 @@ from onthefly.tracking import names, values
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import NotRunning, TrackingError
 from onthefly.tracking.files import FilesAccessor, remove_staging
+from onthefly.tracking.inflight import wait_for_loggers
 from onthefly.tracking.logs import LEVELS, LOG_SINK, LogBuilder, check_level, echo
-from onthefly.tracking.metrics import Metrics
+from onthefly.tracking.metrics import MetricBuilder, Metrics
 from onthefly.tracking.params import ParamsBuilder
 from onthefly.tracking.records import ExperimentRecord, OpenSpec, Status
-from onthefly.tracking.tracks import Tracks
+from onthefly.tracking.tracks import TrackBuilder, Tracks
 from onthefly.tracking.writer import Refusing, Writer
 
 DEFAULT_ROOT = ".dash"
@@ -281,8 +282,9 @@ class Experiment:
                                      f"with exp.run.start() to write more"))
             try:
                 writer = self._writer
+                wait_for_loggers(self, _LOGGING_CALLS)  # a racing call's row still reaches the writer
                 writer.close()
-                writer.flush()  # rows a racing thread appended while the thread stopped
+                writer.flush()
                 self._flush_uploads()
                 self._uploads.shutdown(wait=True)
                 self._remove_staging_dir()
@@ -381,6 +383,9 @@ class Experiment:
             pending = list(self._pending_uploads)
         if pending:
             concurrent.futures.wait(pending)
+
+
+_LOGGING_CALLS = (Experiment.log, MetricBuilder.log, TrackBuilder.append)
 
 
 def _exit_status() -> tuple[Status, str]:

@@ -131,3 +131,42 @@ def test_logging_from_several_threads(make_exp):
         assert mine == list(range(per_thread))  # each thread's rows complete and in order
     assert len(exp.logs.read()) == threads * 6
     assert len(exp.tracks("shared").read()["entries"]) == threads * 6
+
+
+def test_closing_while_threads_log_loses_no_accepted_row(make_exp):
+    """A call that returned normally is stored; after the close, calls raise NotRunning."""
+    import sys
+
+    from onthefly.tracking import NotRunning
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every race window
+    try:
+        for trial in range(20):
+            exp = make_exp(f"alice/race/t{trial}", batch_size=50)
+            accepted = [0] * 4
+            go = threading.Event()
+
+            def work(k: int) -> None:
+                metric = exp.metrics("m")
+                go.wait()
+                while True:
+                    try:
+                        metric.log(k=k) if k % 2 else exp.log("line")
+                    except NotRunning:
+                        return
+                    accepted[k] += 1
+
+            workers = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+            for w in workers:
+                w.start()
+            go.set()
+            while sum(accepted) < 500 or not all(accepted):
+                time.sleep(0)
+            exp.run.complete()
+            for w in workers:
+                w.join(30)
+            assert exp.metrics("m").read_table().num_rows == accepted[1] + accepted[3]
+            assert len(exp.logs.read()) == accepted[0] + accepted[2]
+    finally:
+        sys.setswitchinterval(old_interval)
