@@ -41,6 +41,9 @@ log = logging.getLogger("onthefly")
 # ctx.extras key: set by a loop that cannot be repositioned while it runs (Lightning owns its position);
 # the value, a sentence saying what to do instead, is the error that refuses live import and restore.
 NO_LIVE_RESTORE = "sessions.no_live_restore"
+# ctx.extras key: True while on_epoch_start runs before the epoch's DataLoader iterator exists (Lightning
+# after its first epoch), so the RNG the sampler will draw the order from is one base-seed draw later.
+ITERATOR_PENDING = "sessions.iterator_pending"
 
 
 class _Plan:
@@ -138,6 +141,9 @@ class Sessions(RunHook):
             rng.restore(plan.rng_now, self._generators)
         if not self._tapped:
             self._rng_epoch_start = rng.capture(self._generators)
+            if ctx.extras.get(ITERATOR_PENDING) and (self._tap is None or not self._tap.reuses_iterator):
+                self._rng_epoch_start = rng.after_base_seed(self._rng_epoch_start, ctx.train_loader,
+                                                            self._generators)
         n = self.every_n_epochs
         if n and ctx.epoch and ctx.batch_in_epoch == 0 and ctx.epoch % n == 0 and self._plan is None:
             self.take_checkpoint(ctx, "schedule", "")

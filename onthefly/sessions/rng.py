@@ -50,3 +50,35 @@ def restore(states: dict[str, Any], generators: list[torch.Generator] = ()) -> N
             torch.cuda.set_rng_state(state, index)
     for gen, state in zip(generators, states.get("loader") or []):
         gen.set_state(state)
+
+
+def after_base_seed(states: dict[str, Any], loader: Any, generators: list[torch.Generator] = ()) -> dict[str, Any]:
+    """``states`` advanced past the draw a new DataLoader iterator makes first (its base seed: one int64
+    from ``loader.generator``, else from the global torch generator), without touching any generator.
+
+    For loops whose epoch hook runs before the epoch's iterator exists (Lightning after its first
+    epoch): a checkpoint's epoch-start RNG is defined as the state the sampler draws the order from.
+    """
+    gen = getattr(loader, "generator", None)
+    out = dict(states)
+    if isinstance(gen, torch.Generator):
+        index = next((i for i, g in enumerate(generators) if g is gen), None)
+        if index is None:
+            return out
+        saved = gen.get_state()
+        try:
+            gen.set_state(states["loader"][index])
+            torch.empty((), dtype=torch.int64).random_(generator=gen)
+            out["loader"] = list(states["loader"])
+            out["loader"][index] = gen.get_state()
+        finally:
+            gen.set_state(saved)
+        return out
+    saved = torch.get_rng_state()
+    try:
+        torch.set_rng_state(states["torch"])
+        torch.empty((), dtype=torch.int64).random_()
+        out["torch"] = torch.get_rng_state()
+    finally:
+        torch.set_rng_state(saved)
+    return out

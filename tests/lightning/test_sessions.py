@@ -122,3 +122,40 @@ def test_checkpoint_and_export_through_rpc_and_cli_hold_the_live_weights(lit_run
     assert native_state["global_step"] == 8 and _same(native_state["state_dict"], final)
     at_four = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=4.ckpt", weights_only=False)
     assert not _same(at_four["state_dict"], final)
+
+
+def test_a_lightning_run_exported_mid_epoch_continues_bit_identically_under_the_native_trainer(lit_run, tmp_path):
+    """21 Lightning steps (epoch 1, batch 5), export, then 15 more under onthefly.Trainer(resume_from=...):
+    the weights equal 36 uninterrupted Lightning steps exactly (dropout and shuffling included)."""
+    from torch import nn
+
+    from onthefly import Trainer
+    from onthefly.integrations.lightning.demo import quiet_trainer_kwargs
+
+    def loader():
+        return DataLoader(boring_dataset(256), batch_size=16, shuffle=True)
+
+    L.seed_everything(0)
+    reference = LitBoring()
+    L.Trainer(**quiet_trainer_kwargs(str(tmp_path / "ref"), max_steps=36)).fit(reference, loader())
+
+    L.seed_everything(0)
+    model = LitBoring()
+    run = lit_run(model, loader(), trainer_kwargs={"max_steps": 36})
+    run.client.control.Step(control_pb2.StepRequest(steps=21))
+    wait_until(lambda: _paused_at(run, 21), what="21 steps, then paused")
+    bundle = tmp_path / "mid-epoch.onthefly"
+    stub = sessions_pb2_grpc.SessionsServiceStub(run.client.channel)
+    exported = stub.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)))
+    assert exported.receipt.status == APPLIED and exported.bundle.step == 21
+    run.client.control.Stop(control_pb2.StopRequest())
+    run.join()
+    assert not _same(_weights(model), _weights(reference))
+
+    torch.manual_seed(123)  # whatever the process did since: the bundle carries every RNG state
+    fresh = LitBoring()
+    optimizer = torch.optim.SGD(fresh.parameters(), lr=0.05, momentum=0.9)
+    result = Trainer("lit", "continued", max_steps=36, serve=False, verbose=False).fit(
+        fresh, optimizer, nn.CrossEntropyLoss(), loader(), resume_from=bundle)
+    assert result.steps == 36 and result.epochs == 2
+    assert _same(_weights(fresh), _weights(reference))

@@ -44,7 +44,7 @@ from onthefly.runtime.loader_tap import batch_len
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.run import Run
 from onthefly.runtime.stats import StatsSampler
-from onthefly.sessions.hook import NO_LIVE_RESTORE
+from onthefly.sessions.hook import ITERATOR_PENDING, NO_LIVE_RESTORE
 from onthefly.trainer.evaluate import _accuracy_counts, evaluate
 from onthefly.trainer.forward import Forward
 from onthefly.trainer.trainer import DEFAULT_PORT, Trainer
@@ -55,6 +55,12 @@ LIVE_RESTORE_REFUSED = (
     "a checkpoint or bundle cannot be swapped into it while it runs. Export the session and continue it "
     "with the native onthefly Trainer (Trainer.fit(..., resume_from=PATH)), or resume with Lightning's "
     "own checkpoint (trainer.fit(..., ckpt_path=...))")
+
+
+def _reuses_iterator(loader: Any) -> bool:
+    """True when a new epoch resets the loader's persistent-worker iterator (no new base seed drawn)."""
+    return bool(getattr(loader, "persistent_workers", False) and getattr(loader, "num_workers", 0) > 0
+                and getattr(loader, "_iterator", None) is not None)
 
 
 def _first(loaders: Any) -> Any:
@@ -138,6 +144,7 @@ class OnTheFlyCallback(Callback):
         self._epoch_batches: list | None = None
         self._val: dict[str, Any] | None = None
         self._finished = False
+        self._epochs_started = 0
 
     # -- public ----------------------------------------------------------------------------------
     @property
@@ -242,6 +249,11 @@ class OnTheFlyCallback(Callback):
 
         if isinstance(self.sessions, Sessions) and not any(h is self.sessions for h in run.hooks.hooks):
             run.hooks.add(self.sessions)
+        elif self._sync is not None and not any(isinstance(h, Sessions) for h in run.hooks.hooks):
+            # Under DDP a pause must reach the other ranks before any later command is applied; a
+            # checkpoint queued by the pause would hold the boundary open while (say) a Step arrives
+            # and is applied in the same call, so the peers never see the pause. Checkpoint on request.
+            run.hooks.add(Sessions(on_pause=False))
         ctx.extras[NO_LIVE_RESTORE] = LIVE_RESTORE_REFUSED
         attach_sessions(ctx)
 
@@ -250,6 +262,10 @@ class OnTheFlyCallback(Callback):
         ctx, run = self.ctx, self.run
         ctx.epoch = run.epoch = trainer.current_epoch
         ctx.batch_in_epoch = 0
+        # Lightning creates the first epoch's DataLoader iterator before this hook (while setting up
+        # the data), every later one after it: sessions record the RNG the sampler draws the order from.
+        ctx.extras[ITERATOR_PENDING] = self._epochs_started > 0 and not _reuses_iterator(ctx.train_loader)
+        self._epochs_started += 1
         run.hooks.on_epoch_start(ctx)
         if self.chief:
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, run.control.state,
