@@ -3,6 +3,7 @@ results, logs and status into one Experiment named after the run; weights are bi
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from onthefly import Trainer
 from onthefly.demos.boring import boring_dataset, boring_setup
+from onthefly.runtime.hooks import RunHook
 from onthefly.tracking import Experiment, Status
 from onthefly.tracking.store import LocalStore
 
@@ -23,8 +25,15 @@ def _fit(seed: int = 3, **trainer_kwargs):
     return trainer, model, result
 
 
+class WarnAtStep3(RunHook):
+    def on_step_end(self, ctx):
+        if ctx.step == 3:
+            logging.getLogger("user.code").warning("lr looks high")
+
+
 def test_fit_records_params_metrics_results_and_status(dash):
-    trainer, model, result = _fit(track={"dash_root": dash, "durable": False, "tags": ["tiny"]})
+    trainer, model, result = _fit(track={"dash_root": dash, "durable": False, "tags": ["tiny"]},
+                                  hooks=[WarnAtStep3()])
     exp = trainer.experiment
     identity = trainer.run.identity
     assert exp.prefix == f"tester/{identity.run_id}"  # one run identity: <owner>/<project>/<run>/<stamp>
@@ -51,7 +60,9 @@ def test_fit_records_params_metrics_results_and_status(dash):
     assert len(test) == 1 and test[0]["loss"] == pytest.approx(result.test.loss)
     messages = [row["message"] for row in exp.logs.read()]
     assert messages[0].startswith("fit started") and messages[-1] == "fit finished"
-    assert "finished" in messages  # the lifecycle event, through the bus
+    assert "finished" in messages and "epoch started: 1" in messages  # lifecycle events, through the bus
+    captured = [row for row in exp.logs.read() if row["message"] == "lr looks high"]  # the user's logging
+    assert captured[0]["level"] == "warn" and captured[0]["metadata"] == {"logger": "user.code", "step": 3}
 
 
 def test_weights_are_bit_identical_with_tracking_on_or_off(dash):
@@ -122,8 +133,6 @@ def test_keyboard_interrupt_records_cancelled(dash):
 
 def test_tracking_trouble_never_stops_training(dash):
     """The user closes their experiment mid-run: training goes on, tracking reports instead of raising."""
-    from onthefly.runtime.hooks import RunHook
-
     exp = Experiment(prefix="alice/p/closed-early", dash_root=dash, durable=False).run.start()
 
     class CloseAtStep2(RunHook):
