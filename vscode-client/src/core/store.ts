@@ -338,8 +338,9 @@ export class RunStore {
     let merged: Omit<ReceiptView, "text"> = r;
     if (i >= 0) {
       const old = list[i];
-      // Keep our call's name and detail (richer, e.g. the test result); take the final status from either.
-      merged = ours ? { ...r, detail: r.detail || old.detail } : { ...old, status: r.status, step: r.step || old.step };
+      // Our call's receipt wins whole (name and detail, e.g. the test result), whichever arrives first,
+      // so the line reads the same either way; the run's event only fills in a status we lack.
+      merged = ours ? r : { ...old, status: r.status, step: r.step || old.step };
       if (!ours && old.status === "applied") return list[i];
     }
     const view: ReceiptView = { ...merged, text: describeOutcome(merged as CommandOutcome) };

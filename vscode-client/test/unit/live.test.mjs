@@ -19,6 +19,14 @@ after(async () => {
   await trainer?.stop();
 });
 
+/** A failed test may leave the run paused; the tests that need events flowing resume it first. */
+async function ensureRunning() {
+  if ((await session.client.status()).state === core.runPb.RunState.PAUSED) {
+    const { outcome } = await session.command("resume");
+    assert.equal(outcome.status, "applied", `resume before the test: ${outcome.detail}`);
+  }
+}
+
 test("discovery finds the trainer and the client reads its status", async () => {
   const runs = listRuns(trainer.dir);
   assert.equal(runs.length, 1);
@@ -159,6 +167,7 @@ test("health checks through a view: the report answers the view and reaches ever
 });
 
 test("the follower resumes after the last seq when the connection drops", async () => {
+  await ensureRunning();
   const client = new RunClient(trainer.info);
   const calls = [];
   let frames = 0;
@@ -192,6 +201,7 @@ test("the follower resumes after the last seq when the connection drops", async 
 });
 
 test("a gap the run can no longer fill is reported, not skipped silently", async () => {
+  await ensureRunning();
   // Well past the bounded history (the oldest kept event is a few seqs past lastSeq - HISTORY), so
   // the gap is sure to reach past 500 however the subscribe races the run.
   await waitFor(async () => Number((await session.client.status()).lastSeq) > HISTORY + 1000, { what: "history to roll over", timeout: 120_000 });

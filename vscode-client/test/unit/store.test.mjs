@@ -50,6 +50,11 @@ test("gaps and drops become notes; command events merge with our receipts by id"
   assert.equal(receipts.length, 2);
   assert.equal(receipts[0].text, "pause: applied at step 12");
   assert.equal(receipts[1].text, "set hyperparameters: rejected: lr must be >= 0");
+  // The run's event may come before our call's answer: the line ends up the same.
+  s.applyFrame(frame([ev(20, { case: "command", value: { commandId: 6n, name: "pause", applied: true, detail: "paused at step 20" } })]));
+  assert.equal(s.delta(-1, 0, 0).receipts.at(-1).text, "pause: applied at step 20 (paused at step 20)", "another client's command, as the run tells it");
+  assert.equal(s.addOutcome({ command: "pause", status: "applied", commandId: 6, step: 20, detail: "", at: 2 }).text, "pause: applied at step 20");
+  assert.equal(s.delta(-1, 0, 0).receipts.length, 3);
 });
 
 test("per-sample losses feed a windowed histogram; an eval pass replaces the previous one", () => {
