@@ -136,7 +136,7 @@ def _column(name: str, values: list) -> tuple[pa.Array | None, list[int], str]:
         values = [v if k == keep else None for v, k in zip(values, kinds)]
     others = sorted({kinds[i] for i in bad})
     reason = (f"field {name!r} holds {keep} values; {len(bad)} row(s) with {', '.join(others)} values were "
-              f"refused (log one type per field, or use another field name)")
+              f"refused (log one type per field, or use another field name)") if bad else ""
     try:
         return pa.array(values), bad, reason
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
