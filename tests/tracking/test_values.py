@@ -55,6 +55,14 @@ def test_nan_and_inf_are_stored_and_json_stays_standard(make_exp, tmp_path):
     json.loads(stored, parse_constant=lambda c: pytest.fail(f"bare {c} in experiment.json"))
 
 
+def test_huge_ints_become_floats_without_a_false_alarm(make_exp, recwarn):
+    exp = make_exp()
+    exp.metrics("m").log(v=1)
+    exp.metrics("m").log(v=2**70)  # beyond int64
+    assert exp.metrics("m").read_table().column("v").to_pylist() == [1.0, float(2**70)]
+    assert exp.writer_stats()["reasons"] == [] and not [w for w in recwarn if "refused" in str(w.message)]
+
+
 def test_huge_dicts(make_exp):
     exp = make_exp()
     params = {f"layer{i}": {f"w{j}": i * j for j in range(20)} for i in range(500)}  # 10 000 keys
