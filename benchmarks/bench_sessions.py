@@ -9,8 +9,8 @@ Trainer (so the optimizer has state), then, interleaved, ``--reps`` times each:
   (no fsync: what most scripts do);
 - ``torch.save + fsync``: the same, then fsync (what a crash-safe write costs at least);
 - export: ``Sessions.export(path)``, the public Python call behind ``ExportSession``/``onthefly export``:
-  captures the state now, streams it into one bundle with a per-file SHA-256 computed while writing,
-  writes the manifest, fsyncs and renames atomically;
+  captures the state now, streams it into one bundle with a per-file CRC-32 computed while writing,
+  writes the manifest, fsyncs (writeback started while writing) and renames atomically;
 - ``torch.load``: ``torch.load(f, weights_only=True)`` then ``load_state_dict`` on model and optimizer;
 - import: ``Sessions.import_session(path)``, behind ``ImportSession``/``onthefly import``: checks the
   bundle's structure, verifies every checksum (overlapped with loading), loads the tensors with
