@@ -49,6 +49,10 @@ def _metadata_json(metadata: Any) -> str | None:
             return jsonsafe.dumps({"unserializable": str(exc)})
 
 
+_SCHEMA = pa.schema([(columns.TIMESTAMP, pa.float64()), ("level", pa.string()), ("message", pa.string()),
+                     ("metadata", pa.string())])
+
+
 class LogSink(Sink):
     """The experiment's single log stream (the writer groups log items under it)."""
 
@@ -58,12 +62,15 @@ class LogSink(Sink):
 
     def _encode(self, times, payloads, state) -> columns.Encoded:
         levels, messages, metadata = zip(*payloads)
-        table = pa.table({
-            columns.TIMESTAMP: pa.array(times, pa.float64()),
-            "level": pa.array(levels, pa.string()),
-            "message": pa.array([m if type(m) is str else str(m) for m in messages], pa.string()),
-            "metadata": pa.array([None if m is None else _metadata_json(m) for m in metadata], pa.string()),
-        })
+        n = len(messages)
+        if set(map(type, messages)) != {str}:
+            messages = [m if type(m) is str else str(m) for m in messages]
+        if metadata.count(None) == n:  # the usual case: messages without metadata
+            meta = pa.nulls(n, pa.string())
+        else:
+            meta = pa.array([None if m is None else _metadata_json(m) for m in metadata], pa.string())
+        table = pa.Table.from_arrays([pa.array(times, pa.float64()), pa.array(levels, pa.string()),
+                                      pa.array(messages, pa.string()), meta], schema=_SCHEMA)
         return columns.Encoded(table)
 
 

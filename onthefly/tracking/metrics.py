@@ -236,10 +236,10 @@ class Metrics:
 
     def __call__(self, name: str | None = None, description: str | None = None, tags: list[str] | None = None,
                  metadata: dict | None = None) -> MetricBuilder:
-        builder = self._builders.get(name)
-        if builder is not None:
-            return builder
-        return self._create(name, description, tags, metadata)
+        try:
+            return self._builders[name]  # the hot path: exp.metrics("train").log(...) on every step
+        except KeyError:
+            return self._create(name, description, tags, metadata)
 
     def _create(self, name, description, tags, metadata) -> MetricBuilder:
         self._exp._require_started("metrics()")

@@ -130,6 +130,7 @@ class Writer:
         self._warned: set[str] = set()
         self._after_write: list[Callable[[], None]] = []
         self._metric_sinks: dict[object, MetricSink] = {}
+        self._unsynced = False
 
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,7 +233,9 @@ class Writer:
                         return
 
     def _sync(self) -> None:
-        if self.config.durable:
+        """fsync what was written since the last sync (nothing to do when nothing was: close flushes twice)."""
+        if self.config.durable and self._unsynced:
+            self._unsynced = False  # before syncing: a write racing with this sync marks it again
             self.backend.flush(self.prefix, durable=True)
 
     def _write_pending(self) -> None:
@@ -317,6 +320,7 @@ class Writer:
         else:  # pragma: no cover
             raise AssertionError(error)
         self.written_rows += result.rows
+        self._unsynced = True
         if result.refused or result.reasons:
             self._count_refused(sink, result.refused, result.reasons)
 
