@@ -24,8 +24,8 @@ garbage and files never slow another's.
 Targets for OnTheFly (issue 6): <= 1.0 µs mean per scalar call, flat to 1 M points; overhead ratio <= 1.005;
 close <= 50 ms after 20 k points; 20 k log lines flushed in <= 100 ms.
 
-Options: --libs onthefly,mldash,tensorboard  --reps 15 --steps 200  --only scalar,close,logs,train
-         --mldash-1m (also run ML-Dash over 1 M calls; its loop alone takes minutes, and its close far longer)
+Options: --libs onthefly,mldash,tensorboard  --reps 15 --steps 400  --only scalar,close,logs,train
+         --skip-mldash-1m (ML-Dash's 1 M burst and its close take minutes)  --limit 900 (s per measurement)
 """
 
 from __future__ import annotations
@@ -56,13 +56,16 @@ TARGETS = {"scalar_20k": 1.0, "scalar_1m": 1.0, "close": 50.0, "logs": 100.0, "t
 # Libraries, each behind the same four small functions
 # ----------------------------------------------------------------------------------------------------------
 class Lib:
-    """open() -> handle; scalar_direct(h), train_hook(h), logline(h) -> what the loops call; flush(h); close(h)."""
+    """open(tag) -> a handle; train_hook(h) and logline(h) -> what the loops call; flush(h); close(h)."""
 
     def __init__(self, name: str, folder: str) -> None:
         self.name, self.folder = name, folder
 
+    def path(self, tag: str) -> str:
+        return os.path.join(self.folder, self.name, tag)  # one root per library: never each other's files
+
     def open(self, tag: str):
-        path = os.path.join(self.folder, tag)
+        path = self.path(tag)
         if self.name == "onthefly":
             from onthefly.tracking import Experiment
 
@@ -94,15 +97,6 @@ class Lib:
         if self.name == "bare":
             return None
         raise ValueError(self.name)
-
-    def scalar_direct(self, h):
-        """What the burst loops call, as a user calls it: ``log(loss=x, step=i)`` (the bound method itself) or,
-        for TensorBoard, ``add_scalar(tag, x, i)``."""
-        if self.name in ("onthefly", "mldash"):
-            return h.metrics("train").log
-        if self.name == "tensorboard":
-            return h.add_scalar
-        return _noop
 
     def train_hook(self, h):
         if self.name in ("onthefly", "mldash"):
@@ -156,12 +150,12 @@ class Lib:
             from onthefly.tracking.records import StreamKind
             from onthefly.tracking.store import LocalStore
 
-            store = LocalStore(os.path.join(self.folder, tag))
+            store = LocalStore(self.path(tag))
             _, total = store.read(f"bench/tracking/{tag}", StreamKind.METRIC, "train")
             return total
         if self.name == "mldash":
             n = 0
-            for folder, _, files in os.walk(os.path.join(self.folder, tag)):
+            for folder, _, files in os.walk(self.path(tag)):
                 if "data.jsonl" in files and os.path.basename(folder) == "train":
                     with open(os.path.join(folder, "data.jsonl"), "rb") as f:
                         n += sum(1 for _ in f)
@@ -176,9 +170,11 @@ def _noop(**fields):
 # ----------------------------------------------------------------------------------------------------------
 # Worker tasks (run in a child process)
 # ----------------------------------------------------------------------------------------------------------
-def task_scalar(lib: Lib, n: int, close: bool) -> dict:
+def task_scalar(lib: Lib, n: int, close: bool, form: str, partial: str) -> dict:
+    """``form``: "expr" calls ``exp.metrics("train").log(loss=x, step=i)`` as written in a training loop;
+    "builder" keeps ``m = exp.metrics("train")`` and calls ``m.log(loss=x, step=i)``; TensorBoard calls
+    ``add_scalar("train/loss", x, i)``; the floor calls a no-op ``f(loss=x, step=i)``."""
     h = lib.open("scalar")
-    call = lib.scalar_direct(h)
     values = [random.random() for _ in range(n)]
     chunks = 10
     size = n // chunks
@@ -186,17 +182,33 @@ def task_scalar(lib: Lib, n: int, close: bool) -> dict:
     gc.collect()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    if lib.name != "tensorboard":
+    if lib.name == "tensorboard":
+        add = h.add_scalar
         for c in range(chunks):
             tc = time.perf_counter()
             for i in range(c * size, (c + 1) * size):
-                call(loss=values[i], step=i)
+                add("train/loss", values[i], i)
+            chunk_s.append(time.perf_counter() - tc)
+    elif lib.name == "bare":
+        f = _noop
+        for c in range(chunks):
+            tc = time.perf_counter()
+            for i in range(c * size, (c + 1) * size):
+                f(loss=values[i], step=i)
+            chunk_s.append(time.perf_counter() - tc)
+    elif form == "builder":
+        m = h.metrics("train")
+        for c in range(chunks):
+            tc = time.perf_counter()
+            for i in range(c * size, (c + 1) * size):
+                m.log(loss=values[i], step=i)
             chunk_s.append(time.perf_counter() - tc)
     else:
+        exp = h
         for c in range(chunks):
             tc = time.perf_counter()
             for i in range(c * size, (c + 1) * size):
-                call("train/loss", values[i], i)
+                exp.metrics("train").log(loss=values[i], step=i)
             chunk_s.append(time.perf_counter() - tc)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -204,6 +216,8 @@ def task_scalar(lib: Lib, n: int, close: bool) -> dict:
            "worst_tenth_us": max(chunk_s) / size * 1e6, "first_tenth_us": chunk_s[0] / size * 1e6,
            "last_tenth_us": chunk_s[-1] / size * 1e6,
            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    with open(partial, "w") as f:  # the loop's figures survive a close that runs past the time limit
+        json.dump(out, f)
     if close:
         t0 = time.perf_counter()
         lib.close(h)
@@ -246,11 +260,12 @@ def task_train(libs: list[str], reps: int, steps: int, folder: str) -> dict:
     loss_fn = nn.CrossEntropyLoss()
     lr = 0.01
 
-    def run(hook) -> float:
+    def run(hook) -> tuple[float, float]:
         model.load_state_dict(init)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
         nb = len(batches)
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for step in range(steps):
             x, y = batches[step % nb]
@@ -263,31 +278,36 @@ def task_train(libs: list[str], reps: int, steps: int, folder: str) -> dict:
             acc = (out.argmax(1) == y).float().mean().item()
             if hook is not None:
                 hook(step, lv, acc, lr, step // nb)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     variants = ["bare", "bare2"] + libs
     times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(reps + 1):  # rep 0 warms up and is discarded
         order = variants[rep % len(variants):] + variants[:rep % len(variants)]
         for v in order:
             if v in ("bare", "bare2"):
-                t = run(None)
+                t, c = run(None)
             else:
                 lib = Lib(v, folder)
                 h = lib.open(f"train-{rep}")
-                t = run(lib.train_hook(h))
+                t, c = run(lib.train_hook(h))
                 lib.close(h)
             if rep:
                 times[v].append(t)
+                cpu[v].append(c)
     ratios = {v: [t / b for t, b in zip(times[v], times["bare"])] for v in variants if v != "bare"}
+    cpu_ratios = {v: [t / b for t, b in zip(cpu[v], cpu["bare"])] for v in variants if v != "bare"}
     return {"steps": steps, "reps": reps, "step_ms_bare": statistics.median(times["bare"]) / steps * 1e3,
-            "ratios": ratios}
+            "step_cpu_ms_bare": statistics.median(cpu["bare"]) / steps * 1e3, "ratios": ratios,
+            "cpu_ratios": cpu_ratios}
 
 
 def worker(spec: dict) -> dict:
     folder = spec["folder"]
     if spec["task"] == "scalar":
-        return task_scalar(Lib(spec["lib"], folder), spec["n"], spec["close"])
+        return task_scalar(Lib(spec["lib"], folder), spec["n"], spec["close"], spec.get("form", "expr"),
+                           spec["partial"])
     if spec["task"] == "logs":
         return task_logs(Lib(spec["lib"], folder), spec["n"])
     if spec["task"] == "train":
@@ -304,6 +324,7 @@ def child(spec: dict, timeout: float) -> dict:
     spec = dict(spec, folder=folder)
     result_path = os.path.join(folder, "result.json")
     log_path = os.path.join(folder, "child.log")
+    spec["partial"] = partial_path = os.path.join(folder, "partial.json")
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec),
@@ -315,6 +336,9 @@ def child(spec: dict, timeout: float) -> dict:
         with open(result_path) as f:
             return json.load(f)
     except subprocess.TimeoutExpired:
+        if os.path.exists(partial_path):
+            with open(partial_path) as f:
+                return dict(json.load(f), close_note=f"close did not finish within the {timeout:.0f} s limit")
         return {"error": f"did not finish within {timeout:.0f} s"}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -358,8 +382,9 @@ def main() -> None:
     ap.add_argument("--libs", default=",".join(LIBS))
     ap.add_argument("--only", default="scalar,close,logs,train")
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--mldash-1m", action="store_true")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--skip-mldash-1m", action="store_true")
+    ap.add_argument("--limit", type=float, default=900, help="seconds allowed per measurement (default 900)")
     ap.add_argument("--json", help="also write every figure to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -383,40 +408,43 @@ def main() -> None:
     figures: dict = {"missing": missing}
 
     if only & {"scalar", "close"}:
-        print("\n## 1. Scalar metric call: metrics('train').log(loss=x, step=i)   [µs per call; ratio = lib / OnTheFly]")
-        print(f"{'library':28s} {'calls':>9s} {'mean wall':>10s} {'worst 10%':>10s} {'CPU (all thr)':>13s} "
+        print("\n## 1. Scalar metric call, exp.metrics('train').log(loss=x, step=i)   [µs per call; ratio = lib / OnTheFly]")
+        print(f"{'library':30s} {'calls':>9s} {'mean wall':>10s} {'worst 10%':>10s} {'CPU (all thr)':>13s} "
               f"{'close':>10s} {'stored':>9s} {'RSS MB':>7s} {'ratio':>7s}")
-        rows = {}
+        variants = [("bare", "expr")] + [(lib, "expr") for lib in run_libs]
+        if "onthefly" in run_libs:
+            variants.insert(2, ("onthefly", "builder"))
         for n, key in ((20_000, "scalar_20k"), (1_000_000, "scalar_1m")):
-            for lib in ["bare"] + run_libs:
-                if lib == "mldash" and n > 20_000 and not args.mldash_1m:
-                    rows[(lib, n)] = {"error": "skipped: ~13 µs/call for 1 M calls plus a close of ~1 ms per "
-                                               "point (over 15 min); run with --mldash-1m"}
-                else:
-                    close = lib != "bare" and not (lib == "mldash" and n > 20_000)
-                    rows[(lib, n)] = child({"task": "scalar", "lib": lib, "n": n, "close": close},
-                                           timeout=3600 if lib == "mldash" else 900)
-            ours = rows.get(("onthefly", n), {}).get("us_per_call")
-            for lib in ["bare"] + run_libs:
-                r = rows[(lib, n)]
+            rows = {}
+            for lib, form in variants:
+                if lib == "mldash" and n > 20_000 and args.skip_mldash_1m:
+                    rows[(lib, form)] = {"error": "skipped (--skip-mldash-1m)"}
+                    continue
+                rows[(lib, form)] = child({"task": "scalar", "lib": lib, "n": n, "close": lib != "bare",
+                                           "form": form}, timeout=args.limit)
+            ours = rows.get(("onthefly", "expr"), {}).get("us_per_call")
+            for (lib, form), r in rows.items():
+                label = LABEL[lib] + (" (builder kept: m.log)" if form == "builder" else "")
                 if "error" in r:
-                    print(f"{LABEL[lib]:28s} {n:>9,d}  {r['error']}")
+                    print(f"{label:30s} {n:>9,d}  {r['error']}")
                     continue
                 ratio = r["us_per_call"] / ours if ours else None
-                print(f"{LABEL[lib]:28s} {n:>9,d} {fmt(r['us_per_call']):>10s} {fmt(r['worst_tenth_us']):>10s} "
-                      f"{fmt(r['cpu_us_per_call']):>13s} {fmt(r.get('close_ms'), ' ms', 1):>10s} "
+                close_txt = fmt(r.get("close_ms"), " ms", 1) if "close_note" not in r else "> limit"
+                print(f"{label:30s} {n:>9,d} {fmt(r['us_per_call']):>10s} {fmt(r['worst_tenth_us']):>10s} "
+                      f"{fmt(r['cpu_us_per_call']):>13s} {close_txt:>10s} "
                       f"{(str(r['stored']) if r.get('stored') is not None else '-'):>9s} {r['max_rss_mb']:>7.0f} "
                       f"{fmt(ratio, 'x'):>7s}")
-            figures[key] = {lib: rows[(lib, n)] for lib in ["bare"] + run_libs}
+            figures[key] = {f"{lib}:{form}": r for (lib, form), r in rows.items()}
         print("   (mean wall: the timed loop / calls, background writers included; worst 10%: the slowest tenth of "
-              "the loop; CPU: process CPU time of all threads / calls; close: run.complete() / close() after the "
-              "burst; stored: rows read back)")
+              "the loop; CPU: process CPU time of all threads / calls; close: run.complete() / close() right "
+              "after the burst; stored: rows read back; TensorBoard: add_scalar('train/loss', x, i); floor: a "
+              "no-op f(loss=x, step=i))")
 
     if "logs" in only:
         n = 20_000
         print(f"\n## 2. {n:,d} log lines, exp.log(msg, level='info') then flush()   [ms; ratio = lib / OnTheFly]")
         print(f"{'library':28s} {'total':>10s} {'calls':>10s} {'flush':>10s} {'ratio':>7s}")
-        rows = {lib: child({"task": "logs", "lib": lib, "n": n}, timeout=3600) for lib in run_libs + ["logging"]}
+        rows = {lib: child({"task": "logs", "lib": lib, "n": n}, timeout=args.limit) for lib in run_libs + ["logging"]}
         ours = rows.get("onthefly", {}).get("total_ms")
         for lib, r in rows.items():
             if "error" in r:
@@ -430,40 +458,54 @@ def main() -> None:
     if "train" in only:
         print(f"\n## 3. Training overhead: MLP 784-256-10, batch 128, CPU, 1 thread, 4 metrics a step; "
               f"{args.reps} interleaved reps x {args.steps} steps")
-        r = child({"task": "train", "libs": run_libs, "reps": args.reps, "steps": args.steps}, timeout=3600)
+        r = child({"task": "train", "libs": run_libs, "reps": args.reps, "steps": args.steps}, timeout=4 * args.limit)
         if "error" in r:
             print(f"   {r['error']}")
         else:
-            print(f"   bare step: {r['step_ms_bare']:.3f} ms (median)")
-            print(f"{'variant':28s} {'median ratio':>12s} {'min':>7s} {'max':>7s} {'IQR':>13s}")
+            print(f"   bare step: {r['step_ms_bare']:.3f} ms wall, {r['step_cpu_ms_bare']:.3f} ms CPU (medians)")
+            print(f"{'variant':28s} {'wall: median':>12s} {'IQR':>13s} {'min':>6s} {'max':>6s}   "
+                  f"{'CPU: median':>11s} {'IQR':>13s}")
             for v, ratios in r["ratios"].items():
                 q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-                print(f"{LABEL[v]:28s} {statistics.median(ratios):>12.4f} {min(ratios):>7.3f} {max(ratios):>7.3f} "
-                      f"{q[0]:>6.3f}-{q[2]:<6.3f}")
-            print("   (ratio = variant time / bare time in the same rep; 'bare loop again' is the noise floor: an "
-                  "overhead smaller than its spread is not resolved on this machine)")
+                cr = r["cpu_ratios"][v]
+                cq = statistics.quantiles(cr, n=4) if len(cr) >= 2 else [cr[0]] * 3
+                print(f"{LABEL[v]:28s} {statistics.median(ratios):>12.4f} {q[0]:>6.3f}-{q[2]:<6.3f} "
+                      f"{min(ratios):>6.3f} {max(ratios):>6.3f}   {statistics.median(cr):>11.4f} "
+                      f"{cq[0]:>6.3f}-{cq[2]:<6.3f}")
+            print("   (ratio = variant time / bare time in the same rep, wall clock and process CPU time (all "
+                  "threads); 'bare loop again' is the noise floor: an overhead smaller than its spread is not "
+                  "resolved on this machine)")
         figures["train"] = r
 
     print("\n## OnTheFly against the targets of issue 6")
-    s20 = figures.get("scalar_20k", {}).get("onthefly", {})
-    s1m = figures.get("scalar_1m", {}).get("onthefly", {})
+    s20 = figures.get("scalar_20k", {}).get("onthefly:expr", {})
+    s1m = figures.get("scalar_1m", {}).get("onthefly:expr", {})
+    b20 = figures.get("scalar_20k", {}).get("onthefly:builder", {})
+    b1m = figures.get("scalar_1m", {}).get("onthefly:builder", {})
     lg = figures.get("logs", {}).get("onthefly", {})
     tr = figures.get("train", {}).get("ratios", {}) if isinstance(figures.get("train"), dict) else {}
+    trc = figures.get("train", {}).get("cpu_ratios", {}) if isinstance(figures.get("train"), dict) else {}
     checks = [
         ("mean per scalar call, 20 k calls (µs)", s20.get("us_per_call"), TARGETS["scalar_20k"]),
         ("mean per scalar call, 1 M calls (µs)", s1m.get("us_per_call"), TARGETS["scalar_1m"]),
+        ("  same, builder kept (m.log), 20 k (µs)", b20.get("us_per_call"), TARGETS["scalar_20k"]),
+        ("  same, builder kept (m.log), 1 M (µs)", b1m.get("us_per_call"), TARGETS["scalar_1m"]),
         ("close after 20 k points (ms)", s20.get("close_ms"), TARGETS["close"]),
         ("20 k log lines flushed (ms)", lg.get("total_ms"), TARGETS["logs"]),
-        ("training overhead ratio (median)", statistics.median(tr["onthefly"]) if tr.get("onthefly") else None,
+        ("training overhead ratio, wall (median)", statistics.median(tr["onthefly"]) if tr.get("onthefly") else None,
+         TARGETS["train"]),
+        ("training overhead ratio, CPU (median)", statistics.median(trc["onthefly"]) if trc.get("onthefly") else None,
          TARGETS["train"]),
     ]
     for what, value, target in checks:
         print(f"   {what:42s} {fmt(value, '', 4 if target < 2 else 2):>10s}  target <= {target:<6g} "
               f"{verdict(value, target)}")
-    if tr.get("bare2"):
-        noise = tr["bare2"]
-        q = statistics.quantiles(noise, n=4) if len(noise) >= 2 else [noise[0]] * 3
-        print(f"   noise floor (bare/bare): median {statistics.median(noise):.4f}, IQR {q[0]:.4f}-{q[2]:.4f}")
+    for label, series in (("wall", tr), ("CPU", trc)):
+        if series.get("bare2"):
+            noise = series["bare2"]
+            q = statistics.quantiles(noise, n=4) if len(noise) >= 2 else [noise[0]] * 3
+            print(f"   noise floor, {label} (bare/bare): median {statistics.median(noise):.4f}, "
+                  f"IQR {q[0]:.4f}-{q[2]:.4f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=1)
