@@ -9,9 +9,12 @@ Trainer (so the optimizer has state), then, interleaved, ``--reps`` times each:
   (no fsync: what most scripts do);
 - ``torch.save + fsync``: the same, then fsync (what a crash-safe write costs at least);
 - export: ``Sessions.export(path)``, the public Python call behind ``ExportSession``/``onthefly export``:
-  captures the state now, streams it into one bundle with a per-file CRC-32 computed while writing,
-  writes the manifest, fsyncs (writeback started while writing) and renames atomically;
+  captures the state now, streams it into one bundle (tensors checksummed by the CRC-32s torch.save
+  writes into its archive, so no extra pass; other files by a CRC-32), writes the manifest, fsyncs
+  (disk writeback started while writing) and renames atomically;
 - ``torch.load``: ``torch.load(f, weights_only=True)`` then ``load_state_dict`` on model and optimizer;
+- ``of which: checksums``: verifying every byte of the bundle alone (CRC-32, on import's helper thread),
+  the part of import that plain torch.load does not do;
 - import: ``Sessions.import_session(path)``, behind ``ImportSession``/``onthefly import``: checks the
   bundle's structure, verifies every checksum (overlapped with loading), loads the tensors with
   ``torch.load(weights_only=True)``, checks compatibility and swaps the state into the run.
@@ -39,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from onthefly import Trainer  # noqa: E402
 from onthefly.sessions import Sessions  # noqa: E402
+from onthefly.sessions.bundle import Bundle  # noqa: E402
 
 
 def make_model(mb: float, width: int = 2048) -> nn.Module:
@@ -113,8 +117,12 @@ def main() -> None:
     def import_() -> None:
         sessions.import_session(bundle)
 
-    names = ["torch.save", "torch.save + fsync", "export", "torch.load", "import"]
-    fns = [save, save_fsync, export, load, import_]
+    def checks() -> None:
+        with Bundle.open(bundle) as opened:
+            opened.verify().result()
+
+    names = ["torch.save", "torch.save + fsync", "export", "torch.load", "import", "  of which: checksums"]
+    fns = [save, save_fsync, export, load, import_, checks]
     times: dict[str, list[float]] = {n: [] for n in names}
     export(), save()  # warm-up: first-touch allocations, imports
     for rep in range(args.reps):

@@ -6,8 +6,9 @@ Layout (all integers little-endian)::
     trailer = manifest offset (u64) | manifest size (u64) | SHA-256 of the manifest (32) | END (16)
 
 The manifest names the format and its version, the session's identity and lineage, the checkpoint
-to resume from, and every file with its bundle-relative path, offset, size and checksum (CRC-32 from
-format version 2 on; version 1 bundles carry SHA-256 and still import; see ``digest``). The manifest
+to resume from, and every file with its bundle-relative path, offset, size and checksum (from format
+version 2 on: CRC-32, for tensor files the CRCs torch.save wrote into them; version 1 bundles carry
+SHA-256 and still import; see ``digest``). The manifest
 comes last so that files stream straight into the bundle as they are produced; the trailer's end
 marker proves the file was written to the end.
 
@@ -259,8 +260,7 @@ class Bundle:
         if len(data) != entry["size"]:
             raise BundleError(self.path, "truncated", f"'{rel}' is cut short")
         if verify:
-            expected = digest.recorded(entry)
-            if digest.of_bytes(data, expected[0]) != expected:
+            if not digest.bytes_match(data, digest.recorded(entry)):
                 raise BundleError(self.path, "checksum", f"'{rel}' does not match its checksum: the file is damaged")
         return data
 
@@ -336,8 +336,8 @@ class _Verification:
         try:
             for rel in self._rels:
                 entry = self._bundle.files[rel]
-                expected = digest.recorded(entry)
-                if digest.of_region(self._bundle._fd, entry["offset"], entry["size"], expected[0]) != expected:
+                if not digest.region_matches(self._bundle._fd, entry["offset"], entry["size"],
+                                             digest.recorded(entry)):
                     self._bad = rel
                     return
         except BaseException as exc:

@@ -122,7 +122,7 @@ def capture(ctx: "LoopContext", *, checkpoint_id: str, reason: str, label: str =
 def write_tensors(f, tensors: dict[str, torch.Tensor], durable: bool = False) -> tuple[int, digest.Checksum]:
     """torch.save ``tensors`` into the unbuffered binary file ``f``; returns (size, checksum).
     ``durable``: start writing back to disk while serialising (the caller fsyncs at the end)."""
-    writer = digest.HashingWriter(f, writeback=durable)
+    writer = digest.TensorWriter(f, writeback=durable)
     try:
         torch.save(tensors, writer)
     finally:
@@ -191,7 +191,7 @@ def load(folder: Path, verify: bool = True) -> Checkpoint:
     if os.path.getsize(path) != meta.get("size"):
         raise InvalidArgument(f"{path} has {os.path.getsize(path)} bytes, but its checkpoint says {meta.get('size')}")
     expected = digest.recorded(meta)
-    if verify and expected and digest.of_file(path, expected[0]) != expected:
+    if verify and expected and not digest.file_matches(path, expected):
         raise InvalidArgument(f"{path} does not match its checksum: the file is damaged")
     with open(path, "rb") as f:
         if f.read(4) != ZIP_MAGIC:

@@ -7,9 +7,12 @@ checksum (whoever edits a file can edit its manifest too) but from loading tenso
 ``torch.load(weights_only=True)`` only. SHA-256 checksums (bundles of format version 1, older stores)
 are still verified.
 
+Tensor files (``torch.save`` archives) get ``zip-crc32``: torch.save already computes a CRC-32 of every
+record, so writing one costs no checksum pass at all; verifying checks each record (``zipcheck``).
+
 A checksum is a ``(algorithm, hex)`` pair; manifests store it as ``{algorithm: hex}`` beside the size.
-Hashing runs on a helper thread that reads the bytes back from the page cache (``os.pread``; zlib,
-hashlib and pread release the GIL), so writing and hashing, or loading and verifying, overlap.
+Verifying whole files runs on a helper thread reading from the page cache (``os.pread``; zlib, hashlib
+and pread release the GIL), so loading and verifying overlap.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any, BinaryIO
 
 CHUNK = 8 << 20
 ALGORITHM = "crc32"
-ALGORITHMS = ("crc32", "sha256")
+ZIP_ALGORITHM = "zip-crc32"  # tensor files: the CRCs torch.save wrote into the archive (see zipcheck)
+ALGORITHMS = ("crc32", ZIP_ALGORITHM, "sha256")
 WRITEBACK_EVERY = 32 << 20  # durable writes: start writing back to disk every this many bytes
 
 Checksum = tuple[str, str]
@@ -90,6 +94,34 @@ def of_file(path: str | os.PathLike, algorithm: str = ALGORITHM) -> Checksum:
         os.close(fd)
 
 
+def region_matches(fd: int, offset: int, size: int, expected: Checksum) -> bool:
+    """True if ``size`` bytes of an open file from ``offset`` match the recorded checksum."""
+    if expected[0] == ZIP_ALGORITHM:
+        from onthefly.sessions import zipcheck
+
+        def read(off: int, n: int) -> bytes:
+            return os.pread(fd, max(0, min(n, size - off)), offset + off) if off < size else b""
+
+        return zipcheck.damage(read, size, expected[1]) is None
+    return of_region(fd, offset, size, expected[0]) == expected
+
+
+def bytes_match(data: bytes, expected: Checksum) -> bool:
+    if expected[0] == ZIP_ALGORITHM:
+        from onthefly.sessions import zipcheck
+
+        return zipcheck.damage(lambda off, n: data[off:off + n], len(data), expected[1]) is None
+    return of_bytes(data, expected[0]) == expected
+
+
+def file_matches(path: str | os.PathLike, expected: Checksum) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return region_matches(fd, 0, os.fstat(fd).st_size, expected)
+    finally:
+        os.close(fd)
+
+
 def _start_writeback(fd: int, offset: int, size: int) -> None:
     """Ask the kernel to start writing a range to disk now (Linux), so a final fsync has little left."""
     fn = _sync_file_range()
@@ -146,27 +178,21 @@ class BackgroundDigest:
         return self._checksum
 
 
-class HashingWriter:
-    """A write-only file object for ``torch.save`` over an unbuffered file, hashed as it is written.
+class TensorWriter:
+    """A write-only file object for ``torch.save`` over an unbuffered file.
 
-    Each ``write`` goes straight to the OS; a helper thread reads the new bytes back and hashes them
-    while serialisation continues, and with ``writeback`` starts writing them to disk so that the
-    caller's fsync finds little left to do. ``finish()`` returns (bytes written, checksum).
+    Each ``write`` goes straight to the OS; with ``writeback`` the kernel is asked every few tens of MB
+    to start writing to disk, so that the caller's final fsync finds little left to do. ``finish()``
+    returns (bytes written, checksum): the archive's ``zip-crc32`` (the CRCs torch.save computed, read
+    back from its central directory: no second pass over the data), else a CRC-32 of all of it.
     """
 
-    def __init__(self, raw: BinaryIO, writeback: bool = False, algorithm: str = ALGORITHM) -> None:
+    def __init__(self, raw: BinaryIO, writeback: bool = False) -> None:
         self._raw = raw
         self._start = raw.tell()
         self._written = 0
-        self._closed = False
+        self._synced = 0
         self._writeback = writeback
-        self._algorithm = algorithm
-        self._cond = threading.Condition()
-        self._hash = new(algorithm)
-        self._error: BaseException | None = None
-        self._fd = os.open(raw.name, os.O_RDONLY)  # the writer's own fd may be write-only
-        self._thread = threading.Thread(target=self._follow, name="onthefly-digest", daemon=True)
-        self._thread.start()
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -176,9 +202,10 @@ class HashingWriter:
             if n is None:  # pragma: no cover - only non-blocking files return None
                 continue
             total += n
-        with self._cond:
-            self._written += total
-            self._cond.notify()
+        self._written += total
+        if self._writeback and self._written - self._synced >= WRITEBACK_EVERY:
+            _start_writeback(self._raw.fileno(), self._start + self._synced, self._written - self._synced)
+            self._synced = self._written
         return total
 
     def flush(self) -> None:
@@ -187,36 +214,14 @@ class HashingWriter:
     def tell(self) -> int:
         return self._written
 
-    def _follow(self) -> None:
-        done = synced = 0
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        try:
-            while True:
-                with self._cond:
-                    while done >= self._written and not self._closed:
-                        self._cond.wait()
-                    target, closed = self._written, self._closed
-                while done < target:
-                    n = os.preadv(self._fd, [view[: min(CHUNK, target - done)]], self._start + done)
-                    if n <= 0:
-                        raise OSError("the file being hashed got shorter while it was written")
-                    self._hash.update(view[:n])
-                    done += n
-                if self._writeback and done - synced >= WRITEBACK_EVERY:
-                    _start_writeback(self._fd, self._start + synced, done - synced)
-                    synced = done
-                if closed and done >= target:
-                    return
-        except BaseException as exc:
-            self._error = exc
-
     def finish(self) -> tuple[int, Checksum]:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join()
-        os.close(self._fd)
-        if self._error is not None:
-            raise self._error
-        return self._written, (self._algorithm, self._hash.hexdigest())
+        from onthefly.sessions import zipcheck
+
+        fd = os.open(self._raw.name, os.O_RDONLY)  # the writer's own fd may be write-only
+        try:
+            start, size = self._start, self._written
+            value = zipcheck.checksum(lambda off, n: os.pread(fd, n, start + off), size)
+            checksum = (ZIP_ALGORITHM, value) if value is not None else of_region(fd, start, size)
+        finally:
+            os.close(fd)
+        return size, checksum

@@ -177,8 +177,10 @@ def test_format_1_bundles_with_sha256_checksums_still_import_and_are_checked(exp
     files = []
     for e in manifest["files"]:
         data = body[e["offset"]:e["offset"] + e["size"]]
-        files.append({k: v for k, v in e.items() if k != "crc32"} | {"sha256": hashlib.sha256(data).hexdigest()})
-    assert all("crc32" in e and "sha256" not in e for e in manifest["files"])
+        files.append({k: v for k, v in e.items() if k not in ("crc32", "zip-crc32")}
+                     | {"sha256": hashlib.sha256(data).hexdigest()})
+    # Format 2: tensor files carry the CRCs torch.save wrote into them, other files a CRC-32.
+    assert all(("zip-crc32" if e["kind"] == "tensors" else "crc32") in e for e in manifest["files"])
     old = tmp_path / "v1.onthefly"
     write_manifest(old, body, dict(manifest, format_version=1, files=files))
     imported = read_bundle(old)
@@ -193,3 +195,39 @@ def test_format_1_bundles_with_sha256_checksums_still_import_and_are_checked(exp
     with pytest.raises(BundleError, match="does not match its checksum") as caught:
         read_bundle(bad).bundle.close()
     assert caught.value.problem == "checksum"
+
+
+@pytest.mark.parametrize("where", ["record", "central directory", "end record"])
+def test_damage_anywhere_in_a_tensor_file_is_caught(exported, tmp_path, where):
+    """zip-crc32 checks every record against the CRC torch.save wrote, and the directory against the manifest."""
+    path = exported[0]
+    body, manifest, _ = read_manifest(path)
+    entry = next(e for e in manifest["files"] if e["path"] == f"{manifest['resume_checkpoint']}/tensors.pt")
+    start, end = entry["offset"], entry["offset"] + entry["size"]
+    directory = body.rfind(b"PK\x01\x02", start, end)  # the last central directory entry
+    at = {"record": start + entry["size"] // 3, "central directory": directory + 16,  # its CRC field
+          "end record": end - 6}[where]
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    bad = tmp_path / "bad.onthefly"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match its checksum") as caught:
+        read_bundle(bad).bundle.close()
+    assert caught.value.problem == "checksum"
+
+
+def test_tensor_files_without_torch_crcs_get_a_full_crc32(tmp_path):
+    """With torch.save's CRCs switched off, the writer checksums the whole file itself."""
+    from onthefly.sessions import digest
+    from onthefly.sessions.checkpoint import write_tensors
+
+    torch.serialization.set_crc32_options(False)
+    try:
+        with open(tmp_path / "t.pt", "wb", buffering=0) as f:
+            size, checksum = write_tensors(f, {"t0": torch.arange(10.0)})
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert checksum == digest.of_file(tmp_path / "t.pt", "crc32") and size == (tmp_path / "t.pt").stat().st_size
+    with open(tmp_path / "u.pt", "wb", buffering=0) as f:
+        _, checksum = write_tensors(f, {"t0": torch.arange(10.0)})
+    assert checksum[0] == "zip-crc32" and digest.file_matches(tmp_path / "u.pt", checksum)
