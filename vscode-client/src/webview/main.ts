@@ -129,15 +129,18 @@ function renderControls(): void {
   const state = model.status?.state ?? "unknown";
   const conn = model.connection.state;
   const live = conn === "live" || conn === "connecting";
+  // "testing" counts as running: a validation pass comes every epoch and lasts a moment, commands sent
+  // meanwhile queue for the next step boundary, and buttons that flickered off would swallow clicks.
+  const running = state === "running" || state === "testing";
   const can: Record<ViewCommand, boolean> = {
-    pause: live && (state === "running" || state === "starting"),
+    pause: live && (running || state === "starting"),
     resume: live && state === "paused",
-    step: live && (state === "paused" || state === "running"),
-    runTest: live && (state === "paused" || state === "running"),
-    setLr: live && (state === "paused" || state === "running" || state === "starting"),
+    step: live && (state === "paused" || running),
+    runTest: live && (state === "paused" || running),
+    setLr: live && (state === "paused" || running || state === "starting"),
     stop: live && state !== "finished" && state !== "failed",
-    checkpoint: live && (state === "paused" || state === "running"),
-    exportSession: live && (state === "paused" || state === "running"),
+    checkpoint: live && (state === "paused" || running),
+    exportSession: live && (state === "paused" || running),
   };
   for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
     const cmd = b.dataset.command as ViewCommand;
@@ -146,7 +149,7 @@ function renderControls(): void {
   }
   const busy = healthInFlight || model.health.running;
   const hb = $<HTMLButtonElement>("btn-health");
-  hb.disabled = !(live && (state === "paused" || state === "running")) || busy;
+  hb.disabled = !(live && (state === "paused" || running)) || busy;
   hb.setAttribute("aria-busy", String(busy));
   $("health-panel").setAttribute("aria-busy", String(busy));
 }

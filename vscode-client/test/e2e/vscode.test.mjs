@@ -39,6 +39,8 @@ before(async () => {
 
 after(async () => {
   if (page) await page.screenshot({ path: path.join(OUT, "e2e-last.png") }).catch(() => {});
+  if (trainer) fs.writeFileSync(path.join(OUT, "e2e-trainer.log"), trainer.output());
+  if (cs) fs.writeFileSync(path.join(OUT, "e2e-code-server.log"), cs.log());
   await browser?.close();
   await cs?.stop();
   await trainer?.stop();

@@ -32,7 +32,11 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
     post: (message) => page.evaluate((m) => window.dispatchEvent(new MessageEvent("message", { data: m })), message),
   };
   session.addView(sink);
-  await page.exposeFunction("__otfToHost", (message) => session.handleViewMessage(sink, message));
+  const toHost = []; // what the host received from the page, in order
+  await page.exposeFunction("__otfToHost", (message) => {
+    toHost.push(message);
+    return session.handleViewMessage(sink, message);
+  });
   await page.addInitScript(({ themes, initial }) => {
     window.__otfSent = [];
     window.__otfReceived = [];
@@ -62,7 +66,7 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
   }, { themes: THEMES, initial: theme });
   await page.goto(`${ORIGIN}/index.html`);
   return {
-    page, context, sink, problems,
+    page, context, sink, problems, toHost,
     async setTheme(name) {
       await page.evaluate((n) => {
         sessionStorage.setItem("otf-theme", n);

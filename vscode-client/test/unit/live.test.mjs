@@ -1,7 +1,9 @@
 // Client, follower, store and session against a REAL Python trainer (test/fixtures/trainer.py).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { core, waitFor } from "../helpers/util.mjs";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { core, VSC_ROOT, waitFor } from "../helpers/util.mjs";
 import { startTrainer } from "../helpers/trainer.mjs";
 
 const { RunClient, RunSession, TelemetryFollower, RunStore, sessionTarget, listRuns, Code } = core;
@@ -15,6 +17,10 @@ before(async () => {
 });
 
 after(async () => {
+  if (trainer) {
+    fs.mkdirSync(path.join(VSC_ROOT, "test-results"), { recursive: true });
+    fs.writeFileSync(path.join(VSC_ROOT, "test-results/unit-trainer.log"), trainer.output());
+  }
   await session?.dispose();
   await trainer?.stop();
 });
