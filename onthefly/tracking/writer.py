@@ -131,6 +131,7 @@ class Writer:
         self._after_write: list[Callable[[], None]] = []
         self._metric_sinks: dict[object, MetricSink] = {}
         self._unsynced = False
+        self._streams: dict[Sink, Any] = {}
 
     # lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -308,7 +309,12 @@ class Writer:
         error = None
         for delay in (*_RETRIES, None):
             try:
-                result = self.backend.append(self.prefix, sink.kind, sink.name, encoded.table)
+                stream = self._streams.get(sink)
+                if stream is not None:
+                    result = stream.append(encoded.table)
+                else:
+                    result = self.backend.append(self.prefix, sink.kind, sink.name, encoded.table)
+                    self._remember_stream(sink)
                 break
             except Exception as exc:  # noqa: BLE001
                 error = exc
@@ -323,6 +329,14 @@ class Writer:
         self._unsynced = True
         if result.refused or result.reasons:
             self._count_refused(sink, result.refused, result.reasons)
+
+    def _remember_stream(self, sink: Sink) -> None:
+        """After a first append through the backend (which checks that the experiment exists and the table's
+        shape), a local store's later appends go straight to its stream object: the store's per-append
+        checks re-read experiment.json, which cost more than encoding and writing 100 rows."""
+        stream_of = getattr(self.backend, "stream", None)
+        if stream_of is not None:
+            self._streams[sink] = stream_of(self.prefix, sink.kind, sink.name)
 
     def _count_refused(self, sink: Sink, count: int, reasons: list[str]) -> None:
         self.refused_rows += count
