@@ -159,3 +159,28 @@ def test_a_lightning_run_exported_mid_epoch_continues_bit_identically_under_the_
         fresh, optimizer, nn.CrossEntropyLoss(), loader(), resume_from=bundle)
     assert result.steps == 36 and result.epochs == 2
     assert _same(_weights(fresh), _weights(reference))
+
+
+def test_a_configured_session_checkpoints_on_schedule_and_sessions_can_be_off(lit_run, store_dir):
+    from onthefly.sessions import Sessions
+
+    L.seed_everything(0)
+    train = DataLoader(boring_dataset(256), batch_size=16, shuffle=True)
+    run = lit_run(LitBoring(), train, trainer_kwargs={"max_epochs": 100},
+                  sessions=Sessions(every_n_steps=2, keep=2, on_pause=False))
+    run.client.control.Step(control_pb2.StepRequest(steps=7))
+    wait_until(lambda: _paused_at(run, 7), what="7 steps, then paused")
+    stub = sessions_pb2_grpc.SessionsServiceStub(run.client.channel)
+    listed = stub.ListCheckpoints(sessions_pb2.ListCheckpointsRequest())
+    assert [c.step for c in listed.checkpoints] == [4, 6] and listed.keep == 2  # every 2 steps, the 2 newest
+    assert stub.GetSession(sessions_pb2.GetSessionRequest()).session.folder.startswith(str(store_dir))
+    run.client.control.Stop(control_pb2.StopRequest())
+    run.join()
+
+    off = lit_run(LitBoring(), train, trainer_kwargs={"max_epochs": 100}, sessions=False)
+    with pytest.raises(grpc.RpcError) as refused:
+        sessions_pb2_grpc.SessionsServiceStub(off.client.channel).CreateCheckpoint(
+            sessions_pb2.CreateCheckpointRequest())
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    off.client.control.Stop(control_pb2.StopRequest())
+    off.join()
