@@ -64,7 +64,6 @@ class MetricSink(Sink):
         return rows_to_table(times, payloads, state)
 
 
-_dict_get = dict.__getitem__
 
 
 class WriterState:
@@ -255,23 +254,14 @@ class Writer:
 
     def _write_batch(self, batch: list) -> None:
         """Group items by stream, keeping call order within each, and write each group."""
-        kinds = set(map(type, batch))
         groups: dict[Any, tuple[list, list]] | None = None
-        if kinds == {dict}:  # metric rows only (the usual burst): all in C but the grouping of mixed rows
+        if type(batch[0]) is dict:  # a metric row first: usually a burst of one metric's rows
             first = next(reversed(batch[0]))
-            try:  # one metric: every row holds its row key (a KeyError says another metric is there too)
+            try:  # one C pass: a row of another metric lacks this key (KeyError), a tuple item has no keys
                 groups = {first: (list(map(itemgetter(first), batch)), batch)}
-            except KeyError:
-                keys = list(map(next, map(reversed, batch)))
-                times = list(map(_dict_get, batch, keys))
-                groups = {}
-                for key, t, row in zip(keys, times, batch):
-                    group = groups.get(key)
-                    if group is None:
-                        groups[key] = group = ([], [])
-                    group[0].append(t)
-                    group[1].append(row)
-        elif dict not in kinds:  # (sink, time, payload) tuples only
+            except (KeyError, TypeError):
+                pass
+        elif dict not in set(map(type, batch)):  # (sink, time, payload) tuples only
             sinks, times, payloads = zip(*batch)
             if sinks.count(sinks[0]) == len(sinks):
                 groups = {sinks[0]: (list(times), list(payloads))}
