@@ -34,7 +34,7 @@ import torch
 from onthefly.runtime.errors import InvalidArgument, NotFound
 from onthefly.sessions import checkpoint as ck
 from onthefly.sessions.atomic import fsync_dir, partial_path
-from onthefly.sessions import digest
+from onthefly.sessions import digest, zipcheck
 from onthefly.sessions.store import safe_relative
 
 FORMAT = "onthefly-session-bundle"
@@ -167,11 +167,13 @@ class BundleWriter:
 
 # -- reading ---------------------------------------------------------------------------------------
 class _Slice(io.RawIOBase):
-    """A read-only, seekable window onto part of an open file (what torch.load reads from)."""
+    """A read-only, seekable window onto part of an open file (what torch.load reads from); with a
+    ``checker``, every byte read is also handed to it (records checked as they are loaded)."""
 
-    def __init__(self, fd: int, offset: int, size: int) -> None:
+    def __init__(self, fd: int, offset: int, size: int, checker: "zipcheck.RecordChecker | None" = None) -> None:
         super().__init__()
         self._fd, self._offset, self._size, self._pos = fd, offset, size, 0
+        self._checker = checker
 
     def readable(self) -> bool:
         return True
@@ -191,9 +193,20 @@ class _Slice(io.RawIOBase):
         n = min(len(buffer), self._size - self._pos)
         if n <= 0:
             return 0
-        got = os.preadv(self._fd, [memoryview(buffer).cast("B")[:n]], self._offset + self._pos)
+        view = memoryview(buffer).cast("B")[:n]
+        got = os.preadv(self._fd, [view], self._offset + self._pos)
+        if self._checker is not None and got > 0:
+            self._checker.seen(self._pos, view[:got])
         self._pos += got
         return got
+
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Read at ``offset`` of the window without moving it (for the checker's leftovers)."""
+        n = max(0, min(len(view), self._size - offset))
+        return os.preadv(self._fd, [view[:n]], self._offset + offset) if n else 0
+
+    def read_at(self, offset: int, count: int) -> bytes:
+        return os.pread(self._fd, max(0, min(count, self._size - offset)), self._offset + offset)
 
 
 class Bundle:
@@ -264,25 +277,52 @@ class Bundle:
                 raise BundleError(self.path, "checksum", f"'{rel}' does not match its checksum: the file is damaged")
         return data
 
-    def load_tensors(self, rel: str) -> dict[str, torch.Tensor]:
-        """torch.load(weights_only=True) of a tensor file (verify checksums separately)."""
+    def checks_inline(self, rel: str) -> bool:
+        """True if loading ``rel`` with ``load_tensors(rel, check=True)`` verifies it completely (its
+        checksum is the archive's own CRCs), so it needs no separate pass."""
+        expected = digest.recorded(self._entry(rel))
+        return expected is not None and expected[0] == digest.ZIP_ALGORITHM
+
+    def load_tensors(self, rel: str, check: bool = False) -> dict[str, torch.Tensor]:
+        """torch.load(weights_only=True) of a tensor file. ``check`` (where ``checks_inline``): verify
+        it from the bytes loading reads; otherwise verify checksums separately (``verify``)."""
         entry = self._entry(rel)
         head = os.pread(self._fd, 4, entry["offset"])
         if head != ck.ZIP_MAGIC:
             raise BundleError(self.path, "pickle", f"'{rel}' is not a torch tensor archive (a raw pickle or "
                                                    "other payload); refused without loading it")
+        source = _Slice(self._fd, entry["offset"], entry["size"])
+        if check and self.checks_inline(rel):
+            try:
+                found = zipcheck.records(source.read_at, entry["size"], digest.recorded(entry)[1])
+            except zipcheck.Damaged:
+                raise BundleError(self.path, "checksum", f"'{rel}' does not match its checksum: the file is "
+                                                         "damaged") from None
+            source._checker = zipcheck.RecordChecker(found)
         try:
-            return ck.load_tensors(_Slice(self._fd, entry["offset"], entry["size"]), f"'{rel}'")
+            tensors = ck.load_tensors(source, f"'{rel}'")
         except InvalidArgument as exc:
+            if source._checker is not None:
+                self._finish_check(rel, source)  # damage explains a failed load best
             problem = "pickle" if "pickle payload" in str(exc) else "format"
             raise BundleError(self.path, problem, str(exc)) from None
+        if source._checker is not None:
+            self._finish_check(rel, source)
+        return tensors
+
+    def _finish_check(self, rel: str, source: _Slice) -> None:
+        try:
+            source._checker.finish(source.read_into)
+        except zipcheck.Damaged:
+            raise BundleError(self.path, "checksum", f"'{rel}' does not match its checksum: the file is "
+                                                     "damaged") from None
 
     def verify(self, rels: list[str] | None = None) -> "_Verification":
         """Start checking every file's SHA-256 on a helper thread; ``.result()`` raises on a mismatch."""
         return _Verification(self, rels if rels is not None else list(self.files))
 
-    def checkpoint(self, rel_dir: str) -> ck.Checkpoint:
-        """Load one checkpoint (state.json verified; tensors loaded, verify them with ``verify``)."""
+    def _state(self, rel_dir: str) -> tuple[dict[str, Any], str]:
+        """(state.json of a checkpoint, verified and parsed; the bundle path of its tensor file)."""
         state_rel = f"{rel_dir}/{ck.STATE_FILE}"
         try:
             doc = ck.parse_state(self.read_bytes(state_rel), f"'{state_rel}'")
@@ -293,7 +333,17 @@ class Bundle:
             raise BundleError(self.path, problem, str(exc)) from None
         tensors_rel = f"{rel_dir}/{(doc.get('tensors') or {}).get('file', ck.TENSORS_FILE)}"
         safe_path(self.path, tensors_rel)
-        tensors = self.load_tensors(tensors_rel)
+        return doc, tensors_rel
+
+    def tensors_of(self, rel_dir: str) -> str:
+        """The bundle path of a checkpoint's tensor file."""
+        return self._state(rel_dir)[1]
+
+    def checkpoint(self, rel_dir: str, check: bool = False) -> ck.Checkpoint:
+        """Load one checkpoint (state.json verified; tensors loaded and, with ``check``, verified where
+        ``checks_inline``; verify the rest with ``verify``)."""
+        doc, tensors_rel = self._state(rel_dir)
+        tensors = self.load_tensors(tensors_rel, check)
         try:
             return ck.checkpoint_from(doc, tensors, f"'{rel_dir}'")
         except InvalidArgument as exc:

@@ -66,9 +66,13 @@ def read_bundle(path: str | os.PathLike) -> Imported:
     (loaded with weights_only=True). Raises BundleError naming the problem; writes nothing."""
     bundle = Bundle.open(path)
     try:
-        verification = bundle.verify()  # hashes every file on a helper thread while tensors load
+        # The resume checkpoint's tensors are checked from the bytes loading reads (each byte read
+        # once); every other file is hashed on a helper thread meanwhile.
+        tensors = bundle.tensors_of(bundle.resume_dir)
+        inline = bundle.checks_inline(tensors)
+        verification = bundle.verify([rel for rel in bundle.files if not (inline and rel == tensors)])
         try:
-            checkpoint = bundle.checkpoint(bundle.resume_dir)
+            checkpoint = bundle.checkpoint(bundle.resume_dir, check=inline)
         finally:
             verification.result()
         state = checkpoint.state()

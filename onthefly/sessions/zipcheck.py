@@ -3,7 +3,8 @@
 A ``torch.save`` file is a zip archive whose central directory records a CRC-32 of every record (one
 per tensor storage, plus the pickle). The checksum of the whole file is the CRC-32 of its central
 directory and end records; verifying it checks that CRC, then every record's data against the CRC
-the directory lists for it, reading the data where ``torch.load`` will (after each local header).
+the directory lists for it, reading the data where ``torch.load`` will (after each local header). ``RecordChecker`` does the latter from the
+bytes ``torch.load`` reads anyway, so importing reads each byte once.
 Writing therefore costs nothing beyond ``torch.save`` itself, and damage anywhere a reader looks is
 caught: in the data, in a local header (the data would shift), in the directory or its end record.
 
@@ -13,8 +14,9 @@ caught: in the data, in a local header (the data would shift), in the directory 
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import Callable, Iterator
+
+from onthefly.sessions.digest import crc32
 
 Read = Callable[[int, int], bytes]
 
@@ -97,34 +99,86 @@ def checksum(read: Read, size: int) -> str | None:
             return None
     except NotAZip:
         return None
-    return f"{zlib.crc32(tail):08x}"
+    return f"{crc32(tail):08x}"
 
 
-def damage(read: Read, size: int, expected: str) -> str | None:
-    """None if the archive matches ``expected`` and every record its CRC; else what is wrong."""
+class Damaged(ValueError):
+    """The archive does not match its checksum; the message says where."""
+
+
+def records(read: Read, size: int, expected: str) -> list[tuple[int, int, int]]:
+    """Every record's (data offset, size, CRC), once the directory matched ``expected``; else Damaged."""
     try:
         cd_offset, _, count = _end_records(read, size)
         tail = read(cd_offset, size - cd_offset)
-        if f"{zlib.crc32(tail):08x}" != expected:
-            return "its central directory does not match its checksum"
+        if f"{crc32(tail):08x}" != expected:
+            raise Damaged("its central directory does not match its checksum")
+        out = []
         for index, (offset, length, crc) in enumerate(_entries(tail, count)):
             header = read(offset, LOCAL.size)
             if len(header) < LOCAL.size or header[:4] != b"PK\x03\x04":
-                return f"record {index} has a damaged local header"
+                raise Damaged(f"record {index} has a damaged local header")
             fields = LOCAL.unpack(header)
-            name_len, extra_len = fields[9], fields[10]
-            start = offset + LOCAL.size + name_len + extra_len
+            start = offset + LOCAL.size + fields[9] + fields[10]  # after the name and the extra field
             if start + length > cd_offset:
-                return f"record {index} runs past the records' end"
-            value, pos, end = 0, start, start + length
-            while pos < end:
-                chunk = read(pos, min(CHUNK, end - pos))
-                if not chunk:
-                    return f"record {index} is cut short"
-                value = zlib.crc32(chunk, value)
-                pos += len(chunk)
-            if value != crc:
-                return f"record {index} does not match its CRC"
+                raise Damaged(f"record {index} runs past the records' end")
+            out.append((start, length, crc))
     except NotAZip as exc:
+        raise Damaged(str(exc)) from None
+    return sorted(out)
+
+
+class RecordChecker:
+    """Checks records' CRCs from the bytes a reader reads anyway (``torch.load`` through a file object):
+    ``seen(offset, view)`` after each read; ``finish(read_into)`` reads only what was never seen, then
+    raises Damaged on a mismatch. Records must not overlap (``records`` returns them sorted)."""
+
+    def __init__(self, found: list[tuple[int, int, int]]) -> None:
+        self._records = found
+        self._starts = [r[0] for r in found]
+        self._done = [0] * len(found)
+        self._crc = [0] * len(found)
+
+    def seen(self, offset: int, view: memoryview) -> None:
+        import bisect
+
+        end = offset + len(view)
+        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while i < len(self._records) and self._records[i][0] < end:
+            start, length, _ = self._records[i]
+            at = start + self._done[i]  # the first byte of this record not yet checked
+            stop = min(end, start + length)
+            if offset <= at < stop:
+                self._crc[i] = crc32(view[at - offset:stop - offset], self._crc[i])
+                self._done[i] = stop - start
+            i += 1
+
+    def finish(self, read_into: Callable[[int, memoryview], int]) -> None:
+        buffer = None
+        for index, (start, length, crc) in enumerate(self._records):
+            value, done = self._crc[index], self._done[index]
+            while done < length:
+                buffer = buffer if buffer is not None else memoryview(bytearray(CHUNK))
+                n = read_into(start + done, buffer[: min(CHUNK, length - done)])
+                if n <= 0:
+                    raise Damaged(f"record {index} is cut short")
+                value = crc32(buffer[:n], value)
+                done += n
+            if value != crc:
+                raise Damaged(f"record {index} does not match its CRC")
+
+
+def damage(read: Read, size: int, expected: str, read_into: Callable[[int, memoryview], int] | None = None
+           ) -> str | None:
+    """None if the archive matches ``expected`` and every record its CRC; else what is wrong.
+    ``read_into(offset, view) -> count`` (optional) reads record data into a reused buffer."""
+    if read_into is None:
+        def read_into(offset: int, view: memoryview) -> int:
+            data = read(offset, len(view))
+            view[:len(data)] = data
+            return len(data)
+    try:
+        RecordChecker(records(read, size, expected)).finish(read_into)
+    except Damaged as exc:
         return str(exc)
     return None

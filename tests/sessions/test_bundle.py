@@ -231,3 +231,14 @@ def test_tensor_files_without_torch_crcs_get_a_full_crc32(tmp_path):
     with open(tmp_path / "u.pt", "wb", buffering=0) as f:
         _, checksum = write_tensors(f, {"t0": torch.arange(10.0)})
     assert checksum[0] == "zip-crc32" and digest.file_matches(tmp_path / "u.pt", checksum)
+
+
+def test_the_crc32_in_use_is_zlibs_crc32():
+    """ISA-L's or zlib-ng's CRC-32 (used when installed) gives zlib's values: bundles stay interchangeable."""
+    import zlib
+
+    from onthefly.sessions import digest
+
+    data = os.urandom(1 << 20) + b"tail"
+    assert digest.crc32(data) == zlib.crc32(data) and digest.crc32(data, 7) == zlib.crc32(data, 7)
+    assert digest.CRC32_BY in ("isal", "zlib_ng", "zlib")
