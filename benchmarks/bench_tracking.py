@@ -579,8 +579,8 @@ def main() -> None:
     for what, value, target in checks:
         note = verdict(value, target)
         half = unresolved.get(what)
-        if value is not None and half is not None and half > abs(value - target):
-            note += f" (unresolved: the bare/bare noise is +/-{half:.3f})"
+        if value is not None and half is not None and half > target - 1:
+            note = f"NOT RESOLVED (A/B noise, bare/bare IQR +/-{half:.3f}, exceeds the {target - 1:.3f} margin)"
         print(f"   {what:42s} {fmt(value, '', 4 if target < 2 else 2):>10s}  target <= {target:<6g} {note}")
     for label, series in (("wall", tr), ("CPU", trc)):
         if series.get("bare2"):
