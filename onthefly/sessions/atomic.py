@@ -8,9 +8,13 @@ folder later knows it belongs to the target and may remove it.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from onthefly import atomic as _atomic
+from onthefly.atomic import fsync_dir
+
+__all__ = ["PARTIAL_SUFFIX", "atomic_writer", "fsync_dir", "partial_path", "write_bytes"]
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -18,20 +22,6 @@ PARTIAL_SUFFIX = ".partial"
 def partial_path(path: Path) -> Path:
     """The temporary sibling used while ``path`` is being written."""
     return path.with_name(path.name + PARTIAL_SUFFIX)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink inside ``folder`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -42,22 +32,8 @@ def atomic_writer(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
     survives a power loss; without it the write still survives a killed process.
     """
     path = Path(path)
-    tmp = partial_path(path)
-    f = open(tmp, "wb")
-    try:
+    with _atomic.atomic_writer(path, partial_path(path), durable) as f:
         yield f
-        f.flush()
-        if durable:
-            os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:

@@ -11,44 +11,21 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from onthefly import atomic as _atomic
+from onthefly.atomic import fsync_dir
+
+__all__ = ["TMP_SUFFIX", "atomic_writer", "fsync_dir", "write_bytes", "write_text"]
+
 TMP_SUFFIX = ".tmp-onthefly"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_writer(path: Path, durable: bool = True, mode: int | None = None) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` atomically on a clean exit and vanishes on an error."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
-    f = os.fdopen(fd, "wb")
-    try:
+    # The pid in the temporary name keeps two processes writing one file from sharing a temporary.
+    with _atomic.atomic_writer(path, path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}"), durable, mode) as f:
         yield f
-        f.flush()
-        if durable:
-            os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def write_bytes(path: Path, data: bytes, durable: bool = True, mode: int | None = None) -> None:
