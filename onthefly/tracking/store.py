@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from onthefly.tracking import atomic, flat, jsonsafe, names
 from onthefly.tracking.columns import TIMESTAMP
-from onthefly.tracking.errors import InvalidArgument, NotFound
+from onthefly.tracking.errors import FailedPrecondition, InvalidArgument, NotFound
 from onthefly.tracking.filestore import STAGING_SUFFIX, FileStore
 from onthefly.tracking.records import (LOG_STREAM, AppendResult, ExperimentRecord, FileRecord, OpenSpec, Status,
                                        StreamInfo, StreamKind)
@@ -76,6 +76,10 @@ class LocalStore:
             return ExperimentRecord.from_dict(jsonsafe.loads(path.read_text("utf-8")))
         except FileNotFoundError:
             return None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise FailedPrecondition(
+                f"{path} is not an OnTheFly experiment record (another tool's file, or damaged: {exc}); it is "
+                f"left as it is: use another dash_root or prefix") from None
 
     def _write_record(self, record: ExperimentRecord) -> None:
         folder = self.experiment_dir(record.prefix)

@@ -175,3 +175,14 @@ def test_experiment_json_is_standard_json(dash):
     json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in experiment.json"))
     record = _record(dash, "alice/proj/meta")
     assert record.metadata["inf"] == float("-inf") and record.metadata["nan"] != record.metadata["nan"]
+
+
+def test_another_tools_experiment_file_is_refused_and_left_alone(dash):
+    folder = dash / "alice" / "proj" / "theirs"
+    folder.mkdir(parents=True)
+    foreign = '{"name": "theirs", "created": "2026-01-01"}'  # e.g. an ML-Dash experiment.json
+    (folder / "experiment.json").write_text(foreign)
+    with pytest.raises(RuntimeError, match="not an OnTheFly experiment record"):
+        Experiment(prefix="alice/proj/theirs", dash_root=str(dash)).run.start()
+    assert (folder / "experiment.json").read_text() == foreign
+    assert [r.prefix for r in LocalStore(dash).list_experiments()] == []
