@@ -16,6 +16,8 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+from onthefly.processes import pid_alive
+
 _NAME = re.compile(r"^(\d+)-(\d+)\.json$")
 
 
@@ -43,16 +45,6 @@ def runtime_dir() -> pathlib.Path:
     if xdg:
         return pathlib.Path(xdg) / "onthefly"
     return pathlib.Path.home() / ".onthefly" / "run"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DiscoveryFile:
@@ -96,7 +88,7 @@ def live_runs(directory: pathlib.Path | None = None) -> list[RunInfo]:
             info = RunInfo(**data)
         except (OSError, ValueError, TypeError):
             continue
-        if not _pid_alive(info.pid):
+        if not pid_alive(info.pid):
             path.unlink(missing_ok=True)
             continue
         runs.append(info)

@@ -9,6 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from onthefly.processes import pid_alive  # noqa: F401  (re-exported: tracking imports it from here)
+
 
 class Status(str, enum.Enum):
     """Lifecycle state of an experiment."""
@@ -33,24 +35,6 @@ HISTORY_LIMIT = 200
 
 def this_host() -> str:
     return socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
 
 
 @dataclass
