@@ -72,13 +72,15 @@ class Control:
 
         With ``max_wait``, a paused loop returns after that many seconds without a command, still
         paused (the caller reads ``state``): a distributed loop uses it to keep its peers informed.
+        It also returns as soon as a command changes the state, before applying the ones queued
+        behind it, so that peers see every pause (a Step queued right behind a Pause comes next call).
         """
         if not self._queue and self.state is not RunState.PAUSED:
             return self.stop_requested
         deadline = None if max_wait is None else time.monotonic() + max_wait
         while True:
-            self._apply_queued(ctx)
-            if self.stop_requested or self.state is not RunState.PAUSED:
+            changed = self._apply_queued(ctx, until_state_change=max_wait is not None)
+            if self.stop_requested or self.state is not RunState.PAUSED or changed:
                 return self.stop_requested
             with self._cond:
                 while not self._queue:
@@ -107,13 +109,17 @@ class Control:
         self.state = RunState.RUNNING
         self._run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.RESUMED, self.state, why))
 
-    def _apply_queued(self, ctx: "LoopContext") -> None:
+    def _apply_queued(self, ctx: "LoopContext", until_state_change: bool = False) -> bool:
+        """Apply queued commands in order; True when it stopped early at a state change."""
         while True:
             with self._cond:
                 if not self._queue:
-                    return
+                    return False
                 pending = self._queue.popleft()
+            before = self.state
             self._apply(pending, ctx)
+            if until_state_change and self.state is not before and self._queue:
+                return True
 
     def _apply(self, pending: PendingCommand, ctx: "LoopContext") -> None:
         command = pending.command

@@ -249,11 +249,6 @@ class OnTheFlyCallback(Callback):
 
         if isinstance(self.sessions, Sessions) and not any(h is self.sessions for h in run.hooks.hooks):
             run.hooks.add(self.sessions)
-        elif self._sync is not None and not any(isinstance(h, Sessions) for h in run.hooks.hooks):
-            # Under DDP a pause must reach the other ranks before any later command is applied; a
-            # checkpoint queued by the pause would hold the boundary open while (say) a Step arrives
-            # and is applied in the same call, so the peers never see the pause. Checkpoint on request.
-            run.hooks.add(Sessions(on_pause=False))
         ctx.extras[NO_LIVE_RESTORE] = LIVE_RESTORE_REFUSED
         attach_sessions(ctx)
 

@@ -44,6 +44,7 @@ class RankSync:
     def __init__(self, heartbeat: float = 1.0) -> None:
         self.rank = dist.get_rank()
         self.heartbeat = heartbeat
+        self._shared_paused = False  # what the last broadcast told the peers
         cuda = dist.get_backend() == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
@@ -55,7 +56,12 @@ class RankSync:
             changes: Changes = []
             if self.rank == 0:
                 before = hyperparams.read_groups(ctx.optimizer) if ctx.optimizer is not None else []
-                stop = control.boundary(ctx, max_wait=wait)
+                if control.state is RunState.PAUSED and not self._shared_paused:
+                    # Paused since the last boundary (a step budget ran out): tell the peers before
+                    # applying anything queued meanwhile, so every rank pauses at this step too.
+                    stop = control.stop_requested
+                else:
+                    stop = control.boundary(ctx, max_wait=wait)
                 wait = self.heartbeat
                 if ctx.optimizer is not None:
                     changes = changed_values(before, hyperparams.read_groups(ctx.optimizer))
@@ -66,6 +72,7 @@ class RankSync:
                 header = torch.zeros(3, dtype=torch.int64, device=self.device)
             dist.broadcast(header, src=0)
             stop, paused, changed = (bool(v) for v in header.tolist())
+            self._shared_paused = paused
             if changed:
                 box: list[Any] = [changes if self.rank == 0 else None]
                 dist.broadcast_object_list(box, src=0, device=self.device)
