@@ -118,9 +118,9 @@ def test_checkpoint_and_export_through_rpc_and_cli_hold_the_live_weights(lit_run
         assert _same(bundle.checkpoint(bundle.resume_dir).state()["model"], final)
     ckpts = sorted(p.name for p in (tmp_path / "lightning-ckpts").iterdir())
     assert {"last.ckpt", "epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"} <= set(ckpts), ckpts
-    native_state = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=8.ckpt", weights_only=False)
+    native_state = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=8.ckpt", weights_only=True)
     assert native_state["global_step"] == 8 and _same(native_state["state_dict"], final)
-    at_four = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=4.ckpt", weights_only=False)
+    at_four = torch.load(tmp_path / "lightning-ckpts" / "epoch=0-step=4.ckpt", weights_only=True)
     assert not _same(at_four["state_dict"], final)
 
 
