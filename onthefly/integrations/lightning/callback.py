@@ -102,6 +102,7 @@ class OnTheFlyCallback(Callback):
         start_paused: bool = False,
         hooks: list[RunHook] | None = None,
         sessions: Any = True,
+        track: Any = None,
         capture_logging: bool = True,
         capture_prints: bool = False,
         history_events: int = DEFAULT_HISTORY_EVENTS,
@@ -122,6 +123,8 @@ class OnTheFlyCallback(Callback):
         self.heartbeat, self.verbose = heartbeat, verbose
         self._extra_hooks = list(hooks or [])
         self.sessions = sessions  # True: a default Sessions hook; a Sessions: that one; False: none
+        self.track = track  # True, a dict of Experiment arguments, or an Experiment (rank 0 records)
+        self.experiment: Any = None  # the tracking Experiment of the last fit (when track is on)
         self.run: Run | None = None
         self.ctx: LoopContext | None = None
         self.server: Any = None
@@ -167,6 +170,12 @@ class OnTheFlyCallback(Callback):
         run.max_epochs = trainer.max_epochs if (trainer.max_epochs or -1) > 0 else 0
         for hook in self._extra_hooks:
             run.hooks.add(hook)
+        if self.chief and self.track:
+            from onthefly.trainer.tracking import tracking_hook
+
+            tracking = tracking_hook(self.track, self, run)
+            run.hooks.add(tracking)
+            self.experiment = tracking.experiment
         self.run = run
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         configs = trainer.lr_scheduler_configs
