@@ -31,6 +31,20 @@ def _run(tmp_path, body: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+def _kill_9_when_ready(argv: list[str]) -> None:
+    """Run ``argv`` until it prints "ready" (it then waits on stdin), and kill -9 it there."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
 def test_never_closed_experiment_is_flushed_and_completed_at_exit(tmp_path):
     out = _run(tmp_path, """
         for i in range(250):
@@ -74,18 +88,7 @@ def test_kill_9_keeps_everything_flushed_and_status_says_what_happened(tmp_path,
         print("ready", flush=True)
         sys.stdin.read()
     """
-    proc = subprocess.Popen([sys.executable, "-c", _script(body), str(tmp_path / "dash")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdin.close()
-        proc.stdout.close()
-        proc.stderr.close()
+    _kill_9_when_ready([sys.executable, "-c", _script(body), str(tmp_path / "dash")])
     store = LocalStore(tmp_path / "dash")
     table, total = store.read(PREFIX, StreamKind.METRIC, "train")
     assert total >= 500 and table.column("step").to_pylist()[:500] == list(range(500))
@@ -144,17 +147,7 @@ def test_kill_9_in_server_mode(server, capsys):
         print("ready", flush=True)
         sys.stdin.read()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", body], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
+    _kill_9_when_ready([sys.executable, "-c", body])
     assert srv.store.read(PREFIX, StreamKind.METRIC, "train")[1] == 300
     assert main(["login", "--server", srv.address, "--token", tokens["alice"]]) == 0
     assert main(["experiments", "show", PREFIX, "--server", srv.address]) == 0

@@ -71,21 +71,27 @@ def test_weights_are_bit_identical_with_tracking_on_or_off(dash):
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tracked.state_dict().values()))
 
 
-def test_a_failing_fit_records_failed_and_keeps_the_steps_before(dash):
+def _fit_raising(dash, run_name: str, at_call: int, error: BaseException) -> Trainer:
+    """Fit with tracking on; the step function raises ``error`` on its ``at_call``-th call."""
     model, opt, loss_fn, loader = boring_setup(seed=0, n=128, batch_size=16)
     calls = {"n": 0}
 
-    def exploding_step(model, batch, loss):
+    def step(model, batch, loss):
         calls["n"] += 1
-        if calls["n"] == 4:
-            raise FloatingPointError("loss exploded")
+        if calls["n"] == at_call:
+            raise error
         x, y = batch
         return loss(model(x), y)
 
-    trainer = Trainer("track", "boom", max_epochs=1, serve=False, verbose=False,
+    trainer = Trainer("track", run_name, max_epochs=1, serve=False, verbose=False,
                       track={"dash_root": dash, "durable": False})
-    with pytest.raises(FloatingPointError):
-        trainer.fit(model, opt, loss_fn, loader, step_fn=exploding_step)
+    with pytest.raises(type(error)):
+        trainer.fit(model, opt, loss_fn, loader, step_fn=step)
+    return trainer
+
+
+def test_a_failing_fit_records_failed_and_keeps_the_steps_before(dash):
+    trainer = _fit_raising(dash, "boom", 4, FloatingPointError("loss exploded"))
     record = LocalStore(dash).get_experiment(trainer.experiment.prefix)
     assert (record.status, record.error) == (Status.FAILED, "FloatingPointError: loss exploded")
     assert [r["step"] for r in trainer.experiment.metrics("train").read_table().to_pylist()] == [1, 2, 3]
@@ -113,20 +119,7 @@ def test_tracking_is_off_by_default_and_bad_values_are_refused(dash, monkeypatch
 
 
 def test_keyboard_interrupt_records_cancelled(dash):
-    model, opt, loss_fn, loader = boring_setup(seed=0, n=128, batch_size=16)
-    calls = {"n": 0}
-
-    def interrupted_step(model, batch, loss):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        x, y = batch
-        return loss(model(x), y)
-
-    trainer = Trainer("track", "ctrl-c", max_epochs=1, serve=False, verbose=False,
-                      track={"dash_root": dash, "durable": False})
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(model, opt, loss_fn, loader, step_fn=interrupted_step)
+    trainer = _fit_raising(dash, "ctrl-c", 3, KeyboardInterrupt())
     assert LocalStore(dash).get_experiment(trainer.experiment.prefix).status is Status.CANCELLED
     assert trainer.experiment.metrics("train").read()["totalDataPoints"] == 2
 

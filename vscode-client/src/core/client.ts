@@ -10,6 +10,7 @@ import { SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
 import { TelemetryService, type SubscribeResponse } from "../gen/onthefly/v1/telemetry_pb.js";
 import type { Target } from "./discovery.js";
 import { HEALTH_CHECKS, type FindingView, type HealthCheckName, type HealthView } from "./protocol.js";
+import { bytes } from "./format.js";
 
 /** A steering command the dashboard and the palette can send (answered with a receipt). */
 export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
@@ -200,16 +201,6 @@ export function describeHealth(h: Pick<HealthView, "status" | "step" | "findings
     default:
       return `health checks: failed: ${h.detail}`;
   }
-}
-
-function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 /** One line for a person: "pause: applied at step 812". */

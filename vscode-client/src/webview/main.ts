@@ -7,6 +7,7 @@ import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
 import { readTheme } from "./theme.js";
+import { bytes } from "../core/format.js";
 
 interface VsCodeApi {
   postMessage(message: unknown): void;
@@ -329,16 +330,6 @@ function meter(label: string, frac: number): HTMLElement {
   wrap.setAttribute("aria-label", label);
   wrap.append(bar, text);
   return wrap;
-}
-
-function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 function renderHistogram(): void {
