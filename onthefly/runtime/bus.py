@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from onthefly.runtime.deferred import resolve_pending
 from onthefly.runtime.events import Event
 
 DEFAULT_QUEUE_EVENTS = 65_536
@@ -119,6 +120,7 @@ class EventBus:
                     break
             if not batch:
                 return
+            resolve_pending([getattr(event.payload, "losses", None) for event in batch])
             for event in batch:
                 event.resolve()
             for observe in self._observers:

@@ -23,6 +23,7 @@ import torch
 
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
+from onthefly.runtime.deferred import LaterGradNorm, LaterSampleLosses, can_defer_grad_norm
 from onthefly.runtime.events import (
     EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
@@ -215,6 +216,9 @@ class Trainer:
         last_val: EvalResult | None = None
         non_blocking = ctx.device.type == "cuda"
         move = ctx.device.type != "cpu"  # CPU batches are used as they come: no per-step walk
+        # The loop sets grads to None before each backward, so on CPU the norm can be read later (deferred.py).
+        defer_norm = self.track_grad_norm and can_defer_grad_norm(ctx.device, optimizer, scaler, hooks.hooks,
+                                                                  params)
         if control.boundary(ctx):
             return None
         while True:
@@ -236,7 +240,7 @@ class Trainer:
                 if move:
                     batch = to_device(batch, ctx.device, non_blocking)
                 with autocast():
-                    out = forward(model, batch)
+                    out = forward(model, batch, later=True)
                 loss = out.loss
                 backward_loss = loss / self.accumulate if self.accumulate > 1 else loss
                 if scaler is not None:
@@ -249,7 +253,10 @@ class Trainer:
                 self._publish_samples(run, out, batch, indices)
                 if micro % self.accumulate:
                     continue
-                grad_norm = self._grad_norm(params, scaler) if self.track_grad_norm else None
+                grad_norm = None
+                if self.track_grad_norm:
+                    grad_norm = (LaterGradNorm([p.grad for p in params if p.grad is not None]) if defer_norm
+                                 else self._grad_norm(params, scaler))
                 if hooks.on_before_optimizer_step(ctx, loss):
                     if scaler is not None:
                         scaler.step(optimizer)
@@ -295,11 +302,12 @@ class Trainer:
         per_sample = out.per_sample_loss
         if per_sample is None:
             return
-        per_sample = detach(per_sample)
         n = int(per_sample.shape[0])
+        if type(per_sample) is not LaterSampleLosses:  # computed already: copy (or start copying) it to host
+            per_sample = array_later(detach(per_sample))
         if indices is None or len(indices) != n:
             indices = np.full(n, -1, dtype=np.int64)
-        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, array_later(per_sample)))
+        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, per_sample))
 
     @staticmethod
     def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | None:
