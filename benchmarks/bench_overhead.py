@@ -4,7 +4,8 @@
 
 1. Overhead: an MLP 784-256-10, batch 128, CPU, 1 torch thread. The bare loop and the same loop
    under Trainer (with one subscriber process streaming every event) run interleaved, R times each;
-   the ratio of median per-step times is printed (target <= 1.03).
+   the median of per-rep ratios of per-step times is printed (target <= 1.03), in wall time and in the
+   training thread's CPU time (``time.thread_time``; less sensitive to other load on a shared machine).
 2. Per-sample values streamed to one subscriber process, end to end through a real Trainer with a
    tiny model and large batches (target >= 5 M values/s).
 3. Pause latency: Pause RPC round trips during training, against the step time (target: p99 within
@@ -62,7 +63,7 @@ def bare_loop(loader, steps: int) -> list[float]:
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.thread_time()))
             done += 1
             if done == steps:
                 break
@@ -74,7 +75,7 @@ class Stamps(RunHook):
         self.stamps: list[float] = []
 
     def on_step_end(self, ctx) -> None:
-        self.stamps.append(time.perf_counter())
+        self.stamps.append((time.perf_counter(), time.thread_time()))
 
 
 def start_subscriber(trainer: Trainer) -> subprocess.Popen:
@@ -117,30 +118,30 @@ VARIANTS = {
 }
 
 
-def bench_attribution(reps: int, steps: int) -> dict[str, tuple[float, float, float]]:
-    """Median (and quartiles) of per-rep ratios variant/bare, every side interleaved in random order."""
+def bench_attribution(reps: int, steps: int) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Median (and quartiles) of per-rep ratios variant/bare, wall and training-thread CPU, every side
+    interleaved in random order."""
     import random
 
     loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
     warmup = min(20, steps // 10)
-    ratios: dict[str, list[float]] = {name: [] for name in ["bare (noise floor)", *VARIANTS]}
+    names = ["bare (noise floor)", *VARIANTS]
+    ratios: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in names}
     order = random.Random(1)
     for _ in range(reps):
-        sides = ["bare", *ratios]
+        sides = ["bare", *names]
         order.shuffle(sides)
-        timing = {}
-        for side in sides:
-            if side in VARIANTS:
-                timing[side] = per_step(trainer_loop(loader, steps, **VARIANTS[side])[0], warmup)
-            else:
-                timing[side] = per_step(bare_loop(loader, steps), warmup)
-        for name in ratios:
-            ratios[name].append(timing[name] / timing["bare"])
-    return {name: _quartiles(values) for name, values in ratios.items()}
+        stamps = {side: trainer_loop(loader, steps, **VARIANTS[side])[0] if side in VARIANTS
+                  else bare_loop(loader, steps) for side in sides}
+        for name in names:
+            for clock, key in ((0, "wall"), (1, "cpu")):
+                ratios[name][key].append(per_step(stamps[name], warmup, clock) / per_step(stamps["bare"], warmup, clock))
+    return {name: {key: _quartiles(values) for key, values in r.items()} for name, r in ratios.items()}
 
 
-def per_step(stamps: list[float], warmup: int) -> float:
-    return (stamps[-1] - stamps[warmup]) / (len(stamps) - 1 - warmup)
+def per_step(stamps: list[tuple[float, float]], warmup: int, clock: int = 0) -> float:
+    """Seconds per step after ``warmup`` steps: wall time (clock 0) or the training thread's CPU time (1)."""
+    return (stamps[-1][clock] - stamps[warmup][clock]) / (len(stamps) - 1 - warmup)
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -150,32 +151,38 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def bench_overhead(reps: int, steps: int) -> dict:
     """Each rep runs the bare loop twice and the Trainer once, in random order, so drift and noise on
-    a shared VM hit all sides alike. The figure is the median of per-rep ratios trainer/bare; the
+    a shared VM hit all sides alike. The figure is the median of per-rep ratios trainer/bare, in wall
+    time and in the training thread's CPU time (less sensitive to other load on the machine); the
     bare/bare ratio of the same reps is the noise floor of the measurement itself."""
     import random
 
     loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
     warmup = min(20, steps // 10)
-    ratios, controls, bare_steps, hosted_steps, events, gaps = [], [], [], [], 0, 0
+    ratios, controls, cpu_ratios, cpu_controls, bare_steps, hosted_steps = [], [], [], [], [], []
+    events = gaps = 0
     order = random.Random(0)
     for _ in range(reps):
         sides = ["bare", "control", "trainer"]
         order.shuffle(sides)
-        timing = {}
+        stamps = {}
         for side in sides:
             if side == "trainer":
-                stamps, summary = trainer_loop(loader, steps)
-                timing[side] = per_step(stamps, warmup)
+                stamps[side], summary = trainer_loop(loader, steps)
                 events, gaps = summary["events"], gaps + summary["gaps"]
             else:
-                timing[side] = per_step(bare_loop(loader, steps), warmup)
-        bare_steps.append(timing["bare"])
-        hosted_steps.append(timing["trainer"])
-        ratios.append(timing["trainer"] / timing["bare"])
-        controls.append(timing["control"] / timing["bare"])
+                stamps[side] = bare_loop(loader, steps)
+        wall = {side: per_step(st, warmup) for side, st in stamps.items()}
+        cpu = {side: per_step(st, warmup, 1) for side, st in stamps.items()}
+        bare_steps.append(wall["bare"])
+        hosted_steps.append(wall["trainer"])
+        ratios.append(wall["trainer"] / wall["bare"])
+        controls.append(wall["control"] / wall["bare"])
+        cpu_ratios.append(cpu["trainer"] / cpu["bare"])
+        cpu_controls.append(cpu["control"] / cpu["bare"])
     return {"bare_ms_per_step": statistics.median(bare_steps) * 1e3,
             "trainer_ms_per_step": statistics.median(hosted_steps) * 1e3,
             "ratio": _quartiles(ratios), "control": _quartiles(controls),
+            "cpu_ratio": _quartiles(cpu_ratios), "cpu_control": _quartiles(cpu_controls),
             "subscriber_events": events, "subscriber_gaps": gaps}
 
 
@@ -208,7 +215,7 @@ def bench_streaming(steps: int = 300, batch: int = 16384) -> dict:
     stamps, summary = trainer_loop(loader, steps, model_factory=tiny, track_grad_norm=False)
     span = summary["last"] - summary["first"]
     return {"values": summary["values"], "seconds": span, "values_per_second": summary["values"] / span,
-            "gaps": summary["gaps"], "training_values_per_second": steps * batch / (stamps[-1] - stamps[0])}
+            "gaps": summary["gaps"], "training_values_per_second": steps * batch / (stamps[-1][0] - stamps[0][0])}
 
 
 def bench_stream_capacity(events: int = 600, batch: int = 16384) -> dict:
@@ -258,7 +265,7 @@ def bench_pause(pauses: int = 100) -> dict:
             client.control.Resume(control_pb2.ResumeRequest())
         client.control.Stop(control_pb2.StopRequest())
     fit.join()
-    step = statistics.median(b - a for a, b in zip(stamps.stamps, stamps.stamps[1:]))
+    step = statistics.median(b[0] - a[0] for a, b in zip(stamps.stamps, stamps.stamps[1:]))
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     return {"step_ms": step * 1e3, "pause_p50_ms": statistics.median(latencies) * 1e3, "pause_p99_ms": p99 * 1e3,
@@ -274,8 +281,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, CPU")
     only = os.environ.get("BENCH_ONLY")
     if only == "attribute":
-        for name, (q1, med, q3) in bench_attribution(args.reps, args.steps).items():
-            print(f"[attribution] {name:<30} ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f})")
+        for name, r in bench_attribution(args.reps, args.steps).items():
+            (q1, med, q3), (c1, cmed, c3) = r["wall"], r["cpu"]
+            print(f"[attribution] {name:<30} wall ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); training-thread "
+                  f"CPU ratio {cmed:.4f} ({c1:.3f}..{c3:.3f})")
         return
     if only == "streaming":
         print(bench_stream_capacity())
@@ -288,6 +297,10 @@ def main() -> None:
           f"ms/step -> ratio {med:.4f} (target <= 1.03; quartiles {q1:.3f}..{q3:.3f} over {args.reps} reps); "
           f"noise floor bare/bare {cmed:.4f} ({c1:.3f}..{c3:.3f}); the subscriber got "
           f"{o['subscriber_events']} events per run, {o['subscriber_gaps']} missed in all")
+    q1, med, q3 = o["cpu_ratio"]
+    c1, cmed, c3 = o["cpu_control"]
+    print(f"[overhead] training-thread CPU time per step: ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); noise floor "
+          f"{cmed:.4f} ({c1:.3f}..{c3:.3f})")
     c = bench_stream_capacity()
     print(f"[stream capacity] {c['values']:,} per-sample values to one subscriber process in {c['seconds']:.2f} s -> "
           f"{c['values_per_second'] / 1e6:.1f} M values/s (target >= 5)")
