@@ -23,7 +23,7 @@ import torch
 
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
-from onthefly.runtime.deferred import LaterGradNorm, LaterSampleLosses, can_defer_grad_norm
+from onthefly.runtime.deferred import LaterSampleLosses
 from onthefly.runtime.events import (
     EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
@@ -216,9 +216,6 @@ class Trainer:
         last_val: EvalResult | None = None
         non_blocking = ctx.device.type == "cuda"
         move = ctx.device.type != "cpu"  # CPU batches are used as they come: no per-step walk
-        # The loop sets grads to None before each backward, so on CPU the norm can be read later (deferred.py).
-        defer_norm = self.track_grad_norm and can_defer_grad_norm(ctx.device, optimizer, scaler, hooks.hooks,
-                                                                  params)
         if control.boundary(ctx):
             return None
         while True:
@@ -253,10 +250,7 @@ class Trainer:
                 self._publish_samples(run, out, batch, indices)
                 if micro % self.accumulate:
                     continue
-                grad_norm = None
-                if self.track_grad_norm:
-                    grad_norm = (LaterGradNorm([p.grad for p in params if p.grad is not None]) if defer_norm
-                                 else self._grad_norm(params, scaler))
+                grad_norm = self._grad_norm(params, scaler) if self.track_grad_norm else None
                 if hooks.on_before_optimizer_step(ctx, loss):
                     if scaler is not None:
                         scaler.step(optimizer)
