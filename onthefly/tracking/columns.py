@@ -9,7 +9,7 @@ column's type (a string in a float column) is refused with its row, and the refu
 from __future__ import annotations
 
 import math
-import threading
+import sys
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -21,25 +21,23 @@ import pyarrow.compute as pc
 TIMESTAMP = "timestamp"
 TS_ALIASES = ("_ts", TIMESTAMP)
 
-# A queued metric row is the field dict itself, with its call time added under the metric's row key: a
-# plain object, not a string, so it never clashes with a field name, and one the garbage collector does
-# not track, so the row dict stays untracked too (see writer's docstring). It is always the row's last key,
-# which tells the writer the metric, and it is never stored as a field.
-_ROW_KEYS: dict[str, object] = {}
-METRIC_OF_ROW_KEY: dict[object, str] = {}
-_ROW_KEYS_LOCK = threading.Lock()
+# A queued metric row is the field dict itself, with its call time added under the metric's row key:
+# ROW_KEY_PREFIX + the metric's name, interned. A str key keeps the kwargs dict in its all-str-keys form
+# (any other key makes CPython convert the dict, ~0.1 µs a call), and neither it nor the float time is
+# tracked by the garbage collector, so the row dict stays untracked too (see writer's docstring). It is
+# normally the row's last key, which tells the writer the metric, and it is never stored as a field.
+# No field name may start with ROW_KEY_PREFIX (NULs around it: no one types that by accident):
+# rows_to_table refuses a row with such a field, with why, so no row is stored under the wrong metric. One
+# case stays unchecked, as a check would cost ~5% of every logging call (measured): a field named exactly
+# like its own metric's row key takes that key's place in the row, and the call time overwrites its value.
+ROW_KEY_PREFIX = "\x00onthefly.row\x00"
+METRIC_OF_ROW_KEY: dict[str, str] = {}
 
 
-def metric_row_key(name: str) -> object:
-    """The row key of metric ``name`` (one per name in this process)."""
-    key = _ROW_KEYS.get(name)
-    if key is None:
-        with _ROW_KEYS_LOCK:
-            key = _ROW_KEYS.get(name)
-            if key is None:
-                key = object()
-                METRIC_OF_ROW_KEY[key] = name
-                _ROW_KEYS[name] = key
+def metric_row_key(name: str) -> str:
+    """The row key of metric ``name``."""
+    key = sys.intern(ROW_KEY_PREFIX + name)
+    METRIC_OF_ROW_KEY.setdefault(key, name)  # atomic under the GIL
     return key
 
 
@@ -163,34 +161,46 @@ def _keys(dicts: Sequence[dict]) -> list[str]:
     return list(dict.fromkeys(chain.from_iterable(dicts)))
 
 
-def _uniform_columns(dicts: Sequence[dict]) -> dict[Any, list] | None:
+def _uniform_columns(dicts: Sequence[dict], row_key: str | None) -> dict[Any, list] | None:
     """{key: values} when every dict has exactly the first one's keys (the usual case: the same fields on
     every call), else None. Equal sizes plus every dict holding each of the first one's keys means equal
-    key sets; both checks run in C (itemgetter raises KeyError on a missing key). A metric's row key is
-    in every row of its batch, so its column is not extracted (None stands for it)."""
+    key sets; both checks run in C (itemgetter raises KeyError on a missing key). The row key is in every
+    row (see rows_to_table), so its column is not extracted (None stands for it)."""
     if len(set(map(len, dicts))) != 1:
         return None
     try:
-        return {k: None if k in METRIC_OF_ROW_KEY else list(map(itemgetter(k), dicts)) for k in dicts[0]}
+        return {k: None if k == row_key else list(map(itemgetter(k), dicts)) for k in dicts[0]}
     except KeyError:
         return None
 
 
-def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None) -> Encoded:
+def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None, row_key: str | None = None) -> Encoded:
     """Encode rows logged at ``times`` into one table; see module docstring. An explicit ``_ts`` or
-    ``timestamp`` field overrides the call time (``_ts=-1``: the last timestamp written, via ``state``)."""
+    ``timestamp`` field overrides the call time (``_ts=-1``: the last timestamp written, via ``state``).
+    ``row_key``: the metric row key every row carries (not a field). A row with a field whose name starts
+    with ROW_KEY_PREFIX is refused, with why: it may even be another metric's row, so its time is unknown."""
     n = len(dicts)
     if n == 0:
         return Encoded(pa.table({TIMESTAMP: pa.array([], pa.float64())}))
-    by_key = _uniform_columns(dicts)
+    by_key = _uniform_columns(dicts, row_key)
     all_keys = list(by_key) if by_key is not None else _keys(dicts)
     reasons: list[str] = []
+    bad_rows: set[int] = set()
+    reserved = [k for k in all_keys if k != row_key and isinstance(k, str) and k.startswith(ROW_KEY_PREFIX)]
+    for key in reserved:
+        bad = [i for i, d in enumerate(dicts) if key in d]
+        bad_rows.update(bad)
+        reasons.append(f"field name {key!r} is reserved (names starting with {ROW_KEY_PREFIX!r} mark the SDK's "
+                       f"queued rows); {len(bad)} row(s) with it were refused")
+    if bad_rows:
+        times = [0.0 if i in bad_rows else t for i, t in enumerate(times)]
     if TS_ALIASES[0] in all_keys or TS_ALIASES[1] in all_keys:
-        times, reasons = resolve_times(times, dicts, state)
+        times, problems = resolve_times(times, dicts, state)
+        reasons += problems
     if state is not None:
         state.last_ts = times[-1]
-    keys = [k for k in all_keys if k not in TS_ALIASES and k not in METRIC_OF_ROW_KEY]
-    names, arrays, bad_rows = [TIMESTAMP], [pa.array(times, pa.float64())], set()
+    keys = [k for k in all_keys if k not in TS_ALIASES and k != row_key and k not in reserved]
+    names, arrays = [TIMESTAMP], [pa.array(times, pa.float64())]
     for key in keys:
         if not isinstance(key, str):
             reasons.append(f"field name {key!r} is not a string; its values were refused")

@@ -57,7 +57,7 @@ class MetricBuilder(Sink):
         return self
 
     def _encode(self, times, payloads, state) -> columns.Encoded:
-        return columns.rows_to_table(times, payloads, state)
+        return columns.rows_to_table(times, payloads, state, self._row_key)
 
     # reading -------------------------------------------------------------------------------------------
     def flush(self) -> "MetricBuilder":

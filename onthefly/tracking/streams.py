@@ -110,7 +110,8 @@ class Stream:
     def append(self, table: pa.Table, replace: bool = False) -> AppendResult:
         """Append rows (already encoded); rows whose values clash with stored types are refused."""
         with self.lock:
-            self._ensure_folder()
+            if self._journal is None or replace:  # else the folder exists: this stream's journal is open in it
+                self._ensure_folder()
             if replace:
                 self._remove_all_pieces()
             if self._schema is None:
@@ -141,6 +142,7 @@ class Stream:
         if self._journal is not None:
             self._journal.close()
             self._closed_journals.append(self._journal)
+            self._ensure_folder()
         self._journal = _Journal(self.folder, schema)
 
     def sync(self) -> None:

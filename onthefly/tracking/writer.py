@@ -4,13 +4,17 @@ The hot path (``metrics(...).log``, ``tracks(...).append``, ``log``) only append
 deque and compares its length with a threshold. Everything else (typing values, building Arrow tables,
 writing files, talking to a server) happens on the writer thread. An item is a tuple ``(sink, time,
 payload)``, or, for a metric row, the row dict itself, its call time added under the metric's row key
-(``columns.metric_row_key``, always the dict's last key). That dict is the only object a metric call
+(``columns.metric_row_key``, the dict's last key). That dict is the only object a metric call
 allocates and the garbage collector does not track it, so a burst of a million pending rows drives no
 full collections (a tuple holding a dict stays tracked; collections over such a backlog cost more than
 the calls themselves).
 
 Triggers: a write starts when ``batch_size`` items are pending (size) or ``flush_interval`` seconds have
-passed (time); ``flush()`` forces one and waits for it. Bound: at most ``max_pending`` items wait; when the
+passed (time); ``flush()`` forces one and waits for it. A size-triggered write starts no sooner than
+``Writer.burst_gap`` (30 ms) after the previous write started, so a burst of calls is written in a few large
+batches rather than in many small ones, each with its fixed cost and its round trips of the GIL between
+the writer and the training thread; ``flush()``, ``close()``, the time trigger and a call blocked by the
+``block`` policy never wait for that gap. Bound: at most ``max_pending`` items wait; when the
 writer falls behind that far the policy applies, visibly: ``block`` makes the logging call wait until the
 writer has taken the backlog (counted in ``stats()["blocked_calls"]`` and ``["blocked_seconds"]``, with a
 warning the first time), ``raise`` makes it raise :class:`BufferFull` without buffering the row. Nothing is
@@ -56,14 +60,14 @@ class MetricSink(Sink):
     """The metric a queued row dict names by its row key; its rows are encoded by
     :func:`columns.rows_to_table`."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "row_key")
     kind = StreamKind.METRIC
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, row_key: str) -> None:
+        self.name, self.row_key = METRIC_OF_ROW_KEY[row_key], row_key
 
     def _encode(self, times: list[float], payloads: list[Any], state: "WriterState") -> Encoded:
-        return rows_to_table(times, payloads, state)
+        return rows_to_table(times, payloads, state, self.row_key)
 
 
 
@@ -108,13 +112,16 @@ class Writer:
     """Owns the buffer and the writer thread of one running experiment. ``flush`` and ``close`` are safe
     to call from any thread except the writer thread itself."""
 
+    burst_gap = 0.03  # seconds from one size-triggered write to the next (see the module docstring)
+
     def __init__(self, backend, prefix: str, config: WriterConfig) -> None:
         self.backend, self.prefix, self.config = backend, prefix, config
         self.q = Pending()
         self.q.writer = self
         self.q.kick_at = config.batch_size if config.buffered else 1
         self.state = WriterState()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # a write is due
+        self._urgent = threading.Event()  # ... and must not wait for the burst gap (flush, close, block)
         self._cond = threading.Condition()
         self._tickets: list[threading.Event] = []
         self._stopping = False
@@ -130,7 +137,7 @@ class Writer:
         self.last_error = ""
         self._warned: set[str] = set()
         self._after_write: list[Callable[[], None]] = []
-        self._metric_sinks: dict[object, MetricSink] = {}
+        self._metric_sinks: dict[str, MetricSink] = {}
         self._unsynced = False
         self._streams: dict[Sink, Any] = {}
 
@@ -156,6 +163,7 @@ class Writer:
         ticket = threading.Event()
         with self._cond:
             self._tickets.append(ticket)
+        self._urgent.set()
         self._wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not ticket.wait(0.25):
@@ -172,6 +180,7 @@ class Writer:
         with self._cond:
             self._stopping = True
         self.flush(timeout)
+        self._urgent.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -199,13 +208,15 @@ class Writer:
             self._warned.add("blocked")
             warnings.warn(f"onthefly.tracking: the writer fell {len(self.q)} items behind (max_pending="
                           f"{self.config.max_pending}); logging calls now wait for it (on_full='block'). "
-                          f"Counted in writer_stats()['blocked_calls'].", RuntimeWarning, stacklevel=4)
+                          f"Counted in writer_stats()['blocked_calls'].", RuntimeWarning, stacklevel=5)
+        self._urgent.set()
         self._wake.set()
         with self._cond:
             while len(self.q) >= self.config.max_pending:
                 if not self.alive:
                     raise RuntimeError(f"the tracking writer thread is not running ({self.last_error or 'stopped'}); "
                                        f"{len(self.q)} items are pending")
+                self._urgent.set()
                 self._wake.set()
                 self._cond.wait(0.25)
         self.blocked_seconds += time.perf_counter() - start
@@ -213,9 +224,14 @@ class Writer:
     # writer thread ---------------------------------------------------------------------------------------
     def _run(self) -> None:
         interval = self.config.flush_interval
+        gap = min(self.burst_gap, interval)  # the time trigger does not wait for the gap either
+        last = -gap  # when the last write started (monotonic)
         while True:
-            self._wake.wait(interval)
+            if self._wake.wait(interval) and not self._urgent.is_set() and not self._stopping:
+                self._urgent.wait(last + gap - time.monotonic())  # size trigger: not before the gap is over
             self._wake.clear()
+            self._urgent.clear()  # before taking the tickets: a flush after this point sets it again
+            last = time.monotonic()
             with self._cond:
                 tickets, self._tickets = self._tickets, []
                 stopping = self._stopping
@@ -258,9 +274,11 @@ class Writer:
     def _write_batch(self, batch: list) -> None:
         """Group items by stream, keeping call order within each, and write each group."""
         groups: dict[Any, tuple[list, list]] | None = None
-        if type(batch[0]) is dict:  # a metric row first: usually a burst of one metric's rows
-            first = next(reversed(batch[0]))
-            try:  # one C pass: a row of another metric lacks this key (KeyError), a tuple item has no keys
+        first = next(reversed(batch[0])) if type(batch[0]) is dict else None
+        if first in METRIC_OF_ROW_KEY:  # a metric row first: usually a burst of one metric's rows
+            # one C pass: a row of another metric lacks this key (KeyError; or it has the key as a field,
+            # and rows_to_table refuses it), a tuple item has no keys (TypeError)
+            try:
                 groups = {first: (list(map(itemgetter(first), batch)), batch)}
             except (KeyError, TypeError):
                 pass
@@ -273,6 +291,8 @@ class Writer:
             for item in batch:
                 if type(item) is dict:
                     key = next(reversed(item))
+                    if key not in METRIC_OF_ROW_KEY:  # the row key was a field name too (see columns)
+                        key = next(k for k in item if k in METRIC_OF_ROW_KEY)
                     t, payload = item[key], item
                 else:
                     key, t, payload = item
@@ -286,7 +306,7 @@ class Writer:
             if not isinstance(key, Sink):
                 sink = self._metric_sinks.get(key)
                 if sink is None:
-                    sink = self._metric_sinks[key] = MetricSink(METRIC_OF_ROW_KEY[key])
+                    sink = self._metric_sinks[key] = MetricSink(key)
             self._write_group(sink, group_times, group_payloads)
 
     def _write_group(self, sink: Sink, times: list, payloads: list) -> None:

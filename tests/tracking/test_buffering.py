@@ -4,12 +4,14 @@ bounded buffer with a visible policy when the writer falls behind."""
 from __future__ import annotations
 
 import threading
+import warnings
 
 import pytest
 
 from onthefly.tracking import BufferFull, InvalidArgument
 from onthefly.tracking.records import StreamKind
 from onthefly.tracking.store import LocalStore
+from onthefly.tracking.writer import Writer
 from support import wait_until
 
 
@@ -120,11 +122,12 @@ def test_full_buffer_blocks_visibly_by_default(make_exp, dash):
     opener = threading.Thread(target=lambda: (wait_until(lambda: exp.writer_stats()["blocked_calls"] >= 1,
                                                          timeout=30, what="a blocked call"), store.gate.set()))
     opener.start()
-    with pytest.warns(RuntimeWarning, match=r"fell \d+ items behind.*on_full='block'"):
+    with pytest.warns(RuntimeWarning, match=r"fell \d+ items behind.*on_full='block'") as caught:
         for i in range(60):
             exp.metrics("m").log(v=i)
             assert exp.writer_stats()["pending"] <= 20
     opener.join(30)
+    assert [w.filename for w in caught if "fell" in str(w.message)] == [__file__]  # points at the logging call
     stats = exp.writer_stats()
     assert stats["blocked_calls"] >= 1 and stats["blocked_seconds"] > 0
     assert exp.metrics("m").read()["totalDataPoints"] == 60  # nothing dropped
@@ -134,3 +137,49 @@ def test_defaults_are_five_seconds_and_a_hundred_items(make_exp):
     stats = make_exp().writer_stats()
     assert (stats["flush_interval"], stats["batch_size"], stats["on_full"]) == (5.0, 100, "block")
     assert stats["max_pending"] >= 100_000  # bounded, with room for a burst
+
+
+def test_a_burst_waits_for_the_gap_between_size_triggered_writes_but_flush_does_not(make_exp, dash, monkeypatch):
+    monkeypatch.setattr(Writer, "burst_gap", 600.0)
+    exp = make_exp(flush_interval=600, batch_size=10)
+    for i in range(11):
+        exp.metrics("m").log(v=i)  # the 11th call triggers the first write: no write before it, so no gap
+    wait_until(lambda: exp.writer_stats()["writes"] == 1, timeout=10, what="the first size-triggered write")
+    for i in range(30):
+        exp.metrics("m").log(v=i)  # triggers the next write, which waits for the gap
+    stats = exp.writer_stats()
+    assert stats["writes"] == 1 and stats["pending"] >= 30
+    flusher = threading.Thread(target=exp.flush)
+    flusher.start()
+    flusher.join(60)  # far less than the gap
+    assert not flusher.is_alive(), "flush() waited for the burst gap"
+    assert exp.writer_stats()["pending"] == 0 and _stored_rows(dash) == 41
+
+
+def test_the_time_trigger_does_not_wait_for_the_gap(make_exp, dash, monkeypatch):
+    monkeypatch.setattr(Writer, "burst_gap", 600.0)
+    exp = make_exp(flush_interval=0.1, batch_size=10)
+    for i in range(11):
+        exp.metrics("m").log(v=i)
+    wait_until(lambda: exp.writer_stats()["writes"] >= 1, timeout=10, what="the first size-triggered write")
+    for i in range(30):
+        exp.metrics("m").log(v=i)
+    wait_until(lambda: _stored_rows(dash) == 41, timeout=10, what="a time-triggered write")
+
+
+def test_blocked_calls_do_not_wait_for_the_gap(make_exp, dash, monkeypatch):
+    monkeypatch.setattr(Writer, "burst_gap", 600.0)
+    exp = make_exp(batch_size=5, max_pending=20, flush_interval=600)
+
+    def burst():
+        for i in range(200):
+            exp.metrics("m").log(v=i)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the "fell behind" warning
+        logger = threading.Thread(target=burst)
+        logger.start()
+        logger.join(60)
+    assert not logger.is_alive(), "blocked logging calls waited for the burst gap"
+    assert exp.writer_stats()["blocked_calls"] >= 1
+    assert exp.metrics("m").read()["totalDataPoints"] == 200

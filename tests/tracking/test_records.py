@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from onthefly.tracking import InvalidArgument
+from onthefly.tracking.columns import ROW_KEY_PREFIX
 
 
 def test_logs_with_levels_and_metadata(make_exp):
@@ -111,6 +112,31 @@ def test_metric_type_clash_is_refused_visibly(make_exp):
     assert any("'v'" in r for r in exp.writer_stats()["reasons"])
     exp.run.complete()
     assert exp.record.writer["refused_rows"] == 1  # kept in experiment.json at close
+
+
+def test_a_field_named_like_another_metrics_row_key_is_refused_visibly(make_exp):
+    exp = make_exp()
+    train, evals = exp.metrics("train"), exp.metrics("eval")
+    with pytest.warns(RuntimeWarning, match="reserved"):
+        train.log(loss=0.5)
+        train.log(**{ROW_KEY_PREFIX + "eval": 1.0}, loss=0.4)
+        evals.log(**{ROW_KEY_PREFIX + "train": 3.0}, loss=0.2)  # an eval row among train's: not stored as train's
+        train.log(loss=0.1)
+        exp.flush()
+    assert [row["data"] for row in train.read()["data"]] == [{"loss": 0.5}, {"loss": 0.1}]
+    assert exp.metrics.names() == ["train"]  # eval's only row was refused
+    stats = exp.writer_stats()
+    assert stats["refused_rows"] == 2 and stats["reasons"] and all("is reserved" in r for r in stats["reasons"])
+
+
+def test_a_row_whose_own_row_key_is_a_field_name_does_not_stop_the_writer(make_exp):
+    exp = make_exp()
+    train = exp.metrics("train")
+    train.log(**{ROW_KEY_PREFIX + "train": 2.0}, loss=0.3)  # the call time takes that field's place and value
+    train.log(loss=0.1)
+    exp.flush()
+    assert [row["data"] for row in train.read()["data"]] == [{"loss": 0.3}, {"loss": 0.1}]
+    assert exp.writer_stats()["last_error"] == ""
 
 
 def test_tracks_merge_same_timestamp_and_read_by_time_range(make_exp):
