@@ -53,7 +53,9 @@ test("palette → Show Dashboard → live chart moves → Pause → the CLI says
   await runCommand(page, "OnTheFly: Show Dashboard");
   mark("command run");
   const frame = dashboardFrame(page);
-  await frame.locator("#run-label", { hasText: "vscode-tests/fixture" }).waitFor({ timeout: 30_000 });
+  // The first view waits for VS Code to activate the extension and build the webview's two nested
+  // frames: about 6-9 s here when the machine is idle, over 30 s in one CI run (likely while another test run shared the two cores).
+  await frame.locator("#run-label", { hasText: "vscode-tests/fixture" }).waitFor({ timeout: 90_000 });
   const loss = frame.locator('#charts .chart[data-chart="loss"]');
   const points = async () => Number((await loss.getAttribute("data-points", { timeout: 1_000 }).catch(() => "0")) || 0);
   await waitFor(async () => (await points()) >= 5, { timeout: 30_000, what: "the loss chart to draw" });
