@@ -76,8 +76,12 @@ def resolve_pending(values: Iterable[Any]) -> None:
             out = group[0].fn(pred, target)
         if out.dim() == 0 or out.shape[0] != sum(sizes):
             continue  # not row-wise after all: each step computes its own
-        for v, part in zip(group, torch.split(out, sizes)):
-            v.result = _per_row(part, part.shape[0])
+        if out.dim() == 1:  # one value per sample: one host array, split into views per step
+            parts = np.split(out.float().numpy(), np.cumsum(sizes[:-1]))
+        else:
+            parts = [_per_row(part, part.shape[0]) for part in torch.split(out, sizes)]
+        for v, part in zip(group, parts):
+            v.result = part
             v.pred = v.target = None  # type: ignore[assignment]
 
 
