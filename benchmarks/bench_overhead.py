@@ -13,6 +13,9 @@
 
 BENCH_ONLY=attribute runs only the overhead, against variants that leave one part out (no server; a
 server with no subscriber; no per-sample loss or grad norm), to show where it goes.
+BENCH_ONLY=fixed measures the same variants on a tiny model (8 -> 2, batch 4), in microseconds added per
+step: the fixed per-step cost, which decides the ratio on any model (ratio ~ 1 + fixed / step time) and
+is far less noisy to measure than a 3% ratio (use --steps 3000).
 BENCH_ONLY=streaming runs only the streaming figures.
 """
 
@@ -53,8 +56,8 @@ def make_model(seed: int = 0):
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
 
 
-def bare_loop(loader, steps: int) -> list[float]:
-    model, opt, loss_fn = make_model()
+def bare_loop(loader, steps: int, model_factory=make_model) -> list[float]:
+    model, opt, loss_fn = model_factory()
     stamps = []
     done = 0
     while done < steps:
@@ -118,25 +121,43 @@ VARIANTS = {
 }
 
 
-def bench_attribution(reps: int, steps: int) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Median (and quartiles) of per-rep ratios variant/bare, wall and training-thread CPU, every side
-    interleaved in random order."""
+def bench_attribution(reps: int, steps: int, loader=None, model_factory=make_model,
+                      compare=lambda side, bare: side / bare) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Median (and quartiles) over reps of ``compare(variant, bare)`` per-step times (default: the ratio),
+    wall and training-thread CPU, every side interleaved in random order."""
     import random
 
-    loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
+    loader = loader or DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
     warmup = min(20, steps // 10)
     names = ["bare (noise floor)", *VARIANTS]
-    ratios: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in names}
+    results: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in names}
     order = random.Random(1)
     for _ in range(reps):
         sides = ["bare", *names]
         order.shuffle(sides)
-        stamps = {side: trainer_loop(loader, steps, **VARIANTS[side])[0] if side in VARIANTS
-                  else bare_loop(loader, steps) for side in sides}
+        stamps = {side: trainer_loop(loader, steps, model_factory, **VARIANTS[side])[0] if side in VARIANTS
+                  else bare_loop(loader, steps, model_factory) for side in sides}
         for name in names:
             for clock, key in ((0, "wall"), (1, "cpu")):
-                ratios[name][key].append(per_step(stamps[name], warmup, clock) / per_step(stamps["bare"], warmup, clock))
-    return {name: {key: _quartiles(values) for key, values in r.items()} for name, r in ratios.items()}
+                results[name][key].append(compare(per_step(stamps[name], warmup, clock),
+                                                  per_step(stamps["bare"], warmup, clock)))
+    return {name: {key: _quartiles(values) for key, values in r.items()} for name, r in results.items()}
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Linear(8, 2)
+    return model, torch.optim.SGD(model.parameters(), lr=0.01), nn.CrossEntropyLoss()
+
+
+def bench_fixed(reps: int, steps: int) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Microseconds a step costs more under Trainer than bare, on a model so small (8 -> 2, batch 4)
+    that the step is almost all per-step bookkeeping: the fixed cost OnTheFly adds to any step, with
+    far less noise than a ratio on the reference model. That ratio is about 1 + fixed / step."""
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(steps * 4, 8, generator=g), torch.randint(0, 2, (steps * 4,), generator=g))
+    loader = DataLoader(data, batch_size=4, shuffle=True)
+    return bench_attribution(reps, steps, loader, tiny_model, compare=lambda side, bare: (side - bare) * 1e6)
 
 
 def per_step(stamps: list[tuple[float, float]], warmup: int, clock: int = 0) -> float:
@@ -206,13 +227,7 @@ def bench_streaming(steps: int = 300, batch: int = 16384) -> dict:
     # Whole-batch tensor indexing: per-item collate (or a list of Python ints) would spend 15-100 ms
     # a batch here and measure the DataLoader instead of the stream.
     loader = DataLoader(data, batch_size=None, sampler=TensorBatches(len(data), batch))
-
-    def tiny():
-        torch.manual_seed(0)
-        model = nn.Linear(8, 2)
-        return model, torch.optim.SGD(model.parameters(), lr=0.01), nn.CrossEntropyLoss()
-
-    stamps, summary = trainer_loop(loader, steps, model_factory=tiny, track_grad_norm=False)
+    stamps, summary = trainer_loop(loader, steps, model_factory=tiny_model, track_grad_norm=False)
     span = summary["last"] - summary["first"]
     return {"values": summary["values"], "seconds": span, "values_per_second": summary["values"] / span,
             "gaps": summary["gaps"], "training_values_per_second": steps * batch / (stamps[-1][0] - stamps[0][0])}
@@ -285,6 +300,12 @@ def main() -> None:
             (q1, med, q3), (c1, cmed, c3) = r["wall"], r["cpu"]
             print(f"[attribution] {name:<30} wall ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); training-thread "
                   f"CPU ratio {cmed:.4f} ({c1:.3f}..{c3:.3f})")
+        return
+    if only == "fixed":
+        for name, r in bench_fixed(args.reps, args.steps).items():
+            (q1, med, q3), (c1, cmed, c3) = r["wall"], r["cpu"]
+            print(f"[fixed cost] {name:<30} +{med:6.1f} us/step wall (quartiles {q1:.1f}..{q3:.1f}); training "
+                  f"thread CPU +{cmed:6.1f} us/step ({c1:.1f}..{c3:.1f})")
         return
     if only == "streaming":
         print(bench_stream_capacity())
