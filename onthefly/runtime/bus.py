@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from onthefly.runtime.deferred import resolve_pending
 from onthefly.runtime.events import Event
 
 DEFAULT_QUEUE_EVENTS = 65_536
@@ -120,7 +119,6 @@ class EventBus:
                     break
             if not batch:
                 return
-            resolve_pending([getattr(event.payload, "losses", None) for event in batch])
             for event in batch:
                 event.resolve()
             for observe in self._observers:

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import torch
 
-from onthefly.runtime.deferred import LaterSampleLosses, builtin_loss, can_defer_sample_losses
 from onthefly.runtime.per_sample import PerSampleLoss
 
 TARGET_KEYS = ("target", "targets", "label", "labels", "y")
@@ -88,13 +87,8 @@ class Forward:
         self.loss_fn = loss_fn
         self.step_fn = step_fn
         self.per_sample = PerSampleLoss(loss_fn) if (per_sample and loss_fn is not None) else None
-        # A built-in loss's per-sample values can be computed later, off the training thread (CPU only).
-        self._later_fn = self.per_sample._fn if (self.per_sample is not None and builtin_loss(loss_fn)
-                                                 and self.per_sample._fn is not None) else None
 
-    def __call__(self, model: Any, batch: Any, later: bool = False) -> StepOutput:
-        """``later=True`` (the training loop): per-sample losses of a built-in loss on CPU tensors come back
-        as a :class:`LaterSampleLosses` that the bus's pump thread computes; see ``runtime.deferred``."""
+    def __call__(self, model: Any, batch: Any) -> StepOutput:
         if self.step_fn is not None:
             out = self.step_fn(model, batch, self.loss_fn)
             if isinstance(out, StepOutput):
@@ -114,10 +108,5 @@ class Forward:
         if self.loss_fn is None:
             raise TypeError("step_fn returned (pred, target) but no loss_fn was given to Trainer.fit")
         loss = self.loss_fn(pred, target)
-        if self.per_sample is None:
-            per_sample = None
-        elif later and self._later_fn is not None and can_defer_sample_losses(pred, target):
-            per_sample = LaterSampleLosses(self._later_fn, pred, target)
-        else:
-            per_sample = self.per_sample(detach(pred), target)
+        per_sample = self.per_sample(detach(pred), target) if self.per_sample is not None else None
         return StepOutput(loss, per_sample, pred, target)

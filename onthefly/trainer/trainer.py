@@ -23,7 +23,6 @@ import torch
 
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
-from onthefly.runtime.deferred import LaterSampleLosses
 from onthefly.runtime.events import (
     EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
@@ -237,7 +236,7 @@ class Trainer:
                 if move:
                     batch = to_device(batch, ctx.device, non_blocking)
                 with autocast():
-                    out = forward(model, batch, later=True)
+                    out = forward(model, batch)
                 loss = out.loss
                 backward_loss = loss / self.accumulate if self.accumulate > 1 else loss
                 if scaler is not None:
@@ -296,12 +295,11 @@ class Trainer:
         per_sample = out.per_sample_loss
         if per_sample is None:
             return
+        per_sample = detach(per_sample)
         n = int(per_sample.shape[0])
-        if type(per_sample) is not LaterSampleLosses:  # computed already: copy (or start copying) it to host
-            per_sample = array_later(detach(per_sample))
         if indices is None or len(indices) != n:
             indices = np.full(n, -1, dtype=np.int64)
-        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, per_sample))
+        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, array_later(per_sample)))
 
     @staticmethod
     def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | None:
