@@ -295,17 +295,14 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, CPU")
     only = os.environ.get("BENCH_ONLY")
-    if only == "attribute":
-        for name, r in bench_attribution(args.reps, args.steps).items():
+    if only in ("attribute", "fixed"):
+        # Ratios variant/bare, or microseconds a step costs more than bare on the tiny model.
+        bench, label, fmt, unit = ((bench_attribution, "attribution", "{:.4f}", " ratio") if only == "attribute"
+                                   else (bench_fixed, "fixed cost", "+{:.1f}", " us/step"))
+        for name, r in bench(args.reps, args.steps).items():
             (q1, med, q3), (c1, cmed, c3) = r["wall"], r["cpu"]
-            print(f"[attribution] {name:<30} wall ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); training-thread "
-                  f"CPU ratio {cmed:.4f} ({c1:.3f}..{c3:.3f})")
-        return
-    if only == "fixed":
-        for name, r in bench_fixed(args.reps, args.steps).items():
-            (q1, med, q3), (c1, cmed, c3) = r["wall"], r["cpu"]
-            print(f"[fixed cost] {name:<30} +{med:6.1f} us/step wall (quartiles {q1:.1f}..{q3:.1f}); training "
-                  f"thread CPU +{cmed:6.1f} us/step ({c1:.1f}..{c3:.1f})")
+            print(f"[{label}] {name:<30} wall{unit} {fmt.format(med)} (quartiles {q1:.3f}..{q3:.3f}); "
+                  f"training-thread CPU{unit} {fmt.format(cmed)} ({c1:.3f}..{c3:.3f})")
         return
     if only == "streaming":
         print(bench_stream_capacity())
