@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { REPO_ROOT, VSC_ROOT, waitFor } from "../helpers/util.mjs";
 import { startTrainer } from "../helpers/trainer.mjs";
 import { launchBrowser } from "../helpers/browser.mjs";
-import { dashboardFrame, openWorkbench, runCommand, startCodeServer } from "../helpers/code-server.mjs";
+import { DASHBOARD_IFRAME, dashboardFrame, openWorkbench, runCommand, startCodeServer } from "../helpers/code-server.mjs";
 
 const OUT = path.join(VSC_ROOT, "test-results");
 const VSIX = process.env.ONTHEFLY_VSIX || path.join(VSC_ROOT, "dist/onthefly.vsix");
@@ -53,9 +53,16 @@ test("palette → Show Dashboard → live chart moves → Pause → the CLI says
   await runCommand(page, "OnTheFly: Show Dashboard");
   mark("command run");
   const frame = dashboardFrame(page);
-  // The first view waits for VS Code to activate the extension and build the webview's two nested
-  // frames: about 6-9 s here when the machine is idle, over 30 s in one CI run (likely while another test run shared the two cores).
+  // The first view waits for VS Code to activate the extension and build the webview's frames, then for
+  // the extension's first data: 5-11 s in local runs, but 51 s and over 30 s in two fresh-clone CI
+  // runs, cause not found. The marks split the wait (VS Code's frame, our page, our first data) so a
+  // slow run shows which part was slow.
+  await page.locator(DASHBOARD_IFRAME).waitFor({ timeout: 90_000 });
+  mark("webview frame");
+  await frame.locator("#run-label").waitFor({ timeout: 90_000 });
+  mark("page loaded");
   await frame.locator("#run-label", { hasText: "vscode-tests/fixture" }).waitFor({ timeout: 90_000 });
+  mark("run label");
   const loss = frame.locator('#charts .chart[data-chart="loss"]');
   const points = async () => Number((await loss.getAttribute("data-points", { timeout: 1_000 }).catch(() => "0")) || 0);
   await waitFor(async () => (await points()) >= 5, { timeout: 30_000, what: "the loss chart to draw" });

@@ -145,7 +145,10 @@ export async function runCommand(page, title, { timeout = 60_000 } = {}) {
   }
 }
 
+/** VS Code's outer webview iframe of the dashboard, once VS Code marks it ready. */
+export const DASHBOARD_IFRAME = 'iframe.webview.ready[src*="extensionId=onthefly.onthefly-vscode"]';
+
 /** The dashboard's document inside VS Code's two nested webview iframes. */
-export function dashboardFrame(page, extensionId = "onthefly.onthefly-vscode") {
-  return page.frameLocator(`iframe.webview.ready[src*="extensionId=${extensionId}"]`).frameLocator("iframe#active-frame");
+export function dashboardFrame(page) {
+  return page.frameLocator(DASHBOARD_IFRAME).frameLocator("iframe#active-frame");
 }
