@@ -54,9 +54,9 @@ test("palette → Show Dashboard → live chart moves → Pause → the CLI says
   mark("command run");
   const frame = dashboardFrame(page);
   // The first view waits for VS Code to activate the extension and build the webview's frames, then for
-  // the extension's first data: 5-11 s in local runs, but over 30 s, 51 s and 56 s in three fresh-clone
-  // CI runs, cause not found. The marks split the wait (VS Code's frame, our page, our first data) so a
-  // slow run shows which part was slow: in CI it was our page loading inside VS Code's frame (52 s).
+  // the extension's first data. The marks split it (VS Code's frame, our page, our first data): the frame
+  // takes 2-4 s and the first data under 0.5 s, but our page loading inside VS Code's frame took 9 s on
+  // a quiet VM and 27-52 s on a contended one (fresh-clone CI and working tree alike), hence 150 s.
   await page.locator(DASHBOARD_IFRAME).waitFor({ timeout: 90_000 });
   mark("webview frame");
   await frame.locator("#run-label").waitFor({ timeout: 150_000 });
