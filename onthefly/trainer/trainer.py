@@ -307,8 +307,7 @@ class Trainer:
 
         Computed in the step, on purpose. Reading the grads later on the pump thread means holding them while
         the next step allocates new ones: on the CPU reference model that cost 14-91 page faults and up to
-        0.3 ms of system time a step, more than the norm (about 55 us). Computing the per-sample losses on
-        the pump was tried too and was not faster (see benchmarks/bench_overhead.py BENCH_ONLY=fixed)."""
+        0.3 ms of system time a step, more than the norm (about 55 us)."""
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return None
