@@ -36,8 +36,10 @@ class Resume(Command):
 
     def apply(self, ctx: "LoopContext") -> int:
         control = ctx.run.control
-        if control.state is not RunState.PAUSED:
+        if control.state is not RunState.PAUSED and not control.pending_steps:
             raise CommandRejected(f"the run is {control.state.name.lower()}, not paused")
+        # Mid-way through a StepRequest budget the run is still running: resuming drops the budget,
+        # so the loop runs on instead of pausing when the budget would have been spent.
         control.pending_steps = 0
         control.leave_pause(ctx, "resumed on request")
         return ctx.step

@@ -95,7 +95,8 @@ class ControlServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Resume(self, request, context):
-        """Resume continues a paused loop; FAILED_PRECONDITION if the run is not paused.
+        """Resume continues a paused loop, or drops the rest of a Step budget so the loop runs on;
+        FAILED_PRECONDITION if the run is neither paused nor running a Step budget.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

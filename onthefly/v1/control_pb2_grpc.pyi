@@ -41,7 +41,9 @@ class ControlServiceStub:
     Pause: _grpc.UnaryUnaryMultiCallable[_control_pb2.PauseRequest, _control_pb2.PauseResponse]
     """Pause stops the loop at the next step boundary and returns once it has really stopped."""
     Resume: _grpc.UnaryUnaryMultiCallable[_control_pb2.ResumeRequest, _control_pb2.ResumeResponse]
-    """Resume continues a paused loop; FAILED_PRECONDITION if the run is not paused."""
+    """Resume continues a paused loop, or drops the rest of a Step budget so the loop runs on;
+    FAILED_PRECONDITION if the run is neither paused nor running a Step budget.
+    """
     Stop: _grpc.UnaryUnaryMultiCallable[_control_pb2.StopRequest, _control_pb2.StopResponse]
     """Stop finishes the current step, flushes telemetry and makes fit return normally."""
     Step: _grpc.UnaryUnaryMultiCallable[_control_pb2.StepRequest, _control_pb2.StepResponse]
@@ -64,7 +66,9 @@ class ControlServiceAsyncStub(ControlServiceStub):
     Pause: _aio.UnaryUnaryMultiCallable[_control_pb2.PauseRequest, _control_pb2.PauseResponse]  # type: ignore[assignment]
     """Pause stops the loop at the next step boundary and returns once it has really stopped."""
     Resume: _aio.UnaryUnaryMultiCallable[_control_pb2.ResumeRequest, _control_pb2.ResumeResponse]  # type: ignore[assignment]
-    """Resume continues a paused loop; FAILED_PRECONDITION if the run is not paused."""
+    """Resume continues a paused loop, or drops the rest of a Step budget so the loop runs on;
+    FAILED_PRECONDITION if the run is neither paused nor running a Step budget.
+    """
     Stop: _aio.UnaryUnaryMultiCallable[_control_pb2.StopRequest, _control_pb2.StopResponse]  # type: ignore[assignment]
     """Stop finishes the current step, flushes telemetry and makes fit return normally."""
     Step: _aio.UnaryUnaryMultiCallable[_control_pb2.StepRequest, _control_pb2.StepResponse]  # type: ignore[assignment]
@@ -102,7 +106,9 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.ResumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ResumeResponse, _abc.Awaitable[_control_pb2.ResumeResponse]]:
-        """Resume continues a paused loop; FAILED_PRECONDITION if the run is not paused."""
+        """Resume continues a paused loop, or drops the rest of a Step budget so the loop runs on;
+        FAILED_PRECONDITION if the run is neither paused nor running a Step budget.
+        """
 
     @_abc_1.abstractmethod
     def Stop(

@@ -42,6 +42,15 @@ def test_step_pause_resume_receipts_name_their_step(run):
     assert _status(run).step == pause.applied_step
 
 
+def test_resume_during_a_step_budget_runs_on_instead_of_pausing_later(run):
+    run.client.control.Step(control_pb2.StepRequest(steps=200))
+    resume = run.client.control.Resume(control_pb2.ResumeRequest()).receipt
+    assert resume.status == APPLIED and resume.applied_step < 200
+    assert _status(run).pending_steps == 0
+    wait_until(lambda: _status(run).step > 210, what="the run to go past the dropped step budget")
+    assert _status(run).state != PAUSED
+
+
 def test_set_lr_takes_effect_at_the_step_in_its_receipt(run):
     metrics = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest(
         kinds=[telemetry_pb2.EVENT_KIND_STEP_METRICS]))

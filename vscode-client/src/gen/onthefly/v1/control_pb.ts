@@ -344,7 +344,8 @@ export const ControlService: GenService<{
     output: typeof PauseResponseSchema;
   },
   /**
-   * Resume continues a paused loop; FAILED_PRECONDITION if the run is not paused.
+   * Resume continues a paused loop, or drops the rest of a Step budget so the loop runs on;
+   * FAILED_PRECONDITION if the run is neither paused nor running a Step budget.
    *
    * @generated from rpc onthefly.v1.ControlService.Resume
    */
