@@ -5,8 +5,9 @@
         dxp.metrics("train").log(loss=0.5, step=0)
 
 Its prefix is $ONTHEFLY_PREFIX, or "<user>/<current folder>/<date>/<time>"; it writes to the server in
-$ONTHEFLY_DASH_URL when set (after ``onthefly login``), else to the local store ($ONTHEFLY_DASH_ROOT or
-".dash"). Like any experiment it is flushed and closed at interpreter exit if still running.
+$ONTHEFLY_DASH_URL when set (after ``onthefly login``, or with $ONTHEFLY_TOKEN: then <user> is the user the
+server knows that token by), else to the local store ($ONTHEFLY_DASH_ROOT or ".dash"). Like any experiment
+it is flushed and closed at interpreter exit if still running.
 """
 
 from __future__ import annotations
@@ -26,18 +27,33 @@ def _segment(text: str) -> str:
 
 
 def default_prefix(dash_url: str | None = None) -> str:
+    """The prefix "<user>/<current folder>/<date>/<time>-<4 hex>". <user> is the user of the stored login for
+    ``dash_url``, else $ONTHEFLY_USER or the login name (``dxp`` asks a server whose token has no login)."""
     owner = None
     if dash_url:
         from onthefly.tracking.credentials import user_for
 
         owner = user_for(dash_url)
-    owner = owner or names.default_owner()
+    return f"{_segment(owner or names.default_owner())}/{_folder_and_stamp()}"
+
+
+def _folder_and_stamp() -> str:
     stamp = time.strftime("%Y-%m-%d/%H%M%S")
-    return f"{_segment(owner)}/{_segment(os.path.basename(os.getcwd()))}/{stamp}-{secrets.token_hex(2)}"
+    return f"{_segment(os.path.basename(os.getcwd()))}/{stamp}-{secrets.token_hex(2)}"
 
 
-_url = os.environ.get("ONTHEFLY_DASH_URL") or None
-dxp = Experiment(prefix=os.environ.get("ONTHEFLY_PREFIX") or default_prefix(_url), dash_url=_url,
-                 dash_root=os.environ.get("ONTHEFLY_DASH_ROOT") or None)
+def _make_dxp() -> Experiment:
+    url = os.environ.get("ONTHEFLY_DASH_URL") or None
+    root = os.environ.get("ONTHEFLY_DASH_ROOT") or None
+    prefix = os.environ.get("ONTHEFLY_PREFIX")
+    if prefix or not url:
+        return Experiment(prefix=prefix or default_prefix(), dash_url=url, dash_root=root)
+    # Server mode: the owner is the user the server knows the token by (the stored login, else WhoAmI),
+    # never a guess from $USER that the server would refuse.
+    folder, stamp = _folder_and_stamp().split("/", 1)
+    return Experiment(prefix=stamp, project=folder, dash_url=url, dash_root=root)
+
+
+dxp = _make_dxp()
 
 __all__ = ["dxp", "default_prefix"]

@@ -4,6 +4,7 @@ shared reads, and the same Experiment API over a real TrackingService on port 0.
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -176,6 +177,23 @@ def test_a_token_without_login_names_the_owner_and_losses_reach_the_history(serv
     record = srv.store.get_experiment("bob/proj/run")
     assert record.status is Status.COMPLETED
     assert "writer: 1 rows refused" in record.history[-1]["note"] and "'v'" in record.history[-1]["note"]
+
+
+def test_dxp_with_only_a_token_writes_under_the_tokens_user(server, tmp_path):
+    srv, tokens = server
+    script = ("from onthefly.tracking.auto_start import dxp\n"
+              "with dxp.run:\n"
+              "    dxp.metrics('train').log(loss=0.5, step=0)\n"
+              "print(dxp.prefix)\n")
+    env = {**os.environ, "ONTHEFLY_DASH_URL": srv.address, "ONTHEFLY_TOKEN": tokens["bob"],
+           "ONTHEFLY_USER": "carol", "USER": "carol"}  # no `onthefly login`: the config folder is empty
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    prefix = out.stdout.strip()
+    assert prefix.startswith(f"bob/{tmp_path.name}/")  # the server's WhoAmI, not $USER
+    assert srv.store.get_experiment(prefix).status is Status.COMPLETED
+    assert srv.store.read(prefix, "metric", "train")[0].column("loss").to_pylist() == [0.5]
 
 
 def test_trainer_tracks_into_a_server(server):
