@@ -135,7 +135,8 @@ function renderControls(): void {
   const running = state === "running" || state === "testing";
   const can: Record<ViewCommand, boolean> = {
     pause: live && (running || state === "starting"),
-    resume: live && state === "paused",
+    // Resume also ends a "run N steps" early: the run goes on instead of pausing when the N are done.
+    resume: live && (state === "paused" || (running && (model.status?.pendingSteps ?? 0) > 0)),
     step: live && (state === "paused" || running),
     runTest: live && (state === "paused" || running),
     setLr: live && (state === "paused" || running || state === "starting"),

@@ -134,9 +134,14 @@ test("charts export PNG through the host", async () => {
 });
 
 test("keyboard: shortcuts steer, charts zoom and reset", async () => {
+  // From paused, run a long step budget: Resume stays enabled while it runs and ends it early.
+  await page.fill("#step-count", "100000");
+  assert.match(await sendAndAwaitReceipt("step", () => page.click("#btn-step")), /step: applied at step \d+/);
+  await page.locator("#state", { hasText: "running" }).waitFor();
   await page.locator("body").click({ position: { x: 5, y: 5 } });
   await page.locator("#btn-resume:not([disabled])").waitFor({ timeout: 30_000 });
   assert.match(await sendAndAwaitReceipt("resume", () => page.keyboard.press("r")), /resume: applied at step \d+/);
+  await waitFor(async () => Number((await session.client.status()).pendingSteps) === 0, { what: "the step budget dropped" });
   await page.locator("#state", { hasText: "running" }).waitFor();
   const chart = page.locator('#charts .chart[data-chart="loss"]');
   await chart.focus();
