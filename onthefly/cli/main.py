@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pause", help="pause at the next step boundary (returns once paused)").set_defaults(
         func=_simple("pause", "Pause", lambda a: control_pb2.PauseRequest()))
-    sub.add_parser("resume", help="resume a paused run").set_defaults(
+    sub.add_parser("resume", help="resume a paused run, or end a `step N` early and keep going").set_defaults(
         func=_simple("resume", "Resume", lambda a: control_pb2.ResumeRequest()))
     p = sub.add_parser("stop", help="finish the current step and end fit cleanly")
     p.add_argument("--skip-test", action="store_true", help="skip the end-of-training test pass")
