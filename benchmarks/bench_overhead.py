@@ -265,8 +265,8 @@ def bench_stream_capacity(events: int = 600, batch: int = 16384) -> dict:
 def bench_pause(pauses: int = 200) -> dict:
     """Pause latency as a client in another process sees it (the CLI, the dashboard).
 
-    The training loop runs in this process's main thread's place (a thread, with the main thread
-    blocked on the client process), so nothing else here competes with it for the GIL.
+    Training runs on a thread here while the main thread only waits for the client process, so no client
+    code in this process competes with training for the GIL.
     """
     loader = DataLoader(make_data(128 * 200), batch_size=128, shuffle=True)
     model, opt, loss_fn = make_model()
