@@ -34,12 +34,15 @@ def default_prefix(dash_url: str | None = None) -> str:
         from onthefly.tracking.credentials import user_for
 
         owner = user_for(dash_url)
-    return f"{_segment(owner or names.default_owner())}/{_folder_and_stamp()}"
+    return f"{_segment(owner or names.default_owner())}/{_folder()}/{_stamp()}"
 
 
-def _folder_and_stamp() -> str:
-    stamp = time.strftime("%Y-%m-%d/%H%M%S")
-    return f"{_segment(os.path.basename(os.getcwd()))}/{stamp}-{secrets.token_hex(2)}"
+def _folder() -> str:
+    return _segment(os.path.basename(os.getcwd()))
+
+
+def _stamp() -> str:
+    return f"{time.strftime('%Y-%m-%d/%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def _make_dxp() -> Experiment:
@@ -50,8 +53,7 @@ def _make_dxp() -> Experiment:
         return Experiment(prefix=prefix or default_prefix(), dash_url=url, dash_root=root)
     # Server mode: the owner is the user the server knows the token by (the stored login, else WhoAmI),
     # never a guess from $USER that the server would refuse.
-    folder, stamp = _folder_and_stamp().split("/", 1)
-    return Experiment(prefix=stamp, project=folder, dash_url=url, dash_root=root)
+    return Experiment(prefix=_stamp(), project=_folder(), dash_url=url, dash_root=root)
 
 
 dxp = _make_dxp()
