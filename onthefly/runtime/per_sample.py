@@ -4,6 +4,8 @@ The user's loss_fn produces the value backward runs on, exactly as in a plain lo
 vector is computed separately under no_grad from detached predictions, so gradients, RNG and
 numerics are untouched. Strategies, in order:
 
+0. ``nn.CrossEntropyLoss`` in a training step: ``nll_loss(reduction='none')`` of the log-probabilities the
+   user's loss saved for its own backward (the same values as strategy 1, without a second log-softmax);
 1. an ``nn.Module`` loss with a ``reduction`` attribute: a shallow copy with ``reduction='none'``;
 2. a callable whose signature takes ``reduction``: called with ``reduction='none'``;
 3. otherwise ``torch.func.vmap`` over the batch dimension (one sample at a time, vectorised);
@@ -20,8 +22,23 @@ import logging
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger("onthefly")
+
+# The autograd nodes CrossEntropyLoss (class-index targets, no label smoothing) ends in; each saved the
+# log-probabilities it was given as ``_saved_self``.
+_NLL_NODES = frozenset(("NllLossBackward0", "NllLoss2DBackward0"))
+
+
+def detach(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return {k: detach(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detach(v) for v in value)
+    return value
 
 
 def _reduce_to_batch(values: torch.Tensor, batch: int) -> torch.Tensor:
@@ -49,6 +66,8 @@ class PerSampleLoss:
         self.loss_fn = loss_fn
         self.strategy = "unknown"
         self._fn: Callable[[Any, Any], torch.Tensor] | None = None
+        # CrossEntropyLoss: read the log-probabilities off the loss's graph (see of_loss).
+        self._from_graph = isinstance(loss_fn, torch.nn.CrossEntropyLoss) and not loss_fn.label_smoothing
         self._pick()
 
     def _pick(self) -> None:
@@ -67,6 +86,26 @@ class PerSampleLoss:
             self._fn, self.strategy = (lambda p, t: fn(p, t, reduction="none")), "reduction='none' argument"
             return
         self._fn, self.strategy = None, "vmap"
+
+    def of_loss(self, loss: torch.Tensor, pred: Any, target: Any) -> torch.Tensor:
+        """Per-sample losses of a step whose ``loss`` is ``loss_fn(pred, target)``, before its backward.
+
+        For CrossEntropyLoss the loss's graph already holds the log-probabilities (saved for backward), so
+        the per-sample values are one ``nll_loss(reduction='none')`` away: bit for bit what a
+        ``reduction='none'`` copy returns, without computing the log-softmax a second time. Any other loss,
+        or a graph of another shape, takes the general path."""
+        if self._from_graph:
+            node = loss.grad_fn
+            if node is not None and type(node).__name__ in _NLL_NODES:
+                fn = self.loss_fn
+                try:
+                    values = F.nll_loss(node._saved_self.detach(), target, weight=fn.weight,
+                                        ignore_index=fn.ignore_index, reduction="none")
+                except (RuntimeError, AttributeError, TypeError):  # e.g. (N, C, L) inputs: reshaped inside
+                    self._from_graph = False
+                else:
+                    return _reduce_to_batch(values, values.shape[0])
+        return self(detach(pred), target)
 
     def __call__(self, pred: Any, target: Any) -> torch.Tensor:
         """``pred`` must be detached (the trainer passes detached predictions), so no graph is built."""

@@ -16,7 +16,8 @@ import torch
 
 from onthefly.runtime.events import EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses
 from onthefly.runtime.loader_tap import TappedLoader, batch_len
-from onthefly.trainer.forward import Forward, detach, to_device
+from onthefly.runtime.per_sample import detach
+from onthefly.trainer.forward import Forward, to_device
 
 if TYPE_CHECKING:
     from onthefly.runtime.context import LoopContext

@@ -53,16 +53,6 @@ def call_model(model: Callable[..., Any], inputs: Any) -> Any:
     return model(inputs)
 
 
-def detach(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, dict):
-        return {k: detach(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(detach(v) for v in value)
-    return value
-
-
 def to_device(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device, non_blocking=non_blocking)
@@ -110,5 +100,5 @@ class Forward:
         loss = self.loss_fn(pred, target)
         # In the step, on purpose: handing copies to the bus's pump thread was tried and was not faster on
         # CPU (the pump then competes with training for the GIL and the cores).
-        per_sample = self.per_sample(detach(pred), target) if self.per_sample is not None else None
+        per_sample = self.per_sample.of_loss(loss, pred, target) if self.per_sample is not None else None
         return StepOutput(loss, per_sample, pred, target)

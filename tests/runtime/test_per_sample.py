@@ -68,3 +68,42 @@ def test_user_loss_module_is_not_modified():
     loss = nn.CrossEntropyLoss()
     PerSampleLoss(loss)(LOGITS, CLASSES)
     assert loss.reduction == "mean"
+
+
+GRAPH_CASES = [
+    ("plain", nn.CrossEntropyLoss(), LOGITS, CLASSES),
+    ("sum_weighted_ignore", nn.CrossEntropyLoss(weight=torch.rand(5), ignore_index=2, reduction="sum"),
+     LOGITS, CLASSES),
+    ("images", nn.CrossEntropyLoss(), torch.randn(B, 5, 4, 4), torch.randint(0, 5, (B, 4, 4))),
+    ("sequences", nn.CrossEntropyLoss(), torch.randn(B, 5, 7), torch.randint(0, 5, (B, 7))),
+    ("soft_targets", nn.CrossEntropyLoss(), LOGITS, torch.softmax(torch.randn(B, 5), 1)),
+    ("label_smoothing", nn.CrossEntropyLoss(label_smoothing=0.1), LOGITS, CLASSES),
+    ("mse", nn.MSELoss(), REG_PRED, REG_TARGET),
+]
+
+
+@pytest.mark.parametrize("name,loss_fn,pred,target", GRAPH_CASES, ids=[c[0] for c in GRAPH_CASES])
+def test_of_loss_in_a_training_step_equals_reduction_none_bit_for_bit(name, loss_fn, pred, target, monkeypatch):
+    """In a step, CrossEntropyLoss's per-sample values come off the loss's own graph; every case (including
+    the shapes and targets that must take the general path) equals a reduction='none' copy exactly."""
+    import onthefly.runtime.per_sample as module
+
+    reference = PerSampleLoss(loss_fn)(pred, target)  # the general path: a reduction='none' copy
+    from_graph = []
+    nll_loss = F.nll_loss
+
+    def counted(*args, **kwargs):
+        values = nll_loss(*args, **kwargs)
+        from_graph.append(1)
+        return values
+
+    monkeypatch.setattr(module, "F", type("F", (), {"nll_loss": staticmethod(counted)}))
+    per_sample = PerSampleLoss(loss_fn)
+    for _ in range(2):  # a fallback, once chosen, stays correct
+        pred_ = pred.clone().requires_grad_(True)
+        loss = loss_fn(pred_, target)
+        values = per_sample.of_loss(loss, pred_, target)
+        loss.backward()
+        assert not values.requires_grad and values.shape == (B,)
+        assert torch.equal(values, reference)
+    assert bool(from_graph) == (name in ("plain", "sum_weighted_ignore", "images"))

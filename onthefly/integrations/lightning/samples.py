@@ -34,8 +34,7 @@ from torch.utils.data.dataloader import _DatasetKind
 from torch.utils.data.distributed import DistributedSampler
 
 from onthefly.runtime.loader_tap import base_index_map
-from onthefly.runtime.per_sample import PerSampleLoss
-from onthefly.trainer.forward import detach
+from onthefly.runtime.per_sample import PerSampleLoss, detach
 
 log = logging.getLogger("onthefly")
 
