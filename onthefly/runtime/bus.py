@@ -11,12 +11,15 @@ history has moved past it; it never slows the publisher or other subscribers.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from onthefly.runtime.events import Event
+
+log = logging.getLogger("onthefly")
 
 DEFAULT_QUEUE_EVENTS = 65_536
 DEFAULT_HISTORY_EVENTS = 16_384
@@ -70,6 +73,7 @@ class EventBus:
         self._subscribers = 0
         self._coalesce = coalesce_seconds
         self._observers: list[Callable[[list[Event]], None]] = []
+        self._warned: set[str] = set()
         self._stop = threading.Event()
         self._pump = threading.Thread(target=self._pump_loop, name="onthefly-bus", daemon=True)
         self._pump.start()
@@ -119,14 +123,31 @@ class EventBus:
                     break
             if not batch:
                 return
-            for event in batch:
-                event.resolve()
+            batch = [event for event in batch if self._resolved(event)]
             for observe in self._observers:
-                observe(batch)
+                try:
+                    observe(batch)
+                except Exception:  # a failing observer must not stop the stream for everyone else
+                    self._warn_once(f"observer {getattr(observe, '__qualname__', observe)!r} failed")
             with self._cond:
                 for event in batch:
                     self._store(event)
                 self._cond.notify_all()
+
+    def _resolved(self, event: Event) -> bool:
+        """Resolve ``event``'s values; an event whose values cannot be read is dropped (its seq is then
+        reported as a gap) and logged, instead of ending the pump and with it every stream."""
+        try:
+            event.resolve()
+            return True
+        except Exception:
+            self._warn_once(f"a {event.kind.name} event could not be read and was dropped")
+            return False
+
+    def _warn_once(self, what: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("onthefly: %s (reported once)", what, exc_info=True)
 
     def _store(self, event: Event) -> None:
         seq = event.seq
@@ -193,7 +214,8 @@ class EventBus:
                         hole_end += 1
                     if events or gap is not None:  # report one gap per read: stop before this one
                         break
-                    gap = Gap(seq, hole_end, "dropped at source: the publish queue was full")
+                    gap = Gap(seq, hole_end, "dropped at source: the publish queue was full "
+                                             "(or a value could not be read: see the run's log)")
                     seq = hole_end + 1
                     continue
                 events.append(event)

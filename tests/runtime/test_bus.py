@@ -79,3 +79,24 @@ def test_publish_never_waits_for_a_reader_that_does_not_read():
     bus.close()
     assert bus.last_published_seq == 100_000
     assert elapsed < 30  # generous: this guards against blocking, not speed (see benchmarks/)
+
+
+def test_an_unreadable_event_or_a_failing_observer_costs_one_event_not_the_stream(caplog):
+    from onthefly.runtime.events import StepMetrics
+
+    bus = EventBus(coalesce_seconds=3600)
+    seen = []
+    bus.observe(lambda events: 1 / 0)  # a broken observer
+    bus.observe(lambda events: seen.extend(e.seq for e in events))
+    bus.publish(_event(0))
+    bus.publish(Event(EventKind.STEP_METRICS, 1, 0, 0.0, StepMetrics(object(), 0.1, None, 0.0, 1, 0.0, 0.0)))
+    bus.publish(_event(2))
+    bus.drain()
+    bus.publish(_event(3))
+    bus.close()
+    events, gaps = _read_all(bus)
+    assert [e.seq for e in events] == [1, 3, 4] and seen == [1, 3, 4]
+    assert [(g.first_seq, g.last_seq) for g in gaps] == [(2, 2)] and bus.dropped_at_source == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("STEP_METRICS event could not be read" in w for w in warnings)
+    assert sum("observer" in w for w in warnings) == 1  # reported once, not per batch
