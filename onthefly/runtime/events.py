@@ -71,18 +71,33 @@ class StepMetrics:
 
     def resolve(self) -> None:
         self.loss = _to_float(self.loss)
-        self.grad_norm = float("nan") if self.grad_norm is None else _to_float(self.grad_norm)
+        norm = self.grad_norm
+        if norm is None:
+            self.grad_norm = float("nan")
+        elif isinstance(norm, (list, tuple)):  # per-tensor norms (CPU): the total is taken here, off the training thread
+            from onthefly.runtime.host_values import total_norm
+
+            self.grad_norm = total_norm(norm)
+        else:
+            self.grad_norm = _to_float(norm)
 
 
 @dataclass(slots=True)
 class SampleLosses:
+    """One batch's per-sample losses and their dataset indices (int64 numpy arrays of equal length once
+    resolved). Published from the training thread as they come: ``indices`` as the sampler yielded them
+    (a list, a tensor, an int, or None), mapped through ``index_map`` (loader index -> base dataset index)
+    when resolved; indices that cannot be read, or do not match the losses one to one, become -1."""
+
     split: str
-    indices: Any  # np.ndarray[int64] (or list) once resolved
+    indices: Any
     losses: Any  # np.ndarray[float32] (or tensor) once resolved
+    index_map: Any = None
 
     def resolve(self) -> None:
-        self.losses = _to_numpy(self.losses, np.float32)
-        self.indices = _to_numpy(self.indices, np.int64)
+        self.losses = losses = _to_numpy(self.losses, np.float32).reshape(-1)
+        self.indices = _indices(self.indices, self.index_map, len(losses))
+        self.index_map = None
 
     def nbytes(self) -> int:
         return int(getattr(self.losses, "nbytes", 0)) + int(getattr(self.indices, "nbytes", 0))
@@ -172,11 +187,29 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
+def _indices(value: Any, index_map: Any, n: int) -> np.ndarray:
+    if value is not None:
+        try:
+            value = _to_numpy(value, np.int64).reshape(-1)
+            if index_map is not None:
+                value = index_map[value]
+        except (TypeError, ValueError, IndexError):
+            value = None
+    if value is None or len(value) != n:
+        return np.full(n, -1, dtype=np.int64)
+    return value
+
+
 def _to_numpy(value: Any, dtype: Any) -> np.ndarray:
     if hasattr(value, "value"):  # a PendingCopy from host_values
         value = value.value()
     if isinstance(value, np.ndarray):
         return value.astype(dtype, copy=False)
-    if hasattr(value, "detach"):
-        return value.detach().to("cpu").numpy().astype(dtype, copy=False)
+    if hasattr(value, "detach"):  # a tensor, handed over as it was (a CPU tensor needs no copy)
+        value = value.detach().cpu()
+        try:
+            array = value.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks
+            array = value.float().numpy()
+        return array.astype(dtype, copy=False)
     return np.asarray(value, dtype=dtype)

@@ -38,41 +38,54 @@ class RunHook:
         """Called once when fit ends, with the exception if it failed."""
 
 
+_HOOKS = ("on_fit_start", "on_epoch_start", "on_before_optimizer_step", "on_step_end", "on_pause",
+          "on_eval_end", "on_fit_end")
+
+
 class HookList(RunHook):
-    """Fans each hook out to a list of hooks, in order."""
+    """Fans each hook out to a list of hooks, in order.
+
+    Each hook point calls only the hooks that override it: the per-step points run on the training
+    thread every step, where each call to an inherited no-op would still cost its share."""
 
     def __init__(self, hooks: list[RunHook] | None = None) -> None:
-        self.hooks: list[RunHook] = list(hooks or [])
+        self.hooks: list[RunHook] = []
+        self._calls: dict[str, tuple] = {name: () for name in _HOOKS}
+        for hook in hooks or []:
+            self.add(hook)
 
     def add(self, hook: RunHook) -> None:
         self.hooks.append(hook)
+        self._calls = {name: tuple(getattr(h, name) for h in self.hooks
+                                   if getattr(type(h), name, None) is not getattr(RunHook, name))
+                       for name in _HOOKS}
 
     def on_fit_start(self, ctx):
-        for h in self.hooks:
-            h.on_fit_start(ctx)
+        for call in self._calls["on_fit_start"]:
+            call(ctx)
 
     def on_epoch_start(self, ctx):
-        for h in self.hooks:
-            h.on_epoch_start(ctx)
+        for call in self._calls["on_epoch_start"]:
+            call(ctx)
 
     def on_before_optimizer_step(self, ctx, loss):
         proceed = True
-        for h in self.hooks:
-            proceed = h.on_before_optimizer_step(ctx, loss) and proceed
+        for call in self._calls["on_before_optimizer_step"]:
+            proceed = call(ctx, loss) and proceed
         return proceed
 
     def on_step_end(self, ctx):
-        for h in self.hooks:
-            h.on_step_end(ctx)
+        for call in self._calls["on_step_end"]:
+            call(ctx)
 
     def on_pause(self, ctx):
-        for h in self.hooks:
-            h.on_pause(ctx)
+        for call in self._calls["on_pause"]:
+            call(ctx)
 
     def on_eval_end(self, ctx, result):
-        for h in self.hooks:
-            h.on_eval_end(ctx, result)
+        for call in self._calls["on_eval_end"]:
+            call(ctx, result)
 
     def on_fit_end(self, ctx, error):
-        for h in self.hooks:
-            h.on_fit_end(ctx, error)
+        for call in self._calls["on_fit_end"]:
+            call(ctx, error)

@@ -154,15 +154,27 @@ class TappedLoader:
             return self._persistent_iter
         return loader._get_iterator.__func__(self._view)
 
-    def __iter__(self) -> Iterator[tuple[Any, np.ndarray | None]]:
+    @property
+    def index_map(self) -> np.ndarray | None:
+        """Loader index -> base dataset index (through Subset / random_split), or None when they are equal."""
+        return self._mapping
+
+    def raw(self) -> Iterator[tuple[Any, Any]]:
+        """Yields ``(batch, index)`` with each index batch exactly as the sampler yielded it (None when
+        unknown). The training loop iterates this and leaves the conversion to base indices (``index_map``)
+        to the bus's pump thread; ``__iter__`` converts in place."""
         it = self._new_iterator()
-        fifo = self._fifo
-        mapping = self._mapping
-        for batch in it:
-            if not self.tappable:
+        if not self.tappable:
+            for batch in it:
                 yield batch, None
-                continue
-            index = fifo.popleft() if fifo else None
+            return
+        fifo = self._fifo
+        for batch in it:
+            yield batch, fifo.popleft() if fifo else None
+
+    def __iter__(self) -> Iterator[tuple[Any, np.ndarray | None]]:
+        mapping = self._mapping
+        for batch, index in self.raw():
             yield batch, self._to_base(index, mapping)
 
     @staticmethod

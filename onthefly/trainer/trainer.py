@@ -24,7 +24,7 @@ import torch
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
 from onthefly.runtime.events import (
-    EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
+    EvalResult, Event, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
 from onthefly.runtime.hooks import RunHook
 from onthefly.runtime.host_values import array_later, scalar_later
@@ -34,7 +34,7 @@ from onthefly.runtime.run import Run
 from onthefly.runtime.stats import StatsSampler
 from onthefly.sessions.attach import attach_sessions
 from onthefly.trainer.evaluate import evaluate
-from onthefly.trainer.forward import Forward, detach, to_device
+from onthefly.trainer.forward import Forward, to_device
 from onthefly.trainer.tracking import tracking_hook
 
 log = logging.getLogger("onthefly")
@@ -212,6 +212,8 @@ class Trainer:
         model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
         params = [p for group in optimizer.param_groups for p in group["params"]]
         tapped = ctx.train_batches = TappedLoader(ctx.train_loader)
+        index_map = tapped.index_map
+        publish = run.bus.publish
         last_val: EvalResult | None = None
         non_blocking = ctx.device.type == "cuda"
         move = ctx.device.type != "cpu"  # CPU batches are used as they come: no per-step walk
@@ -227,7 +229,10 @@ class Trainer:
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, control.state, str(epoch)))
             micro = samples = 0
             tick = time.perf_counter()
-            for batch, indices in tapped:
+            # Per step, the training thread only hands references to the bus: reading values off tensors,
+            # mapping indices and building messages happen on the pump thread. On a CPU run every line
+            # here runs with caches the step's own tensors have just evicted, so each one counts.
+            for batch, index in tapped.raw():
                 data_seconds = time.perf_counter() - tick
                 if micro % self.accumulate == 0:
                     # Where a plain loop zeroes: right before the forward pass of each step. (The
@@ -244,9 +249,15 @@ class Trainer:
                 else:
                     backward_loss.backward()
                 micro += 1
-                samples += batch_len(batch)
                 ctx.batch_in_epoch += 1
-                self._publish_samples(run, out, batch, indices)
+                per_sample = out.per_sample_loss
+                if per_sample is not None:
+                    samples += per_sample.shape[0]
+                    publish(Event(EventKind.SAMPLE_LOSSES, run.step, epoch, time.time(), SampleLosses(
+                        "train", index, per_sample if per_sample.device.type == "cpu" else array_later(per_sample),
+                        index_map)))
+                else:
+                    samples += batch_len(batch)
                 if micro % self.accumulate:
                     continue
                 grad_norm = self._grad_norm(params, scaler) if self.track_grad_norm else None
@@ -261,9 +272,9 @@ class Trainer:
                 ctx.step = run.step = ctx.step + 1
                 now = time.perf_counter()
                 step_seconds = now - tick
-                run.publish(EventKind.STEP_METRICS, StepMetrics(
+                publish(Event(EventKind.STEP_METRICS, ctx.step, epoch, time.time(), StepMetrics(
                     scalar_later(loss), float(optimizer.param_groups[0]["lr"]), scalar_later(grad_norm),
-                    samples / step_seconds if step_seconds > 0 else 0.0, samples, step_seconds, data_seconds))
+                    samples / step_seconds if step_seconds > 0 else 0.0, samples, step_seconds, data_seconds)))
                 samples = 0
                 hooks.on_step_end(ctx)
                 control.step_done(ctx)
@@ -291,27 +302,20 @@ class Trainer:
         return self.max_steps is not None and ctx.step >= self.max_steps
 
     @staticmethod
-    def _publish_samples(run: Run, out: Any, batch: Any, indices: np.ndarray | None) -> None:
-        per_sample = out.per_sample_loss
-        if per_sample is None:
-            return
-        per_sample = detach(per_sample)
-        n = int(per_sample.shape[0])
-        if indices is None or len(indices) != n:
-            indices = np.full(n, -1, dtype=np.int64)
-        run.publish(EventKind.SAMPLE_LOSSES, SampleLosses("train", indices, array_later(per_sample)))
+    def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | list[torch.Tensor] | None:
+        """The total 2-norm of this step's gradients, before any hook or the optimizer changes them: a
+        0-dim tensor, or on CPU the per-tensor norms, whose total the pump thread takes (the same float).
 
-    @staticmethod
-    def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | None:
-        """The total 2-norm of this step's gradients, before any hook or the optimizer changes them.
-
-        Computed in the step, on purpose. Reading the grads later on the pump thread means holding them while
-        the next step allocates new ones: on the CPU reference model that cost 14-91 page faults and up to
-        0.3 ms of system time a step, more than the norm (about 55 us)."""
+        The per-tensor norms are taken in the step, on purpose. Reading the grads later on the pump thread
+        means holding them while the next step allocates new ones: on the CPU reference model that cost 14-91
+        page faults and up to 0.3 ms of system time a step, more than the norm."""
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return None
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        norms = torch._foreach_norm(grads)
+        if scaler is None and grads[0].device.type == "cpu":
+            return norms
+        norm = torch.linalg.vector_norm(torch.stack(norms))
         if scaler is not None:
             norm = norm / scaler.get_scale()
         return norm
