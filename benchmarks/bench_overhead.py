@@ -18,7 +18,8 @@ BENCH_ONLY=fixed measures the same variants on a tiny model (8 -> 2, batch 4), i
 step: the fixed per-step cost, which carries over to any model (ratio ~ 1 + fixed / step time) and can
 be compared across changes and machines (use --steps 3000). On a shared 2-core VM its quartiles still
 spread by about +-50%.
-BENCH_ONLY=streaming runs only the streaming figures; BENCH_ONLY=pause only the pause latency.
+BENCH_ONLY=overhead runs only part 1, BENCH_ONLY=streaming only the streaming figures, BENCH_ONLY=pause only the
+pause latency.
 """
 
 from __future__ import annotations
@@ -316,17 +317,9 @@ def main() -> None:
         print(bench_stream_capacity())
         print(bench_streaming())
         return
-    o = bench_overhead(args.reps, args.steps)
-    q1, med, q3 = o["ratio"]
-    c1, cmed, c3 = o["control"]
-    print(f"[overhead] bare {o['bare_ms_per_step']:.3f} ms/step, Trainer+subscriber {o['trainer_ms_per_step']:.3f} "
-          f"ms/step -> ratio {med:.4f} (target <= 1.03; quartiles {q1:.3f}..{q3:.3f} over {args.reps} reps); "
-          f"noise floor bare/bare {cmed:.4f} ({c1:.3f}..{c3:.3f}); the subscriber got "
-          f"{o['subscriber_events']} events per run, {o['subscriber_gaps']} missed in all")
-    q1, med, q3 = o["cpu_ratio"]
-    c1, cmed, c3 = o["cpu_control"]
-    print(f"[overhead] training-thread CPU time per step: ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); noise floor "
-          f"{cmed:.4f} ({c1:.3f}..{c3:.3f})")
+    print_overhead(bench_overhead(args.reps, args.steps), args.reps)
+    if only == "overhead":
+        return
     c = bench_stream_capacity()
     print(f"[stream capacity] {c['values']:,} per-sample values to one subscriber process in {c['seconds']:.2f} s -> "
           f"{c['values_per_second'] / 1e6:.1f} M values/s (target >= 5)")
@@ -335,6 +328,19 @@ def main() -> None:
           f"per-sample values/s; the subscriber received {s['values']:,} at {s['values_per_second'] / 1e6:.2f} M/s, "
           f"missed {s['gaps']} (here the training loop, not the stream, is the limit)")
     print_pause(bench_pause())
+
+
+def print_overhead(o: dict, reps: int) -> None:
+    q1, med, q3 = o["ratio"]
+    c1, cmed, c3 = o["control"]
+    print(f"[overhead] bare {o['bare_ms_per_step']:.3f} ms/step, Trainer+subscriber {o['trainer_ms_per_step']:.3f} "
+          f"ms/step -> ratio {med:.4f} (target <= 1.03; quartiles {q1:.3f}..{q3:.3f} over {reps} reps); "
+          f"noise floor bare/bare {cmed:.4f} ({c1:.3f}..{c3:.3f}); the subscriber got "
+          f"{o['subscriber_events']} events per run, {o['subscriber_gaps']} missed in all")
+    q1, med, q3 = o["cpu_ratio"]
+    c1, cmed, c3 = o["cpu_control"]
+    print(f"[overhead] training-thread CPU time per step: ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); noise floor "
+          f"{cmed:.4f} ({c1:.3f}..{c3:.3f})")
 
 
 def print_pause(p: dict) -> None:
