@@ -206,7 +206,10 @@ def _to_numpy(value: Any, dtype: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value.astype(dtype, copy=False)
     if hasattr(value, "detach"):  # a tensor, handed over as it was (a CPU tensor needs no copy)
-        value = value.detach().cpu()
+        if value.requires_grad:
+            value = value.detach()
+        if value.device.type != "cpu":
+            value = value.cpu()
         try:
             array = value.numpy()
         except TypeError:  # bfloat16 and other dtypes numpy lacks
