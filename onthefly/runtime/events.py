@@ -71,15 +71,7 @@ class StepMetrics:
 
     def resolve(self) -> None:
         self.loss = _to_float(self.loss)
-        norm = self.grad_norm
-        if norm is None:
-            self.grad_norm = float("nan")
-        elif isinstance(norm, (list, tuple)):  # per-tensor norms (CPU): the total is taken here, off the training thread
-            from onthefly.runtime.host_values import total_norm
-
-            self.grad_norm = total_norm(norm)
-        else:
-            self.grad_norm = _to_float(norm)
+        self.grad_norm = float("nan") if self.grad_norm is None else _to_float(self.grad_norm)
 
 
 @dataclass(slots=True)

@@ -46,8 +46,3 @@ def array_later(value: torch.Tensor) -> Any:
         return value.detach().float().numpy()
     return PendingCopy(value.float(), scalar=False)
 
-
-def total_norm(norms: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> float:
-    """The 2-norm of per-tensor norms (``torch._foreach_norm``'s result): the same float the training
-    thread would get from ``vector_norm(stack(norms))``."""
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
