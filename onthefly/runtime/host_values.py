@@ -45,4 +45,3 @@ def array_later(value: torch.Tensor) -> Any:
     if value.device.type == "cpu":
         return value.detach().float().numpy()
     return PendingCopy(value.float(), scalar=False)
-

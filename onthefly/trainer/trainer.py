@@ -252,6 +252,8 @@ class Trainer:
                 ctx.batch_in_epoch += 1
                 per_sample = out.per_sample_loss
                 if per_sample is not None:
+                    if per_sample.requires_grad:  # a step_fn's own values: hold no graph while they wait
+                        per_sample = per_sample.detach()
                     samples += per_sample.shape[0]
                     publish(Event(EventKind.SAMPLE_LOSSES, run.step, epoch, time.time(), SampleLosses(
                         "train", index, per_sample if per_sample.device.type == "cpu" else array_later(per_sample),
