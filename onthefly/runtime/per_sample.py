@@ -4,8 +4,9 @@ The user's loss_fn produces the value backward runs on, exactly as in a plain lo
 vector is computed separately under no_grad from detached predictions, so gradients, RNG and
 numerics are untouched. Strategies, in order:
 
-0. ``nn.CrossEntropyLoss`` in a training step: ``nll_loss(reduction='none')`` of the log-probabilities the
-   user's loss saved for its own backward (the same values as strategy 1, without a second log-softmax);
+0. in a training step whose loss ends in ``nll_loss`` (``nn.CrossEntropyLoss`` with class targets, ``NLLLoss``,
+   ``F.cross_entropy``): ``nll_loss(reduction='none')`` of what that node saved for backward (the same values
+   as strategy 1, without a second log-softmax);
 1. an ``nn.Module`` loss with a ``reduction`` attribute: a shallow copy with ``reduction='none'``;
 2. a callable whose signature takes ``reduction``: called with ``reduction='none'``;
 3. otherwise ``torch.func.vmap`` over the batch dimension (one sample at a time, vectorised);
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 
 log = logging.getLogger("onthefly")
 
-# The autograd nodes CrossEntropyLoss (class-index targets, no label smoothing) ends in; each saved the
-# log-probabilities it was given as ``_saved_self``.
+# The autograd nodes of nll_loss (where CrossEntropyLoss with class-index targets ends): each saved its
+# log-probabilities, target, weight and ignore_index for backward.
 _NLL_NODES = frozenset(("NllLossBackward0", "NllLoss2DBackward0"))
 
 
@@ -66,8 +67,7 @@ class PerSampleLoss:
         self.loss_fn = loss_fn
         self.strategy = "unknown"
         self._fn: Callable[[Any, Any], torch.Tensor] | None = None
-        # CrossEntropyLoss: read the log-probabilities off the loss's graph (see of_loss).
-        self._from_graph = isinstance(loss_fn, torch.nn.CrossEntropyLoss) and not loss_fn.label_smoothing
+        self._from_graph = True  # read per-sample values off the loss's graph when it allows (see of_loss)
         self._pick()
 
     def _pick(self) -> None:
@@ -90,21 +90,25 @@ class PerSampleLoss:
     def of_loss(self, loss: torch.Tensor, pred: Any, target: Any) -> torch.Tensor:
         """Per-sample losses of a step whose ``loss`` is ``loss_fn(pred, target)``, before its backward.
 
-        For CrossEntropyLoss the loss's graph already holds the log-probabilities (saved for backward), so
-        the per-sample values are one ``nll_loss(reduction='none')`` away: bit for bit what a
-        ``reduction='none'`` copy returns, without computing the log-softmax a second time. Any other loss,
-        or a graph of another shape, takes the general path."""
+        When the loss ends in ``nll_loss`` (CrossEntropyLoss does), that node saved exactly what it reduced:
+        one ``nll_loss(reduction='none')`` over the same inputs gives the per-sample values, bit for bit
+        what a ``reduction='none'`` copy returns, without computing the log-softmax a second time. Any other
+        graph takes the general path."""
         if self._from_graph:
             node = loss.grad_fn
             if node is not None and type(node).__name__ in _NLL_NODES:
-                fn = self.loss_fn
                 try:
-                    values = F.nll_loss(node._saved_self.detach(), target, weight=fn.weight,
-                                        ignore_index=fn.ignore_index, reduction="none")
-                except (RuntimeError, AttributeError, TypeError):  # e.g. (N, C, L) inputs: reshaped inside
+                    ignore = node._saved_ignore_index
+                    if ignore >= 1 << 63:  # read back as an unsigned 64-bit value (the default -100 included)
+                        ignore -= 1 << 64
+                    values = F.nll_loss(node._saved_self.detach(), node._saved_target, weight=node._saved_weight,
+                                        ignore_index=ignore, reduction="none")
+                except (RuntimeError, AttributeError, TypeError):
                     self._from_graph = False
                 else:
-                    return _reduce_to_batch(values, values.shape[0])
+                    if values.dim() and values.shape[0] == _batch_size(target):
+                        return _reduce_to_batch(values, values.shape[0])
+                    self._from_graph = False  # a graph of another shape: the general path from now on
         return self(detach(pred), target)
 
     def __call__(self, pred: Any, target: Any) -> torch.Tensor:

@@ -79,16 +79,24 @@ GRAPH_CASES = [
     ("soft_targets", nn.CrossEntropyLoss(), LOGITS, torch.softmax(torch.randn(B, 5), 1)),
     ("label_smoothing", nn.CrossEntropyLoss(label_smoothing=0.1), LOGITS, CLASSES),
     ("mse", nn.MSELoss(), REG_PRED, REG_TARGET),
+    ("functional_ce", F.cross_entropy, LOGITS, CLASSES),
+    # The general path (vmap, mean per sample) would give NaN for an ignored sample; the graph gives 0, as
+    # reduction='none' does: the reference here is that.
+    ("nll_of_log_softmax", lambda p, t: F.nll_loss(F.log_softmax(p, 1), t, ignore_index=0), LOGITS, CLASSES,
+     lambda p, t: F.nll_loss(F.log_softmax(p, 1), t, ignore_index=0, reduction="none")),
 ]
 
 
-@pytest.mark.parametrize("name,loss_fn,pred,target", GRAPH_CASES, ids=[c[0] for c in GRAPH_CASES])
-def test_of_loss_in_a_training_step_equals_reduction_none_bit_for_bit(name, loss_fn, pred, target, monkeypatch):
-    """In a step, CrossEntropyLoss's per-sample values come off the loss's own graph; every case (including
-    the shapes and targets that must take the general path) equals a reduction='none' copy exactly."""
+@pytest.mark.parametrize("name,loss_fn,pred,target,reference", [(*c, None)[:5] for c in GRAPH_CASES],
+                         ids=[c[0] for c in GRAPH_CASES])
+def test_of_loss_in_a_training_step_equals_reduction_none_bit_for_bit(name, loss_fn, pred, target, reference,
+                                                                      monkeypatch):
+    """In a step whose loss ends in nll_loss, per-sample values come off the loss's own graph; every case
+    (including the losses that must take the general path) equals the general path's values exactly."""
     import onthefly.runtime.per_sample as module
 
-    reference = PerSampleLoss(loss_fn)(pred, target)  # the general path: a reduction='none' copy
+    # The general path (a reduction='none' copy for a module loss), unless the case names its reference.
+    reference = PerSampleLoss(loss_fn)(pred, target) if reference is None else reference(pred, target)
     from_graph = []
     nll_loss = F.nll_loss
 
@@ -106,4 +114,5 @@ def test_of_loss_in_a_training_step_equals_reduction_none_bit_for_bit(name, loss
         loss.backward()
         assert not values.requires_grad and values.shape == (B,)
         assert torch.equal(values, reference)
-    assert bool(from_graph) == (name in ("plain", "sum_weighted_ignore", "images"))
+    assert bool(from_graph) == (name in ("plain", "sum_weighted_ignore", "images", "sequences", "functional_ce",
+                                         "nll_of_log_softmax"))
