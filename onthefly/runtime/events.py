@@ -88,8 +88,9 @@ class SampleLosses:
 
     def resolve(self) -> None:
         self.losses = losses = _to_numpy(self.losses, np.float32).reshape(-1)
-        self.indices = _indices(self.indices, self.index_map, len(losses))
-        self.index_map = None
+        indices = base_indices(self.indices, self.index_map)
+        self.indices = indices if indices is not None and len(indices) == len(losses) else \
+            np.full(len(losses), -1, dtype=np.int64)
 
     def nbytes(self) -> int:
         return int(getattr(self.losses, "nbytes", 0)) + int(getattr(self.indices, "nbytes", 0))
@@ -179,17 +180,16 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
-def _indices(value: Any, index_map: Any, n: int) -> np.ndarray:
-    if value is not None:
-        try:
-            value = _to_numpy(value, np.int64).reshape(-1)
-            if index_map is not None:
-                value = index_map[value]
-        except (TypeError, ValueError, IndexError):
-            value = None
-    if value is None or len(value) != n:
-        return np.full(n, -1, dtype=np.int64)
-    return value
+def base_indices(index: Any, index_map: np.ndarray | None) -> np.ndarray | None:
+    """An index batch as a sampler yielded it (a list, a tensor, an int) as int64 base-dataset indices,
+    mapped through ``index_map`` (loader index -> base index) when given; None when it cannot be read."""
+    if index is None:
+        return None
+    try:
+        index = _to_numpy(index, np.int64).reshape(-1)
+        return index_map[index] if index_map is not None else index
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _to_numpy(value: Any, dtype: Any) -> np.ndarray:

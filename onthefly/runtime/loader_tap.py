@@ -25,6 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _DatasetKind
 
+from onthefly.runtime.events import base_indices
+
 
 _END = object()
 
@@ -175,17 +177,7 @@ class TappedLoader:
     def __iter__(self) -> Iterator[tuple[Any, np.ndarray | None]]:
         mapping = self._mapping
         for batch, index in self.raw():
-            yield batch, self._to_base(index, mapping)
-
-    @staticmethod
-    def _to_base(index: Any, mapping: np.ndarray | None) -> np.ndarray | None:
-        if index is None:
-            return None
-        try:
-            arr = np.asarray(index, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            return None
-        return mapping[arr] if mapping is not None else arr
+            yield batch, base_indices(index, mapping)
 
 
 def batch_len(batch: Any) -> int:

@@ -11,7 +11,6 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from onthefly.runtime.events import EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses
@@ -59,8 +58,6 @@ def evaluate(ctx: "LoopContext", forward: Forward, split: str, reason: str, auto
                 if per_sample is not None:
                     per_sample = detach(per_sample).float()
                     total += float(per_sample.sum().item())
-                    if indices is None or len(indices) != n:
-                        indices = np.full(n, -1, dtype=np.int64)
                     run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices, per_sample.cpu()))
                 else:
                     total += float(out.loss.item()) * n

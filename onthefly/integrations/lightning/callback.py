@@ -25,7 +25,6 @@ import threading
 import time
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
@@ -344,9 +343,6 @@ class OnTheFlyCallback(Callback):
             return None, pred, target
         if indices is None and epoch_batches is not None and batch_idx < len(epoch_batches):
             indices = epoch_batches[batch_idx]
-        n = int(per_sample.shape[0])
-        if indices is None or len(indices) != n:
-            indices = np.full(n, -1, dtype=np.int64)
         self.run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices, array_later(per_sample.detach())))
         return per_sample, pred, target
 
