@@ -31,7 +31,8 @@ from onthefly.tracking.errors import NotRunning, TrackingError
 from onthefly.tracking.files import FilesAccessor, remove_staging
 from onthefly.tracking.inflight import wait_for_loggers
 from onthefly.tracking.logs import LEVELS, LOG_SINK, LogBuilder, check_level, echo
-from onthefly.tracking.metrics import MetricBuilder, Metrics
+from onthefly.tracking.hotpath import log_rows
+from onthefly.tracking.metrics import Metrics
 from onthefly.tracking.params import ParamsBuilder
 from onthefly.tracking.records import ExperimentRecord, OpenSpec, Status
 from onthefly.tracking.tracks import TrackBuilder, Tracks
@@ -385,7 +386,8 @@ class Experiment:
             concurrent.futures.wait(pending)
 
 
-_LOGGING_CALLS = (Experiment.log, MetricBuilder.log, TrackBuilder.append)
+# Python functions only (close looks for their frames): the C MetricBuilder.log needs no waiting (_hotpath.c).
+_LOGGING_CALLS = (Experiment.log, log_rows, TrackBuilder.append)
 
 
 def _exit_status() -> tuple[Status, str]:

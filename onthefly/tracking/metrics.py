@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from time import time as _time
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from onthefly.tracking import columns, names, values
+from onthefly.tracking import columns, names
+from onthefly.tracking.hotpath import Registry, RowLogger
 from onthefly.tracking.records import StreamKind
 from onthefly.tracking.summary import summarize
 from onthefly.tracking.writer import Sink
@@ -22,13 +22,16 @@ if TYPE_CHECKING:
     from onthefly.tracking.experiment import Experiment
 
 DEFAULT_METRIC = "default"
-_PLAIN = values.PLAIN
 
 
-class MetricBuilder(Sink):
-    """One named metric. Obtain it with ``exp.metrics(name)`` (cached: the same object every time)."""
+class MetricBuilder(RowLogger, Sink):
+    """One named metric. Obtain it with ``exp.metrics(name)`` (cached: the same object every time).
 
-    __slots__ = ("_q", "_exp", "name", "kind", "description", "tags", "metadata", "_cache", "_row_key")
+    ``log(**fields)`` comes from :class:`~onthefly.tracking.hotpath.RowLogger` (in C when built): record
+    one data point with any fields (``loss=0.4, step=10``) or a dict of them; ``_ts`` or ``timestamp``
+    (seconds or a datetime) sets its time, ``_ts=-1`` reuses the previous point's time. Returns self."""
+
+    __slots__ = ("_exp", "name", "kind", "description", "tags", "metadata", "_cache")
 
     def __init__(self, exp: "Experiment", name: str, description: str | None = None,
                  tags: list[str] | None = None, metadata: dict | None = None) -> None:
@@ -39,22 +42,6 @@ class MetricBuilder(Sink):
         self.kind = StreamKind.METRIC
         self.description, self.tags, self.metadata = description, tags, metadata
         self._cache = None
-
-    def log(self, _data: dict | None = None, _time=_time, /, **fields) -> "MetricBuilder":
-        """Record one data point with any fields (``loss=0.4, step=10``); ``_ts`` or ``timestamp`` (seconds
-        or a datetime) sets its time, ``_ts=-1`` reuses the previous point's time. Returns self."""
-        q = self._q
-        if len(q) >= q.kick_at:
-            q.kick()
-        if _data is not None:
-            fields = values.merged(_data, fields, "log()")
-        for v in fields.values():
-            if type(v) not in _PLAIN:
-                values.snapshot_fields(fields)
-                break
-        fields[self._row_key] = _time()  # the row itself is the queued item: see writer's docstring
-        q.append(fields)
-        return self
 
     def _encode(self, times, payloads, state) -> columns.Encoded:
         return columns.rows_to_table(times, payloads, state, self._row_key)
@@ -223,25 +210,24 @@ class BufferManager:
         return out
 
 
-class Metrics:
+class Metrics(Registry):
     """``exp.metrics``: ``exp.metrics("train")`` returns that metric's builder; ``exp.metrics.log(epoch=1,
     train=dict(loss=0.1), eval=dict(loss=0.2))`` logs nested dicts to the metrics they name."""
 
-    __slots__ = ("_exp", "_builders", "_buffer")
+    __slots__ = ("_exp", "_buffer")
 
     def __init__(self, exp: "Experiment") -> None:
         self._exp = exp
         self._builders: dict[str, MetricBuilder] = {}
         self._buffer: BufferManager | None = None
 
-    def __call__(self, name: str | None = None, description: str | None = None, tags: list[str] | None = None,
-                 metadata: dict | None = None) -> MetricBuilder:
+    # __call__(name) comes from hotpath.Registry (in C when built): self._builders[name], else _get(...).
+    def _get(self, name: str | None = None, description: str | None = None, tags: list[str] | None = None,
+             metadata: dict | None = None) -> MetricBuilder:
         try:
-            return self._builders[name]  # the hot path: exp.metrics("train").log(...) on every step
+            return self._builders[name]
         except KeyError:
-            return self._create(name, description, tags, metadata)
-
-    def _create(self, name, description, tags, metadata) -> MetricBuilder:
+            pass
         self._exp._require_started("metrics()")
         key = name
         builder = MetricBuilder(self._exp, DEFAULT_METRIC if name is None else name, description, tags, metadata)

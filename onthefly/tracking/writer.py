@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import sys
 import threading
 import time
 import warnings
@@ -43,6 +45,19 @@ from onthefly.tracking.records import StreamKind
 log = logging.getLogger("onthefly.tracking")
 _REASONS_KEPT = 20
 _RETRIES = (0.05, 0.25, 1.0, 3.0)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _callers_level() -> int:
+    """``warnings.warn``'s stacklevel, for the caller of this one's caller, that points at the first frame
+    outside this package: the user's logging call, however many SDK frames (none for the C hot path) lie
+    between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Sink:
@@ -208,7 +223,8 @@ class Writer:
             self._warned.add("blocked")
             warnings.warn(f"onthefly.tracking: the writer fell {len(self.q)} items behind (max_pending="
                           f"{self.config.max_pending}); logging calls now wait for it (on_full='block'). "
-                          f"Counted in writer_stats()['blocked_calls'].", RuntimeWarning, stacklevel=5)
+                          f"Counted in writer_stats()['blocked_calls'].", RuntimeWarning,
+                          stacklevel=_callers_level())
         self._urgent.set()
         self._wake.set()
         with self._cond:

@@ -1,0 +1,76 @@
+"""The metric logging hot path: ``exp.metrics("train").log(loss=x, step=i)``.
+
+Two implementations with one behaviour: the C extension ``_hotpath`` (built by ``pip install -e .`` when a
+compiler is present; ~2x faster per call) and the Python below, used when the extension is missing or
+``ONTHEFLY_PURE_PYTHON=1`` is set. ``IMPLEMENTATION`` says which one runs.
+
+``RowLogger.log(**fields)`` appends the row (the kwargs dict, its call time added under the metric's row
+key) to the experiment's bounded buffer ``_q``, after calling ``_q.kick()`` when ``len(_q) >= _q.kick_at``.
+Mutable values (tensors, arrays, lists, dicts) are snapshotted at call time. A positional dict of fields
+goes through :func:`log_rows` in both implementations. ``Registry.__call__(name)`` returns
+``_builders[name]``, and calls ``_get(...)`` for anything else (a new name, more arguments). The writer
+thread's encoding has a C fast path too, ``columns`` (see ``columns._uniform_columns``).
+"""
+
+from __future__ import annotations
+
+import os
+from time import time as _time
+
+from onthefly.tracking import values
+
+_PLAIN = values.PLAIN
+
+
+def log_rows(self, _data: dict | None = None, _time=_time, /, **fields):
+    """The Python implementation of ``RowLogger.log`` (and the C one's path for a positional dict)."""
+    q = self._q
+    if len(q) >= q.kick_at:
+        q.kick()
+    if _data is not None:
+        fields = values.merged(_data, fields, "log()")
+    for v in fields.values():
+        if type(v) not in _PLAIN:
+            values.snapshot_fields(fields)
+            break
+    fields[self._row_key] = _time()  # the row itself is the queued item: see writer's docstring
+    q.append(fields)
+    return self
+
+
+class _PyRowLogger:
+    __slots__ = ("_q", "_row_key")
+    log = log_rows
+
+
+class _PyRegistry:
+    __slots__ = ("_builders",)
+
+    def __call__(self, name=None, description=None, tags=None, metadata=None):
+        try:
+            return self._builders[name]
+        except KeyError:
+            return self._get(name, description, tags, metadata)
+
+
+def _load():
+    if os.environ.get("ONTHEFLY_PURE_PYTHON", "") not in ("", "0"):
+        return _PyRowLogger, _PyRegistry, None, "python (ONTHEFLY_PURE_PYTHON is set)"
+    try:
+        from onthefly.tracking import _hotpath
+    except ImportError:
+        return _PyRowLogger, _PyRegistry, None, "python (the C extension is not built)"
+
+    class RowLogger(_hotpath.RowLogger):
+        __slots__ = ()
+        _log_slow = log_rows
+
+        def _snapshot(self, fields: dict) -> None:
+            values.snapshot_fields(fields)
+
+    return RowLogger, _hotpath.Registry, _hotpath.columns, "c"
+
+
+# columns(dicts: list, keys: tuple, size) -> None | list[None | (typecode, bytes)], the writer's encoding
+# fast path (see columns._uniform_columns); None when the extension is not in use.
+RowLogger, Registry, columns, IMPLEMENTATION = _load()
