@@ -33,11 +33,11 @@ import time
 import warnings
 from itertools import repeat, starmap
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
-from onthefly.tracking.columns import METRIC_OF_ROW_KEY, Encoded, rows_to_table
+from onthefly.tracking.columns import METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, rows_to_table
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import BufferFull, NotRunning
 from onthefly.tracking.records import StreamKind
@@ -151,7 +151,6 @@ class Writer:
         self.reasons: list[str] = []
         self.last_error = ""
         self._warned: set[str] = set()
-        self._after_write: list[Callable[[], None]] = []
         self._metric_sinks: dict[str, MetricSink] = {}
         self._unsynced = False
         self._streams: dict[Sink, Any] = {}
@@ -405,6 +404,8 @@ def _warm_up() -> None:
     of the user's loop. Only caches are touched; nothing is written."""
     try:
         table = rows_to_table([0.0], [{"f": 0.0, "i": 0, "s": ""}]).table
+        key = ROW_KEY_PREFIX + "warm-up"  # the numeric fast path too (not a registered metric)
+        rows_to_table([0.0], [{"f": 0.0, "i": 0, key: 0.0}], None, key)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as ipc:
             ipc.write_table(table)

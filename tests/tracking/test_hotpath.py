@@ -108,18 +108,23 @@ ROWS = {
     "different keys": [{"a": 1.0}, {"b": 2.0}],
     "same size, other keys": [{"a": 1.0, "b": 1}, {"a": 2.0, "c": 2}],
     "nested dicts": [{"m": {"depth": 4}}, {"m": {"depth": 5}}],
+    "an explicit timestamp": [{"v": 1.0, "_ts": 5.0}, {"v": 2.0, "_ts": -1}],
+    "a reserved field name": [{"v": 1.0, columns.ROW_KEY_PREFIX + "x": 1.0}],
 }
 
 
 @pytest.mark.parametrize("case", list(ROWS))
 def test_c_column_encoding_equals_the_python_one(case, monkeypatch):
+    """rows_to_table with the C columns (and, for plain numeric rows, its few-call table) against the
+    Python path on the same queued rows."""
     if hotpath.columns is None:
         pytest.skip(f"metric logging runs in {hotpath.IMPLEMENTATION}")
-    rows = ROWS[case]
-    times = [float(i) for i in range(len(rows))]
-    fast = columns.rows_to_table(times, [dict(r) for r in rows])
+    key = columns.metric_row_key("hot")
+    times = [1.7e9 + i / 3 for i in range(len(ROWS[case]))]
+    rows = [{**r, key: t} for r, t in zip(ROWS[case], times)]  # as queued: the call time under the row key
+    fast = columns.rows_to_table(times, [dict(r) for r in rows], None, key)
     monkeypatch.setattr(columns, "fast_columns", None)
-    slow = columns.rows_to_table(times, [dict(r) for r in rows])
+    slow = columns.rows_to_table(times, [dict(r) for r in rows], None, key)
     assert fast.table.schema == slow.table.schema
     assert repr(fast.table.to_pylist()) == repr(slow.table.to_pylist())  # NaN-aware, and tells -0.0 from 0.0
     assert (fast.refused, fast.reasons) == (slow.refused, slow.reasons)
