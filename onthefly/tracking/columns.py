@@ -198,11 +198,14 @@ def _uniform_columns(dicts: Sequence[dict], row_key: str | None) -> dict[Any, li
         return None
 
 
-def _numeric_table(dicts: list[dict], state, row_key: str) -> Encoded | None:
-    """The usual metric batch in a few calls (the C extension's ``columns``): uniform rows of plain
-    float/int fields, none of them a timestamp alias or a reserved name. The timestamps are the row key's
-    values (the call times). None when the batch is anything else; rows_to_table then takes the general
-    path, which gives the same table for these rows."""
+def numeric_table(dicts: list[dict], state, row_key: str) -> Encoded | None:
+    """The usual metric batch in a few calls (the C extension's ``columns``): rows of one metric (all with
+    ``row_key`` and the first row's keys, nothing more) whose fields are plain floats or ints, none of them
+    a timestamp alias or a reserved name. The timestamps are the row key's values (the call times). None
+    when the batch is anything else (or the extension is not in use): rows_to_table's general path gives
+    the same table for these rows."""
+    if fast_columns is None or not dicts or type(dicts) is not list:
+        return None
     first = dicts[0]
     keys = [k for k in first if k != row_key]
     for k in keys:
@@ -226,8 +229,8 @@ def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None, row
     n = len(dicts)
     if n == 0:
         return Encoded(pa.table({TIMESTAMP: pa.array([], pa.float64())}))
-    if fast_columns is not None and row_key is not None and type(dicts) is list:
-        encoded = _numeric_table(dicts, state, row_key)
+    if row_key is not None:
+        encoded = numeric_table(dicts, state, row_key)
         if encoded is not None:
             return encoded
     by_key = _uniform_columns(dicts, row_key)

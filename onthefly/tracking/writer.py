@@ -37,7 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from onthefly.tracking.columns import METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, rows_to_table
+from onthefly.tracking.columns import METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, numeric_table, rows_to_table
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import BufferFull, NotRunning
 from onthefly.tracking.records import StreamKind
@@ -291,6 +291,11 @@ class Writer:
         groups: dict[Any, tuple[list, list]] | None = None
         first = next(reversed(batch[0])) if type(batch[0]) is dict else None
         if first in METRIC_OF_ROW_KEY:  # a metric row first: usually a burst of one metric's rows
+            sink = self._metric_sink(first)
+            encoded = numeric_table(batch, self.state, first)  # None unless all are its plain numeric rows
+            if encoded is not None:
+                self._store(sink, encoded)
+                return
             # one C pass: a row of another metric lacks this key (KeyError; or it has the key as a field,
             # and rows_to_table refuses it), a tuple item has no keys (TypeError)
             try:
@@ -317,12 +322,13 @@ class Writer:
                 group[0].append(t)
                 group[1].append(payload)
         for key, (group_times, group_payloads) in groups.items():
-            sink = key
-            if not isinstance(key, Sink):
-                sink = self._metric_sinks.get(key)
-                if sink is None:
-                    sink = self._metric_sinks[key] = MetricSink(key)
-            self._write_group(sink, group_times, group_payloads)
+            self._write_group(key if isinstance(key, Sink) else self._metric_sink(key), group_times, group_payloads)
+
+    def _metric_sink(self, row_key: str) -> MetricSink:
+        sink = self._metric_sinks.get(row_key)
+        if sink is None:
+            sink = self._metric_sinks[row_key] = MetricSink(row_key)
+        return sink
 
     def _write_group(self, sink: Sink, times: list, payloads: list) -> None:
         try:
@@ -330,6 +336,9 @@ class Writer:
         except Exception as exc:  # noqa: BLE001 - a bug in encoding must not lose the thread
             self._count_failure(len(payloads), f"{sink.kind.value} {sink.name!r}: could not encode rows: {exc}")
             return
+        self._store(sink, encoded)
+
+    def _store(self, sink: Sink, encoded: Encoded) -> None:
         if encoded.refused or encoded.reasons:
             self._count_refused(sink, encoded.refused, encoded.reasons)
         if encoded.table.num_rows == 0:

@@ -130,3 +130,16 @@ def test_c_column_encoding_equals_the_python_one(case, monkeypatch):
     assert (fast.refused, fast.reasons) == (slow.refused, slow.reasons)
     if case == "floats and ints":
         assert fast.table.schema.field("step").type == pa.int64()
+
+
+def test_interleaved_metrics_with_the_same_fields_each_keep_their_own_rows(make_exp):
+    """One write holding rows of two metrics of the same shape: the numeric fast path must not take them
+    for one metric's batch (each row carries its own metric's row key)."""
+    exp = make_exp(batch_size=1000, flush_interval=600)
+    a, b = exp.metrics("a"), exp.metrics("b")
+    for i in range(300):
+        (a if i % 3 else b).log(v=float(i), step=i)
+    exp.flush()
+    steps_a = a.read_table().column("step").to_pylist()
+    steps_b = b.read_table().column("step").to_pylist()
+    assert steps_a == [i for i in range(300) if i % 3] and steps_b == list(range(0, 300, 3))
