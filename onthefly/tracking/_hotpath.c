@@ -3,7 +3,7 @@
  * Built by `pip install -e .` (setup.py, optional: without a compiler the package falls back to the same
  * code in Python, onthefly/tracking/hotpath.py, which also documents the behaviour both share).
  *
- * RowLogger.log(**fields): the row is the kwargs dict itself, its call time (time.time()) added under the
+ * RowLogger.log(**fields): the row is a dict of the keyword fields, its call time (time.time()) added under the
  * metric's row key, appended to the experiment's buffer `self._q` (see writer.py's docstring). Any
  * positional argument (a dict of fields) goes to the Python implementation, `self._log_slow`. A value that
  * is not a plain float/int/str/bool/None is snapshotted by `self._snapshot(fields)`, a Python method.
@@ -15,6 +15,9 @@
  *
  * Registry.__call__(name): `self._builders[name]` for the common one-argument call; anything else (a
  * miss, more arguments) goes to `self._get(...)`, a Python method.
+ *
+ * columns(dicts, keys, size): the writer thread's encoding of a batch of uniform rows into raw float64 /
+ * int64 column bytes (columns.py turns them into Arrow arrays without copying).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
