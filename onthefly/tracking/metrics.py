@@ -43,9 +43,6 @@ class MetricBuilder(RowLogger, Sink):
         self.description, self.tags, self.metadata = description, tags, metadata
         self._cache = None
 
-    def _encode(self, times, payloads, state) -> columns.Encoded:
-        return columns.rows_to_table(times, payloads, state, self._row_key)
-
     # reading -------------------------------------------------------------------------------------------
     def flush(self) -> "MetricBuilder":
         """Write everything logged so far (all streams of the experiment); returns self for chaining."""
