@@ -16,8 +16,8 @@
  * Registry.__call__(name): `self._builders[name]` for the common one-argument call; anything else (a
  * miss, more arguments) goes to `self._get(...)`, a Python method.
  *
- * columns(dicts, keys, size): the writer thread's encoding of a batch of uniform rows into raw float64 /
- * int64 column bytes (columns.py turns them into Arrow arrays without copying).
+ * columns(dicts, keys, size): the writer thread's encoding of a batch of plain numeric rows into raw
+ * float64 / int64 column bytes (columns.numeric_table turns them into Arrow arrays without copying).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -305,10 +305,11 @@ static PyType_Spec Registry_spec = {
 
 /* ---- columns (the writer thread's encoding) ------------------------------------------------------ */
 
-/* columns(dicts, keys, size): None unless every dict has exactly ``size`` keys including all of ``keys``;
- * else a list with, for each key, ('d', bytes) when its values are all exact floats, ('q', bytes) when
- * they are all exact ints within int64 (raw float64 / int64 values), or None: the Python path
- * (columns._column) decides the other columns. One pass over the rows, each row's keys together. */
+/* columns(dicts, keys, size): the columns of a batch of plain numeric rows, or None. Not None only when
+ * every dict has exactly ``size`` keys including all of ``keys``, and each key's values are all exact
+ * floats or all exact ints within int64; then a list with, per key, ('d', bytes) or ('q', bytes): the raw
+ * float64 / int64 values. One pass over the rows (each row's keys together), stopping at the first value
+ * that does not fit: the Python path (columns.rows_to_table) handles every other batch. */
 static PyObject *
 columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -322,7 +323,8 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(dicts), nkeys = PyTuple_GET_SIZE(keys);
-    if (n == 0 || nkeys > 64) {
+    PyObject *first = n ? PyList_GET_ITEM(dicts, 0) : NULL;
+    if (n == 0 || nkeys > 64 || !PyDict_CheckExact(first)) {
         Py_RETURN_NONE;
     }
     PyObject *out = PyList_New(nkeys);  /* NULL items until filled */
@@ -331,39 +333,32 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyTypeObject *types[64];
     char *buffers[64];
-    PyObject *first = PyList_GET_ITEM(dicts, 0);
     for (Py_ssize_t k = 0; k < nkeys; k++) {
-        PyObject *v = PyDict_CheckExact(first) ? PyDict_GetItemWithError(first, PyTuple_GET_ITEM(keys, k)) : NULL;
-        if (v == NULL) {
-            goto not_uniform;
+        PyObject *v = PyDict_GetItemWithError(first, PyTuple_GET_ITEM(keys, k));
+        if (v == NULL || (Py_TYPE(v) != &PyFloat_Type && Py_TYPE(v) != &PyLong_Type)) {
+            goto none;
         }
-        types[k] = Py_TYPE(v) == &PyFloat_Type || Py_TYPE(v) == &PyLong_Type ? Py_TYPE(v) : NULL;
-        buffers[k] = NULL;
-        if (types[k] != NULL) {
-            PyObject *raw = PyBytes_FromStringAndSize(NULL, n * 8);
-            if (raw == NULL) {
-                goto error;
-            }
-            PyList_SET_ITEM(out, k, raw);
-            buffers[k] = PyBytes_AS_STRING(raw);
+        types[k] = Py_TYPE(v);
+        PyObject *raw = PyBytes_FromStringAndSize(NULL, n * 8);
+        if (raw == NULL) {
+            goto none;
         }
+        PyObject *item = Py_BuildValue("(CN)", types[k] == &PyFloat_Type ? 'd' : 'q', raw);
+        if (item == NULL) {
+            goto none;
+        }
+        PyList_SET_ITEM(out, k, item);
+        buffers[k] = PyBytes_AS_STRING(raw);
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *d = PyList_GET_ITEM(dicts, i);
         if (!PyDict_CheckExact(d) || PyDict_GET_SIZE(d) != size) {
-            goto not_uniform;
+            goto none;
         }
         for (Py_ssize_t k = 0; k < nkeys; k++) {
             PyObject *v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(keys, k));
-            if (v == NULL) {
-                goto not_uniform;
-            }
-            if (buffers[k] == NULL) {
-                continue;
-            }
-            if (Py_TYPE(v) != types[k]) {
-                buffers[k] = NULL;  /* mixed types: the Python path */
-                continue;
+            if (v == NULL || Py_TYPE(v) != types[k]) {
+                goto none;
             }
             if (types[k] == &PyFloat_Type) {
                 double x = PyFloat_AS_DOUBLE(v);
@@ -372,38 +367,24 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 int overflow = 0;
                 long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
                 if (overflow) {
-                    buffers[k] = NULL;  /* beyond int64: the Python path */
-                    continue;
+                    goto none;
                 }
                 memcpy(buffers[k] + 8 * i, &x, 8);
             }
         }
     }
-    for (Py_ssize_t k = 0; k < nkeys; k++) {
-        PyObject *raw = PyList_GET_ITEM(out, k);
-        PyObject *item = buffers[k] == NULL ? Py_NewRef(Py_None)
-                         : Py_BuildValue("(CO)", types[k] == &PyFloat_Type ? 'd' : 'q', raw);
-        if (item == NULL) {
-            goto error;
-        }
-        PyList_SET_ITEM(out, k, item);
-        Py_XDECREF(raw);
-    }
     return out;
-not_uniform:
+none:
+    Py_DECREF(out);
     if (PyErr_Occurred()) {
-        goto error;
+        return NULL;
     }
-    Py_DECREF(out);
     Py_RETURN_NONE;
-error:
-    Py_DECREF(out);
-    return NULL;
 }
 
 static PyMethodDef module_methods[] = {
     {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL,
-     "columns(dicts, keys, size): float64/int64 column bytes for uniform rows (see columns.py)"},
+     "columns(dicts, keys, size): float64/int64 column bytes of plain numeric rows, or None"},
     {NULL},
 };
 

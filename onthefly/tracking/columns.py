@@ -163,39 +163,20 @@ def _keys(dicts: Sequence[dict]) -> list[str]:
     return list(dict.fromkeys(chain.from_iterable(dicts)))
 
 
-_BUFFER_TYPES = {"d": pa.float64(), "q": pa.int64()}
-
-
-def _uniform_columns(dicts: Sequence[dict], row_key: str | None) -> dict[Any, list | pa.Array] | None:
+def _uniform_columns(dicts: Sequence[dict], row_key: str | None) -> dict[Any, list] | None:
     """{key: values} when every dict has exactly the first one's keys (the usual case: the same fields on
     every call), else None. Equal sizes plus every dict holding each of the first one's keys means equal
     key sets; both checks run in C (itemgetter raises KeyError on a missing key). The row key is in every
-    row (see rows_to_table), so its column is not extracted (None stands for it).
-
-    With the C extension (hotpath.columns), a column of only floats or only int64-sized ints comes back as
-    its Arrow array, the same one ``pa.array(values, type)`` gives, in one pass over the rows."""
-    first = dicts[0]
-    if fast_columns is not None and type(dicts) is list:
-        cols = fast_columns(dicts, tuple(k for k in first if k != row_key), len(first))
-        if cols is None:
-            return None
-        cols.reverse()
-        n = len(dicts)
-        out: dict[Any, list | pa.Array | None] = {}
-        for k in first:
-            if k == row_key:
-                out[k] = None
-                continue
-            col = cols.pop()
-            out[k] = (list(map(itemgetter(k), dicts)) if col is None
-                      else pa.Array.from_buffers(_BUFFER_TYPES[col[0]], n, [None, pa.py_buffer(col[1])]))
-        return out
+    row (see rows_to_table), so its column is not extracted (None stands for it)."""
     if len(set(map(len, dicts))) != 1:
         return None
     try:
         return {k: None if k == row_key else list(map(itemgetter(k), dicts)) for k in dicts[0]}
     except KeyError:
         return None
+
+
+_BUFFER_TYPES = {"d": pa.float64(), "q": pa.int64()}
 
 
 def numeric_table(dicts: list[dict], state, row_key: str) -> Encoded | None:
@@ -211,10 +192,10 @@ def numeric_table(dicts: list[dict], state, row_key: str) -> Encoded | None:
     for k in keys:
         if type(k) is not str or k in TS_ALIASES or k.startswith(ROW_KEY_PREFIX):
             return None
-    n = len(dicts)
     cols = fast_columns(dicts, (row_key, *keys), len(first))
-    if cols is None or None in cols:
+    if cols is None:
         return None
+    n = len(dicts)
     arrays = [pa.Array.from_buffers(_BUFFER_TYPES[code], n, [None, pa.py_buffer(raw)]) for code, raw in cols]
     if state is not None:
         state.last_ts = dicts[-1][row_key]
@@ -257,7 +238,7 @@ def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None, row
             reasons.append(f"field name {key!r} is not a string; its values were refused")
             continue
         values = by_key[key] if by_key is not None else list(map(dict.get, dicts, repeat(key)))
-        array, bad, reason = (values, [], "") if isinstance(values, pa.Array) else _column(key, values)
+        array, bad, reason = _column(key, values)
         if reason:
             reasons.append(reason)
             bad_rows.update(bad)

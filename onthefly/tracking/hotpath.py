@@ -9,7 +9,7 @@ key) to the experiment's bounded buffer ``_q``, after calling ``_q.kick()`` when
 Mutable values (tensors, arrays, lists, dicts) are snapshotted at call time. A positional dict of fields
 goes through :func:`log_rows` in both implementations. ``Registry.__call__(name)`` returns
 ``_builders[name]``, and calls ``_get(...)`` for anything else (a new name, more arguments). The writer
-thread's encoding has a C fast path too, ``columns`` (see ``columns._uniform_columns``).
+thread's encoding has a C fast path too, ``columns`` (see ``columns.numeric_table``).
 """
 
 from __future__ import annotations
@@ -71,6 +71,6 @@ def _load():
     return RowLogger, _hotpath.Registry, _hotpath.columns, "c"
 
 
-# columns(dicts: list, keys: tuple, size) -> None | list[None | (typecode, bytes)], the writer's encoding
-# fast path (see columns._uniform_columns); None when the extension is not in use.
+# columns(dicts: list, keys: tuple, size) -> None | list[(typecode, bytes)], the writer's encoding fast
+# path (see columns.numeric_table); None when the extension is not in use.
 RowLogger, Registry, columns, IMPLEMENTATION = _load()

@@ -291,10 +291,12 @@ class Writer:
         groups: dict[Any, tuple[list, list]] | None = None
         first = next(reversed(batch[0])) if type(batch[0]) is dict else None
         if first in METRIC_OF_ROW_KEY:  # a metric row first: usually a burst of one metric's rows
-            sink = self._metric_sink(first)
-            encoded = numeric_table(batch, self.state, first)  # None unless all are its plain numeric rows
+            try:
+                encoded = numeric_table(batch, self.state, first)  # None unless all are its plain numeric rows
+            except Exception:  # noqa: BLE001 - the general path below encodes them, or reports why it cannot
+                encoded = None
             if encoded is not None:
-                self._store(sink, encoded)
+                self._store(self._metric_sink(first), encoded)
                 return
             # one C pass: a row of another metric lacks this key (KeyError; or it has the key as a field,
             # and rows_to_table refuses it), a tuple item has no keys (TypeError)
