@@ -3,28 +3,340 @@
  * Built by `pip install -e .` (setup.py, optional: without a compiler the package falls back to the same
  * code in Python, onthefly/tracking/hotpath.py, which also documents the behaviour both share).
  *
- * RowLogger.log(**fields): the row is a dict of the keyword fields, its call time (time.time()) added under the
- * metric's row key, appended to the experiment's buffer `self._q` (see writer.py's docstring). Any
- * positional argument (a dict of fields) goes to the Python implementation, `self._log_slow`. A value that
- * is not a plain float/int/str/bool/None is snapshotted by `self._snapshot(fields)`, a Python method.
+ * RowLogger.log(**fields) has two paths.
+ *  - Chunks: a row whose values are all exact floats or ints within int64, under field names that are not
+ *    reserved, goes into the metric's open Chunk: its call time and values as raw 8-byte slots, no Python
+ *    object per row. A chunk holds rows of one set of names (the call's kwnames) and one type per field;
+ *    it is appended to the experiment's buffer `self._q` when it is created and holds `_chunk_rows` rows
+ *    at most. The buffer counts it as one item, and once it is full as all its rows (`q.rows` gets the
+ *    difference until the writer takes and seals it: seal_all). A row that does not fit the open chunk
+ *    (other names or types, the chunk full or sealed) starts a new one. The kick check (below) runs when
+ *    a chunk is created.
+ *  - Dicts, for every other row: a dict of the keyword fields, its call time (time.time()) added under the
+ *    metric's row key, appended to `self._q` (see writer.py's docstring), after calling `q.kick()` when
+ *    `len(q) >= q.kick_at`. Any positional argument (a dict of fields) goes to the Python implementation,
+ *    `self._log_slow`. A value that is not a plain float/int/str/bool/None is snapshotted by
+ *    `self._snapshot(fields)`, a Python method. A dict row first detaches the open chunk, so the metric's
+ *    rows stay in call order in the buffer; so does assigning `_q`.
  *
- * Closing safety: `self._q` is read again right before the append, and nothing between that read and
- * the append can run Python code or release the GIL, so a row is either in the buffer the experiment
- * flushes at close, or the call raises (the buffer has been swapped for a refusing one). The Python
- * implementation gets the same guarantee by having close wait for calls in flight (inflight.py).
+ * Closing safety: a row is either in the buffer the experiment flushes at close, or the call raises. The
+ * dict path reads `self._q` again right before the append, and nothing between that read and the append
+ * can run Python code or release the GIL; closing swaps the buffer for a refusing one. An open chunk is in
+ * the buffer until the writer takes it and seals it (close's final write does); a row that reaches it
+ * before that is written with it, and after it the next row needs a new chunk, which the refusing buffer
+ * refuses. The Python implementation gets the same guarantee by having close wait for calls in flight
+ * (inflight.py).
  *
  * Registry.__call__(name): `self._builders[name]` for the common one-argument call; anything else (a
  * miss, more arguments) goes to `self._get(...)`, a Python method.
  *
  * columns(dicts, keys, size): the writer thread's encoding of a batch of plain numeric rows into raw
  * float64 / int64 column bytes (columns.numeric_table turns them into Arrow arrays without copying).
+ * Chunk.columns() gives a chunk's columns in the same form.
+ *
+ * configure(reserved, prefix): the field names a chunk must not hold (timestamp aliases) and the row-key
+ * prefix; the chunk path is off until columns.py has called it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
+#include <string.h>
 #include <time.h>
 
-static PyObject *str_kick_at, *str_kick, *str_append, *str_log_slow, *str_snapshot, *str_get;
+#define MAX_FIELDS 64
+
+static PyObject *str_kick_at, *str_kick, *str_append, *str_log_slow, *str_snapshot, *str_get, *str_rows;
+static PyObject *reserved_names;  /* frozenset of str, set by configure() */
+static PyObject *row_key_prefix;  /* str, set by configure() */
+static PyTypeObject *Chunk_Type;
+
+/* ---- Chunk ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *row_key;       /* the metric's row key (str) */
+    PyObject *names;         /* the fields (tuple of str), in call order */
+    Py_ssize_t nfields, n, cap, alloc;
+    Py_ssize_t accounted;    /* rows added to the buffer's ``rows`` when it filled (cap - 1), else 0 */
+    int sealed;
+    char types[MAX_FIELDS];  /* per field: 'd' (float64) or 'q' (int64) */
+    uint64_t *slots;         /* row-major: per row, the call time (a double) then the fields' 8 bytes each */
+} Chunk;
+
+static double
+now_seconds(void)
+{
+    /* time.time(): CLOCK_REALTIME in nanoseconds, as seconds in a double */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
+}
+
+/* The type code a value takes in a chunk column: 'd', 'q', or 0 when it cannot go into a chunk. */
+static char
+slot_type(PyObject *v)
+{
+    if (Py_TYPE(v) == &PyFloat_Type) {
+        return 'd';
+    }
+    if (Py_TYPE(v) == &PyLong_Type) {
+        int overflow = 0;
+        (void)PyLong_AsLongLongAndOverflow(v, &overflow);  /* cannot fail for an exact int */
+        return overflow ? 0 : 'q';
+    }
+    return 0;
+}
+
+/* Add one row to the chunk: 1 when stored, 0 when a value does not fit its column (nothing stored). */
+static int
+chunk_add(Chunk *c, PyObject *const *args)
+{
+    if (c->n == c->alloc) {
+        Py_ssize_t alloc = c->alloc * 2 < c->cap ? c->alloc * 2 : c->cap;
+        uint64_t *grown = PyMem_Realloc(c->slots, (size_t)alloc * (size_t)(c->nfields + 1) * 8);
+        if (grown == NULL) {
+            return 0;  /* the row goes the dict path, which raises MemoryError if it must */
+        }
+        c->slots = grown;
+        c->alloc = alloc;
+    }
+    uint64_t *row = c->slots + c->n * (c->nfields + 1);
+    for (Py_ssize_t k = 0; k < c->nfields; k++) {
+        PyObject *v = args[k];
+        if (c->types[k] == 'd') {
+            if (Py_TYPE(v) != &PyFloat_Type) {
+                return 0;
+            }
+            double x = PyFloat_AS_DOUBLE(v);
+            memcpy(row + 1 + k, &x, 8);
+        } else {
+            if (Py_TYPE(v) != &PyLong_Type) {
+                return 0;
+            }
+            int overflow = 0;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow) {
+                return 0;
+            }
+            memcpy(row + 1 + k, &x, 8);
+        }
+    }
+    double t = now_seconds();
+    memcpy(row, &t, 8);
+    c->n++;
+    return 1;
+}
+
+/* Whether a row of names ``kwnames`` and values ``args`` can start a chunk: every value fits a column, and
+ * no name is reserved (a timestamp alias, the row-key prefix). */
+static int
+chunkable(PyObject *const *args, PyObject *kwnames)
+{
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kwnames); k++) {
+        if (slot_type(args[k]) == 0) {
+            return 0;
+        }
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int reserved = PySet_Contains(reserved_names, name);
+        Py_ssize_t prefixed = reserved == 0 ? PyUnicode_Tailmatch(name, row_key_prefix, 0, PY_SSIZE_T_MAX, -1) : 0;
+        if (reserved != 0 || prefixed != 0) {
+            PyErr_Clear();  /* (an error here cannot happen for str names; the dict path then decides) */
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A new, empty chunk for rows of names ``kwnames`` typed as ``args`` (which chunkable() accepted); NULL with
+ * no exception set when out of memory (the row then goes the dict path). */
+static Chunk *
+chunk_new(PyObject *row_key, PyObject *kwnames, PyObject *const *args, Py_ssize_t cap)
+{
+    Py_ssize_t nfields = PyTuple_GET_SIZE(kwnames);
+    char types[MAX_FIELDS];
+    for (Py_ssize_t k = 0; k < nfields; k++) {
+        types[k] = slot_type(args[k]);
+    }
+    Chunk *c = PyObject_New(Chunk, Chunk_Type);
+    if (c == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    c->alloc = cap < 128 ? cap : 128;  /* the default batch size (100) in one allocation */
+    c->slots = PyMem_Malloc((size_t)c->alloc * (size_t)(nfields + 1) * 8);
+    if (c->slots == NULL) {
+        c->row_key = c->names = NULL;
+        Py_DECREF(c);
+        return NULL;
+    }
+    Py_INCREF(row_key);
+    Py_INCREF(kwnames);
+    c->row_key = row_key;
+    c->names = kwnames;
+    c->nfields = nfields;
+    c->n = 0;
+    c->cap = cap;
+    c->accounted = 0;
+    c->sealed = 0;
+    memcpy(c->types, types, (size_t)nfields);
+    return c;
+}
+
+static void
+Chunk_dealloc(Chunk *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(self->row_key);
+    Py_XDECREF(self->names);
+    PyMem_Free(self->slots);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static Py_ssize_t
+Chunk_len(Chunk *self)
+{
+    return self->n;
+}
+
+/* columns(): [('d', times), (type, values) per field], raw 8-byte values as bytes. */
+static PyObject *
+Chunk_columns(Chunk *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t width = self->nfields + 1, n = self->n;
+    PyObject *out = PyList_New(width);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *raw = PyBytes_FromStringAndSize(NULL, n * 8);
+        if (raw == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        char *dst = PyBytes_AS_STRING(raw);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            memcpy(dst + 8 * i, self->slots + i * width + k, 8);
+        }
+        PyObject *item = Py_BuildValue("(CN)", k == 0 ? 'd' : self->types[k - 1], raw);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, item);
+    }
+    return out;
+}
+
+static PyObject *
+Chunk_get_types(Chunk *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromStringAndSize(self->types, self->nfields);
+}
+
+static PyObject *
+Chunk_get_last_time(Chunk *self, void *Py_UNUSED(closure))
+{
+    if (self->n == 0) {
+        Py_RETURN_NONE;
+    }
+    double t;
+    memcpy(&t, self->slots + (self->n - 1) * (self->nfields + 1), 8);
+    return PyFloat_FromDouble(t);
+}
+
+static PyMemberDef Chunk_members[] = {
+    {"row_key", T_OBJECT, offsetof(Chunk, row_key), READONLY, "the metric's row key"},
+    {"names", T_OBJECT, offsetof(Chunk, names), READONLY, "the field names, in call order"},
+    {"sealed", T_INT, offsetof(Chunk, sealed), READONLY, "no more rows go into it"},
+    {NULL},
+};
+
+static PyGetSetDef Chunk_getset[] = {
+    {"types", (getter)Chunk_get_types, NULL, "per field: 'd' (float64) or 'q' (int64)", NULL},
+    {"last_time", (getter)Chunk_get_last_time, NULL, "the call time of the last row (None when empty)", NULL},
+    {NULL},
+};
+
+static PyMethodDef Chunk_methods[] = {
+    {"columns", (PyCFunction)Chunk_columns, METH_NOARGS,
+     "columns(): [('d', call times), (type code, values) per field] as raw 8-byte values"},
+    {NULL},
+};
+
+static PyType_Slot Chunk_slots[] = {
+    {Py_tp_doc, "Rows of one metric with the same field names and types, as raw 8-byte values (a buffer item)."},
+    {Py_tp_dealloc, Chunk_dealloc},
+    {Py_sq_length, Chunk_len},
+    {Py_tp_members, Chunk_members},
+    {Py_tp_getset, Chunk_getset},
+    {Py_tp_methods, Chunk_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Chunk_spec = {
+    "onthefly.tracking._hotpath.Chunk", sizeof(Chunk), 0, Py_TPFLAGS_DEFAULT, Chunk_slots,
+};
+
+/* Add ``delta`` to ``q.rows``: 0, or -1 with an exception set. */
+static int
+add_rows(PyObject *q, Py_ssize_t delta)
+{
+    PyObject *rows = PyObject_GetAttr(q, str_rows);
+    if (rows == NULL) {
+        return -1;
+    }
+    Py_ssize_t value = PyLong_AsSsize_t(rows);
+    Py_DECREF(rows);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *updated = PyLong_FromSsize_t(value + delta);
+    if (updated == NULL) {
+        return -1;
+    }
+    int rc = PyObject_SetAttr(q, str_rows, updated);
+    Py_DECREF(updated);
+    return rc;
+}
+
+/* seal_all(items, q): seal every chunk among ``items`` (taken from the buffer ``q``) and release the rows
+ * each full one counted in ``q.rows``. */
+static PyObject *
+seal_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "seal_all(items: list, q)");
+        return NULL;
+    }
+    Py_ssize_t released = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        PyObject *item = PyList_GET_ITEM(args[0], i);
+        if (Py_TYPE(item) == Chunk_Type && !((Chunk *)item)->sealed) {
+            ((Chunk *)item)->sealed = 1;
+            released += ((Chunk *)item)->accounted;
+        }
+    }
+    if (released && add_rows(args[1], -released) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyFrozenSet_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "configure(reserved: frozenset, prefix: str)");
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(reserved_names, args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(row_key_prefix, args[1]);
+    Py_RETURN_NONE;
+}
 
 /* ---- RowLogger ---------------------------------------------------------------------------------- */
 
@@ -32,6 +344,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *q;
     PyObject *row_key;
+    Chunk *chunk;             /* the open chunk, or NULL */
+    Py_ssize_t chunk_rows;    /* a chunk's capacity; below 2: no chunks */
 } RowLogger;
 
 static int
@@ -45,13 +359,7 @@ is_plain(PyObject *v)
 static PyObject *
 now(void)
 {
-    /* time.time(): CLOCK_REALTIME in nanoseconds, as seconds in a double */
-    struct timespec ts;
-    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-    return PyFloat_FromDouble((double)ns / 1e9);
+    return PyFloat_FromDouble(now_seconds());
 }
 
 /* A dict sized for ``n`` items: no resize while the row is filled (measured: ~1-3 us less per call right
@@ -79,7 +387,8 @@ slow_path(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     return result;
 }
 
-/* Call q.kick() when len(q) >= q.kick_at. 0 on success, -1 with an exception set. */
+/* Call q.kick() when len(q) + q.rows >= q.kick_at (rows: what chunks reserve beyond their one item). 0 on
+ * success, -1 with an exception set. */
 static int
 kick_if_due(PyObject *q)
 {
@@ -87,6 +396,16 @@ kick_if_due(PyObject *q)
     if (n < 0) {
         return -1;
     }
+    PyObject *rows = PyObject_GetAttr(q, str_rows);
+    if (rows == NULL) {
+        return -1;
+    }
+    Py_ssize_t reserved = PyLong_AsSsize_t(rows);
+    Py_DECREF(rows);
+    if (reserved == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    n += reserved;
     PyObject *kick_at = PyObject_GetAttr(q, str_kick_at);
     if (kick_at == NULL) {
         return -1;
@@ -107,11 +426,78 @@ kick_if_due(PyObject *q)
     return 0;
 }
 
+/* The chunk path of log(): 1 when the row was stored in a chunk, 0 when it must go the dict path (the open
+ * chunk detached), -1 with an exception set (the buffer refused a new chunk, or its kick raised). */
+static int
+log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
+{
+    Chunk *c = self->chunk;
+    if (c != NULL && !c->sealed && c->n < c->cap
+        && (c->names == kwnames || PyObject_RichCompareBool(c->names, kwnames, Py_EQ) == 1)) {
+        if (chunk_add(c, args)) {
+            if (c->n == c->cap && add_rows(self->q, c->cap - 1) == 0) {  /* full: count all its rows */
+                c->accounted = c->cap - 1;
+            }
+            PyErr_Clear();  /* (add_rows cannot fail on a writer.Pending; the row is stored either way) */
+            return 1;
+        }
+    }
+    Py_CLEAR(self->chunk);
+    if (PyErr_Occurred()) {  /* from the names' comparison */
+        return -1;
+    }
+    if (!chunkable(args, kwnames)) {
+        return 0;
+    }
+    PyObject *q = self->q;
+    Py_INCREF(q);
+    int rc = kick_if_due(q);  /* may run Python code: the writer's policy when it falls behind */
+    Py_DECREF(q);
+    if (rc < 0) {
+        return -1;
+    }
+    c = chunk_new(self->row_key, kwnames, args, self->chunk_rows);
+    if (c == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!chunk_add(c, args)) {  /* only when out of memory */
+        Py_DECREF(c);
+        return 0;
+    }
+    q = self->q;  /* read again, then append with no Python code in between */
+    Py_INCREF(q);
+    PyObject *r = PyObject_CallMethodOneArg(q, str_append, (PyObject *)c);
+    if (r == NULL) {
+        Py_DECREF(q);
+        Py_DECREF(c);
+        return -1;
+    }
+    Py_DECREF(r);
+    Py_DECREF(q);
+    Py_XSETREF(self->chunk, c);
+    return 1;
+}
+
 static PyObject *
 RowLogger_log(RowLogger *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (nargs > 0 || self->q == NULL || self->row_key == NULL) {
+        Py_CLEAR(self->chunk);
         return slow_path((PyObject *)self, args, (size_t)nargs, kwnames);
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nkw > 0 && nkw <= MAX_FIELDS && self->chunk_rows > 1 && reserved_names != NULL) {
+        int stored = log_to_chunk(self, args, kwnames);
+        if (stored < 0) {
+            return NULL;
+        }
+        if (stored) {
+            Py_INCREF(self);
+            return (PyObject *)self;
+        }
+    }
+    else {
+        Py_CLEAR(self->chunk);
     }
     PyObject *q = self->q;
     Py_INCREF(q);
@@ -120,7 +506,6 @@ RowLogger_log(RowLogger *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (rc < 0) {
         return NULL;
     }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     PyObject *fields = new_dict(nkw + 1);  /* the fields and the row key */
     if (fields == NULL) {
         return NULL;
@@ -180,7 +565,7 @@ RowLogger_traverse(RowLogger *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->q);
     Py_VISIT(self->row_key);
-    return 0;
+    return 0;  /* the chunk holds no reference back: nothing to visit */
 }
 
 static int
@@ -188,6 +573,28 @@ RowLogger_clear(RowLogger *self)
 {
     Py_CLEAR(self->q);
     Py_CLEAR(self->row_key);
+    Py_CLEAR(self->chunk);
+    return 0;
+}
+
+static PyObject *
+RowLogger_get_q(RowLogger *self, void *Py_UNUSED(closure))
+{
+    if (self->q == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_q");
+        return NULL;
+    }
+    Py_INCREF(self->q);
+    return self->q;
+}
+
+/* Assigning the buffer detaches the open chunk: its rows belong to the old buffer. */
+static int
+RowLogger_set_q(RowLogger *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    Py_XINCREF(value);
+    Py_XSETREF(self->q, value);
+    Py_CLEAR(self->chunk);
     return 0;
 }
 
@@ -202,8 +609,14 @@ RowLogger_dealloc(RowLogger *self)
 }
 
 static PyMemberDef RowLogger_members[] = {
-    {"_q", T_OBJECT_EX, offsetof(RowLogger, q), 0, "the experiment's buffer (writer.Pending or Refusing)"},
     {"_row_key", T_OBJECT_EX, offsetof(RowLogger, row_key), 0, "the metric's row key (columns.metric_row_key)"},
+    {"_chunk_rows", T_PYSSIZET, offsetof(RowLogger, chunk_rows), 0, "a chunk's capacity in rows; below 2: none"},
+    {NULL},
+};
+
+static PyGetSetDef RowLogger_getset[] = {
+    {"_q", (getter)RowLogger_get_q, (setter)RowLogger_set_q,
+     "the experiment's buffer (writer.Pending or Refusing); assigning it detaches the open chunk", NULL},
     {NULL},
 };
 
@@ -219,6 +632,7 @@ static PyType_Slot RowLogger_slots[] = {
     {Py_tp_clear, RowLogger_clear},
     {Py_tp_dealloc, RowLogger_dealloc},
     {Py_tp_members, RowLogger_members},
+    {Py_tp_getset, RowLogger_getset},
     {Py_tp_methods, RowLogger_methods},
     {0, NULL},
 };
@@ -385,6 +799,10 @@ none:
 static PyMethodDef module_methods[] = {
     {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL,
      "columns(dicts, keys, size): float64/int64 column bytes of plain numeric rows, or None"},
+    {"seal_all", (PyCFunction)(void (*)(void))seal_all, METH_FASTCALL,
+     "seal_all(items, q): seal the chunks among items taken from q and release the rows they reserved"},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "configure(reserved, prefix): field names a chunk must not hold, and the row-key prefix"},
     {NULL},
 };
 
@@ -416,14 +834,21 @@ PyInit__hotpath(void)
         || (str_append = PyUnicode_InternFromString("append")) == NULL
         || (str_log_slow = PyUnicode_InternFromString("_log_slow")) == NULL
         || (str_snapshot = PyUnicode_InternFromString("_snapshot")) == NULL
-        || (str_get = PyUnicode_InternFromString("_get")) == NULL) {
+        || (str_get = PyUnicode_InternFromString("_get")) == NULL
+        || (str_rows = PyUnicode_InternFromString("rows")) == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&moddef);
     if (module == NULL) {
         return NULL;
     }
-    if (add_type(module, &RowLogger_spec, "RowLogger") < 0 || add_type(module, &Registry_spec, "Registry") < 0) {
+    if (add_type(module, &RowLogger_spec, "RowLogger") < 0 || add_type(module, &Registry_spec, "Registry") < 0
+        || add_type(module, &Chunk_spec, "Chunk") < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    Chunk_Type = (PyTypeObject *)PyObject_GetAttrString(module, "Chunk");  /* a reference kept for good */
+    if (Chunk_Type == NULL) {
         Py_DECREF(module);
         return NULL;
     }

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onthefly.tracking.hotpath import columns as fast_columns
+from onthefly.tracking.hotpath import configure as _configure_chunks
 
 TIMESTAMP = "timestamp"
 TS_ALIASES = ("_ts", TIMESTAMP)
@@ -34,6 +35,8 @@ TS_ALIASES = ("_ts", TIMESTAMP)
 # like its own metric's row key takes that key's place in the row, and the call time overwrites its value.
 ROW_KEY_PREFIX = "\x00onthefly.row\x00"
 METRIC_OF_ROW_KEY: dict[str, str] = {}
+if _configure_chunks is not None:  # a field a chunk must not hold: a timestamp alias, the row-key prefix
+    _configure_chunks(frozenset(TS_ALIASES), ROW_KEY_PREFIX)
 
 
 def metric_row_key(name: str) -> str:
@@ -202,6 +205,19 @@ def numeric_table(dicts: list[dict], state, row_key: str) -> Encoded | None:
     return Encoded(pa.Table.from_arrays(arrays, names=[TIMESTAMP, *keys]))
 
 
+def chunks_table(chunks: list, state) -> Encoded:
+    """The rows of consecutive chunks (hotpath.Chunk) of one metric with the same fields and types, as one
+    table: their call times, then each field as float64 or int64 (what rows_to_table gives the same rows)."""
+    parts = [chunk.columns() for chunk in chunks]
+    n = sum(map(len, chunks))
+    arrays = [pa.Array.from_buffers(_BUFFER_TYPES[parts[0][k][0]], n,
+                                    [None, pa.py_buffer(b"".join([part[k][1] for part in parts]))])
+              for k in range(len(parts[0]))]
+    if state is not None and n:
+        state.last_ts = chunks[-1].last_time
+    return Encoded(pa.Table.from_arrays(arrays, names=[TIMESTAMP, *chunks[0].names]))
+
+
 def rows_to_table(times: Sequence[float], dicts: Sequence[dict], state=None, row_key: str | None = None) -> Encoded:
     """Encode rows logged at ``times`` into one table; see module docstring. An explicit ``_ts`` or
     ``timestamp`` field overrides the call time (``_ts=-1``: the last timestamp written, via ``state``).
@@ -301,8 +317,9 @@ def unify(old: pa.Schema | None, table: pa.Table) -> tuple[pa.Schema, pa.Table, 
     """Fit ``table`` to a stream whose journal has schema ``old``.
 
     Returns the (possibly grown) schema, the table cast to it, and rows refused with reasons: new fields
-    are added, int64 and float64 promote to float64 (lists likewise), a null column takes the stored type,
-    and values of a clashing type are refused with their rows.
+    are added, int64 and float64 promote to float64 (lists likewise), bools logged into a numeric field
+    too (as 1.0 / 0.0, what one batch mixing them gives), a null column takes the stored type, and values
+    of a clashing type (a bool field getting numbers included) are refused with their rows.
     """
     if old is None:
         return table.schema, table, 0, []
@@ -343,10 +360,11 @@ def unify(old: pa.Schema | None, table: pa.Table) -> tuple[pa.Schema, pa.Table, 
 
 
 def _promote(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
-    numeric = (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or
-                                                                        pa.types.is_floating(b))
-    if numeric:
+    stored_numeric = pa.types.is_integer(a) or pa.types.is_floating(a)
+    if stored_numeric and (pa.types.is_integer(b) or pa.types.is_floating(b)):
         return pa.float64() if a != b else a
+    if stored_numeric and pa.types.is_boolean(b):  # as within one batch (_column): among numbers, True is 1.0
+        return pa.float64()
     if pa.types.is_list(a) and pa.types.is_list(b):
         inner = _promote(a.value_type, b.value_type)
         if inner is not None:

@@ -6,6 +6,8 @@ compiler is present; ~2x faster per call) and the Python below, used when the ex
 
 ``RowLogger.log(**fields)`` appends the row (the kwargs dict, its call time added under the metric's row
 key) to the experiment's bounded buffer ``_q``, after calling ``_q.kick()`` when ``len(_q) >= _q.kick_at``.
+The C implementation stores plain numeric rows in chunks instead (raw 8-byte values, one buffer item per
+up to ``_chunk_rows`` rows; see _hotpath.c), which the writer turns into the same table.
 Mutable values (tensors, arrays, lists, dicts) are snapshotted at call time. A positional dict of fields
 goes through :func:`log_rows` in both implementations. ``Registry.__call__(name)`` returns
 ``_builders[name]``, and calls ``_get(...)`` for anything else (a new name, more arguments). The writer
@@ -39,7 +41,7 @@ def log_rows(self, _data: dict | None = None, _time=_time, /, **fields):
 
 
 class _PyRowLogger:
-    __slots__ = ("_q", "_row_key")
+    __slots__ = ("_q", "_row_key", "_chunk_rows")  # (no chunks in Python: _chunk_rows is not read)
     log = log_rows
 
 
@@ -55,11 +57,11 @@ class _PyRegistry:
 
 def _load():
     if os.environ.get("ONTHEFLY_PURE_PYTHON", "") not in ("", "0"):
-        return _PyRowLogger, _PyRegistry, None, "python (ONTHEFLY_PURE_PYTHON is set)"
+        return _PyRowLogger, _PyRegistry, None, None, "python (ONTHEFLY_PURE_PYTHON is set)"
     try:
         from onthefly.tracking import _hotpath
     except ImportError:
-        return _PyRowLogger, _PyRegistry, None, "python (the C extension is not built)"
+        return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is not built)"
 
     class RowLogger(_hotpath.RowLogger):
         __slots__ = ()
@@ -68,9 +70,13 @@ def _load():
         def _snapshot(self, fields: dict) -> None:
             values.snapshot_fields(fields)
 
-    return RowLogger, _hotpath.Registry, _hotpath.columns, "c"
+    return RowLogger, _hotpath.Registry, _hotpath, _hotpath.columns, "c"
 
 
 # columns(dicts: list, keys: tuple, size) -> None | list[(typecode, bytes)], the writer's encoding fast
-# path (see columns.numeric_table); None when the extension is not in use.
-RowLogger, Registry, columns, IMPLEMENTATION = _load()
+# path (see columns.numeric_table); None when the extension is not in use. So are Chunk (the type of a
+# chunk item in the buffer), seal_all(items, q) (the writer seals the chunks it takes) and configure.
+RowLogger, Registry, _c, columns, IMPLEMENTATION = _load()
+Chunk = _c.Chunk if _c is not None else None
+seal_all = _c.seal_all if _c is not None else None
+configure = _c.configure if _c is not None else None

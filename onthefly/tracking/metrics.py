@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from onthefly.tracking.experiment import Experiment
 
 DEFAULT_METRIC = "default"
+# The most rows one chunk of plain numeric rows holds (the C hot path; the batch size when smaller): its
+# memory grows by doubling up to this, 8 bytes per field and row plus the time.
+CHUNK_ROWS_MAX = 4096
 
 
 class MetricBuilder(RowLogger, Sink):
@@ -39,6 +42,8 @@ class MetricBuilder(RowLogger, Sink):
         self._q = exp._queue_for_builders
         self.name = names.check_stream_name(name, "metric")
         self._row_key = columns.metric_row_key(self.name)
+        config = exp._config
+        self._chunk_rows = min(config.batch_size, CHUNK_ROWS_MAX) if config.buffered else 0
         self.kind = StreamKind.METRIC
         self.description, self.tags, self.metadata = description, tags, metadata
         self._cache = None

@@ -7,7 +7,9 @@ payload)``, or, for a metric row, the row dict itself, its call time added under
 (``columns.metric_row_key``, the dict's last key). That dict is the only object a metric call
 allocates and the garbage collector does not track it, so a burst of a million pending rows drives no
 full collections (a tuple holding a dict stays tracked; collections over such a backlog cost more than
-the calls themselves).
+the calls themselves). With the C hot path, a metric's plain numeric rows go into a chunk instead
+(``hotpath.Chunk``: raw 8-byte values, no object per row, one item for up to ``batch_size`` rows); the
+writer seals the chunks it takes, and encodes runs of them with ``columns.chunks_table``.
 
 Triggers: a write starts when ``batch_size`` items are pending (size) or ``flush_interval`` seconds have
 passed (time); ``flush()`` forces one and waits for it. A size-triggered write starts no sooner than
@@ -37,7 +39,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from onthefly.tracking.columns import METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, numeric_table, rows_to_table
+from onthefly.tracking.columns import (
+    METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, chunks_table, numeric_table, rows_to_table,
+)
+from onthefly.tracking.hotpath import Chunk, seal_all
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import BufferFull, NotRunning
 from onthefly.tracking.records import StreamKind
@@ -96,12 +101,22 @@ class WriterState:
 
 
 class Pending(collections.deque):
-    """The bounded buffer. ``append`` is atomic under the GIL; ``kick`` runs only on a threshold."""
+    """The bounded buffer. ``append`` is atomic under the GIL; ``kick`` runs only on a threshold. A chunk
+    (hotpath.Chunk: up to ``cap`` rows of one metric) is one item, and once full it adds ``cap - 1`` rows
+    to ``rows`` until the writer takes and seals it: ``size()`` is what the thresholds and the bound count."""
 
-    __slots__ = ("kick_at", "writer")
+    __slots__ = ("kick_at", "writer", "rows")
 
     def kick(self) -> None:
         self.writer._on_threshold()
+
+    def size(self) -> int:
+        """Rows waiting, an open chunk counted as one."""
+        return len(self) + self.rows
+
+    def rows_waiting(self) -> int:
+        """Rows waiting, exactly."""
+        return sum(len(item) if type(item) is Chunk else 1 for item in list(self))
 
 
 class Refusing:
@@ -109,6 +124,7 @@ class Refusing:
 
     __slots__ = ("message",)
     kick_at = 1 << 62
+    rows = 0
 
     def __init__(self, message: str) -> None:
         self.message = message
@@ -133,6 +149,7 @@ class Writer:
         self.backend, self.prefix, self.config = backend, prefix, config
         self.q = Pending()
         self.q.writer = self
+        self.q.rows = 0
         self.q.kick_at = config.batch_size if config.buffered else 1
         self.state = WriterState()
         self._wake = threading.Event()  # a write is due
@@ -205,12 +222,12 @@ class Writer:
         if not self.config.buffered:
             self.flush()
             return
-        if len(q) < self.config.max_pending:
+        if q.size() < self.config.max_pending:
             q.kick_at = self.config.max_pending  # no more kicks until the writer has drained
             self._wake.set()
             return
         if self.config.on_full == "raise":
-            raise BufferFull(f"{len(q)} items are waiting to be written (max_pending={self.config.max_pending}) and "
+            raise BufferFull(f"{q.size()} items are waiting to be written (max_pending={self.config.max_pending}) and "
                              f"on_full='raise': this row was not buffered. Log less often, raise max_pending, "
                              f"or use on_full='block'")
         self._block()
@@ -220,17 +237,17 @@ class Writer:
         self.blocked_calls += 1
         if "blocked" not in self._warned:
             self._warned.add("blocked")
-            warnings.warn(f"onthefly.tracking: the writer fell {len(self.q)} items behind (max_pending="
+            warnings.warn(f"onthefly.tracking: the writer fell {self.q.size()} items behind (max_pending="
                           f"{self.config.max_pending}); logging calls now wait for it (on_full='block'). "
                           f"Counted in writer_stats()['blocked_calls'].", RuntimeWarning,
                           stacklevel=_callers_level())
         self._urgent.set()
         self._wake.set()
         with self._cond:
-            while len(self.q) >= self.config.max_pending:
+            while self.q.size() >= self.config.max_pending:
                 if not self.alive:
                     raise RuntimeError(f"the tracking writer thread is not running ({self.last_error or 'stopped'}); "
-                                       f"{len(self.q)} items are pending")
+                                       f"{self.q.size()} items are pending")
                 self._urgent.set()
                 self._wake.set()
                 self._cond.wait(0.25)
@@ -259,7 +276,7 @@ class Writer:
                 log.exception("onthefly.tracking: writer error")
             for ticket in tickets:
                 ticket.set()
-            if len(self.q) >= self.config.batch_size:
+            if self.q.size() >= self.config.batch_size:
                 self._wake.set()
             if stopping and not self.q:
                 with self._cond:
@@ -280,6 +297,8 @@ class Writer:
                 q.kick_at = self.config.batch_size if self.config.buffered else 1
                 return
             batch = list(starmap(q.popleft, repeat((), n)))  # C loop: atomic w.r.t. appending threads
+            if seal_all is not None:
+                seal_all(batch, q)  # their rows are all in now; the loggers start new chunks
             q.kick_at = self.config.batch_size if self.config.buffered else 1
             with self._cond:
                 self._cond.notify_all()
@@ -290,6 +309,10 @@ class Writer:
         """Group items by stream, keeping call order within each, and write each group."""
         groups: dict[Any, tuple[list, list]] | None = None
         first = next(reversed(batch[0])) if type(batch[0]) is dict else None
+        if type(batch[0]) is Chunk:  # a burst of plain numeric rows; usually one metric's chunks only
+            key = batch[0].row_key
+            if all(type(item) is Chunk and item.row_key == key for item in batch):
+                groups = {key: ([None] * len(batch), batch)}
         if first in METRIC_OF_ROW_KEY:  # a metric row first: usually a burst of one metric's rows
             try:
                 encoded = numeric_table(batch, self.state, first)  # None unless all are its plain numeric rows
@@ -304,7 +327,7 @@ class Writer:
                 groups = {first: (list(map(itemgetter(first), batch)), batch)}
             except (KeyError, TypeError):
                 pass
-        elif dict not in set(map(type, batch)):  # (sink, time, payload) tuples only
+        elif groups is None and not {dict, Chunk} & set(map(type, batch)):  # (sink, time, payload) tuples only
             sinks, times, payloads = zip(*batch)
             if sinks.count(sinks[0]) == len(sinks):
                 groups = {sinks[0]: (list(times), list(payloads))}
@@ -316,6 +339,8 @@ class Writer:
                     if key not in METRIC_OF_ROW_KEY:  # the row key was a field name too (see columns)
                         key = next(k for k in item if k in METRIC_OF_ROW_KEY)
                     t, payload = item[key], item
+                elif type(item) is Chunk:
+                    key, t, payload = item.row_key, None, item
                 else:
                     key, t, payload = item
                 group = groups.get(key)
@@ -333,12 +358,30 @@ class Writer:
         return sink
 
     def _write_group(self, sink: Sink, times: list, payloads: list) -> None:
-        try:
-            encoded = sink._encode(times, payloads, self.state)
-        except Exception as exc:  # noqa: BLE001 - a bug in encoding must not lose the thread
-            self._count_failure(len(payloads), f"{sink.kind.value} {sink.name!r}: could not encode rows: {exc}")
-            return
-        self._store(sink, encoded)
+        """Encode and store one stream's items, in call order: runs of chunks with the same fields and types
+        as one table each, runs of other rows through the sink's encoding."""
+        if Chunk is None or Chunk not in set(map(type, payloads)):
+            runs = [(times, payloads)]
+        else:
+            runs = []
+            for t, payload in zip(times, payloads):
+                shape = (payload.names, payload.types) if type(payload) is Chunk else None
+                if not runs or runs[-1][2] != shape:
+                    runs.append(([], [], shape))
+                runs[-1][0].append(t)
+                runs[-1][1].append(payload)
+        for run in runs:
+            run_payloads = run[1]
+            try:
+                if type(run_payloads[0]) is Chunk:
+                    encoded = chunks_table(run_payloads, self.state)
+                else:
+                    encoded = sink._encode(run[0], run_payloads, self.state)
+            except Exception as exc:  # noqa: BLE001 - a bug in encoding must not lose the thread
+                rows = sum(map(len, run_payloads)) if type(run_payloads[0]) is Chunk else len(run_payloads)
+                self._count_failure(rows, f"{sink.kind.value} {sink.name!r}: could not encode rows: {exc}")
+                continue
+            self._store(sink, encoded)
 
     def _store(self, sink: Sink, encoded: Encoded) -> None:
         if encoded.refused or encoded.reasons:
@@ -401,7 +444,7 @@ class Writer:
     def stats(self) -> dict[str, Any]:
         """What the writer did so far, including everything it could not store and why."""
         return {
-            "pending": len(self.q), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
+            "pending": self.q.rows_waiting(), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
             "batch_size": self.config.batch_size, "flush_interval": self.config.flush_interval,
             "written_rows": self.written_rows, "refused_rows": self.refused_rows, "failed_rows": self.failed_rows,
             "blocked_calls": self.blocked_calls, "blocked_seconds": round(self.blocked_seconds, 6),

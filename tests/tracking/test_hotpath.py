@@ -39,6 +39,14 @@ assert exp.metrics("train") is m and exp.metrics(name="train") is m
 for i in range(40):  # several size-triggered writes (batch_size=7)
     assert m.log(loss=i / 3, step=i) is m
 m.log({"loss": 0.5, "step": 100}, step=101)          # positional dict, keywords win
+# One metric's rows switching between the C path's chunks and its dict rows, in one write and across
+# writes (batch_size=7): stored in call order either way.
+o = exp.metrics("order")
+for i, v in enumerate([1.0, np.float64(2.0), 3.0, "x", 4.0, 5.0, 6, 7.0, 2 ** 70, 9.0, True, 11.0, None, 13.0]):
+    o.log(v=v, i=i) if i != 5 else o.log(i=i, v=v)      # (i=5: the same fields in another order)
+for i in range(14, 40):
+    o.log(v=i / 2, i=i, **({"extra": i} if i % 9 == 0 else {}))
+o.log(v=40.0, i=40, _ts=-1)                             # a timestamp alias: never in a chunk
 arr, ten, lst = np.arange(3.0), torch.tensor([1.0, 2.0]), [1, 2]
 exp.metrics("mixed").log(a=arr, t=ten, l=lst, d={"x": 1}, s="text", b=True, n=None, big=2 ** 70, f=float("nan"))
 arr[0], ten[0], lst[0] = 99.0, 99.0, 99                 # snapshots were taken at call time
@@ -55,7 +63,7 @@ try:
     m.log(loss=1.0)
 except NotRunning as exc:
     outcomes["after_close"] = type(exc).__name__
-for name in ("train", "mixed", "clash", "default"):
+for name in ("train", "mixed", "clash", "default", "order"):
     table = exp.metrics(name).read_table().drop_columns(["timestamp"])
     outcomes[name] = {"schema": str(table.schema), "rows": table.to_pylist()}
 outcomes["refused"] = exp.writer_stats()["refused_rows"]
@@ -92,8 +100,12 @@ def test_c_and_python_hot_paths_store_the_same_rows_and_raise_the_same_errors(tm
     first, second = pure["mixed"]["rows"]
     assert first["a"] == [0.0, 1.0, 2.0] and first["t"] == [1.0, 2.0] and first["l"] == [1, 2]
     assert second["a"][0] == 99.0 and first["d.x"] == 1 and second["d.x"] == 2 and first["big"] == float(2 ** 70)
-    assert pure["clash"]["rows"] == [{"v": 1.5}] and pure["refused"] == 1
+    assert pure["clash"]["rows"] == [{"v": 1.5}] and pure["refused"] == 2  # and "x" in "order"
     assert pure["default"]["rows"] == [{"epoch": 1}]
+    order = pure["order"]["rows"]
+    assert [r["i"] for r in order] == [i for i in range(41) if i != 3]  # "x" in a float column: refused
+    assert order[4] == {"v": 5.0, "i": 5, "extra": None} and order[17]["extra"] == 18
+    assert order[9]["v"] == 1.0 and order[11]["v"] is None  # True among numbers is 1.0 (any batching)
 
 
 ROWS = {
