@@ -99,13 +99,19 @@ class Stream:
         self._journal: _Journal | None = None
         self._closed_journals: list[_Journal] = []
         self._schema: pa.Schema | None = None
+        self._new_folder = False  # created by this object, not yet fsynced (see _ensure_folder)
 
     # writing -------------------------------------------------------------------------------------------
     def _ensure_folder(self) -> None:
+        """Create the folder and its metadata on the first append. Written atomically but not fsynced here:
+        the rows appended next are not fsynced before ``sync()`` either, which makes the folder, its
+        metadata and its entry in the parent folder durable with them (measured: the two fsyncs were about
+        half of a new stream's first write, ~1 ms of the writer thread in the middle of a training loop)."""
         if not (self.folder / STREAM_META).exists():
             self.folder.mkdir(parents=True, exist_ok=True)
             meta = {"name": self.name, "kind": self.kind.value}
-            atomic.write_text(self.folder / STREAM_META, jsonsafe.dumps(meta), durable=self.durable)
+            atomic.write_text(self.folder / STREAM_META, jsonsafe.dumps(meta), durable=False)
+            self._new_folder = self.durable
 
     def append(self, table: pa.Table, replace: bool = False) -> AppendResult:
         """Append rows (already encoded); rows whose values clash with stored types are refused."""
@@ -148,6 +154,17 @@ class Stream:
     def sync(self) -> None:
         """Make every append so far survive a power loss too (fsync)."""
         with self.lock:
+            if self._new_folder:
+                fd = os.open(self.folder / STREAM_META, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                atomic.fsync_dir(self.folder.parent)  # the new folder's entry, and its parent's (new with it)
+                atomic.fsync_dir(self.folder.parent.parent)
+                self._new_folder = False
+                if self._journal is None:
+                    atomic.fsync_dir(self.folder)
             if self._journal is not None:
                 self._journal.sync()
                 atomic.fsync_dir(self.folder)

@@ -156,3 +156,28 @@ def test_kill_9_in_server_mode(server, capsys):
         pass  # re-opening records what happened to the killed writer
     history = srv.store.get_experiment(PREFIX).history
     assert any("ended without closing (killed or crashed)" in h["note"] for h in history)
+
+
+def test_a_new_streams_folder_is_made_durable_with_its_rows_not_in_the_training_loop(make_exp, monkeypatch):
+    """A stream's first write creates its folder and metadata without fsync (that was half the cost of the
+    write, on the writer thread during training); the next sync (flush, close) makes them durable together
+    with the rows: the metadata file, the folder, and the folder's entry in its parent."""
+    from support import wait_until
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    exp = make_exp(durable=True, batch_size=1, flush_interval=600)
+    exp.metrics("m").log(v=1.0)
+    exp.metrics("m").log(v=2.0)  # the size trigger: written by the writer thread, not synced
+    wait_until(lambda: exp.writer_stats()["written_rows"] >= 1, what="a size-triggered write")
+    folder = next((exp._backend.root).rglob("_stream.json")).parent
+    assert not [p for p in synced if p.startswith(str(folder))]
+    exp.flush()
+    assert {str(folder / "_stream.json"), str(folder), str(folder.parent)} <= set(synced)
+    assert any(p.startswith(str(folder / "_journal-")) for p in synced)
