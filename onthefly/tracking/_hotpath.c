@@ -276,7 +276,8 @@ static PyType_Slot Chunk_slots[] = {
 };
 
 static PyType_Spec Chunk_spec = {
-    "onthefly.tracking._hotpath.Chunk", sizeof(Chunk), 0, Py_TPFLAGS_DEFAULT, Chunk_slots,
+    "onthefly.tracking._hotpath.Chunk", sizeof(Chunk), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    Chunk_slots,
 };
 
 /* Add ``delta`` to ``q.rows``: 0, or -1 with an exception set. */
@@ -465,6 +466,11 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
         return 0;
     }
     q = self->q;  /* read again, then append with no Python code in between */
+    if (q == NULL) {
+        Py_DECREF(c);
+        PyErr_SetString(PyExc_AttributeError, "_q");
+        return -1;
+    }
     Py_INCREF(q);
     PyObject *r = PyObject_CallMethodOneArg(q, str_append, (PyObject *)c);
     if (r == NULL) {
