@@ -14,7 +14,7 @@
  *    a chunk is created.
  *  - Dicts, for every other row: a dict of the keyword fields, its call time (time.time()) added under the
  *    metric's row key, appended to `self._q` (see writer.py's docstring), after calling `q.kick()` when
- *    `len(q) >= q.kick_at`. Any positional argument (a dict of fields) goes to the Python implementation,
+ *    `len(q) + q.rows >= q.kick_at`. Any positional argument (a dict of fields) goes to the Python implementation,
  *    `self._log_slow`. A value that is not a plain float/int/str/bool/None is snapshotted by
  *    `self._snapshot(fields)`, a Python method. A dict row first detaches the open chunk, so the metric's
  *    rows stay in call order in the buffer; so does assigning `_q`.
@@ -128,13 +128,14 @@ chunk_add(Chunk *c, PyObject *const *args)
     return 1;
 }
 
-/* Whether a row of names ``kwnames`` and values ``args`` can start a chunk: every value fits a column, and
- * no name is reserved (a timestamp alias, the row-key prefix). */
+/* Whether a row of names ``kwnames`` and values ``args`` can start a chunk: every value fits a column (its
+ * type code goes into ``types``), and no name is reserved (a timestamp alias, the row-key prefix). */
 static int
-chunkable(PyObject *const *args, PyObject *kwnames)
+chunkable(PyObject *const *args, PyObject *kwnames, char *types)
 {
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kwnames); k++) {
-        if (slot_type(args[k]) == 0) {
+        types[k] = slot_type(args[k]);
+        if (types[k] == 0) {
             return 0;
         }
         PyObject *name = PyTuple_GET_ITEM(kwnames, k);
@@ -148,16 +149,12 @@ chunkable(PyObject *const *args, PyObject *kwnames)
     return 1;
 }
 
-/* A new, empty chunk for rows of names ``kwnames`` typed as ``args`` (which chunkable() accepted); NULL with
- * no exception set when out of memory (the row then goes the dict path). */
+/* A new, empty chunk for rows of names ``kwnames`` and column ``types`` (from chunkable()); NULL with no
+ * exception set when out of memory (the row then goes the dict path). */
 static Chunk *
-chunk_new(PyObject *row_key, PyObject *kwnames, PyObject *const *args, Py_ssize_t cap)
+chunk_new(PyObject *row_key, PyObject *kwnames, const char *types, Py_ssize_t cap)
 {
     Py_ssize_t nfields = PyTuple_GET_SIZE(kwnames);
-    char types[MAX_FIELDS];
-    for (Py_ssize_t k = 0; k < nfields; k++) {
-        types[k] = slot_type(args[k]);
-    }
     Chunk *c = PyObject_New(Chunk, Chunk_Type);
     if (c == NULL) {
         PyErr_Clear();
@@ -249,7 +246,6 @@ Chunk_get_last_time(Chunk *self, void *Py_UNUSED(closure))
 static PyMemberDef Chunk_members[] = {
     {"row_key", T_OBJECT, offsetof(Chunk, row_key), READONLY, "the metric's row key"},
     {"names", T_OBJECT, offsetof(Chunk, names), READONLY, "the field names, in call order"},
-    {"sealed", T_INT, offsetof(Chunk, sealed), READONLY, "no more rows go into it"},
     {NULL},
 };
 
@@ -280,17 +276,25 @@ static PyType_Spec Chunk_spec = {
     Chunk_slots,
 };
 
+/* ``obj.<name>`` as a Py_ssize_t into ``*out``: 0, or -1 with an exception set. */
+static int
+int_attr(PyObject *obj, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    *out = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* Add ``delta`` to ``q.rows``: 0, or -1 with an exception set. */
 static int
 add_rows(PyObject *q, Py_ssize_t delta)
 {
-    PyObject *rows = PyObject_GetAttr(q, str_rows);
-    if (rows == NULL) {
-        return -1;
-    }
-    Py_ssize_t value = PyLong_AsSsize_t(rows);
-    Py_DECREF(rows);
-    if (value == -1 && PyErr_Occurred()) {
+    Py_ssize_t value;
+    if (int_attr(q, str_rows, &value) < 0) {
         return -1;
     }
     PyObject *updated = PyLong_FromSsize_t(value + delta);
@@ -388,35 +392,16 @@ slow_path(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     return result;
 }
 
-/* Call q.kick() when len(q) + q.rows >= q.kick_at (rows: what chunks reserve beyond their one item). 0 on
- * success, -1 with an exception set. */
+/* Call q.kick() when len(q) + q.rows >= q.kick_at (rows: what full chunks hold beyond their one item).
+ * 0 on success, -1 with an exception set. */
 static int
 kick_if_due(PyObject *q)
 {
-    Py_ssize_t n = PyObject_Length(q);
-    if (n < 0) {
+    Py_ssize_t n = PyObject_Length(q), rows, at;
+    if (n < 0 || int_attr(q, str_rows, &rows) < 0 || int_attr(q, str_kick_at, &at) < 0) {
         return -1;
     }
-    PyObject *rows = PyObject_GetAttr(q, str_rows);
-    if (rows == NULL) {
-        return -1;
-    }
-    Py_ssize_t reserved = PyLong_AsSsize_t(rows);
-    Py_DECREF(rows);
-    if (reserved == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    n += reserved;
-    PyObject *kick_at = PyObject_GetAttr(q, str_kick_at);
-    if (kick_at == NULL) {
-        return -1;
-    }
-    Py_ssize_t at = PyLong_AsSsize_t(kick_at);
-    Py_DECREF(kick_at);
-    if (at == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (n < at) {
+    if (n + rows < at) {
         return 0;
     }
     PyObject *r = PyObject_CallMethodNoArgs(q, str_kick);
@@ -447,7 +432,8 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
     if (PyErr_Occurred()) {  /* from the names' comparison */
         return -1;
     }
-    if (!chunkable(args, kwnames)) {
+    char types[MAX_FIELDS];
+    if (!chunkable(args, kwnames, types)) {
         return 0;
     }
     PyObject *q = self->q;
@@ -457,7 +443,7 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
     if (rc < 0) {
         return -1;
     }
-    c = chunk_new(self->row_key, kwnames, args, self->chunk_rows);
+    c = chunk_new(self->row_key, kwnames, types, self->chunk_rows);
     if (c == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
