@@ -10,6 +10,7 @@ import torch
 from onthefly.health.findings import Finding, Findings
 from onthefly.health.inputs import CheckInput
 from onthefly.health.probe import ProbeUnavailable, all_params, backward, forward, held
+from onthefly.runtime.grad_norm import tensor_norms
 
 EXPLODING = 1e3  # a layer gradient norm above this moves weights by lr * 1000 per step
 VANISHING = 1e-7  # below this a layer effectively stops learning at any sane lr
@@ -52,7 +53,7 @@ def check(inp: CheckInput) -> list[Finding]:
         no_grad = [n for n, p in trainable if p.grad is None]
         with_grad = [(n, p) for n, p in trainable if p.grad is not None]
         if with_grad:
-            norms = torch.stack([g.float().cpu() for g in torch._foreach_norm([p.grad for _, p in with_grad])]).tolist()
+            norms = torch.stack([g.float().cpu() for g in tensor_norms([p.grad for _, p in with_grad])]).tolist()
             weights = torch.stack([w.float().cpu() for w in torch._foreach_norm([p.detach() for _, p in with_grad])]).tolist()
         else:
             norms, weights = [], []

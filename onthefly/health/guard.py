@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from onthefly.runtime.events import EventKind, LogRecord
+from onthefly.runtime.grad_norm import tensor_norms
 from onthefly.runtime.hooks import RunHook
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class NumericsGuard(RunHook):
             terms.append(loss.detach().float().sum())
         grads = [p.grad for p in self._params if p.grad is not None] if self.check_gradients and not amp else []
         if grads:
-            norms = torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum()
+            norms = torch.stack([n.float() for n in tensor_norms(grads)]).sum()
             terms.append(norms.to(terms[0].device) if terms else norms)
         if not terms:
             return True

@@ -26,6 +26,7 @@ from onthefly.runtime.context import LoopContext
 from onthefly.runtime.events import (
     EvalResult, Event, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
+from onthefly.runtime.grad_norm import grad_norm as take_grad_norm
 from onthefly.runtime.hooks import RunHook
 from onthefly.runtime.host_values import array_later, scalar_later
 from onthefly.runtime.log_capture import LogCapture
@@ -262,7 +263,7 @@ class Trainer:
                     samples += batch_len(batch)
                 if micro % self.accumulate:
                     continue
-                grad_norm = self._grad_norm(params, scaler) if self.track_grad_norm else None
+                grad_norm = take_grad_norm(params, scaler) if self.track_grad_norm else None
                 if hooks.on_before_optimizer_step(ctx, loss):
                     if scaler is not None:
                         scaler.step(optimizer)
@@ -302,22 +303,6 @@ class Trainer:
 
     def _budget_spent(self, ctx: LoopContext) -> bool:
         return self.max_steps is not None and ctx.step >= self.max_steps
-
-    @staticmethod
-    def _grad_norm(params: list[torch.Tensor], scaler: Any) -> torch.Tensor | None:
-        """The total 2-norm of this step's gradients, before any hook or the optimizer changes them.
-
-        Computed in the step, on purpose. Reading the grads later on the pump thread means holding them while
-        the next step allocates new ones: on the CPU reference model that cost 14-91 page faults and up to
-        0.3 ms of system time a step, more than the norm. (Handing only the per-tensor norms to the pump, to
-        take their total there, saved nothing measurable on the training thread and cost the pump ~50 us.)"""
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return None
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        if scaler is not None:
-            norm = norm / scaler.get_scale()
-        return norm
 
     def _planned_steps(self, loader: Any) -> int:
         if self.max_steps is not None:

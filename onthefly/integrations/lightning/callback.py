@@ -37,6 +37,7 @@ from onthefly.runtime.errors import CommandRejected
 from onthefly.runtime.events import (
     EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses, StepMetrics,
 )
+from onthefly.runtime.grad_norm import grad_norm
 from onthefly.runtime.hooks import RunHook
 from onthefly.runtime.host_values import array_later, scalar_later
 from onthefly.runtime.loader_tap import batch_len
@@ -46,7 +47,7 @@ from onthefly.runtime.stats import StatsSampler
 from onthefly.sessions.hook import ITERATOR_PENDING, NO_LIVE_RESTORE
 from onthefly.trainer.evaluate import _accuracy_counts, evaluate
 from onthefly.trainer.forward import Forward
-from onthefly.trainer.trainer import DEFAULT_PORT, Trainer
+from onthefly.trainer.trainer import DEFAULT_PORT
 
 
 LIVE_RESTORE_REFUSED = (
@@ -292,7 +293,7 @@ class OnTheFlyCallback(Callback):
             return
         ctx.step = trainer.global_step
         # Lightning has already unscaled AMP gradients here, so no scaler correction is needed.
-        self._grad_norm = Trainer._grad_norm(self._params, None) if self.track_grad_norm else None
+        self._grad_norm = grad_norm(self._params) if self.track_grad_norm else None
         accumulate = trainer.accumulate_grad_batches
         loss = self._loss * accumulate if (self._loss is not None and accumulate > 1) else self._loss
         if not self.run.hooks.on_before_optimizer_step(ctx, loss):
