@@ -14,15 +14,15 @@ device tensor until the bus's pump reads it). Off-thread forms were measured on 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 
-def tensor_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+def tensor_norms(grads: list[torch.Tensor]) -> Sequence[torch.Tensor]:
     """Each gradient's 2-norm (``torch._foreach_norm``); sparse gradients are coalesced first."""
     try:
-        return list(torch._foreach_norm(grads))
+        return torch._foreach_norm(grads)
     except (NotImplementedError, RuntimeError):  # sparse gradients (nn.Embedding(sparse=True))
         return [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
 
