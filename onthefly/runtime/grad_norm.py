@@ -27,17 +27,13 @@ def tensor_norms(grads: list[torch.Tensor]) -> Sequence[torch.Tensor]:
         return [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
 
 
-def torch_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The total norm of ``grads`` as ``clip_grad_norm_`` computes it."""
-    return torch.linalg.vector_norm(torch.stack(tensor_norms(grads)))
-
-
 def grad_norm(params: list[torch.Tensor], scaler: Any = None) -> torch.Tensor | None:
-    """This step's gradient norm (unscaled by an AMP ``scaler``), or None when no parameter has a gradient."""
+    """This step's gradient norm as ``clip_grad_norm_`` computes it (unscaled by an AMP ``scaler``), or None
+    when no parameter has a gradient."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return None
-    norm = torch_norm(grads)
+    norm = torch.linalg.vector_norm(torch.stack(tensor_norms(grads)))
     if scaler is not None:
         norm = norm / scaler.get_scale()
     return norm
