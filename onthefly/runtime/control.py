@@ -2,15 +2,17 @@
 
 The training thread calls ``boundary(ctx)`` after every optimizer step (and once before the first).
 When nothing is queued and the run is not paused, that is one attribute check. While paused, the
-training thread waits on a condition inside ``boundary`` and applies commands as they arrive.
+training thread waits on a condition inside ``boundary`` and applies commands as they arrive, and runs
+the tasks left for a pause that lasts (``when_pause_settles``).
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from onthefly.runtime.commands import Command, PendingCommand, Receipt, ReceiptStatus
 from onthefly.runtime.errors import CommandRejected, FailedPrecondition
@@ -19,6 +21,8 @@ from onthefly.runtime.events import CommandApplied, EventKind, Lifecycle, Lifecy
 if TYPE_CHECKING:
     from onthefly.runtime.context import LoopContext
     from onthefly.runtime.run import Run
+
+log = logging.getLogger("onthefly")
 
 _TERMINAL = (RunState.FINISHED, RunState.FAILED)
 
@@ -37,6 +41,7 @@ class Control:
         self.pending_steps = 0  # >0: run this many more steps, then pause
         self.error = ""
         self.ctx: "LoopContext | None" = None  # bound by the training loop before the server starts
+        self._settle: list[tuple[float, Callable[[], None]]] = []  # (due, task) for this pause, by due time
 
     @property
     def optimizer(self):
@@ -82,12 +87,35 @@ class Control:
             changed = self._apply_queued(ctx, until_state_change=max_wait is not None)
             if self.stop_requested or self.state is not RunState.PAUSED or changed:
                 return self.stop_requested
+            self._run_settled()
             with self._cond:
                 while not self._queue:
-                    left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                    now = time.monotonic()
+                    left = 0.5 if deadline is None else min(0.5, deadline - now)
+                    if self._settle:
+                        if self._settle[0][0] <= now:
+                            break  # a settled pause's task is due
+                        left = min(left, self._settle[0][0] - now)
                     if left <= 0:
                         return self.stop_requested
                     self._cond.wait(left)  # timed so Ctrl-C still reaches a paused main thread
+
+    def when_pause_settles(self, task: Callable[[], None], seconds: float) -> None:
+        """Run ``task()`` on the training thread once the current pause has lasted ``seconds``; dropped
+        if the run leaves the pause first. For work a pause should not wait for (a checkpoint): a pause
+        that ends at once (a pause and resume from a dashboard, each stop of ``step N``) never pays for
+        it, and the Pause receipt goes out before it starts instead of competing with it for the GIL."""
+        self._settle.append((time.monotonic() + seconds, task))
+        self._settle.sort(key=lambda item: item[0])
+
+    def _run_settled(self) -> None:
+        now = time.monotonic()
+        while self._settle and self._settle[0][0] <= now and self.state is RunState.PAUSED:
+            _, task = self._settle.pop(0)
+            try:
+                task()
+            except Exception as exc:  # a failing task must not kill the run; the pause goes on
+                log.warning("onthefly: a task for the paused run failed: %s: %s", type(exc).__name__, exc)
 
     def step_done(self, ctx: "LoopContext") -> None:
         """Count down a StepRequest budget; pause when it is spent."""
@@ -107,6 +135,7 @@ class Control:
         if self.state is not RunState.PAUSED:
             return
         self.state = RunState.RUNNING
+        self._settle.clear()
         self._run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.RESUMED, self.state, why))
 
     def _apply_queued(self, ctx: "LoopContext", until_state_change: bool = False) -> bool:

@@ -61,14 +61,17 @@ class Sessions(RunHook):
     export to one bundle file, and import from one, for the run it is attached to.
 
     ``store``: the store directory (default ``$ONTHEFLY_STORE`` or ``./.onthefly``).
-    ``every_n_steps`` / ``every_n_epochs``: scheduled checkpoints. ``on_pause`` / ``after_test``:
-    checkpoint when the loop pauses (after the pause is acknowledged) and after each test pass.
+    ``every_n_steps`` / ``every_n_epochs``: scheduled checkpoints. ``on_pause``: checkpoint a pause that
+    has lasted ``pause_settle`` seconds (a pause resumed sooner, such as each stop of ``step N`` in a
+    script, takes none, and the Pause receipt never waits behind the write). ``after_test``: checkpoint
+    after each test pass.
     ``record_samples``: keep per-sample losses in the store. ``durable``: fsync every write.
     ``enabled=False``: write nothing to the store (``resume_from`` still works).
     """
 
     def __init__(self, store: str | os.PathLike | None = None, *, keep: int = 5, every_n_steps: int | None = None,
-                 every_n_epochs: int | None = None, on_pause: bool = True, after_test: bool = True,
+                 every_n_epochs: int | None = None, on_pause: bool = True, pause_settle: float = 0.5,
+                 after_test: bool = True,
                  record_samples: bool = True, durable: bool = True, enabled: bool = True) -> None:
         if keep < 1:
             raise InvalidArgument(f"keep must be at least 1, got {keep}")
@@ -79,7 +82,10 @@ class Sessions(RunHook):
         self.keep = keep
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
+        if not isinstance(pause_settle, (int, float)) or pause_settle < 0:
+            raise InvalidArgument(f"pause_settle must be a number of seconds >= 0, got {pause_settle!r}")
         self.checkpoint_on_pause = on_pause
+        self.pause_settle = float(pause_settle)
         self.checkpoint_after_test = after_test
         self.record_samples = record_samples
         self.durable = durable
@@ -174,8 +180,10 @@ class Sessions(RunHook):
         if self.checkpoint_on_pause and self.session is not None:
             from onthefly.sessions.commands import CreateCheckpoint
 
-            # Queued, so the pause is acknowledged first; taken while the loop stays paused.
-            ctx.run.control.submit(CreateCheckpoint(self, reason="pause"))
+            control = ctx.run.control
+            # A command (its outcome in the event stream, like any other), queued once the pause has lasted.
+            control.when_pause_settles(lambda: control.submit(CreateCheckpoint(self, reason="pause")),
+                                       self.pause_settle)
 
     def on_eval_end(self, ctx: "LoopContext", result: "EvalResult") -> None:
         if self.checkpoint_after_test and self.session is not None and result.split == "test":

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from onthefly.cli.main import main
 from onthefly.demos.boring import boring_dataset
 from onthefly.integrations.lightning.demo import LitBoring
-from onthefly.sessions import sessions_of
+from onthefly.sessions import Sessions, sessions_of
 from onthefly.sessions.session import read_bundle
 from onthefly.v1 import control_pb2, receipt_pb2, run_pb2, sessions_pb2, sessions_pb2_grpc
 from support import wait_until
@@ -47,8 +47,10 @@ def test_checkpoint_and_export_through_rpc_and_cli_hold_the_live_weights(lit_run
     train = DataLoader(boring_dataset(256), batch_size=16, shuffle=True)
     native = ModelCheckpoint(dirpath=tmp_path / "lightning-ckpts", every_n_train_steps=2, save_top_k=-1,
                              save_last=True)
+    # pause_settle=0: each pause is checkpointed as soon as it is acknowledged (by default only a pause that
+    # lasts half a second is), so the ring below does not depend on how fast this test sends its requests.
     run = lit_run(model, train, trainer_kwargs={"max_epochs": 100, "enable_checkpointing": True,
-                                                "callbacks": [native]})
+                                                "callbacks": [native]}, sessions=Sessions(pause_settle=0))
     stub = sessions_pb2_grpc.SessionsServiceStub(run.client.channel)
 
     assert run.client.control.Step(control_pb2.StepRequest(steps=5)).receipt.status == APPLIED
@@ -162,7 +164,6 @@ def test_a_lightning_run_exported_mid_epoch_continues_bit_identically_under_the_
 
 
 def test_a_configured_session_checkpoints_on_schedule_and_sessions_can_be_off(lit_run, store_dir):
-    from onthefly.sessions import Sessions
 
     L.seed_everything(0)
     train = DataLoader(boring_dataset(256), batch_size=16, shuffle=True)
