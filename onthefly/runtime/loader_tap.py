@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.dataloader import _DatasetKind
 
 from onthefly.runtime.events import base_indices
+from onthefly.runtime.host_values import indices_now
 
 
 _END = object()
@@ -64,7 +65,8 @@ class _IndexTap:
         if then is not None:
             then()
         for index in it:
-            self.fifo.append(index)  # a batch of indices, or one index (reshaped to [i] later)
+            # A batch of indices, or one index (reshaped to [i] later); tensors as numpy copies (see host_values).
+            self.fifo.append(indices_now(index))
             yield index
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from onthefly.runtime.events import EvalResult, EventKind, Lifecycle, LifecycleKind, RunState, SampleLosses
+from onthefly.runtime.host_values import array_later
 from onthefly.runtime.loader_tap import TappedLoader, batch_len
 from onthefly.runtime.per_sample import detach
 from onthefly.trainer.forward import Forward, to_device
@@ -58,7 +59,7 @@ def evaluate(ctx: "LoopContext", forward: Forward, split: str, reason: str, auto
                 if per_sample is not None:
                     per_sample = detach(per_sample).float()
                     total += float(per_sample.sum().item())
-                    run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices, per_sample.cpu()))
+                    run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices, array_later(per_sample)))
                 else:
                     total += float(out.loss.item()) * n
                 count += n

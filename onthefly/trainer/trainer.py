@@ -257,8 +257,7 @@ class Trainer:
                         per_sample = per_sample.detach()
                     samples += per_sample.shape[0]
                     publish(Event(EventKind.SAMPLE_LOSSES, run.step, epoch, time.time(), SampleLosses(
-                        "train", index, per_sample if per_sample.device.type == "cpu" else array_later(per_sample),
-                        index_map)))
+                        "train", index, array_later(per_sample), index_map)))
                 else:
                     samples += batch_len(batch)
                 if micro % self.accumulate:

@@ -39,7 +39,7 @@ from onthefly.runtime.events import (
 )
 from onthefly.runtime.grad_norm import grad_norm
 from onthefly.runtime.hooks import RunHook
-from onthefly.runtime.host_values import array_later, scalar_later
+from onthefly.runtime.host_values import array_later, indices_now, scalar_later
 from onthefly.runtime.loader_tap import batch_len
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.run import Run
@@ -344,7 +344,8 @@ class OnTheFlyCallback(Callback):
             return None, pred, target
         if indices is None and epoch_batches is not None and batch_idx < len(epoch_batches):
             indices = epoch_batches[batch_idx]
-        self.run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices, array_later(per_sample.detach())))
+        self.run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices_now(indices),
+                                                                  array_later(per_sample.detach())))
         return per_sample, pred, target
 
     # -- validation (Lightning's own loop) -------------------------------------------------------
