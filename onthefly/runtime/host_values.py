@@ -46,8 +46,8 @@ def scalar_later(value: torch.Tensor | float | None) -> Any:
 def array_later(value: torch.Tensor) -> Any:
     """A float32 numpy array now (CPU: a copy, holding no reference to the tensor) or a PendingCopy
     (accelerator)."""
-    if value.device.type == "cpu":
-        return value.detach().to(torch.float32).numpy().copy()
+    if value.is_cpu:
+        return (value if value.dtype is torch.float32 else value.float()).numpy(force=True).copy()
     return PendingCopy(value.float(), scalar=False)
 
 
