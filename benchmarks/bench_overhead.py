@@ -62,7 +62,21 @@ def make_model(seed: int = 0):
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
 
 
-def bare_loop(loader, steps: int, model_factory=make_model) -> list[float]:
+def voluntary_switches() -> int | None:
+    """How often the calling thread has blocked so far (Linux: a lock, the GIL, I/O), or None elsewhere."""
+    try:
+        with open("/proc/thread-self/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def bare_loop(loader, steps: int, model_factory=make_model, switches: dict | None = None) -> list[float]:
+    """Per-step (wall, CPU) stamps; with ``switches``, the thread's voluntary context switches at the end of
+    the steps it names (read only there: reading them costs tens of microseconds)."""
     model, opt, loss_fn = model_factory()
     stamps = []
     done = 0
@@ -74,17 +88,22 @@ def bare_loop(loader, steps: int, model_factory=make_model) -> list[float]:
             opt.step()
             stamps.append((time.perf_counter(), time.thread_time()))
             done += 1
+            if switches is not None and done in switches:
+                switches[done] = voluntary_switches()
             if done == steps:
                 break
     return stamps
 
 
 class Stamps(RunHook):
-    def __init__(self) -> None:
+    def __init__(self, switches: dict | None = None) -> None:
         self.stamps: list[tuple[float, float, int]] = []  # (perf_counter, thread_time, step) at each step end
+        self.switches = switches  # as in bare_loop
 
     def on_step_end(self, ctx) -> None:
         self.stamps.append((time.perf_counter(), time.thread_time(), ctx.step))
+        if self.switches is not None and ctx.step in self.switches:
+            self.switches[ctx.step] = voluntary_switches()
 
 
 def start_subscriber(trainer: Trainer) -> subprocess.Popen:
@@ -94,10 +113,11 @@ def start_subscriber(trainer: Trainer) -> subprocess.Popen:
     return proc
 
 
-def trainer_loop(loader, steps: int, model_factory=make_model, subscribe: bool = True, **trainer_kwargs):
+def trainer_loop(loader, steps: int, model_factory=make_model, subscribe: bool = True, switches: dict | None = None,
+                 **trainer_kwargs):
     """Train under Trainer with one subscriber process (or none); returns (step stamps, subscriber summary)."""
     model, opt, loss_fn = model_factory()
-    stamps = Stamps()
+    stamps = Stamps(switches)
     serve = trainer_kwargs.pop("serve", True)
     trainer = Trainer("bench", "overhead", max_steps=steps, port=0, start_paused=serve, hooks=[stamps],
                       verbose=False, capture_logging=False, serve=serve, **trainer_kwargs)
@@ -186,6 +206,7 @@ def bench_overhead(reps: int, steps: int) -> dict:
     loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
     warmup = min(20, steps // 10)
     ratios, controls, cpu_ratios, cpu_controls, bare_steps, hosted_steps = [], [], [], [], [], []
+    blocked: dict[str, list[float]] = {"bare": [], "trainer": []}
     events = gaps = 0
     order = random.Random(0)
     for _ in range(reps):
@@ -193,11 +214,14 @@ def bench_overhead(reps: int, steps: int) -> dict:
         order.shuffle(sides)
         stamps = {}
         for side in sides:
+            switches = {warmup + 1: None, steps: None}
             if side == "trainer":
-                stamps[side], summary = trainer_loop(loader, steps)
+                stamps[side], summary = trainer_loop(loader, steps, switches=switches)
                 events, gaps = summary["events"], gaps + summary["gaps"]
             else:
-                stamps[side] = bare_loop(loader, steps)
+                stamps[side] = bare_loop(loader, steps, switches=switches)
+            if side in blocked and None not in switches.values():
+                blocked[side].append((switches[steps] - switches[warmup + 1]) / (steps - warmup - 1))
         wall = {side: per_step(st, warmup) for side, st in stamps.items()}
         cpu = {side: per_step(st, warmup, 1) for side, st in stamps.items()}
         bare_steps.append(wall["bare"])
@@ -210,7 +234,8 @@ def bench_overhead(reps: int, steps: int) -> dict:
             "trainer_ms_per_step": statistics.median(hosted_steps) * 1e3,
             "ratio": _quartiles(ratios), "control": _quartiles(controls),
             "cpu_ratio": _quartiles(cpu_ratios), "cpu_control": _quartiles(cpu_controls),
-            "subscriber_events": events, "subscriber_gaps": gaps}
+            "subscriber_events": events, "subscriber_gaps": gaps,
+            "blocked_per_step": {side: statistics.median(v) for side, v in blocked.items() if v}}
 
 
 class TensorBatches:
@@ -357,6 +382,10 @@ def print_overhead(o: dict, reps: int) -> None:
     c1, cmed, c3 = o["cpu_control"]
     print(f"[overhead] training-thread CPU time per step: ratio {med:.4f} (quartiles {q1:.3f}..{q3:.3f}); noise floor "
           f"{cmed:.4f} ({c1:.3f}..{c3:.3f})")
+    if o["blocked_per_step"]:
+        b = o["blocked_per_step"]
+        print(f"[overhead] the training thread blocked (voluntary context switches: the GIL, a lock) "
+              f"{b.get('bare', float('nan')):.3f} times a step bare, {b.get('trainer', float('nan')):.3f} under Trainer")
 
 
 def print_pause(p: dict) -> None:
