@@ -104,18 +104,18 @@ class Control:
         """Run ``task()`` on the training thread once the current pause has lasted ``seconds``; dropped
         if the run leaves the pause first. For work a pause should not wait for (a checkpoint): a pause
         that ends at once (a pause and resume from a dashboard, each stop of ``step N``) never pays for
-        it, and the Pause receipt goes out before it starts instead of competing with it for the GIL."""
+        it, and the Pause receipt goes out before it starts instead of competing with it for the GIL.
+        With ``seconds <= 0`` it runs now, before anything queued behind the pause."""
+        if seconds <= 0:
+            _run_task(task)
+            return
         self._settle.append((time.monotonic() + seconds, task))
         self._settle.sort(key=lambda item: item[0])
 
     def _run_settled(self) -> None:
         now = time.monotonic()
         while self._settle and self._settle[0][0] <= now and self.state is RunState.PAUSED:
-            _, task = self._settle.pop(0)
-            try:
-                task()
-            except Exception as exc:  # a failing task must not kill the run; the pause goes on
-                log.warning("onthefly: a task for the paused run failed: %s: %s", type(exc).__name__, exc)
+            _run_task(self._settle.pop(0)[1])
 
     def step_done(self, ctx: "LoopContext") -> None:
         """Count down a StepRequest budget; pause when it is spent."""
@@ -175,3 +175,10 @@ class Control:
             self._queue.clear()
         for pending in queued:
             self._finish(pending, False, reason, step)
+
+
+def _run_task(task: Callable[[], None]) -> None:
+    try:
+        task()
+    except Exception as exc:  # a failing task must not kill the run; the pause goes on
+        log.warning("onthefly: a task for the paused run failed: %s: %s", type(exc).__name__, exc)

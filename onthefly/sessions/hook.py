@@ -63,8 +63,8 @@ class Sessions(RunHook):
     ``store``: the store directory (default ``$ONTHEFLY_STORE`` or ``./.onthefly``).
     ``every_n_steps`` / ``every_n_epochs``: scheduled checkpoints. ``on_pause``: checkpoint a pause that
     has lasted ``pause_settle`` seconds (a pause resumed sooner, such as each stop of ``step N`` in a
-    script, takes none, and the Pause receipt never waits behind the write). ``after_test``: checkpoint
-    after each test pass.
+    script, takes none, and the Pause receipt never waits behind the write; 0: every pause, queued
+    ahead of any command that follows it). ``after_test``: checkpoint after each test pass.
     ``record_samples``: keep per-sample losses in the store. ``durable``: fsync every write.
     ``enabled=False``: write nothing to the store (``resume_from`` still works).
     """

@@ -50,7 +50,7 @@ class _OnPause(RunHook):
 
 def test_a_task_left_for_a_pause_runs_once_the_pause_has_lasted():
     ctx = _ctx()
-    control, hook = ctx.run.control, _OnPause(0.0)
+    control, hook = ctx.run.control, _OnPause(1e-9)
     ctx.run.hooks.add(hook)
     pause = control.submit(Pause())
     assert control.boundary(ctx, max_wait=0) is False and pause.done
@@ -61,7 +61,7 @@ def test_a_task_left_for_a_pause_runs_once_the_pause_has_lasted():
 
 def test_a_pause_that_ends_before_it_settles_drops_its_task():
     ctx = _ctx()
-    control, hook = ctx.run.control, _OnPause(0.0)
+    control, hook = ctx.run.control, _OnPause(1e-9)
     ctx.run.hooks.add(hook)
     pause, steps = control.submit(Pause()), control.submit(RunSteps(1))
     assert control.boundary(ctx) is False  # both applied in one call: the pause ended at once
@@ -70,4 +70,15 @@ def test_a_pause_that_ends_before_it_settles_drops_its_task():
     assert control.state is RunState.PAUSED
     assert control.boundary(ctx, max_wait=0) is False
     assert hook.ran == [RunState.PAUSED]  # this pause's task only; the first one's was dropped
+    ctx.run.bus.close()
+
+
+def test_a_task_for_no_time_at_all_runs_at_once_ahead_of_what_is_queued_behind_the_pause():
+    ctx = _ctx()
+    control, hook = ctx.run.control, _OnPause(0.0)
+    ctx.run.hooks.add(hook)
+    control.submit(Pause())
+    control.submit(RunSteps(1))
+    assert control.boundary(ctx) is False and control.state is RunState.RUNNING
+    assert hook.ran == [RunState.PAUSED]  # ran inside the pause, before the queued steps resumed the run
     ctx.run.bus.close()
