@@ -55,5 +55,5 @@ def indices_now(index: Any) -> Any:
     """An index batch to publish: a tensor becomes a numpy copy (as in ``array_later``), anything else
     (a list, an int, an array that owns its data) is handed on as it is."""
     if isinstance(index, torch.Tensor):
-        return index.detach().cpu().numpy().copy()
+        return index.numpy(force=True).copy()
     return index

@@ -71,19 +71,19 @@ class Sessions(RunHook):
 
     def __init__(self, store: str | os.PathLike | None = None, *, keep: int = 5, every_n_steps: int | None = None,
                  every_n_epochs: int | None = None, on_pause: bool = True, pause_settle: float = 0.5,
-                 after_test: bool = True,
-                 record_samples: bool = True, durable: bool = True, enabled: bool = True) -> None:
+                 after_test: bool = True, record_samples: bool = True, durable: bool = True,
+                 enabled: bool = True) -> None:
         if keep < 1:
             raise InvalidArgument(f"keep must be at least 1, got {keep}")
         for name, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise InvalidArgument(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(pause_settle, (int, float)) or pause_settle < 0:
+            raise InvalidArgument(f"pause_settle must be a number of seconds >= 0, got {pause_settle!r}")
         self.store_dir = store
         self.keep = keep
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
-        if not isinstance(pause_settle, (int, float)) or pause_settle < 0:
-            raise InvalidArgument(f"pause_settle must be a number of seconds >= 0, got {pause_settle!r}")
         self.checkpoint_on_pause = on_pause
         self.pause_settle = float(pause_settle)
         self.checkpoint_after_test = after_test
