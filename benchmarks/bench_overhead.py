@@ -214,13 +214,13 @@ def bench_overhead(reps: int, steps: int) -> dict:
         order.shuffle(sides)
         stamps = {}
         for side in sides:
-            switches = {warmup + 1: None, steps: None}
+            switches = {warmup + 1: None, steps: None} if side in blocked else None
             if side == "trainer":
                 stamps[side], summary = trainer_loop(loader, steps, switches=switches)
                 events, gaps = summary["events"], gaps + summary["gaps"]
             else:
                 stamps[side] = bare_loop(loader, steps, switches=switches)
-            if side in blocked and None not in switches.values():
+            if switches is not None and None not in switches.values():
                 blocked[side].append((switches[steps] - switches[warmup + 1]) / (steps - warmup - 1))
         wall = {side: per_step(st, warmup) for side, st in stamps.items()}
         cpu = {side: per_step(st, warmup, 1) for side, st in stamps.items()}

@@ -164,7 +164,6 @@ def test_a_lightning_run_exported_mid_epoch_continues_bit_identically_under_the_
 
 
 def test_a_configured_session_checkpoints_on_schedule_and_sessions_can_be_off(lit_run, store_dir):
-
     L.seed_everything(0)
     train = DataLoader(boring_dataset(256), batch_size=16, shuffle=True)
     run = lit_run(LitBoring(), train, trainer_kwargs={"max_epochs": 100},

@@ -4,8 +4,8 @@ import torch
 
 from onthefly.runtime.context import LoopContext
 from onthefly.runtime.events import RunState
-from onthefly.runtime.run import Run
 from onthefly.runtime.hooks import RunHook
+from onthefly.runtime.run import Run
 from onthefly.runtime.steering import Pause, RunSteps
 
 
