@@ -248,6 +248,7 @@ class Sessions(RunHook):
 
     def adopt(self, ctx: "LoopContext", imported: Imported, origin: str) -> ck.CheckpointInfo:
         """Swap an imported (fully checked, compatible) bundle's state into the loop."""
+        ctx.run.bus.drain()  # steps published before the swap go to the history being replaced, not the new one
         plan = ck.restore(ctx, imported.checkpoint, imported.state)
         self._plan = _Plan(plan, imported.checkpoint.doc.get("data_order") or {})
         if self.session is not None:
@@ -256,6 +257,7 @@ class Sessions(RunHook):
         return imported.checkpoint.info
 
     def restore_checkpoint(self, ctx: "LoopContext", checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
+        ctx.run.bus.drain()  # as in adopt
         state = checkpoint.state()
         plan = ck.restore(ctx, checkpoint, state)
         self._plan = _Plan(plan, checkpoint.doc.get("data_order") or {})

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from onthefly import Trainer
-from onthefly.sessions import export_session
+from onthefly import RunHook, Trainer
+from onthefly.sessions import export_session, sessions_of
 from sessions.helpers import same, setup, weights
 
 CHILD = Path(__file__).with_name("resume_child.py")
@@ -82,3 +82,24 @@ def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tmp_path, persi
     _, resumed = fit(3, resume=tmp_path / "e.onthefly", seed=77)
     assert not same(weights(resumed), weights(part))
     assert same(weights(resumed), weights(full))
+
+
+def test_an_import_right_after_a_step_keeps_only_the_bundles_metric_history(tmp_path):
+    # Imported on the training thread at the end of step 5, while step 5's metrics (at least) still wait in
+    # the bus for its pump: they belong to the history being replaced and must not land in the new one.
+    n = 21
+    first, _ = _fit(n, 0, False)
+    bundle = tmp_path / "first.onthefly"
+    export_session(first, bundle)
+
+    class ImportAtStepFive(RunHook):
+        def on_step_end(self, ctx) -> None:
+            if ctx.step == 5:
+                sessions_of(trainer).import_session(bundle)
+
+    model, opt, loss, loader, sched, val = setup()
+    trainer = Trainer("t", "into", max_steps=n, seed=123, serve=False, verbose=False, hooks=[ImportAtStepFive()])
+    result = trainer.fit(model, opt, loss, loader, val_loader=val, scheduler=sched)
+    assert result.steps == n  # continued at the bundle's step 21: the budget was spent
+    history = sessions_of(trainer).session.history
+    assert history.metric_steps == n and history.metric_state()["step"].tolist() == list(range(1, n + 1))
