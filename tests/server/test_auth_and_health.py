@@ -89,3 +89,27 @@ def test_server_listens_on_loopback_only_and_never_shares_a_port(live_run):
             external = None
         if external and not external.startswith("127."):
             assert s.connect_ex((external, port)) != 0
+
+
+def test_a_reflection_only_client_lists_and_calls_with_the_token(paused_run):
+    """What grpcurl does: no generated code, only what reflection serves. It resolves the service and
+    its messages (with their imports) from the server, builds the request from those descriptors and
+    calls the method with the token."""
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with RunClient(paused_run.trainer.address, paused_run.trainer.token) as client:
+        database = ProtoReflectionDescriptorDatabase(client.channel)
+        assert "onthefly.v1.ControlService" in database.get_services()
+        pool = descriptor_pool.DescriptorPool(database)
+        method = pool.FindServiceByName("onthefly.v1.ControlService").FindMethodByName("GetStatus")
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        call = client.channel.unary_unary("/onthefly.v1.ControlService/GetStatus",
+                                          request_serializer=request_cls.SerializeToString,
+                                          response_deserializer=response_cls.FromString)
+        answer = call(request_cls(), timeout=10)
+    # Read by field name from the reflected descriptors, as grpcurl prints them.
+    state = answer.status.DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[answer.status.state].name
+    assert (state, answer.status.step) == ("RUN_STATE_PAUSED", 0)
+    assert answer.status.identity.project == "t"
