@@ -6,6 +6,8 @@
    under Trainer (with one subscriber process streaming every event) run interleaved, R times each;
    the median of per-rep ratios of per-step times is printed (target <= 1.03), in wall time and in the
    training thread's CPU time (``time.thread_time``; less sensitive to other load on a shared machine).
+   Their difference per step (wall - CPU) is the time the training thread was not running: waiting for
+   the GIL held by the server's threads, or for a core. ``bench_instructions.py`` counts its instructions.
 2. Per-sample values streamed to one subscriber process, end to end through a real Trainer with a
    tiny model and large batches (target >= 5 M values/s).
 3. Pause latency: Pause RPC round trips from a client process during training, against the step time
@@ -206,6 +208,7 @@ def bench_overhead(reps: int, steps: int) -> dict:
     loader = DataLoader(make_data(steps * 128), batch_size=128, shuffle=True)
     warmup = min(20, steps // 10)
     ratios, controls, cpu_ratios, cpu_controls, bare_steps, hosted_steps = [], [], [], [], [], []
+    not_running: dict[str, list[float]] = {"bare": [], "trainer": []}  # wall - CPU per step
     blocked: dict[str, list[float]] = {"bare": [], "trainer": []}
     events = gaps = 0
     order = random.Random(0)
@@ -224,6 +227,8 @@ def bench_overhead(reps: int, steps: int) -> dict:
                 blocked[side].append((switches[steps] - switches[warmup + 1]) / (steps - warmup - 1))
         wall = {side: per_step(st, warmup) for side, st in stamps.items()}
         cpu = {side: per_step(st, warmup, 1) for side, st in stamps.items()}
+        for side in not_running:
+            not_running[side].append(wall[side] - cpu[side])
         bare_steps.append(wall["bare"])
         hosted_steps.append(wall["trainer"])
         ratios.append(wall["trainer"] / wall["bare"])
@@ -235,7 +240,8 @@ def bench_overhead(reps: int, steps: int) -> dict:
             "ratio": _quartiles(ratios), "control": _quartiles(controls),
             "cpu_ratio": _quartiles(cpu_ratios), "cpu_control": _quartiles(cpu_controls),
             "subscriber_events": events, "subscriber_gaps": gaps,
-            "blocked_per_step": {side: statistics.median(v) for side, v in blocked.items() if v}}
+            "blocked_per_step": {side: statistics.median(v) for side, v in blocked.items() if v},
+            "not_running_us": {side: statistics.median(v) * 1e6 for side, v in not_running.items()}}
 
 
 class TensorBatches:
@@ -386,6 +392,9 @@ def print_overhead(o: dict, reps: int) -> None:
         b = o["blocked_per_step"]
         print(f"[overhead] the training thread blocked (voluntary context switches: the GIL, a lock) "
               f"{b.get('bare', float('nan')):.3f} times a step bare, {b.get('trainer', float('nan')):.3f} under Trainer")
+    n = o["not_running_us"]
+    print(f"[overhead] the training thread was not running (wall - CPU time: waiting for the GIL or a core) "
+          f"{n['bare']:.1f} us a step bare, {n['trainer']:.1f} us under Trainer")
 
 
 def print_pause(p: dict) -> None:
