@@ -43,8 +43,6 @@ SIDES = {
 
 def side_main(name: str, steps: int) -> None:
     """In the child process under valgrind: run one side, counting only its measured steps."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
     os.environ.setdefault("ONTHEFLY_RUNTIME_DIR", tempfile.mkdtemp(prefix="onthefly-bench-"))
     import torch
     from torch.utils.data import DataLoader
@@ -66,25 +64,17 @@ def side_main(name: str, steps: int) -> None:
             control("--instr=off")
 
     loader = DataLoader(b.make_data((WARMUP + steps + 5) * 128), batch_size=128, shuffle=True)
-    model, opt, loss_fn = b.make_model()
     kwargs = SIDES[name]
     if kwargs is None:
-        done = 0
-        for x, y in loader:
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            done += 1
-            at(done)
-            if done == WARMUP + steps:
-                break
+        b.bare_loop(loader, WARMUP + steps, on_step=at)
         return
 
     class Count(b.RunHook):
         def on_step_end(self, ctx) -> None:
             at(ctx.step)
 
+    # Not bench_overhead.trainer_loop: it runs fit on a thread of its own when serving.
+    model, opt, loss_fn = b.make_model()
     serve = kwargs.get("serve", True)
     trainer = b.Trainer("bench", "instructions", max_steps=WARMUP + steps, port=0, start_paused=serve,
                         hooks=[Count()], verbose=False, capture_logging=False, **kwargs)

@@ -76,9 +76,11 @@ def voluntary_switches() -> int | None:
     return None
 
 
-def bare_loop(loader, steps: int, model_factory=make_model, switches: dict | None = None) -> list[float]:
+def bare_loop(loader, steps: int, model_factory=make_model, switches: dict | None = None,
+              on_step=None) -> list[float]:
     """Per-step (wall, CPU) stamps; with ``switches``, the thread's voluntary context switches at the end of
-    the steps it names (read only there: reading them costs tens of microseconds)."""
+    the steps it names (read only there: reading them costs tens of microseconds); ``on_step(n)`` is called
+    after step n."""
     model, opt, loss_fn = model_factory()
     stamps = []
     done = 0
@@ -92,6 +94,8 @@ def bare_loop(loader, steps: int, model_factory=make_model, switches: dict | Non
             done += 1
             if switches is not None and done in switches:
                 switches[done] = voluntary_switches()
+            if on_step is not None:
+                on_step(done)
             if done == steps:
                 break
     return stamps
