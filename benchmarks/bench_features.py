@@ -23,9 +23,7 @@ GIL time of the bus's pump and the server's threads, which falls on even and odd
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
@@ -37,8 +35,7 @@ from onthefly.runtime.grad_norm import grad_norm
 from onthefly.runtime.host_values import array_later, scalar_later
 from onthefly.runtime.per_sample import PerSampleLoss
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_overhead import make_data, make_model  # noqa: E402
+from bench_overhead import make_data, make_model  # beside this script (on sys.path when run as one)
 
 PIECES = {  # name -> (grad norm, per-sample loss, events)
     "grad norm": (True, False, False),
