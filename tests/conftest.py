@@ -17,6 +17,18 @@ def runtime_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def slow_pump(monkeypatch):
+    """Trainers made in this test get a bus whose pump thread waits an hour between drains, so events
+    move only when something drains the bus: a reader that must see every step published so far is
+    tested for draining first, instead of racing the pump."""
+    import functools
+
+    from onthefly.trainer import trainer
+
+    monkeypatch.setattr(trainer, "EventBus", functools.partial(trainer.EventBus, coalesce_seconds=3600))
+
+
+@pytest.fixture
 def live_run():
     """Factory: live_run(trainer, model, optimizer, loss_fn, loader, **fit_kwargs) -> LiveRun."""
     runs: list[LiveRun] = []

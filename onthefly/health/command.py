@@ -49,6 +49,7 @@ class RunHealthCheck(Command):
 
     def apply(self, ctx: "LoopContext") -> HealthReport:
         started = time.perf_counter()
+        ctx.run.bus.drain()  # the monitor sees every step published so far, the last one included
         inp = CheckInput(ctx, monitor_of(ctx), self.batches)
         findings: list[Finding] = []
         for name in self.checks:

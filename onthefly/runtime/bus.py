@@ -112,7 +112,9 @@ class EventBus:
             self.drain()
 
     def drain(self) -> None:
-        """Move everything queued into history now and wake readers (also called by flush/close)."""
+        """Move everything queued into history now and wake readers. Besides the pump, close() and any
+        thread whose reading must include every event published so far (a checkpoint, a session's
+        counts, a health check, a paused run's status) call it; never call it from an observer."""
         with self._drain_lock:
             batch: list[Event] = []
             queue = self._queue

@@ -88,6 +88,10 @@ class Run:
             self.hooks.on_fit_end(ctx, error)
 
     def status(self) -> StatusSnapshot:
+        if self.control.state is RunState.PAUSED:
+            # The figures the pump derives (last_loss, throughput) then belong to the step reported: the
+            # paused loop publishes nothing, so this drain is the last step's events or nothing.
+            self.bus.drain()
         ctx = self.control.ctx
         groups = hyperparams.read_groups(ctx.optimizer) if ctx is not None else []
         return StatusSnapshot(

@@ -312,7 +312,13 @@ class Sessions(RunHook):
         return self.require_session().checkpoints()
 
     def info(self) -> SessionInfo:
-        return self.require_session().info()
+        """The session now: its counts include every event published so far (the bus is drained first,
+        as a checkpoint does), so a run paused at step N reports N steps of metrics."""
+        session = self.require_session()
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.run.bus.drain()
+        return session.info()
 
 
 def plan_step(checkpoint: ck.Checkpoint) -> int:

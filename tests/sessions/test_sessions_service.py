@@ -126,7 +126,7 @@ def test_live_import_continues_exactly_where_the_bundle_stopped(live_run, tmp_pa
     assert same(weights(run.trainer.run.control.ctx.model), full)
 
 
-def test_bad_requests_get_actionable_codes_and_touch_nothing(live_run, tmp_path):
+def test_bad_requests_get_actionable_codes_and_touch_nothing(live_run, tmp_path, slow_pump):
     sessions = Sessions(on_pause=False)
     run = _start(live_run, sessions)
     stub = _stub(run)
@@ -165,7 +165,7 @@ def test_bad_requests_get_actionable_codes_and_touch_nothing(live_run, tmp_path)
 
     assert same(weights(ctx.model), before) and _status(run).step == 2
     assert (sessions.session.folder.path / "manifest.json").read_text() == manifest
-    info = stub.GetSession(sessions_pb2.GetSessionRequest()).session
+    info = stub.GetSession(sessions_pb2.GetSessionRequest()).session  # counts every step published (slow_pump)
     assert info.checkpoint_count == 0 and len(info.lineage) == 1 and info.metric_steps == 2
 
     ok = stub.ExportSession(sessions_pb2.ExportSessionRequest(path=str(tmp_path / "ok.onthefly")))
