@@ -34,3 +34,26 @@ class BufferFull(TrackingError, RuntimeError):
 
 class NotRunning(TrackingError, RuntimeError):
     """A call that needs a started experiment was made before ``run.start()`` or after it was closed."""
+
+
+# ML-Dash's exception names, for scripts that catch them (``from onthefly.tracking import StorageError``).
+MlDashError = TrackingError
+
+
+class ConfigurationError(InvalidArgument):
+    """A setting or argument is not usable (ML-Dash's name; a ValueError)."""
+
+
+class StorageError(NotFound):
+    """Stored data was not found or cannot be used (ML-Dash's name; a LookupError)."""
+
+
+class ExperimentError(FailedPrecondition):
+    """The experiment's state does not allow the call (ML-Dash's name; a RuntimeError)."""
+
+
+class NetworkError(TrackingError):
+    """Something logged could not be delivered to the store or server (ML-Dash's name)."""
+
+
+AuthenticationError = Unauthenticated

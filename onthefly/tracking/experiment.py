@@ -25,9 +25,9 @@ from pathlib import Path
 from time import time as _time
 from typing import Any, Callable
 
-from onthefly.tracking import names, values
+from onthefly.tracking import names, runinfo, values
 from onthefly.tracking.config import WriterConfig
-from onthefly.tracking.errors import NotRunning, TrackingError
+from onthefly.tracking.errors import InvalidArgument, NotRunning, TrackingError
 from onthefly.tracking.files import FilesAccessor, remove_staging
 from onthefly.tracking.inflight import wait_for_loggers
 from onthefly.tracking.logs import LEVELS, LOG_SINK, LogBuilder, check_level, echo
@@ -44,6 +44,11 @@ _LIVE: set = set()  # running experiments of this process, closed at exit
 _LIVE_LOCK = threading.Lock()
 
 
+def _echo_default() -> bool:
+    """Log lines are printed as ML-Dash does unless $ONTHEFLY_ECHO is 0/false/no/off."""
+    return os.environ.get("ONTHEFLY_ECHO", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -54,6 +59,77 @@ class RunManager:
 
     def __init__(self, exp: "Experiment") -> None:
         self._exp = exp
+        self.id: int | None = None  # a snowflake id, made when a prefix uses {EXP.id}
+        self.now = runinfo.RUN.now
+
+    # ML-Dash's RUN attributes of this experiment ---------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return self._exp.prefix
+
+    @prefix.setter
+    def prefix(self, value: str) -> None:
+        """Rename the experiment before it is started; ``{EXP.name}``, ``{EXP.id}``, ``{EXP.date}`` ... are
+        expanded (see ``onthefly.tracking.runinfo``). Raises RuntimeError once it is started."""
+        exp = self._exp
+        if exp._state != "new":
+            raise NotRunning(f"cannot change the prefix of {exp.prefix!r}: it has been started; set "
+                             f"exp.run.prefix before exp.run.start() or `with exp.run:`")
+        exp.prefix = names.resolve_prefix(self.expand(value), None, exp.owner)
+        exp._names = {}
+
+    def expand(self, template: str) -> str:
+        """A prefix template with ``{EXP.attr}`` and RUN's fields expanded."""
+        return runinfo.expand_fields(runinfo.expand_exp(template, self._attr))
+
+    def _attr(self, name: str):
+        if name == "id" and self.id is None:
+            self.id = runinfo.snowflake_id()
+        if name in ("date", "datetime_str"):
+            return self.now.strftime("%Y%m%d" if name == "date" else "%Y%m%d.%H%M%S")
+        if name in ("owner", "project", "name", "prefix", "id", "now"):
+            return getattr(self, name)
+        value = getattr(runinfo.RUN, name, None)
+        if value is None or name.startswith("_"):
+            raise InvalidArgument(f"prefix template: EXP.{name} is not known (use name, id, date, datetime_str, "
+                                  f"owner, project or a RUN attribute)")
+        return value
+
+    @property
+    def date(self) -> str:
+        return self.now.strftime("%Y%m%d")
+
+    @property
+    def datetime_str(self) -> str:
+        return self.now.strftime("%Y%m%d.%H%M%S")
+
+    @property
+    def owner(self) -> str:
+        return self._exp.owner
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self._exp.owner = value
+
+    @property
+    def project(self) -> str:
+        return self._exp.project
+
+    @project.setter
+    def project(self, value: str) -> None:
+        self._exp.project = value
+
+    @property
+    def name(self) -> str:
+        return self._exp.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._exp.name = value
+
+    @property
+    def _folder_path(self) -> str:
+        return self._exp.prefix
 
     def start(self) -> "Experiment":
         """Open (create or update) the experiment and record RUNNING. Idempotent while running."""
@@ -129,8 +205,9 @@ class Experiment:
 
     def __init__(self, prefix: str | None = None, *, project: str | None = None, owner: str | None = None,
                  readme: str | None = None, description: str | None = None, tags: list[str] | None = None,
-                 metadata: dict[str, Any] | None = None, shared: bool = False, dash_root: str | os.PathLike | None = None,
-                 dash_url: str | bool | None = None, token: str | None = None, echo: bool = False,
+                 metadata: dict[str, Any] | None = None, bindrs: list[str] | None = None, shared: bool = False,
+                 dash_root: str | os.PathLike | None = None,
+                 dash_url: str | bool | None = None, token: str | None = None, echo: bool | None = None,
                  flush_interval: float | None = None, batch_size: int | None = None, max_pending: int | None = None,
                  on_full: str | None = None, upload_workers: int | None = None, durable: bool | None = None,
                  buffered: bool | None = None, backend: Any = None) -> None:
@@ -140,14 +217,21 @@ class Experiment:
         self._dash_url, self._token = dash_url, token
         self._dash_root = dash_root
         self._backend = backend
+        self.run = RunManager(self)
+        self._names: dict[str, str] = {}  # owner/project/name set by hand (ML-Dash's setters)
+        if prefix is None and project is None and not dash_url:
+            prefix = runinfo.default_prefix()
+        elif isinstance(prefix, str) and "{" in prefix:
+            prefix = self.run.expand(prefix)
         if owner is None and dash_url and backend is None:
             owner = self._server_user(prefix, project)
         self.prefix = names.resolve_prefix(prefix, project, owner)
         self.readme = readme if readme is not None else (description or "")
         self.tags = list(tags or [])
         self.metadata = dict(metadata or {})
+        self.bindrs = list(bindrs or [])
         self.shared = bool(shared)
-        self._echo = bool(echo)
+        self._echo = _echo_default() if echo is None else bool(echo)
         self.record: ExperimentRecord | None = None
         self._state = "new"
         self._pid = os.getpid()
@@ -160,12 +244,49 @@ class Experiment:
         self._upload_errors: list[str] = []
         self._upload_lock = threading.Lock()
         self._staging: Path | None = None
-        self.run = RunManager(self)
-        self.params = ParamsBuilder(self)
-        self.metrics = Metrics(self)
-        self.tracks = Tracks(self)
-        self.logs = LogBuilder(self)
-        self.files = FilesAccessor(self)
+        self._params = ParamsBuilder(self)
+        self._metrics = Metrics(self)
+        self._tracks = Tracks(self)
+        self._logs = LogBuilder(self)
+        self._files = FilesAccessor(self)
+
+    # the builders: like ML-Dash, using one before the experiment was started raises RuntimeError (after
+    # closing they still read) ------------------------------------------------------------------------
+    @property
+    def params(self) -> ParamsBuilder:
+        if self._state == "new":
+            raise NotRunning("exp.params: " + self._not_started_text())
+        return self._params
+
+    @property
+    def metrics(self) -> Metrics:
+        if self._state == "new":
+            raise NotRunning("exp.metrics: " + self._not_started_text())
+        return self._metrics
+
+    @property
+    def tracks(self) -> Tracks:
+        if self._state == "new":
+            raise NotRunning("exp.tracks: " + self._not_started_text())
+        return self._tracks
+
+    @property
+    def logs(self) -> LogBuilder:
+        if self._state == "new":
+            raise NotRunning("exp.logs: " + self._not_started_text())
+        return self._logs
+
+    @property
+    def files(self) -> FilesAccessor:
+        if self._state == "new":
+            raise NotRunning("exp.files: " + self._not_started_text())
+        return self._files
+
+    def bindrs(self, name: str):
+        """The files bound to the collection ``name``: ``exp.bindrs("best").list()``."""
+        from onthefly.tracking.files import BindrsBuilder
+
+        return BindrsBuilder(self, name)
 
     def __repr__(self) -> str:
         return f"Experiment({self.prefix!r}, {self._state})"
@@ -189,19 +310,39 @@ class Experiment:
 
     @property
     def owner(self) -> str:
-        return self.prefix.split("/")[0]
+        return self._names.get("owner") or self.prefix.split("/")[0]
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self._names["owner"] = value
 
     @property
     def project(self) -> str:
-        return self.prefix.split("/")[1]
+        return self._names.get("project") or self.prefix.split("/")[1]
+
+    @project.setter
+    def project(self, value: str) -> None:
+        self._names["project"] = value
 
     @property
     def name(self) -> str:
-        return self.prefix.rsplit("/", 1)[-1]
+        return self._names.get("name") or self.prefix.rsplit("/", 1)[-1]
+
+    @name.setter
+    def name(self, value: str) -> None:
+        """A display name; the stored experiment stays at its prefix (as in ML-Dash)."""
+        self._names["name"] = value
 
     @property
     def status(self) -> Status | None:
         return None if self.record is None else self.record.status
+
+    @property
+    def mode(self):
+        """OperationMode.LOCAL (a store folder) or OperationMode.REMOTE (an ``onthefly serve`` server)."""
+        from onthefly.tracking.compat import OperationMode
+
+        return OperationMode.REMOTE if self._dash_url else OperationMode.LOCAL
 
     @property
     def is_running(self) -> bool:
@@ -215,7 +356,7 @@ class Experiment:
         if len(q) >= q.kick_at:
             q.kick()
         if message is None:
-            return self.logs
+            return self._logs
         if level is None:
             level = "info"
         elif level not in _LEVEL_SET:
@@ -226,13 +367,13 @@ class Experiment:
             metadata = values.snapshot(metadata)
         q.append((LOG_SINK, _time(), (level, message, metadata)))
         if self._echo:
-            echo(level, message)
+            echo(level, message, metadata)
         return None
 
     # lifecycle -----------------------------------------------------------------------------------------
     def _not_started_text(self) -> str:
-        return (f"experiment {self.prefix!r} has not been started: call exp.run.start() or use "
-                f"`with exp.run:` before logging")
+        return (f"Experiment not started: {self.prefix!r} has not been started; call exp.run.start() or "
+                f"use `with exp.run:` before logging")
 
     def _make_backend(self):
         if self._dash_url:

@@ -120,7 +120,9 @@ class LogBuilder:
         return out
 
 
-def echo(level: str, message: Any) -> None:
-    """Print a log line to the console (``Experiment(echo=True)``)."""
+def echo(level: str, message: Any, metadata: dict | None = None) -> None:
+    """Print a log line as ML-Dash does, ``[LEVEL] message [k=v, ...]``: to stderr for error and fatal,
+    else to stdout (on by default; ``Experiment(echo=False)`` or $ONTHEFLY_ECHO=0 turns it off)."""
     stream = sys.stderr if level in ("error", "fatal") else sys.stdout
-    print(f"[{level.upper()}] {message}", file=stream)
+    tail = f" [{', '.join(f'{k}={v}' for k, v in metadata.items())}]" if metadata else ""
+    print(f"[{level.upper()}] {message}{tail}", file=stream)

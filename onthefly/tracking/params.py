@@ -7,6 +7,7 @@ dicts; numpy values are converted); non-finite floats round-trip exactly.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from onthefly.tracking import flat, jsonsafe
@@ -14,6 +15,19 @@ from onthefly.tracking.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from onthefly.tracking.experiment import Experiment
+
+
+def _classes_as_dicts(data: dict) -> dict:
+    """A config class given as a value (``params.set(Args=Args)``) becomes the dict of its public,
+    non-callable class attributes, as in ML-Dash (types, properties and other descriptors are left out)."""
+    out = {}
+    for key, value in data.items():
+        if inspect.isclass(value):
+            value = {k: v for k, v in vars(value).items()
+                     if not k.startswith("_") and not callable(v) and not isinstance(v, type)
+                     and not hasattr(v, "__get__")}
+        out[key] = value
+    return out
 
 
 class ParamsBuilder:
@@ -27,7 +41,9 @@ class ParamsBuilder:
         self._exp._require_running("params.set()")
         data = dict(_values or {})
         data.update(kwargs)
-        values = flat.flatten(data)
+        values = flat.flatten(_classes_as_dicts(data))
+        if not values:
+            return self
         try:
             jsonsafe.plain(values, "params")
         except TypeError as exc:

@@ -61,6 +61,7 @@ def tracking_hook(track: Any, trainer: Any, run: "Run") -> "TrackingHook | None"
     if kwargs.get("prefix") is None:  # <owner>/<project>/<run name>/<stamp>; the Experiment finds the owner
         kwargs["project"] = identity.project
         kwargs["prefix"] = identity.run_id[len(identity.project) + 1:]
+    kwargs.setdefault("echo", False)  # the run's own console output stays as it was
     kwargs["metadata"] = {**kwargs.get("metadata", {}), "onthefly_run_id": identity.run_id,
                           "project": identity.project, "run_name": identity.run_name}
     return TrackingHook(Experiment(**kwargs), options)

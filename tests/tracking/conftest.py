@@ -13,6 +13,7 @@ def isolated_env(tmp_path, monkeypatch):
     """No test reads the developer's login, store or writer settings."""
     monkeypatch.setenv("ONTHEFLY_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("ONTHEFLY_USER", "tester")
+    monkeypatch.setenv("ONTHEFLY_ECHO", "0")  # log lines echo to the console by default (as in ML-Dash)
     for name in ("ONTHEFLY_DASH_ROOT", "ONTHEFLY_DASH_URL", "ONTHEFLY_TOKEN", "ONTHEFLY_PREFIX",
                  "ONTHEFLY_FLUSH_INTERVAL", "ONTHEFLY_BATCH_SIZE", "ONTHEFLY_MAX_PENDING", "ONTHEFLY_ON_FULL",
                  "ONTHEFLY_UPLOAD_WORKERS", "ONTHEFLY_DURABLE", "ONTHEFLY_BUFFER_ENABLED", "ML_DASH_FLUSH_INTERVAL",
