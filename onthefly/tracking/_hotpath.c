@@ -64,13 +64,31 @@ typedef struct {
     uint64_t *slots;         /* row-major: per row, the call time (a double) then the fields' 8 bytes each */
 } Chunk;
 
+#if defined(_MSC_VER)
+#define THREAD_LOCAL __declspec(thread)
+#else
+#define THREAD_LOCAL _Thread_local
+#endif
+
+/* This thread's latest metric call time, for ``_ts=-1`` (ML-Dash: inherit the timestamp of this thread's
+ * last metric or track call); read by last_time(). A plain thread-local double: no cost worth measuring. */
+static THREAD_LOCAL double last_row_time = 0.0;
+
 static double
 now_seconds(void)
 {
     /* time.time(): CLOCK_REALTIME in nanoseconds, as seconds in a double */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
+    double t = (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
+    last_row_time = t;
+    return t;
+}
+
+static PyObject *
+last_time(PyObject *module, PyObject *unused)
+{
+    return PyFloat_FromDouble(last_row_time);
 }
 
 /* The type code a value takes in a chunk column: 'd', 'q', or 0 when it cannot go into a chunk. */
@@ -491,6 +509,19 @@ RowLogger_log(RowLogger *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     else {
         Py_CLEAR(self->chunk);
     }
+    if (reserved_names != NULL) {
+        /* a row with a timestamp field (_ts, timestamp) is resolved in Python (log_rows) */
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            int found = PySet_Contains(reserved_names, PyTuple_GET_ITEM(kwnames, i));
+            if (found < 0) {
+                return NULL;
+            }
+            if (found) {
+                Py_CLEAR(self->chunk);
+                return slow_path((PyObject *)self, args, (size_t)nargs, kwnames);
+            }
+        }
+    }
     PyObject *q = self->q;
     Py_INCREF(q);
     int rc = kick_if_due(q);
@@ -795,6 +826,8 @@ static PyMethodDef module_methods[] = {
      "seal_all(items, q): seal the chunks among items taken from q and release the rows they reserved"},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "configure(reserved, prefix): field names a chunk must not hold, and the row-key prefix"},
+    {"last_time", (PyCFunction)last_time, METH_NOARGS,
+     "last_time(): this thread's latest metric call time through the C path (0.0 before any)"},
     {NULL},
 };
 

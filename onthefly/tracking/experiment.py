@@ -234,6 +234,7 @@ class Experiment:
         self._echo = _echo_default() if echo is None else bool(echo)
         self.record: ExperimentRecord | None = None
         self._state = "new"
+        self._started_at = 0.0
         self._pid = os.getpid()
         self._lock = threading.RLock()
         self._writer: Writer | None = None
@@ -407,6 +408,7 @@ class Experiment:
             self._uploads = concurrent.futures.ThreadPoolExecutor(self._config.upload_workers,
                                                                   thread_name_prefix="onthefly-upload")
             self._pid = os.getpid()
+            self._started_at = _time()  # _ts=-1 inherits only from calls made since (timestamps.py)
             self._state = "running"
             self._set_queue(writer.q)
             with _LIVE_LOCK:
@@ -420,6 +422,7 @@ class Experiment:
                     raise NotRunning(self._not_started_text())
                 return
             self._state = "closing"
+            self._warn_unsummarized()
             self._set_queue(Refusing(f"experiment {self.prefix!r} is closed ({status.value}); start it again "
                                      f"with exp.run.start() to write more"))
             try:
@@ -438,6 +441,18 @@ class Experiment:
                 self._state = "closed"
                 with _LIVE_LOCK:
                     _LIVE.discard(self)
+
+    def _warn_unsummarized(self) -> None:
+        """Values put in ``metrics(...).buffer`` or a ``summary_cache`` and never summarized are not
+        logged; say so at close, as ML-Dash does."""
+        metrics = self._metrics
+        pending = metrics._buffer._unsummarized() if metrics._buffer is not None else 0
+        pending += sum(b._cache._pending for b in metrics._builders.values() if b._cache is not None)
+        if pending:
+            warnings.warn(f"onthefly.tracking: {pending} value(s) buffered with metrics(...).buffer() or "
+                          f"summary_cache.store() were never summarized and are not logged: call "
+                          f"metrics.buffer.log_summary() or summary_cache.summarize() before closing",
+                          RuntimeWarning, stacklevel=3)
 
     def close(self) -> None:
         """Same as ``run.complete()``."""

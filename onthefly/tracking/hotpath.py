@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 from time import time as _time
 
-from onthefly.tracking import values
+from onthefly.tracking import timestamps, values
 
 _PLAIN = values.PLAIN
 
 
 def log_rows(self, _data: dict | None = None, _time=_time, /, **fields):
-    """The Python implementation of ``RowLogger.log`` (and the C one's path for a positional dict)."""
+    """The Python implementation of ``RowLogger.log`` (and the C one's path for a positional dict or a
+    ``_ts`` field)."""
     q = self._q
     if len(q) >= q.kick_at:
         q.kick()
@@ -35,7 +36,14 @@ def log_rows(self, _data: dict | None = None, _time=_time, /, **fields):
         if type(v) not in _PLAIN:
             values.snapshot_fields(fields)
             break
-    fields[self._row_key] = _time()  # the row itself is the queued item: see writer's docstring
+    t = _time()
+    if "_ts" in fields:
+        fields["_ts"] = timestamps.metric_ts(fields["_ts"], self._exp._started_at)
+    elif "timestamp" in fields:
+        timestamps.note_field(fields["timestamp"], t)
+    else:
+        timestamps.note(t, t)
+    fields[self._row_key] = t  # the row itself is the queued item: see writer's docstring
     q.append(fields)
     return self
 
@@ -70,6 +78,7 @@ def _load():
         def _snapshot(self, fields: dict) -> None:
             values.snapshot_fields(fields)
 
+    timestamps._c_last_time = _hotpath.last_time
     return RowLogger, _hotpath.Registry, _hotpath, _hotpath.columns, "c"
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import statistics
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from onthefly.tracking import columns, names
+from onthefly.tracking import columns, names, timestamps
+from onthefly.tracking.errors import NotFound
 from onthefly.tracking.hotpath import Registry, RowLogger
 from onthefly.tracking.records import StreamKind
 from onthefly.tracking.summary import summarize
@@ -61,41 +63,50 @@ class MetricBuilder(RowLogger, Sink):
         return table
 
     def read(self, start_index: int = 0, limit: int = 1000) -> dict[str, Any]:
-        """ML-Dash's shape: {"data": [{"index", "data", "timestamp", "createdAt"}], "startIndex",
-        "endIndex", "total", "hasMore"}."""
+        """ML-Dash's shape: {"data": [{"index", "data" (the fields and ``_ts``), "createdAt"}], "startIndex",
+        "endIndex", "total", "hasMore"}, plus "totalDataPoints". Unlike ML-Dash, "total" is the number of
+        stored points (theirs repeats the number returned), and everything logged so far is readable."""
         self._exp._flush_for_read()
-        table, total = self._exp._backend_for_read().read(self._exp.prefix, self.kind, self.name, start_index,
-                                                          limit)
+        try:
+            table, total = self._exp._backend_for_read().read(self._exp.prefix, self.kind, self.name, start_index,
+                                                              limit)
+        except NotFound:
+            table, total = None, 0
         data = []
-        for i, row in enumerate(columns.table_to_rows(table)):
+        for i, row in enumerate(columns.table_to_rows(table) if table is not None else ()):
             ts = row.pop(columns.TIMESTAMP, None)
-            data.append({"index": start_index + i, "data": row, "timestamp": ts, "createdAt": _iso(ts)})
+            row["_ts"] = ts
+            data.append({"index": start_index + i, "data": row, "createdAt": iso_z(ts)})
         end = start_index + len(data)
-        return {"data": data, "startIndex": start_index, "endIndex": end - 1 if data else start_index,
-                "total": len(data), "totalDataPoints": total, "hasMore": end < total}
+        return {"data": data, "startIndex": start_index, "endIndex": end - 1, "total": total,
+                "totalDataPoints": total, "hasMore": end < total}
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """{field: {"count", "nan", "min", "max", "mean", "std", "first", "last"}} over all stored rows."""
         return summarize(self.read_table())
 
     def stats(self) -> dict[str, Any]:
-        """Totals and time range (ML-Dash's keys) plus per-field statistics under "fields"."""
+        """ML-Dash's keys (counts as strings, as theirs), plus per-field statistics under "fields"."""
         table = self.read_table()
         ts = table.column(columns.TIMESTAMP) if table.num_rows else None
-        return {"name": self.name, "description": self.description, "tags": self.tags or [],
-                "metadata": self.metadata or {}, "totalDataPoints": table.num_rows,
-                "firstDataAt": _iso(ts[0].as_py()) if ts is not None else None,
-                "lastDataAt": _iso(ts[-1].as_py()) if ts is not None else None,
-                "fields": summarize(table)}
+        first = iso_z(ts[0].as_py()) if ts is not None else None
+        last = iso_z(ts[-1].as_py()) if ts is not None else None
+        return {"metricId": f"local-metric-{self.name}", "name": self.name, "description": self.description,
+                "tags": self.tags or [], "metadata": self.metadata, "totalDataPoints": str(table.num_rows),
+                "bufferedDataPoints": str(table.num_rows), "chunkedDataPoints": "0", "totalChunks": 0,
+                "chunkSize": 10000, "firstDataAt": first, "lastDataAt": last, "createdAt": first,
+                "updatedAt": last, "fields": summarize(table)}
 
     def list_all(self) -> list[dict[str, Any]]:
-        """Every metric of the experiment with its row count."""
-        return self._exp.metrics.list_all()
+        """Every metric of the experiment: [{"metricId", "name", "description", "tags", "totalDataPoints",
+        "createdAt"}] (ML-Dash's keys) plus "fields"."""
+        return self._exp._metrics.list_all()
 
     # ML-Dash's in-memory aggregation -------------------------------------------------------------------
     def buffer(self, **kwargs) -> "MetricBuilder":
         """Accumulate values (not logged) for ``exp.metrics.buffer.log_summary()``."""
-        self._exp.metrics.buffer._store(self.name, **kwargs)
+        metrics = self._exp._metrics
+        metrics.buffer._store(None if metrics._builders.get(None) is self else self.name, **kwargs)
         return self
 
     @property
@@ -106,72 +117,108 @@ class MetricBuilder(RowLogger, Sink):
         return self._cache
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_z(ts: float | None) -> str | None:
+    """ML-Dash's time format: naive UTC ISO-8601 with a literal Z ("2026-01-02T03:04:05.123456Z")."""
     if ts is None or not math.isfinite(ts):
         return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat()
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
 
 
-AGGREGATES = {
-    "mean": lambda v: sum(v) / len(v),
-    "min": min,
-    "max": max,
-    "sum": sum,
-    "count": len,
-    "first": lambda v: v[0],
-    "last": lambda v: v[-1],
-    "std": lambda v: math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)),
-    "median": lambda v: _percentile(v, 50),
-}
+AGGREGATES = ("mean", "std", "min", "max", "count", "median", "sum", "p50", "p90", "p95", "p99", "first", "last")
 
 
 def _percentile(v: list[float], p: float) -> float:
     s = sorted(v)
     k = (len(s) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+    lo = int(k)
+    hi = lo + 1 if lo + 1 < len(s) else lo
+    return s[lo] + (k - lo) * (s[hi] - s[lo])
 
 
 def aggregate(name: str, v: list[float]) -> float:
-    """One aggregate (mean, min, max, sum, count, first, last, std, median, pNN) of a list of numbers."""
-    if name in AGGREGATES:
-        return AGGREGATES[name](v)
-    if name.startswith("p") and name[1:].replace(".", "", 1).isdigit():
+    """One aggregate of a non-empty list of numbers, as ML-Dash computes it: std is the sample standard
+    deviation (0.0 for one value), median/p50 the middle value, pNN linear interpolation (any NN here)."""
+    if name == "mean":
+        return statistics.mean(v)
+    if name == "std":
+        return statistics.stdev(v) if len(v) >= 2 else 0.0
+    if name in ("median", "p50"):
+        return statistics.median(v)
+    if name == "min":
+        return min(v)
+    if name == "max":
+        return max(v)
+    if name == "sum":
+        return sum(v)
+    if name == "count":
+        return len(v)
+    if name == "first":
+        return v[0]
+    if name == "last":
+        return v[-1]
+    if name.startswith("p") and name[1:].replace(".", "", 1).isdigit() and float(name[1:]) <= 100:
         return _percentile(v, float(name[1:]))
-    raise ValueError(f"unknown aggregate {name!r}: use {', '.join(AGGREGATES)} or pNN (e.g. p95)")
+    raise ValueError(f"unknown aggregation {name!r}: use one of {', '.join(AGGREGATES)} (or pNN, e.g. p75)")
+
+
+def _as_float(key: str, value: Any) -> float:
+    """A buffered value as a float (None counts as NaN); ValueError for anything non-numeric."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot buffer the non-numeric value {value!r} ({type(value).__name__}) of {key!r}: "
+                         f"buffers aggregate numbers; log other values with exp.log() or metrics().log()") \
+            from None
+
+
+def _finite_or_inf(values: list[float]) -> list[float]:
+    return [x for x in values if x == x]  # NaN dropped, as in ML-Dash
 
 
 class SummaryCache:
-    """Values kept in memory and logged as one summary row when ``summarize()`` is called."""
+    """``metrics(name).summary_cache``: values kept in memory and logged as one row of
+    ``<key>.mean/min/max/count/std`` (plus what ``set`` gave) when ``summarize()`` is called."""
 
     def __init__(self, builder: MetricBuilder) -> None:
         self._builder = builder
         self._values: dict[str, list[float]] = {}
         self._fields: dict[str, Any] = {}
+        self._pending = 0
 
     def store(self, **kwargs) -> None:
+        """Accumulate numbers (None counts as NaN and is left out of the statistics)."""
         for k, v in kwargs.items():
-            self._values.setdefault(k, []).append(float(v))
+            self._values.setdefault(k, []).append(_as_float(k, v))
+            self._pending += 1
 
     def set(self, **kwargs) -> None:
-        """Fields written as they are with the next summary (e.g. ``epoch=3``)."""
+        """Fields written as they are with the next summary (e.g. ``epoch=3``); replaces earlier ones."""
         self._fields.update(kwargs)
 
-    def summarize(self, clear: bool = True, aggs: tuple[str, ...] = ("mean",)) -> None:
+    def summarize(self, clear: bool = True) -> None:
+        """Log one row: the ``set`` fields and, per stored key, mean, min, max, count and std."""
+        if not self._values and not self._fields:
+            return
         row = dict(self._fields)
         for k, v in self._values.items():
-            if v:
-                for agg in aggs:
-                    row[f"{k}.{agg}"] = aggregate(agg, v)
+            clean = _finite_or_inf(v)
+            if clean:
+                for agg in ("mean", "min", "max", "count", "std"):
+                    row[f"{k}.{agg}"] = aggregate(agg, clean)
         if row:
             self._builder.log(**row)
+        self._pending = 0
         if clear:
             self._values.clear()
             self._fields.clear()
 
     def peek(self, *keys: str, limit: int = 5) -> dict[str, list[float]]:
+        """The latest ``limit`` stored values per key (all keys by default), without consuming them."""
         wanted = keys or tuple(self._values)
-        return {k: self._values.get(k, [])[-limit:] for k in wanted}
+        return {k: (self._values[k][-limit:] if limit else self._values[k]) for k in wanted
+                if self._values.get(k)}
 
 
 class BufferManager:
@@ -179,37 +226,47 @@ class BufferManager:
 
     def __init__(self, metrics: "Metrics") -> None:
         self._metrics = metrics
-        self._values: dict[str, dict[str, list[float]]] = {}
+        self._values: dict[str | None, dict[str, list[float]]] = {}
 
-    def _store(self, name: str, **kwargs) -> None:
+    def _store(self, name: str | None, **kwargs) -> None:
         slot = self._values.setdefault(name, {})
         for k, v in kwargs.items():
-            slot.setdefault(k, []).append(float(v))
+            slot.setdefault(k, []).append(_as_float(k, v))
 
     def log_summary(self, *aggs: str, **fields) -> None:
-        """Log, for every metric with buffered values, one row of ``<field>.<agg>`` (default: mean), plus
-        ``fields``; then clear the buffer."""
+        """Log, for every metric with buffered values, one row of ``<key>.<agg>`` (default: mean; NaN left
+        out) plus ``fields`` as they are; then clear every buffer."""
         aggs = aggs or ("mean",)
         for agg in aggs:
             aggregate(agg, [0.0])  # validate before logging anything
-        for name, slot in self._values.items():
+        for name, slot in list(self._values.items()):
+            if not slot:
+                continue
             row = dict(fields)
             for k, v in slot.items():
-                if v:
+                clean = _finite_or_inf(v)
+                if clean:
                     for agg in aggs:
-                        row[f"{k}.{agg}"] = aggregate(agg, v)
-            self._metrics(name).log(**row)
+                        row[f"{k}.{agg}"] = aggregate(agg, clean)
+            if row:
+                self._metrics(name).log(**row)
         self._values.clear()
 
     def peek(self, prefix: str | None = None, *keys: str, limit: int = 5) -> dict[str, list[float]]:
+        """Buffered values without consuming them: ``{key: [...]}`` for one metric, or
+        ``{"<metric>/<key>": [...]}`` for all ("(default)" for the unnamed one)."""
+        if prefix is not None:
+            slot = self._values.get(prefix, {})
+            return {k: (slot[k][-limit:] if limit else slot[k]) for k in (keys or slot) if slot.get(k)}
         out = {}
         for name, slot in self._values.items():
-            if prefix is not None and name != prefix:
-                continue
-            for k, v in slot.items():
-                if not keys or k in keys:
-                    out[f"{name}.{k}" if prefix is None else k] = v[-limit:]
+            for k in (keys or slot):
+                if slot.get(k):
+                    out[f"{name if name else '(default)'}/{k}"] = slot[k][-limit:] if limit else slot[k]
         return out
+
+    def _unsummarized(self) -> int:
+        return sum(len(v) for slot in self._values.values() for v in slot.values())
 
 
 class Metrics(Registry):
@@ -239,15 +296,18 @@ class Metrics(Registry):
         return builder
 
     def log(self, _flush: bool = False, **kwargs) -> "Metrics":
-        """Dict-valued keywords go to the metric they name, together with the other keywords; without
-        dict values everything goes to the "default" metric."""
+        """The unnamed metric gets the non-dict keywords; each dict-valued keyword ``k=dict(...)`` becomes a
+        row of metric ``k``, together with the non-dict keywords (as in ML-Dash)."""
+        ts = kwargs.pop("_ts", None)
         nested = {k: v for k, v in kwargs.items() if isinstance(v, dict)}
         shared = {k: v for k, v in kwargs.items() if not isinstance(v, dict)}
-        if nested:
-            for name, fields in nested.items():
-                self(name).log(**shared, **fields)
-        else:
-            self(None).log(**shared)
+        if ts is not None:
+            ts = timestamps.metric_ts(ts, self._exp._started_at)  # one time for every row of the call
+        extra = {} if ts is None else {"_ts": ts}
+        if shared:
+            self(None).log(**shared, **extra)
+        for name, fields in nested.items():
+            self(name).log(**{**shared, **fields}, **extra)
         if _flush:
             self._exp.flush()
         return self
@@ -257,10 +317,17 @@ class Metrics(Registry):
         return self
 
     def list_all(self) -> list[dict[str, Any]]:
-        """[{"name", "totalDataPoints", "fields"}] for every stored metric."""
+        """Every stored metric: ML-Dash's keys ("metricId", "name", "description", "tags",
+        "totalDataPoints" (a string, as theirs), "createdAt") plus "fields"."""
         self._exp._flush_for_read()
         streams = self._exp._backend_for_read().streams(self._exp.prefix, StreamKind.METRIC)
-        return [{"name": s.name, "totalDataPoints": s.rows, "fields": s.fields} for s in streams]
+        out = []
+        for s in streams:
+            builder = self._builders.get(s.name if s.name != DEFAULT_METRIC else None)
+            out.append({"metricId": f"local-metric-{s.name}", "name": s.name,
+                        "description": getattr(builder, "description", None), "tags": getattr(builder, "tags", None) or [],
+                        "totalDataPoints": str(s.rows), "createdAt": None, "fields": s.fields})
+        return out
 
     def names(self) -> list[str]:
         return [m["name"] for m in self.list_all()]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onthefly.tracking import columns, jsonsafe, names, values
+from onthefly.tracking import columns, jsonsafe, names, timestamps, values
 from onthefly.tracking.records import StreamKind
 from onthefly.tracking.writer import Sink
 
@@ -51,7 +51,18 @@ class TrackBuilder(Sink):
             if type(v) not in _PLAIN:
                 values.snapshot_fields(fields)
                 break
-        q.append((self, _time(), fields))
+        t = _time()
+        if "_ts" in fields:  # resolved now: -1 is this thread's previous metric or track timestamp
+            ts = timestamps.resolve(fields["_ts"], "tracks().append()", self._exp._started_at)
+            if ts is None:
+                del fields["_ts"]  # -1 before any call: the call time, as without _ts
+                timestamps.note(t, t)
+            else:
+                fields["_ts"] = ts
+                timestamps.note(ts, t)
+        else:
+            timestamps.note(t, t)
+        q.append((self, t, fields))
         return self
 
     def _encode(self, times, payloads, state) -> columns.Encoded:

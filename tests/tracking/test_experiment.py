@@ -50,7 +50,7 @@ def test_decorator_style(dash):
 
     assert train(21) == 42
     assert exp.status is Status.COMPLETED
-    assert exp.metrics("m").read()["data"][0]["data"] == {"v": 21}
+    assert exp.metrics("m").read()["data"][0]["data"]["v"] == 21
 
 
 def test_auto_start_dxp_singleton(tmp_path):

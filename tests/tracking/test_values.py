@@ -23,7 +23,7 @@ def test_stream_names_with_slashes_and_unicode_round_trip(make_exp, dash):
     assert sorted(exp.metrics.names()) == sorted(names)
     assert sorted(t["name"] for t in exp.tracks.list_all()) == sorted(names)
     for i, name in enumerate(names):
-        assert exp.metrics(name).read()["data"][0]["data"] == {"v": i}
+        assert exp.metrics(name).read()["data"][0]["data"]["v"] == i
     folders = [p.name for p in (dash / "alice/проект/运行-1/metrics").iterdir()]
     assert all("/" not in f and not f.startswith(".") and len(f.encode()) <= 200 for f in folders)
     exp.files("dir/ünï").save_text("ok", to="файл.txt")
@@ -73,7 +73,8 @@ def test_huge_dicts(make_exp):
     wide = {f"f{i}": float(i) for i in range(2000)}
     exp.metrics("wide").log(**wide)
     row = exp.metrics("wide").read()["data"][0]["data"]
-    assert len(row) == 2000 and row["f1999"] == 1999.0
+    assert len(row) == 2001  # and _ts, as in ML-Dash
+    assert row["f1999"] == 1999.0
     exp.log("big metadata", metadata={"blob": list(range(50_000))})
     assert len(exp.logs.read()[0]["metadata"]["blob"]) == 50_000
 
@@ -103,6 +104,7 @@ def test_values_are_taken_at_call_time(make_exp):
     arr[0], tensor[0] = 99.0, 99.0
     lst.append(3)
     row = exp.metrics("m").read()["data"][0]["data"]
+    assert row.pop("_ts") > 0  # the point's time, as in ML-Dash
     assert row == {"arr": [1.0, 2.0], "lst": [1, 2], "t": [5.0], "scalar": 0.25}
 
 
