@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onthefly.tracking import columns, jsonsafe, names, timestamps, values
+from onthefly.tracking.errors import ConfigurationError, StorageError
 from onthefly.tracking.records import StreamKind
 from onthefly.tracking.writer import Sink
 
@@ -124,10 +125,10 @@ class TrackBuilder(Sink):
             return buf.getvalue()
         entries = _entries(table)
         if format == "json":
-            return {"topic": self.name, "entries": entries, "count": len(entries)}
+            return {"entries": entries, "count": len(entries)}
         if format == "jsonl":
-            return "".join(jsonsafe.dumps(e) + "\n" for e in entries).encode("utf-8")
-        raise ValueError(f"unknown format {format!r}: use json, jsonl, parquet or table")
+            return "\n".join(jsonsafe.dumps(e) for e in entries).encode("utf-8")
+        raise ConfigurationError(f"unknown format {format!r}: use json, jsonl, parquet or table")
 
     def list_entries(self) -> list[dict[str, Any]]:
         return self.read()["entries"]
@@ -167,7 +168,8 @@ class TrackSlice:
         entries = self._load()
         i = bisect.bisect_right(self._times, float(timestamp)) - 1
         if i < 0:
-            raise KeyError(f"no entry at or before timestamp {timestamp}")
+            first = f"; the earliest is {self._times[0]}" if self._times else " (the slice is empty)"
+            raise StorageError(f"no entry of track {self._track.name!r} at or before timestamp {timestamp}{first}")
         return entries[i]
 
     find_by_time = findByTime
