@@ -229,7 +229,7 @@ class Experiment:
         self.readme = readme if readme is not None else (description or "")
         self.tags = list(tags or [])
         self.metadata = dict(metadata or {})
-        self.bindrs = list(bindrs or [])
+        self._bindrs_list = list(bindrs or [])
         self.shared = bool(shared)
         self._echo = _echo_default() if echo is None else bool(echo)
         self.record: ExperimentRecord | None = None
@@ -520,10 +520,25 @@ class Experiment:
 
     def _store_file(self, record, staged: Path):
         try:
-            return self._backend.put_file(self.prefix, record, staged)
+            stored = self._backend.put_file(self.prefix, record, staged)
         finally:
             if staged.exists():
                 remove_staging(staged)
+        self._replace_older(record)
+        return stored
+
+    def _replace_older(self, record) -> None:
+        """A save replaces the file stored at the same path (as in ML-Dash): every copy there but the
+        newest (ids sort by time) is deleted. Only the store's own copies are touched."""
+        from onthefly.tracking.errors import NotFound
+
+        same = sorted((r for r in self._backend.list_files(self.prefix) if r.path == record.path),
+                      key=lambda r: r.id)
+        for old in same[:-1]:
+            try:
+                self._backend.delete_file(self.prefix, old.id)
+            except NotFound:  # a concurrent save at the same path removed it first
+                pass
 
     def _upload_done(self, future: concurrent.futures.Future) -> None:
         with self._upload_lock:

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,9 +81,66 @@ def encode_image(array: Any, name: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
+def encode_frame(frame: Any):
+    """One video frame as an HxWx3 (or HxW) uint8 array, with the same conversions as images."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(encode_image(frame, "f.png"))).convert("RGB"))
+
+
+def _encode_video(frames: list, target: str, fps: float, kwargs: dict) -> bytes:
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        raise InvalidArgument(f"saving {target!r} needs imageio and imageio-ffmpeg: pip install onthefly[video] "
+                              f"(or name the file '*.gif', which needs only Pillow)") from None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="onthefly-video-") as folder:
+        path = os.path.join(folder, "video" + _ext(target))
+        imageio.mimwrite(path, frames, fps=fps, **kwargs)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+class MissingFile(NotFound, ValueError):
+    """No stored file matches (a ValueError, as in ML-Dash, and a NotFound)."""
+
+
+def file_meta(exp: "Experiment", record: FileRecord, deleted_at: str | None = None) -> dict[str, Any]:
+    """ML-Dash's metadata dict of a stored file: "path" is its folder, "filename" its name."""
+    from onthefly.tracking.metrics import iso_z
+
+    at = iso_z(record.created_at)
+    return {"id": record.id, "experimentId": f"{exp.project}/{exp.prefix}", "path": record.folder,
+            "filename": record.filename, "description": record.description or None, "tags": list(record.tags),
+            "bindrs": list(record.bindrs), "contentType": record.content_type, "sizeBytes": record.size,
+            "checksum": record.sha256, "metadata": record.metadata or None, "uploadedAt": at, "updatedAt": at,
+            "deletedAt": deleted_at}
+
+
+def _split_to(to: str) -> tuple[str, str]:
+    """ "dir/sub/name" -> ("/dir/sub", "name"); "name" -> ("/", "name")."""
+    to = to.lstrip("/")
+    folder, _, name = to.rpartition("/")
+    return "/" + folder, name
+
+
+def _split_glob(path: str) -> tuple[str | None, str | None]:
+    """ML-Dash's split of "dir/*.png" into the folder before the first glob segment and the pattern."""
+    path = path.lstrip("/")
+    if "*" not in path and "?" not in path:
+        return path, None
+    parts = path.split("/")
+    first = next(i for i, p in enumerate(parts) if "*" in p or "?" in p)
+    return ("/".join(parts[:first]) or None), "/".join(parts[first:])
+
+
 class FilesAccessor:
-    """``exp.files``: ``exp.files("dir")`` returns a :class:`FileBuilder`; the builder's methods are also
-    available here for the experiment's root folder."""
+    """``exp.files``: ``exp.files("dir")`` returns a :class:`FileBuilder`; ``upload``, ``save_text``,
+    ``save_json``, ``save_blob`` (``to="dir/name"``), ``download``, ``delete`` (a path or a glob) and
+    ``list`` work on the experiment's root; other builder methods too."""
 
     def __init__(self, exp: "Experiment") -> None:
         self._exp = exp
@@ -90,20 +148,66 @@ class FilesAccessor:
     def __call__(self, dir: str | None = None, **kwargs) -> "FileBuilder":  # noqa: A002 - ML-Dash's name
         return FileBuilder(self._exp, dir if dir is not None else kwargs.pop("prefix", None), **kwargs)
 
+    def download(self, path: str, *, to: str | os.PathLike | None = None, overwrite: bool = False):
+        """One file by path (returns where it was written) or every match of a glob (returns a list)."""
+        folder, pattern = _split_glob(path)
+        if pattern is None:
+            return FileBuilder(self._exp, folder).download(to=to, overwrite=overwrite)
+        return FileBuilder(self._exp, folder).download(pattern, to=to, overwrite=overwrite)
+
+    def delete(self, path: str) -> dict | list[dict]:
+        """Delete one stored file by path, or every match of a glob."""
+        folder, pattern = _split_glob(path)
+        if pattern is None:
+            return FileBuilder(self._exp, folder).delete()
+        return FileBuilder(self._exp, folder).delete(pattern)
+
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(FileBuilder(self._exp, None), name)
 
 
+class BindrsBuilder:
+    """``exp.bindrs(name)``: the files bound to one collection (``files(..., bindrs=[name])``)."""
+
+    def __init__(self, exp: "Experiment", name: str) -> None:
+        self._exp, self._name = exp, name
+
+    def list(self) -> list[dict]:
+        return [file_meta(self._exp, r) for r in _current(self._exp) if self._name in r.bindrs]
+
+
+def _current(exp: "Experiment") -> list[FileRecord]:
+    """The stored files, oldest first, one per logical path (the newest: a save replaces the file at its
+    path, as in ML-Dash; see Experiment._store_file)."""
+    exp._require_started("files")
+    exp._flush_uploads()
+    latest: dict[str, FileRecord] = {}
+    for r in exp._backend_for_read().list_files(exp.prefix):
+        old = latest.get(r.path)
+        if old is None or r.id > old.id:
+            latest[r.path] = r
+    return sorted(latest.values(), key=lambda r: r.id)
+
+
 class FileBuilder:
-    """File operations under one logical folder (or on one logical file path)."""
+    """File operations under one logical folder, or on one file (``exp.files("models/best.pt")``).
+
+    Saves return ML-Dash's metadata dict ({"id", "path" (the folder), "filename", "sizeBytes", "checksum",
+    "contentType", "tags", "bindrs", "metadata", "uploadedAt", ...}) at once, buffered or not: the content
+    is copied when the call is made and stored in the background."""
 
     def __init__(self, exp: "Experiment", path: str | None = None, description: str | None = None,
-                 tags: list[str] | None = None, metadata: dict | None = None, **_ignored) -> None:
+                 tags: list[str] | None = None, metadata: dict | None = None, bindrs: list[str] | None = None,
+                 file_id: str | None = None, prefix: str | None = None, file_path: str | None = None,
+                 dest_path: str | None = None) -> None:
         self._exp = exp
+        path = path if path is not None else (prefix if prefix not in (None, "/") else None)
         self._path = names.normalize_file_path(path) if path and path.strip("/") else ""
         self._description, self._tags, self._metadata = description, tags, metadata
+        self._bindrs = list(bindrs or [])
+        self._file_id, self._file_path, self._dest_path = file_id, file_path, dest_path
 
     # saving --------------------------------------------------------------------------------------------
     def _target(self, to: str | None, default_name: str | None = None) -> str:
@@ -120,9 +224,10 @@ class FileBuilder:
         record = FileRecord(id=staged.name[:-len(STAGING_SUFFIX)], path=logical, size=size, sha256=digest,
                             content_type=guess_type(logical),
                             description=description if description is not None else (self._description or ""),
-                            tags=list(tags if tags is not None else (self._tags or [])), metadata=meta)
+                            tags=list(tags if tags is not None else (self._tags or [])), metadata=meta,
+                            bindrs=list(self._bindrs))
         self._exp._submit_upload(record, staged)
-        return record.to_dict()
+        return file_meta(self._exp, record)
 
     def _stage_bytes(self, data: bytes) -> tuple[Path, str, int]:
         self._exp._require_running("files.save()")
@@ -133,7 +238,7 @@ class FileBuilder:
     def _stage_path(self, source: Path) -> tuple[Path, str, int]:
         self._exp._require_running("files.save()")
         if not source.is_file():
-            raise NotFound(f"no file {str(source)!r} to save (pass bytes with save_blob, text with save_text)")
+            raise MissingFile(f"no file {str(source)!r} to save (pass bytes with save_blob, text with save_text)")
         staged = self._exp._staging_dir() / f"{new_file_id()}{STAGING_SUFFIX}"
         digest, size = hashlib.sha256(), 0
         with open(source, "rb") as src, open(staged, "wb") as dst:
@@ -145,17 +250,18 @@ class FileBuilder:
 
     def upload(self, fpath: str | os.PathLike, *, to: str | None = None, description: str | None = None,
                tags: list[str] | None = None, metadata: dict | None = None) -> dict:
-        """Store a copy of the file at ``fpath`` (the original is never touched)."""
+        """Store a copy of the file at ``fpath`` (the original is never touched), named ``to`` or as it is."""
         source = Path(fpath)
         staged, digest, size = self._stage_path(source)
         return self._submit(self._target(to, source.name), staged, digest, size, description, tags, metadata)
 
     def save(self, content: Any = None, *, to: str | None = None, description: str | None = None,
              tags: list[str] | None = None, metadata: dict | None = None, **kwargs) -> dict:
-        """Store ``content`` by its type: a path (file copied), bytes, str text (with ``to``), dict/list
-        (JSON), numpy array or tensor (image for image extensions, else .npy / torch), a torch module or
-        state dict, a matplotlib figure."""
+        """Store ``content`` by its type: a path (file copied), bytes, dict/list (JSON), numpy array or tensor
+        (image for image extensions, else .npy / torch), a torch module or state dict, a matplotlib figure."""
         extra = dict(description=description, tags=tags, metadata=metadata)
+        if content is None and self._file_path:
+            content = self._file_path
         if isinstance(content, (str, os.PathLike)):  # a path, as in ML-Dash (text goes through save_text)
             return self.upload(content, to=to, **extra)
         if isinstance(content, (bytes, bytearray, memoryview)):
@@ -243,57 +349,68 @@ class FileBuilder:
         target = self._target(to)
         return self._submit(target, *self._stage_bytes(pickle.dumps(content)), **_extra(extra))
 
-    def save_video(self, frames: Any, *, to: str | None = None, fps: float = 10.0, **extra) -> dict:
-        """Store a stack of frames as an animated GIF (the only video format without extra dependencies)."""
-        from PIL import Image
-
+    def save_video(self, frames: Any, *, to: str | None = None, fps: float = 20.0, **kwargs) -> dict:
+        """Store a stack of frames (N x H x W [x C]) as a video: ".gif" with Pillow; other formats (.mp4,
+        ...) with imageio and imageio-ffmpeg (``pip install onthefly[video]``), ``kwargs`` passed on."""
+        extra = {k: kwargs.pop(k) for k in ("description", "tags", "metadata") if k in kwargs}
         target = self._target(to)
-        if _ext(target) != ".gif":
-            raise InvalidArgument(f"save_video writes animated GIFs; name the file '*.gif' (got {target!r})")
-        images = [Image.open(io.BytesIO(encode_image(frame, "f.png"))) for frame in frames]
-        if not images:
+        frames = [encode_frame(frame) for frame in frames]
+        if not frames:
             raise InvalidArgument("save_video needs at least one frame")
-        buf = io.BytesIO()
-        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(1000 / fps), loop=0)
-        return self._submit(target, *self._stage_bytes(buf.getvalue()), **_extra(extra))
+        if _ext(target) == ".gif":
+            from PIL import Image
 
-    # reading -------------------------------------------------------------------------------------------
-    def _records(self) -> list[FileRecord]:
-        self._exp._require_started("files")
-        self._exp._flush_uploads()
-        return self._exp._backend_for_read().list_files(self._exp.prefix)
+            images = [Image.fromarray(f) for f in frames]
+            buf = io.BytesIO()
+            images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                           duration=int(1000 / fps), loop=0)
+            data = buf.getvalue()
+        else:
+            data = _encode_video(frames, target, fps, kwargs)
+        return self._submit(target, *self._stage_bytes(data), **_extra(extra))
 
-    def _matching(self, pattern: str | None) -> list[FileRecord]:
-        records = self._records()
-        base = self._path
-        if pattern is None:
-            exact = [r for r in records if r.path == base]
-            if exact:
-                return exact
-        under = [r for r in records if not base or r.path.startswith(base + "/")]
-        if pattern is None:
-            return under
-        return [r for r in under if fnmatch.fnmatch(r.path[len(base):].lstrip("/"), pattern)
-                or fnmatch.fnmatch(r.filename, pattern)]
+    # finding -------------------------------------------------------------------------------------------
+    def _find(self) -> FileRecord | None:
+        """The file this builder names: by ``file_id``, else by its path from the root or by file name."""
+        records = _current(self._exp)
+        if self._file_id is not None:
+            return next((r for r in records if r.id == self._file_id), None)
+        if not self._path:
+            raise InvalidArgument("no file named: use exp.files('dir/name.ext') or files(file_id=...)")
+        exact = [r for r in records if r.path == self._path]
+        if exact:
+            return exact[-1]
+        name = self._path.lstrip("/")
+        return next((r for r in records if r.filename == name), None)
+
+    def _found(self) -> FileRecord:
+        record = self._find()
+        if record is None:
+            raise MissingFile(f"file not found: {self._file_id or self._path!r} (exp.files().list() shows what "
+                              f"is stored)")
+        return record
 
     def list(self, pattern: str | None = None) -> list[dict]:
-        """Metadata of the files at or under this path (optionally matching a glob), oldest first."""
-        return [r.to_dict() for r in self._matching(pattern)]
+        """The stored files whose folder starts with this builder's path (all files for ``files()``),
+        matching ``pattern`` (a glob on the file name or on its path from the root) and the builder's tags."""
+        records = _current(self._exp)
+        if self._path:
+            records = [r for r in records if r.folder.startswith(self._path)]
+        if self._tags:
+            wanted = set(self._tags)
+            records = [r for r in records if wanted.intersection(r.tags)]
+        if pattern:
+            pattern = pattern.lstrip("/")
+            records = [r for r in records
+                       if fnmatch.fnmatch(r.filename, pattern) or fnmatch.fnmatch(r.path.lstrip("/"), pattern)]
+        return [file_meta(self._exp, r) for r in records]
 
     def exists(self) -> bool:
-        return bool(self._matching(None))
-
-    def _latest(self) -> FileRecord:
-        found = self._matching(None)
-        exact = [r for r in found if r.path == self._path]
-        if not exact:
-            raise NotFound(f"no file stored at {self._path or '/'!r}" +
-                           (f" (there are {len(found)} files under it; pass a pattern)" if found else ""))
-        return exact[-1]
+        """Whether a file is stored at this path (or with this name)."""
+        return self._find() is not None
 
     def read_bytes(self) -> bytes:
-        record = self._latest()
+        record = self._found()
         buf = io.BytesIO()
         self._exp._backend_for_read().read_file(self._exp.prefix, record.id, buf)
         data = buf.getvalue()
@@ -320,24 +437,23 @@ class FileBuilder:
 
     def download(self, pattern: str | None = None, *, to: str | os.PathLike | None = None,
                  overwrite: bool = False) -> str | list[str]:
-        """Copy the file at this path to ``to`` (default: its name in the current folder), or, with a
-        pattern, every match into the folder ``to``. Checksums are verified; an existing file is never
-        replaced unless ``overwrite=True``."""
-        if pattern is None and any(r.path == self._path for r in self._matching(None)):
-            record = self._latest()
-            dest = Path(to) if to is not None else Path(record.filename)
-            if dest.is_dir():
-                dest = dest / record.filename
-            return str(self._download_one(record, dest, overwrite))
-        records = self._matching(pattern)
-        if not records:
-            raise NotFound(f"no files under {self._path or '/'!r}" + (f" match {pattern!r}" if pattern else ""))
-        folder = Path(to) if to is not None else Path(".")
-        out = []
-        for record in records:
-            rel = record.path[len(self._path):].lstrip("/") if self._path else record.path.lstrip("/")
-            out.append(str(self._download_one(record, folder / rel, overwrite)))
-        return out
+        """Copy the named file to ``to`` (a file path or an existing folder; default: its name in the
+        current folder), or, with a pattern, every match into the folder ``to`` by file name. Checksums
+        are verified; an existing file is never replaced unless ``overwrite=True``."""
+        to = to if to is not None else self._dest_path
+        if pattern:
+            found = self.list(pattern)
+            if not found:
+                raise MissingFile(f"no files under {self._path or '/'!r} match {pattern!r}")
+            folder = Path(to) if to is not None else Path(".")
+            ids = {f["id"] for f in found}
+            records = [r for r in _current(self._exp) if r.id in ids]
+            return [str(self._download_one(r, folder / r.filename, overwrite)) for r in records]
+        record = self._found()
+        dest = Path(to) if to is not None else Path(record.filename)
+        if dest.is_dir():
+            dest = dest / record.filename
+        return str(self._download_one(record, dest, overwrite))
 
     def _download_one(self, record: FileRecord, dest: Path, overwrite: bool) -> Path:
         if dest.exists() and not overwrite:
@@ -351,15 +467,44 @@ class FileBuilder:
         return dest
 
     def delete(self, pattern: str | None = None) -> dict | list[dict]:
-        """Delete stored files (every version at this path, or the matches of a pattern). Only the
-        experiment's stored copies are removed; files on your disk are never touched."""
+        """Delete the named stored file ({"id", "deletedAt"}), or every match of a pattern (a list). Only
+        the experiment's stored copies are removed; files on your disk are never touched."""
+        from onthefly.tracking.metrics import iso_z
+
         self._exp._require_running("files.delete()")
-        records = self._matching(pattern)
-        if not records:
-            raise NotFound(f"no stored file at {self._path or '/'!r}" + (f" matching {pattern!r}" if pattern else ""))
-        backend = self._exp._backend
-        deleted = [backend.delete_file(self._exp.prefix, r.id).to_dict() for r in records]
-        return deleted[0] if pattern is None and len(deleted) == 1 else deleted
+        if pattern:
+            found = self.list(pattern)
+            if not found:
+                raise MissingFile(f"no stored file under {self._path or '/'!r} matches {pattern!r}")
+            ids = [f["id"] for f in found]
+        else:
+            ids = [self._found().id]
+        backend, prefix = self._exp._backend, self._exp.prefix
+        stored = backend.list_files(prefix)
+        paths = {r.path for r in stored if r.id in ids}
+        for r in stored:
+            if r.path in paths:  # any older copy at the same path goes too
+                try:
+                    backend.delete_file(prefix, r.id)
+                except NotFound:
+                    pass
+        at = iso_z(time.time())
+        out = [{"id": file_id, "deletedAt": at} for file_id in ids]
+        return out if pattern else out[0]
+
+    def duplicate(self, source: str | dict, to: str) -> dict:
+        """Store a copy of a stored file (its id, or its metadata dict) at ``to`` ("dir/name", from the
+        experiment's root)."""
+        source_id = source.get("id") if isinstance(source, dict) else source
+        if not isinstance(source_id, str) or not source_id:
+            raise InvalidArgument("source must be a file id or a metadata dict with an 'id'")
+        _, name = _split_to(to)
+        if not name:
+            raise InvalidArgument(f"invalid target {to!r}: it must end with a file name")
+        data = FileBuilder(self._exp, file_id=source_id).read_bytes()
+        builder = FileBuilder(self._exp, None, description=self._description, tags=self._tags,
+                              metadata=self._metadata, bindrs=self._bindrs)
+        return builder._submit(names.normalize_file_path(to), *builder._stage_bytes(data), None, None, None)
 
 
 class _HashingWriter:

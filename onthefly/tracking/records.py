@@ -124,6 +124,12 @@ class FileRecord:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    bindrs: list[str] = field(default_factory=list)  # the collections it is bound to (local store only)
+
+    @property
+    def folder(self) -> str:
+        """The logical folder ("/" for the root), ML-Dash's "path"."""
+        return self.path.rsplit("/", 1)[0] or "/"
 
     @property
     def filename(self) -> str:

@@ -25,8 +25,9 @@ def test_save_path_bytes_text_json_with_checksums(make_exp, tmp_path):
     blob = exp.files("docs").save(b"\x00\x01raw", to="raw.bin")
     exp.files("docs").save_text("héllo ✓", to="hello.txt")
     exp.files("cfg").save_json({"lr": 0.1, "bad": float("nan")}, to="config.json")
-    assert saved["path"] == "/docs/notes.txt" and saved["sha256"] == hashlib.sha256(b"from disk").hexdigest()
-    assert blob["size"] == 5
+    assert (saved["path"], saved["filename"]) == ("/docs", "notes.txt")  # ML-Dash's folder + name
+    assert saved["checksum"] == hashlib.sha256(b"from disk").hexdigest()
+    assert blob["sizeBytes"] == 5
     assert exp.files("docs/notes.txt").read_bytes() == b"from disk"
     assert exp.files("docs/hello.txt").read_text() == "héllo ✓"
     raw_json = exp.files("cfg/config.json").read_bytes().decode()
@@ -34,7 +35,7 @@ def test_save_path_bytes_text_json_with_checksums(make_exp, tmp_path):
     assert np.isnan(exp.files("cfg/config.json").read_json()["bad"])
     listed = exp.files("docs").list()
     assert sorted(f["filename"] for f in listed) == ["hello.txt", "notes.txt", "raw.bin"]
-    assert all(len(f["sha256"]) == 64 and f["id"] for f in listed)
+    assert all(len(f["checksum"]) == 64 and f["id"] for f in listed)
     assert len({f["id"] for f in exp.files.list()}) == 4
     assert [f["filename"] for f in exp.files("docs").list("*.txt")] == ["notes.txt", "hello.txt"]
 
@@ -95,8 +96,8 @@ def test_download_verifies_and_never_overwrites_unless_asked(make_exp, tmp_path)
     assert dest.read_text() == "mine"
     exp.files("out/a.txt").download(to=dest, overwrite=True)
     assert dest.read_text() == "v1"
-    got = exp.files("out").download("*.txt", to=tmp_path / "all")
-    assert sorted(os.path.relpath(p, tmp_path / "all") for p in got) == ["a.txt", os.path.join("sub", "b.txt")]
+    got = exp.files("out").download("*.txt", to=tmp_path / "all")  # into the folder by name, as ML-Dash
+    assert sorted(os.path.relpath(p, tmp_path / "all") for p in got) == ["a.txt", "b.txt"]
 
 
 def test_delete_removes_only_stored_copies(make_exp, tmp_path):
@@ -105,8 +106,9 @@ def test_delete_removes_only_stored_copies(make_exp, tmp_path):
     mine.write_bytes(b"precious")
     exp.files("x").save(mine)
     exp.files("x").save_text("t", to="other.txt")
+    kept = next(f["id"] for f in exp.files("x").list() if f["filename"] == "keep.bin")
     deleted = exp.files("x/keep.bin").delete()
-    assert deleted["filename"] == "keep.bin"
+    assert set(deleted) == {"id", "deletedAt"} and deleted["id"] == kept  # ML-Dash's answer
     assert mine.read_bytes() == b"precious"  # never a user's file
     assert [f["filename"] for f in exp.files("x").list()] == ["other.txt"]
     with pytest.raises(NotFound):
