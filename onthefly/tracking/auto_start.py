@@ -1,13 +1,16 @@
-"""A pre-configured experiment, ``dxp``, as in ML-Dash:
+"""``dxp``: a ready-made experiment, as in ML-Dash, started the first time it is used:
 
     from onthefly.tracking.auto_start import dxp
-    with dxp.run:
-        dxp.metrics("train").log(loss=0.5, step=0)
+    dxp.params.set(lr=0.1)                       # starts it
+    dxp.metrics("train").log(loss=0.5, step=0)
+    # or, as ML-Dash's code has it: with dxp.run: ...  /  dxp.run.start()
 
-Its prefix is $ONTHEFLY_PREFIX, or "<user>/<current folder>/<date>/<time>"; it writes to the server in
-$ONTHEFLY_DASH_URL when set (after ``onthefly login``, or with $ONTHEFLY_TOKEN: then <user> is the user the
-server knows that token by), else to the local store ($ONTHEFLY_DASH_ROOT or ".dash"). Like any experiment
-it is flushed and closed at interpreter exit if still running.
+Its prefix is $ML_DASH_PREFIX or $ONTHEFLY_PREFIX, else ML-Dash's template
+"<user>/scratch/<YYYY>/<MM-DD>/<script path>/<HH.MM.SS>/<counter>" (``RUN``). It writes to the local store
+($ONTHEFLY_DASH_ROOT or ".dash"), or to the server in $ONTHEFLY_DASH_URL when set (after ``onthefly login``,
+or with $ONTHEFLY_TOKEN: then the owner is the user the server knows that token by). Like any experiment
+it is flushed and closed at interpreter exit if still running. Unlike ML-Dash's, it never goes to a cloud
+service and never makes a network call at import.
 """
 
 from __future__ import annotations
@@ -17,28 +20,50 @@ import re
 import secrets
 import time
 
-from onthefly.tracking import names
+from onthefly.tracking import names, runinfo
 from onthefly.tracking.experiment import Experiment
+
+
+class AutoStartExperiment(Experiment):
+    """An Experiment that starts itself the first time one of its builders or ``log`` is used."""
+
+    def _auto(self) -> None:
+        if self._state == "new":
+            self._start()
+
+    @property
+    def params(self):
+        self._auto()
+        return super().params
+
+    @property
+    def metrics(self):
+        self._auto()
+        return super().metrics
+
+    @property
+    def tracks(self):
+        self._auto()
+        return super().tracks
+
+    @property
+    def logs(self):
+        self._auto()
+        return super().logs
+
+    @property
+    def files(self):
+        self._auto()
+        return super().files
+
+    def log(self, *args, **kwargs):
+        self._auto()
+        return super().log(*args, **kwargs)
 
 
 def _segment(text: str) -> str:
     cleaned = re.sub(r"[^\w.-]+", "-", text).strip("-.") or "default"
     return cleaned[: names.MAX_SEGMENT]
-
-
-def default_prefix(dash_url: str | None = None) -> str:
-    """The prefix "<user>/<current folder>/<date>/<time>-<4 hex>". <user> is the user of the stored login for
-    ``dash_url``, else $ONTHEFLY_USER or the login name (``dxp`` asks a server whose token has no login)."""
-    owner = None
-    if dash_url:
-        from onthefly.tracking.credentials import user_for
-
-        owner = user_for(dash_url)
-    return f"{_segment(owner or names.default_owner())}/{_folder()}/{_stamp()}"
-
-
-def _folder() -> str:
-    return _segment(os.path.basename(os.getcwd()))
 
 
 def _stamp() -> str:
@@ -48,14 +73,16 @@ def _stamp() -> str:
 def _make_dxp() -> Experiment:
     url = os.environ.get("ONTHEFLY_DASH_URL") or None
     root = os.environ.get("ONTHEFLY_DASH_ROOT") or None
-    prefix = os.environ.get("ONTHEFLY_PREFIX")
-    if prefix or not url:
-        return Experiment(prefix=prefix or default_prefix(), dash_url=url, dash_root=root)
+    if not url:
+        return AutoStartExperiment(prefix=runinfo.default_prefix(), dash_root=root)
+    prefix = os.environ.get("ML_DASH_PREFIX") or os.environ.get("ONTHEFLY_PREFIX")
+    if prefix:
+        return AutoStartExperiment(prefix=prefix, dash_url=url)
     # Server mode: the owner is the user the server knows the token by (the stored login, else WhoAmI),
     # never a guess from $USER that the server would refuse.
-    return Experiment(prefix=_stamp(), project=_folder(), dash_url=url, dash_root=root)
+    return AutoStartExperiment(prefix=_stamp(), project=_segment(os.path.basename(os.getcwd())), dash_url=url)
 
 
 dxp = _make_dxp()
 
-__all__ = ["dxp", "default_prefix"]
+__all__ = ["AutoStartExperiment", "dxp"]

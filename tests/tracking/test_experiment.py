@@ -65,7 +65,7 @@ def test_auto_start_dxp_singleton(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     prefix = out.stdout.strip()
-    assert prefix.startswith(f"carol/{tmp_path.name}/")  # <user>/<current folder>/<date>/<time>
+    assert prefix.startswith("carol/scratch/")  # ML-Dash's "{user}/scratch/{now:%Y/%m-%d}/{path_stem}/{job_name}"
     store = LocalStore(tmp_path / "d")
     assert store.get_experiment(prefix).status is Status.COMPLETED
     assert store.get_params(prefix) == {"lr": 0.1}
