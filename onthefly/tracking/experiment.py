@@ -339,6 +339,17 @@ class Experiment:
         return None if self.record is None else self.record.status
 
     @property
+    def _storage(self):
+        """ML-Dash's private ``_storage`` (its examples print ``_storage.root_path``): the local store
+        folder, or None for a server."""
+        if self._dash_url:
+            return None
+        import types
+
+        return types.SimpleNamespace(root_path=Path(self._dash_root or os.environ.get("ONTHEFLY_DASH_ROOT")
+                                                    or DEFAULT_ROOT))
+
+    @property
     def mode(self):
         """OperationMode.LOCAL (a store folder) or OperationMode.REMOTE (an ``onthefly serve`` server)."""
         from onthefly.tracking.compat import OperationMode
