@@ -186,6 +186,23 @@ class RunManager:
         return wrapper
 
 
+class _Builder:
+    """``exp.params``, ``exp.metrics``, ...: as in ML-Dash, using one before the experiment was started
+    raises RuntimeError (after closing they still read). A non-data descriptor: ``_start`` puts the builders
+    in the instance's dict, so that once started ``exp.metrics`` is a plain attribute lookup (the metric
+    hot path pays nothing for the check)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, exp, owner=None):
+        if exp is None:
+            return self
+        if exp._state == "new":
+            raise NotRunning(f"exp.{self.name}: " + exp._not_started_text())
+        return getattr(exp, "_" + self.name)
+
+
 class Experiment:
     """A tracked experiment. See the module docstring; ML-Dash's calls work with the same shapes.
 
@@ -251,37 +268,11 @@ class Experiment:
         self._logs = LogBuilder(self)
         self._files = FilesAccessor(self)
 
-    # the builders: like ML-Dash, using one before the experiment was started raises RuntimeError (after
-    # closing they still read) ------------------------------------------------------------------------
-    @property
-    def params(self) -> ParamsBuilder:
-        if self._state == "new":
-            raise NotRunning("exp.params: " + self._not_started_text())
-        return self._params
-
-    @property
-    def metrics(self) -> Metrics:
-        if self._state == "new":
-            raise NotRunning("exp.metrics: " + self._not_started_text())
-        return self._metrics
-
-    @property
-    def tracks(self) -> Tracks:
-        if self._state == "new":
-            raise NotRunning("exp.tracks: " + self._not_started_text())
-        return self._tracks
-
-    @property
-    def logs(self) -> LogBuilder:
-        if self._state == "new":
-            raise NotRunning("exp.logs: " + self._not_started_text())
-        return self._logs
-
-    @property
-    def files(self) -> FilesAccessor:
-        if self._state == "new":
-            raise NotRunning("exp.files: " + self._not_started_text())
-        return self._files
+    params = _Builder()
+    metrics = _Builder()
+    tracks = _Builder()
+    logs = _Builder()
+    files = _Builder()
 
     def bindrs(self, name: str):
         """The files bound to the collection ``name``: ``exp.bindrs("best").list()``."""
@@ -420,6 +411,8 @@ class Experiment:
                                                                   thread_name_prefix="onthefly-upload")
             self._pid = os.getpid()
             self._started_at = _time()  # _ts=-1 inherits only from calls made since (timestamps.py)
+            vars(self).update(params=self._params, metrics=self._metrics, tracks=self._tracks, logs=self._logs,
+                              files=self._files)  # plain attributes from now on (see _Builder)
             self._state = "running"
             self._set_queue(writer.q)
             with _LIVE_LOCK:

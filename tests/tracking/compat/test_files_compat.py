@@ -222,3 +222,29 @@ def test_sources_under_the_temp_folder_are_kept_in_ours(md, tmp_path):
     with start(md).run as exp:
         exp.files("in").upload(str(mine))
     assert mine.exists() == is_ours(md)
+
+
+def test_save_torch_and_pkl(md, unbuffered):
+    import torch
+
+    with start(md).run as exp:
+        t = exp.files("ckpt").save_torch({"w": torch.ones(2)}, to="model.pt")
+        p = exp.files("ckpt").save_pkl({"a": 1}, to="state.pkl")
+    assert (t["path"], t["filename"]) == ("/ckpt", "model.pt") and t["sizeBytes"] > 0
+    assert (p["path"], p["filename"]) == ("/ckpt", "state.pkl") and p["sizeBytes"] > 0
+
+
+def test_save_video_gif_with_pillow_and_other_formats_behind_the_extra_in_ours(md, unbuffered):
+    """ML-Dash needs its ``video`` extra for any video; ours writes GIFs with Pillow and needs
+    ``onthefly[video]`` (imageio) for the rest."""
+    if not is_ours(md):
+        pytest.skip("ML-Dash's save_video needs imageio, imageio-ffmpeg and scikit-image")
+    frames = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    with start(md).run as exp:
+        meta = exp.files("vid").save_video(frames, to="clip.gif", fps=5)
+        assert (meta["filename"], meta["contentType"]) == ("clip.gif", "image/gif")
+        try:
+            import imageio  # noqa: F401
+        except ImportError:
+            with pytest.raises(ValueError, match=r"onthefly\[video\]"):
+                exp.files("vid").save_video(frames, to="clip.mp4")
