@@ -110,9 +110,9 @@ def _format(template: str, fields: dict[str, Any]) -> str:
 def default_prefix() -> str:
     """$ML_DASH_PREFIX or $ONTHEFLY_PREFIX when set, else ``RUN.prefix`` expanded (a new job counter)."""
     env = os.environ.get("ML_DASH_PREFIX") or os.environ.get("ONTHEFLY_PREFIX")
-    with _COUNTER_LOCK:
-        RUN.job_counter += 1
+    with _COUNTER_LOCK:  # ML-Dash's first experiment of a process gets job_counter 0
         counter = RUN.job_counter
+        RUN.job_counter += 1
     if env and RUN.prefix == DEFAULT_PREFIX:
         return env
     fields = {"user": current_user(), "now": RUN.now, "job_counter": counter, "date": RUN.date(),

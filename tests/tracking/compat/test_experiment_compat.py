@@ -128,3 +128,17 @@ def test_two_segment_prefix_differs_deliberately(md):
         assert (exp.owner, exp.project, exp.name) == ("tester", "proj", "run")
     else:
         assert (exp.owner, exp.project, exp.name) == ("proj", "run", "run")
+
+
+def test_run_class_settings_shape_the_default_prefix(md):
+    saved = (md.RUN.project, md.RUN.prefix)
+    try:
+        md.RUN.project = "alice/vision"
+        assert md.Experiment(dash_root=".dash").run.prefix.startswith("alice/vision/")
+        md.RUN.prefix = "{project}/fixed/{job_counter:03d}"
+        first = md.Experiment(dash_root=".dash").run.prefix
+        second = md.Experiment(dash_root=".dash").run.prefix
+        assert first.startswith("alice/vision/fixed/") and re.fullmatch(r"\d{3}", first.rsplit("/", 1)[1])
+        assert int(second.rsplit("/", 1)[1]) == int(first.rsplit("/", 1)[1]) + 1
+    finally:
+        md.RUN.project, md.RUN.prefix = saved
