@@ -422,9 +422,7 @@ class Experiment:
     def _close(self, status: Status, error: str = "", note: str = "") -> None:
         with self._lock:
             if self._state != "running":
-                if self._state == "new":
-                    raise NotRunning(self._not_started_text())
-                return
+                return  # never started, or already closed: nothing to do (as in ML-Dash)
             self._state = "closing"
             self._warn_unsummarized()
             self._set_queue(Refusing(f"experiment {self.prefix!r} is closed ({status.value}); start it again "
@@ -465,7 +463,8 @@ class Experiment:
     def flush(self) -> None:
         """Write everything logged so far and wait for pending file uploads (fsync when durable). Raises
         TrackingError if a file could not be stored since the last flush."""
-        self._require_started("flush()")
+        if self._state == "new":
+            return  # nothing logged yet (as in ML-Dash)
         if self._state == "running":
             self._writer.flush()
         self._flush_uploads()

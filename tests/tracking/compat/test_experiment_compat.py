@@ -142,3 +142,13 @@ def test_run_class_settings_shape_the_default_prefix(md):
         assert int(second.rsplit("/", 1)[1]) == int(first.rsplit("/", 1)[1]) + 1
     finally:
         md.RUN.project, md.RUN.prefix = saved
+
+
+def test_before_start_writes_raise_and_closing_does_nothing(md):
+    exp = md.Experiment("alice/proj/early", dash_root=".dash")
+    for call in (lambda: exp.log("x"), lambda: exp.bindrs("b").list()):
+        with pytest.raises(RuntimeError, match="not started"):
+            call()
+    assert exp.flush() is None and exp.run.complete() is None  # nothing to do yet
+    with exp.run as e:  # and it can still be started
+        e.params.set(a=1)
