@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onthefly.tracking import columns, jsonsafe, names, timestamps, values
-from onthefly.tracking.errors import ConfigurationError, StorageError
+from onthefly.tracking.errors import ConfigurationError, NotFound, StorageError
 from onthefly.tracking.records import StreamKind
 from onthefly.tracking.writer import Sink
 
@@ -103,32 +103,51 @@ class TrackBuilder(Sink):
                    columns_: list[str] | None = None) -> pa.Table:
         """Entries with start <= timestamp <= end (both optional), merged and sorted by time, as Arrow."""
         self._exp._flush_for_read()
-        table, _ = self._exp._backend_for_read().read(self._exp.prefix, self.kind, self.name,
-                                                      start_time=start_timestamp, end_time=end_timestamp)
-        if columns_:
-            missing = [c for c in columns_ if c not in table.column_names]
-            if missing:
-                raise KeyError(f"track {self.name!r} has no column(s) {missing}; it has {table.column_names}")
-            table = table.select([columns.TIMESTAMP, *[c for c in columns_ if c != columns.TIMESTAMP]])
+        try:
+            table, _ = self._exp._backend_for_read().read(self._exp.prefix, self.kind, self.name,
+                                                          start_time=start_timestamp, end_time=end_timestamp)
+        except NotFound:  # nothing appended yet: no entries, as in ML-Dash
+            table = pa.table({columns.TIMESTAMP: pa.array([], pa.float64())})
+        if columns_:  # the timestamp and those of the columns the track has, as in ML-Dash
+            table = table.select([columns.TIMESTAMP, *[c for c in columns_ if c != columns.TIMESTAMP
+                                                       and c in table.column_names]])
         return table
 
     def read(self, start_timestamp: float | None = None, end_timestamp: float | None = None,
              columns: list[str] | None = None, format: str = "json") -> Any:
-        """``format``: "json" -> {"entries": [...], "count"}; "jsonl" -> bytes; "parquet" -> bytes;
-        "table" -> pyarrow.Table. JSON output is standard: non-finite numbers as {"$float": "NaN"}."""
+        """``format``: "json" -> {"entries": [...], "count"}; "jsonl" -> bytes; "parquet" -> bytes (zstd);
+        "mocap" -> {"version", "metadata", "channels", "frames"}; "table" -> pyarrow.Table. JSON output is
+        standard: non-finite numbers as {"$float": "NaN"}."""
         table = self.read_table(start_timestamp, end_timestamp, columns)
         if format == "table":
             return table
         if format == "parquet":
             buf = io.BytesIO()
-            pq.write_table(table, buf)
+            pq.write_table(table, buf, compression="zstd")
             return buf.getvalue()
         entries = _entries(table)
         if format == "json":
             return {"entries": entries, "count": len(entries)}
         if format == "jsonl":
             return "\n".join(jsonsafe.dumps(e) for e in entries).encode("utf-8")
-        raise ConfigurationError(f"unknown format {format!r}: use json, jsonl, parquet or table")
+        if format == "mocap":
+            return self._mocap(entries)
+        raise ConfigurationError(f"unknown format {format!r}: use json, jsonl, parquet, mocap or table")
+
+    def _mocap(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """ML-Dash's motion-capture shape: one frame per entry, "time" for the timestamp."""
+        if not entries:
+            return {"version": "1.0", "metadata": {"topic": self.name, "frameCount": 0, "duration": 0,
+                                                   "startTime": 0, "endTime": 0}, "channels": [], "frames": []}
+        first, last = entries[0][columns.TIMESTAMP], entries[-1][columns.TIMESTAMP]
+        fps = (self.metadata or {}).get("fps", 30) if isinstance(self.metadata, dict) else 30
+        channels = sorted({k for e in entries for k in e if k != columns.TIMESTAMP})
+        frames = [{"time": e[columns.TIMESTAMP], **{k: v for k, v in e.items() if k != columns.TIMESTAMP}}
+                  for e in entries]
+        return {"version": "1.0", "metadata": {"topic": self.name, "description": self.description,
+                                               "tags": self.tags or [], "fps": fps, "duration": last - first,
+                                               "frameCount": len(entries), "startTime": first, "endTime": last},
+                "channels": channels, "frames": frames}
 
     def list_entries(self) -> list[dict[str, Any]]:
         return self.read()["entries"]

@@ -78,3 +78,33 @@ def test_auto_timestamps_increase_strictly(md):
         exp.flush()
         stamps = [e["timestamp"] for e in t.read()["entries"]]
         assert len(stamps) == 50 and all(b > a for a, b in zip(stamps, stamps[1:]))
+
+
+def test_read_mocap_parquet_columns_and_empty(md):
+    import io
+
+    import pyarrow.parquet as pq
+
+    with start(md).run as exp:
+        t = exp.tracks("robot/arm")
+        for i in range(3):
+            t.append(x=i * 1.0, q=[i, i + 1], _ts=i * 0.5)
+        exp.flush()
+        assert t.read(format="mocap") == {
+            "version": "1.0",
+            "metadata": {"topic": "robot/arm", "description": None, "tags": [], "fps": 30, "duration": 1.0,
+                         "frameCount": 3, "startTime": 0.0, "endTime": 1.0},
+            "channels": ["q", "x"],
+            "frames": [{"time": 0.0, "x": 0.0, "q": [0, 1]}, {"time": 0.5, "x": 1.0, "q": [1, 2]},
+                       {"time": 1.0, "x": 2.0, "q": [2, 3]}]}
+        data = t.read(format="parquet")
+        table = pq.read_table(io.BytesIO(data))
+        assert table.to_pylist() == [{"timestamp": 0.0, "x": 0.0, "q": [0, 1]},
+                                     {"timestamp": 0.5, "x": 1.0, "q": [1, 2]},
+                                     {"timestamp": 1.0, "x": 2.0, "q": [2, 3]}]
+        assert pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0).compression == "ZSTD"
+        assert t.read(columns=["x", "nope"])["entries"] == [{"timestamp": 0.0, "x": 0.0},
+                                                           {"timestamp": 0.5, "x": 1.0},
+                                                           {"timestamp": 1.0, "x": 2.0}]
+        assert exp.tracks("never").read() == {"entries": [], "count": 0}
+        assert exp.tracks("never").read(format="jsonl") == b""
