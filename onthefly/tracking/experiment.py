@@ -227,7 +227,10 @@ class Experiment:
                  dash_url: str | bool | None = None, token: str | None = None, echo: bool | None = None,
                  flush_interval: float | None = None, batch_size: int | None = None, max_pending: int | None = None,
                  on_full: str | None = None, upload_workers: int | None = None, durable: bool | None = None,
-                 buffered: bool | None = None, backend: Any = None) -> None:
+                 buffered: bool | None = None, backend: Any = None, local_path: str | os.PathLike | None = None) -> None:
+        if local_path is not None:  # ML-Dash's old name
+            warnings.warn("Experiment(local_path=...) is deprecated: use dash_root=", DeprecationWarning, stacklevel=2)
+            dash_root = local_path if dash_root is None else dash_root
         self._config = WriterConfig.resolve(flush_interval=flush_interval, batch_size=batch_size,
                                             max_pending=max_pending, on_full=on_full, upload_workers=upload_workers,
                                             durable=durable, buffered=buffered)

@@ -152,3 +152,11 @@ def test_before_start_writes_raise_and_closing_does_nothing(md):
     assert exp.flush() is None and exp.run.complete() is None  # nothing to do yet
     with exp.run as e:  # and it can still be started
         e.params.set(a=1)
+
+
+def test_local_path_is_a_deprecated_name_of_dash_root(md, tmp_path):
+    with pytest.warns(DeprecationWarning):
+        exp = md.Experiment("alice/proj/old", local_path=str(tmp_path / "old"))
+    with exp.run as e:
+        e.params.set(a=1)
+    assert (tmp_path / "old" / "alice" / "proj" / "old").is_dir()

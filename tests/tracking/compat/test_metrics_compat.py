@@ -187,3 +187,9 @@ def test_unsummarized_values_are_not_logged(md, caplog, recwarn):
     assert exp.metrics("train").read()["data"] == [] if is_ours(md) else True
     said = " ".join(str(w.message) for w in recwarn) + caplog.text
     assert re.search(r"summar", said, re.I)
+
+
+def test_reading_a_metric_never_logged(md):
+    with start(md).run as exp:
+        assert exp.metrics("never").read() | {"totalDataPoints": 0} == {
+            "data": [], "startIndex": 0, "endIndex": -1, "total": 0, "hasMore": False, "totalDataPoints": 0}
