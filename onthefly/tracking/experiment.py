@@ -8,8 +8,9 @@ Lifecycle: ``run.start()`` records RUNNING; leaving ``with exp.run`` records COM
 exception, whose text is kept) or CANCELLED (KeyboardInterrupt). An experiment still running at
 interpreter exit is flushed and closed then (FAILED if the program died of an uncaught exception). After
 ``kill -9`` nothing runs, but everything flushed before is readable and the status says the process is
-gone. Writing before ``start()`` or after closing raises :class:`NotRunning` (a RuntimeError); reading
-works once the experiment has been started.
+gone. As in ML-Dash, using ``exp.params``/``metrics``/``tracks``/``logs``/``files`` or ``log()`` before
+``start()`` raises :class:`NotRunning` (a RuntimeError), and ``complete()``/``flush()`` then do nothing;
+writing after closing raises NotRunning too, while reading still works.
 """
 
 from __future__ import annotations
@@ -217,7 +218,11 @@ class Experiment:
             the token comes from ``token=``, $ONTHEFLY_TOKEN or ``onthefly login``.
         flush_interval, batch_size, max_pending, on_full, upload_workers, durable, buffered: writer
             settings (see ``onthefly.tracking.config``); environment variables apply when not given.
-        echo: also print log lines to the console.
+        bindrs: collections the experiment belongs to (ML-Dash's name; kept on the object).
+        echo: print each log line as ``[LEVEL] message [k=v]`` (stderr for error/fatal), as ML-Dash does;
+            default on unless $ONTHEFLY_ECHO is 0. local_path: ML-Dash's deprecated name of dash_root.
+        With no prefix (and no project), the prefix is $ML_DASH_PREFIX / $ONTHEFLY_PREFIX, else ``RUN.prefix``
+        expanded (see ``onthefly.tracking.runinfo``); a prefix may use ``{EXP.name}``-style templates.
     """
 
     def __init__(self, prefix: str | None = None, *, project: str | None = None, owner: str | None = None,
