@@ -366,7 +366,9 @@ class Experiment:
         q = self._queue_for_builders
         if len(q) >= q.kick_at:
             q.kick()
-        if message is None:
+        if message is None:  # ML-Dash's old builder style
+            warnings.warn("exp.log() without a message is deprecated: use exp.logs.info('message')",
+                          DeprecationWarning, stacklevel=2)
             return self._logs
         if level is None:
             level = "info"
