@@ -4,12 +4,13 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { ControlService } from "../gen/onthefly/v1/control_pb.js";
 import { DiagnosticsService, FindingSeverity, HealthCheck } from "../gen/onthefly/v1/diagnostics_pb.js";
+import { HistoryService } from "../gen/onthefly/v1/history_pb.js";
 import { ReceiptStatus, type Receipt } from "../gen/onthefly/v1/receipt_pb.js";
 import type { RunStatus } from "../gen/onthefly/v1/run_pb.js";
 import { SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
 import { TelemetryService, type SubscribeResponse } from "../gen/onthefly/v1/telemetry_pb.js";
 import type { Target } from "./discovery.js";
-import { HEALTH_CHECKS, type FindingView, type HealthCheckName, type HealthView } from "./protocol.js";
+import { HEALTH_CHECKS, type FindingView, type HealthCheckName, type HealthView, type SeriesChunk } from "./protocol.js";
 import { bytes } from "./format.js";
 
 /** A steering command the dashboard and the palette can send (answered with a receipt). */
@@ -30,6 +31,23 @@ export interface CommandOutcome {
   at: number;
 }
 
+/** A metric-history query: series names (all when empty), a step range (0 = open end), a resolution. */
+export interface HistoryQuery {
+  names?: string[];
+  startStep?: number;
+  endStep?: number;
+  /** Step buckets, about the chart's width in pixels (0 = the trainer's default). */
+  buckets?: number;
+}
+
+/** The answer: series by name, where the telemetry stream continues, and the epochs' first steps. */
+export interface MetricHistory {
+  series: Record<string, SeriesChunk>;
+  lastSeq: bigint;
+  totalSteps: number;
+  epochStarts: { epoch: number; step: number }[];
+}
+
 /** Default deadline for control calls: Pause/RunTest wait for the training thread, so allow a while. */
 export const CONTROL_TIMEOUT_MS = 60_000;
 /** Deadline for health checks and session exports: they run on the training thread and may take a while. */
@@ -40,6 +58,7 @@ export class RunClient {
   readonly telemetry: Client<typeof TelemetryService>;
   readonly diagnostics: Client<typeof DiagnosticsService>;
   readonly sessions: Client<typeof SessionsService>;
+  readonly history: Client<typeof HistoryService>;
   private readonly session: Http2SessionManager;
 
   constructor(readonly target: Target) {
@@ -55,6 +74,25 @@ export class RunClient {
     this.telemetry = createClient(TelemetryService, transport);
     this.diagnostics = createClient(DiagnosticsService, transport);
     this.sessions = createClient(SessionsService, transport);
+    this.history = createClient(HistoryService, transport);
+  }
+
+  /**
+   * The run's metric history over [startStep, endStep] (0 = open end), downsampled on the trainer to
+   * `buckets` step buckets (min and max of each, so no spike is lost). Throws a ConnectError when the
+   * trainer has none to give (FAILED_PRECONDITION: no session; UNIMPLEMENTED: an older trainer).
+   */
+  async metricHistory(query: HistoryQuery = {}, timeoutMs = 30_000): Promise<MetricHistory> {
+    const res = await this.history.getMetricHistory({
+      names: query.names ?? [], startStep: BigInt(Math.max(0, Math.floor(query.startStep ?? 0))),
+      endStep: BigInt(Math.max(0, Math.ceil(query.endStep ?? 0))), buckets: Math.max(0, Math.min(100_000, Math.round(query.buckets ?? 0))),
+    }, { timeoutMs });
+    const series: Record<string, SeriesChunk> = {};
+    for (const s of res.series) series[s.name] = { x: s.steps.map(Number), y: [...s.values] };
+    return {
+      series, lastSeq: res.lastSeq, totalSteps: Number(res.totalSteps),
+      epochStarts: res.epochStarts.map((e) => ({ epoch: Number(e.epoch), step: Number(e.step) })),
+    };
   }
 
   /** The run's status snapshot (never waits for the training thread). */

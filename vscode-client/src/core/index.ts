@@ -8,6 +8,7 @@ export * from "./protocol.js";
 export * from "./session.js";
 export * from "./store.js";
 export * as webviewModel from "../webview/model.js";
+export * as webviewScales from "../webview/scales.js";
 export { create } from "@bufbuild/protobuf";
 export * as telemetryPb from "../gen/onthefly/v1/telemetry_pb.js";
 export * as runPb from "../gen/onthefly/v1/run_pb.js";

@@ -174,7 +174,9 @@ export type HostToView =
   /** receipt is null when the person cancelled (e.g. closed the export's save dialog). */
   | { type: "commandDone"; id: number; receipt: ReceiptView | null }
   | { type: "healthDone"; id: number; report: HealthView }
-  | { type: "exported"; name: string; path: string; error?: string };
+  | { type: "exported"; name: string; path: string; error?: string }
+  /** The steps of a zoomed range in detail (answers "zoom" with the same id); series is empty when the trainer cannot answer. */
+  | { type: "zoomData"; id: number; min: number; max: number; series: Record<string, SeriesChunk> };
 
 /** Commands the page sends; exportSession has no value: the host asks where to write the bundle. */
 export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
@@ -186,7 +188,9 @@ export type ViewToHost =
   | { type: "exportPng"; name: string; dataUrl: string }
   /** Runs the named health checks (all when empty); answered with healthDone. */
   | { type: "health"; id: number; checks: HealthCheckName[] }
-  | { type: "attach" };
+  | { type: "attach" }
+  /** Asks for the named step series over [min, max] at up to `buckets` step buckets (a zoomed chart); answered with zoomData. */
+  | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number };
 
 const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession"];
 export const PNG_PREFIX = "data:image/png;base64,";
@@ -220,6 +224,14 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
     }
     case "attach":
       return { type: "attach" };
+    case "zoom": {
+      if (!num(m.id) || !num(m.min) || !num(m.max) || !num(m.buckets) || !Array.isArray(m.names)) return undefined;
+      const names = m.names as unknown[];
+      if (names.length > 64 || !names.every((n) => typeof n === "string" && n.length > 0 && n.length <= 200)) return undefined;
+      if ((m.max as number) < (m.min as number)) return undefined;
+      const buckets = Math.max(1, Math.min(100_000, Math.round(m.buckets as number)));
+      return { type: "zoom", id: m.id as number, names: [...new Set(names as string[])], min: m.min as number, max: m.max as number, buckets };
+    }
     default:
       return undefined;
   }

@@ -8,6 +8,10 @@ import {
   parseViewMessage, PNG_PREFIX, type HealthCheckName, type HealthView, type HostToView, type ReceiptView, type RunView,
 } from "./protocol.js";
 import { RunStore, type StoreOptions } from "./store.js";
+import type { SeriesChunk } from "./protocol.js";
+
+/** Step buckets of the history fetched on attach: about a wide chart's width in pixels. */
+export const HISTORY_BUCKETS = 2000;
 
 /** A webview (or a test's stand-in): something the session can post messages to. */
 export interface ViewSink {
@@ -65,6 +69,7 @@ export class RunSession {
   private lastFlush = 0;
   private readonly opts: SessionOptions;
   private pollLoop?: Promise<void>;
+  private started?: Promise<void>;
   private runId: string;
 
   constructor(readonly target: SessionTarget, options: SessionOptions = {}) {
@@ -86,10 +91,46 @@ export class RunSession {
     return { runId: this.runId, label: this.target.label, address: `${this.target.host}:${this.target.port}` };
   }
 
-  /** Starts following telemetry and polling status. */
+  /**
+   * Starts following telemetry and polling status: first the run's whole metric history (so a late
+   * attach still shows step 1), then the stream from the seq the history ends at.
+   */
   start(): void {
-    void this.follower.start();
+    this.started ??= this.backfill().then((after) => {
+      void this.follower.start(after);
+    });
     this.pollLoop ??= this.poll();
+  }
+
+  /** Resolves once the history is in and the stream has been started (for tests). */
+  get backfilled(): Promise<void> {
+    return this.started?.then(() => undefined) ?? Promise.resolve();
+  }
+
+  /**
+   * Folds the run's metric history into the store; returns the seq to follow the stream after (0n:
+   * from the oldest event the run still holds, when the trainer has no history to give).
+   */
+  private async backfill(): Promise<bigint> {
+    try {
+      const h = await this.client.metricHistory({ buckets: HISTORY_BUCKETS });
+      this.store.applyHistory(h);
+      return h.lastSeq;
+    } catch {
+      return 0n; // an older trainer or one without a session: the stream's bounded history is all there is
+    }
+  }
+
+  /**
+   * The steps in [min, max] at up to `buckets` per series (a zoomed chart): every step when the range
+   * is narrow enough. Undefined when the trainer cannot answer.
+   */
+  async zoomHistory(names: string[], min: number, max: number, buckets: number): Promise<Record<string, SeriesChunk> | undefined> {
+    try {
+      return (await this.client.metricHistory({ names, startStep: Math.max(1, min), endStep: Math.max(1, max), buckets })).series;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The follower's connection state. */
@@ -122,7 +163,7 @@ export class RunSession {
     if (this.runId && id && id !== this.runId) {
       this.runId = id;
       this.store.reset(this.runView());
-      return 0n;
+      return this.backfill();
     }
     return undefined;
   }
@@ -229,6 +270,11 @@ export class RunSession {
       case "attach":
         this.opts.onAttachRequest?.();
         return;
+      case "zoom": {
+        const series = (await this.zoomHistory(msg.names, msg.min, msg.max, msg.buckets)) ?? {};
+        await view.post({ type: "zoomData", id: msg.id, min: msg.min, max: msg.max, series });
+        return;
+      }
     }
   }
 

@@ -151,6 +151,40 @@ export class RunStore {
 
   // -- folding in ------------------------------------------------------------------------------
 
+  /**
+   * Takes the run's metric history (from GetMetricHistory) as the start of every series it names and
+   * continues after its last seq: events up to it are already in. Every view gets a reset.
+   */
+  applyHistory(h: { series: Record<string, SeriesChunk>; lastSeq: bigint; epochStarts: { epoch: number; step: number }[] }): void {
+    const seq = Number(h.lastSeq);
+    this.gen += 1;
+    const v = this.touch();
+    for (const [name, chunk] of Object.entries(h.series)) {
+      if (!chunk.x.length) continue;
+      const old = this.series.get(name);
+      // Points the stream already brought after the history's end stay (they are newer).
+      const keep = old ? firstAfter(old.seq, seq) : 0;
+      this.series.set(name, {
+        x: [...chunk.x, ...(old?.x.slice(keep) ?? [])],
+        y: [...chunk.y, ...(old?.y.slice(keep) ?? [])],
+        seq: [...chunk.x.map(() => seq), ...(old?.seq.slice(keep) ?? [])],
+      });
+    }
+    if (seq > this.lastSeq) this.lastSeq = seq;
+    if (h.epochStarts.length) {
+      const later = this.epochStarts.value.filter((e) => !h.epochStarts.some((x) => x.epoch === e.epoch));
+      this.epochStarts.value = [...h.epochStarts, ...later].sort((a, b) => a.step - b.step);
+      this.epochStarts.changedAt = v;
+    }
+    if (h.series.loss?.x.length) {
+      const n = h.series.loss;
+      const s = this.status.value;
+      this.status.value = { ...s, step: Math.max(s.step, n.x[n.x.length - 1]) };
+      this.status.changedAt = v;
+    }
+    this.changed();
+  }
+
   /** Folds one telemetry frame in. */
   applyFrame(frame: SubscribeResponse): void {
     const v = this.touch();

@@ -38,6 +38,8 @@ const board = new ChartBoard($("charts"), $("runtime-charts"), theme, () => mode
   post({ type: "exportPng", name, dataUrl });
 });
 
+board.onZoom = (request) => post({ type: "zoom", ...request });
+
 function post(message: ViewToHost): void {
   vscode.postMessage(message);
 }
@@ -585,6 +587,9 @@ window.addEventListener("message", (ev: MessageEvent) => {
     case "exported":
       if (msg.error) toast(`Export failed: ${msg.error}`, true);
       else if (msg.path) toast(`Saved ${msg.path}`);
+      break;
+    case "zoomData":
+      board.setDetail(msg);
       break;
   }
 });

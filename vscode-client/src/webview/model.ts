@@ -30,6 +30,8 @@ export interface Prefs {
   /** The health check picked to run ("" = all) and whether info findings are listed. */
   healthCheck: string;
   healthInfo: boolean;
+  /** The y scale chosen per chart id; a chart not listed uses its default (log for a loss spanning two decades). */
+  yScale?: Record<string, "log" | "linear">;
 }
 
 export const MAX_LOGS = 5000;
