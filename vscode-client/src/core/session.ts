@@ -9,9 +9,12 @@ import {
 } from "./protocol.js";
 import { RunStore, type StoreOptions } from "./store.js";
 import type { SeriesChunk } from "./protocol.js";
+import { EventKind, type Event } from "../gen/onthefly/v1/telemetry_pb.js";
 
 /** Step buckets of the history fetched on attach: about a wide chart's width in pixels. */
 export const HISTORY_BUCKETS = 2000;
+/** The longest a late attach reads the run's earlier log lines. */
+const LOG_BACKFILL_MS = 2_000;
 
 /** A webview (or a test's stand-in): something the session can post messages to. */
 export interface ViewSink {
@@ -98,6 +101,7 @@ export class RunSession {
   start(): void {
     this.started ??= this.backfill().then((after) => {
       void this.follower.start(after);
+      if (after > 0n) void this.backfillLogs(after);
     });
     this.pollLoop ??= this.poll();
   }
@@ -119,6 +123,33 @@ export class RunSession {
     } catch {
       return 0n; // an older trainer or one without a session: the stream's bounded history is all there is
     }
+  }
+
+  /**
+   * The log lines up to `until` that the run's bounded event history still holds (the stream follows
+   * from after `until`). Reads for at most LOG_BACKFILL_MS: the stream does not say when a filtered
+   * read has reached the live edge, so a run that logged nothing since `until` ends it by the clock.
+   */
+  private async backfillLogs(until: bigint): Promise<void> {
+    const abort = new AbortController();
+    const stop = () => abort.abort();
+    this.stopping.signal.addEventListener("abort", stop, { once: true });
+    const timer = setTimeout(stop, LOG_BACKFILL_MS);
+    const events: Event[] = [];
+    try {
+      const frames = this.client.telemetry.subscribe({ afterSeq: 0n, kinds: [EventKind.LOG] }, { signal: abort.signal });
+      for await (const frame of frames) {
+        events.push(...frame.events.filter((e) => e.seq <= until));
+        if (frame.events.some((e) => e.seq >= until)) break;
+      }
+    } catch {
+      // Aborted by the clock or a dispose, or the run is gone: keep what was read.
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+      this.stopping.signal.removeEventListener("abort", stop);
+    }
+    if (!this.stopping.signal.aborted) this.store.addEarlierLogs(events);
   }
 
   /**

@@ -329,6 +329,26 @@ export class RunStore {
     }
   }
 
+  /**
+   * Adds log lines from before the point the stream was followed from (a late attach reads them from
+   * the run's bounded event history); lines already held are skipped. Views get a reset.
+   */
+  addEarlierLogs(events: Event[]): void {
+    const have = new Set(this.logs.map((l) => l.seq));
+    const earlier: LogLine[] = [];
+    for (const e of events) {
+      const seq = Number(e.seq);
+      if (e.payload.case !== "log" || have.has(seq)) continue;
+      const l = e.payload.value;
+      earlier.push({ seq, step: Number(e.step), time: e.timeUnix, level: l.level, logger: l.logger, message: l.message });
+    }
+    if (!earlier.length) return;
+    this.logs = [...earlier, ...this.logs].sort((a, b) => a.seq - b.seq).slice(-this.opts.maxLogs);
+    this.gen += 1; // the views hold logs after these: send them everything again
+    this.touch();
+    this.changed();
+  }
+
   /** Takes a GetStatus snapshot (authoritative for state, step, throughput, hyperparameters). */
   applyStatus(st: RunStatus): void {
     const v = this.touch();

@@ -17,7 +17,11 @@ export async function startTrainer(env = {}, { timeout = 90_000 } = {}) {
   const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
     cwd: REPO_ROOT,
     // Its own discovery dir and session store (checkpoints, exports), both removed by stop().
-    env: { ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), PYTHONUNBUFFERED: "1", ...env },
+    // PYTHONPATH: this checkout's package, whichever checkout the shared venv was installed from.
+    env: {
+      ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), PYTHONUNBUFFERED: "1",
+      PYTHONPATH: [REPO_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   proc.stdout.on("data", (d) => (output += d));

@@ -152,3 +152,26 @@ test("chart helpers: a loss spanning two decades defaults to log; epochs read 'e
   assert.equal(C.fmtEpoch(4.17), "epoch 4.2");
   assert.equal(C.fmtNum(-1.5e-4), "-1.50e-4");
 });
+
+test("the highest-loss list names each sample once, at its highest loss", () => {
+  const w = new LossWindow("train", 64);
+  w.add(1, [7, 8, 9], [5, 1, 2]);
+  w.add(2, [7, 8, 10], [4, 1.5, 0.5]); // sample 7 again (a second epoch in the window)
+  const top = w.histogram().top;
+  assert.deepEqual(top.map((t) => t.index), [7, 9, 8, 10]);
+  assert.equal(top[0].loss, 5);
+});
+
+test("earlier log lines from a late attach go before the live ones, once each; views reset", () => {
+  seq = 0;
+  const s = new RunStore();
+  const log = (step, message) => ev(step, { case: "log", value: { level: 2, logger: "fixture", message } });
+  const early = [log(1, "a"), log(2, "b")];
+  seq = 100;
+  s.applyFrame(frame([log(50, "c")]));
+  const gen = s.gen;
+  s.addEarlierLogs([...early, ev(3, { case: "stepMetrics", value: {} })]);
+  s.addEarlierLogs(early);
+  assert.deepEqual(s.delta(-1, 0, 0).logs.map((l) => l.message), ["a", "b", "c"]);
+  assert.ok(s.gen > gen);
+});
