@@ -26,7 +26,7 @@ const STEP_CHARTS: Record<string, Omit<ChartSpec, "id" | "series"> & { color: ke
   loss: { title: "Training loss", label: "loss", x: "step", height: 220, color: "blue" },
   lr: { title: "Learning rate", label: "lr", x: "step", height: 140, color: "purple" },
   grad_norm: { title: "Gradient norm", label: "grad norm", x: "step", height: 140, color: "orange" },
-  samples_per_second: { title: "Throughput (samples/s)", label: "samples/s", x: "step", height: 140, color: "green" },
+  samples_per_second: { title: "Throughput (samples/s over the last 10 s)", label: "samples/s", x: "step", height: 140, color: "green" },
   step_seconds: { title: "Step time (s)", label: "step", x: "step", height: 140, color: "yellow" },
 };
 

@@ -279,7 +279,7 @@ function renderRuntime(): void {
   const rows: [string, string][] = [];
   if (s) {
     rows.push(["device", s.device || "–"]);
-    rows.push(["throughput", `${fmtNum(s.samplesPerSecond)} samples/s`]);
+    rows.push(["throughput", `${fmtNum(s.samplesPerSecond)} samples/s (last 10 s)`]);
     if (s.pendingSteps) rows.push(["pending steps", String(s.pendingSteps)]);
     for (const h of s.hyperparameters) {
       rows.push([`group ${h.group}`, Object.entries(h.values).sort().map(([k, v]) => `${k}=${fmtNum(v)}`).join("  ")]);
