@@ -197,12 +197,19 @@ export class ChartBoard {
     const xAxis: uPlot.Axis = spec.x === "step" && prefs.xAxis === "epoch"
       ? { ...axis, values: (_u, splits) => splits.map((v) => fmtEpoch(epochAt(v, this.getModel().epochStarts))) }
       : { ...axis };
-    const yAxis: uPlot.Axis = { ...axis, size: fitLabels, values: (_u, splits) => splits.map(fmtNum) };
+    // On a log axis uPlot ticks 1..9 of every decade: label and grid the decades only, or a tall range
+    // stacks labels on top of each other. (uPlot hands filtered-out ticks over as null.)
+    const decade = (v: number | null) => v != null && v > 0 && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9;
+    const onlyDecades = (_u: uPlot, splits: number[]) => splits.map((v) => (decade(v) ? v : null)) as number[];
+    const yAxis: uPlot.Axis = log
+      ? { ...axis, size: fitLabels, values: (_u, splits) => splits.map((v) => (decade(v) ? fmtNum(v) : null)) as string[],
+        grid: { ...axis.grid, filter: onlyDecades }, ticks: { ...axis.ticks, filter: onlyDecades } }
+      : { ...axis, size: fitLabels, values: (_u, splits) => splits.map((v) => (v == null ? null : fmtNum(v))) as string[] };
     const yScaleOpts: uPlot.Scale = log ? { distr: 3, log: 10 }
       : spec.percent ? { range: (_u, _min, max) => [0, Math.max(100, Math.ceil((max || 0) / 50) * 50)] }
       : {};
     if (spec.loggable) {
-      const toggle = button(log ? "log" : "lin", `${spec.title}: y axis is ${log ? "logarithmic" : "linear"}; switch to ${log ? "linear" : "log"}`,
+      const toggle = button("log", `${spec.title}: y axis is ${log ? "logarithmic" : "linear"}; switch to ${log ? "linear" : "log"}`,
         () => this.setYScale(spec.id, log ? "linear" : "log"));
       toggle.dataset.scale = log ? "log" : "linear";
       toggle.setAttribute("aria-pressed", String(log));
@@ -226,6 +233,7 @@ export class ChartBoard {
       cursor: { drag: { x: true, y: false, setScale: false } },
       legend: { show: true, live: true },
       hooks: {
+        draw: [(u) => noteLabelFit(u, el)],
         setSelect: [(u) => {
           if (u.select.width < 4) return;
           const min = u.posToVal(u.select.left, "x");
@@ -319,6 +327,7 @@ export class ChartBoard {
     chart.plot.setData(data, true);
     if (this.zoom && chart.spec.x === "step") chart.plot.setScale("x", this.zoom);
     chart.el.dataset.points = String(chart.points);
+    chart.el.dataset.firstX = data[0].length ? String(data[0][0]) : "";
   }
 
   /** Shows the x range [min, max] on every step chart until reset. */
@@ -415,6 +424,23 @@ function button(text: string, label: string, onClick: () => void): HTMLButtonEle
   return b;
 }
 
+/**
+ * Records on the chart's element, after each draw, the room left of the plot for y tick labels and the
+ * width of the widest label drawn (CSS px), so a test can check in a real browser that none is clipped.
+ */
+function noteLabelFit(u: uPlot, el: HTMLElement): void {
+  const axis = u.axes[1] as uPlot.Axis & { _values?: string[] };
+  const labels = axis._values ?? [];
+  u.ctx.save();
+  u.ctx.font = (axis.font as unknown as string[])?.[0] ?? u.ctx.font;
+  const widest = Math.max(0, ...labels.filter((v) => v != null).map((v) => u.ctx.measureText(String(v)).width / devicePixelRatio));
+  u.ctx.restore();
+  const ticks = (axis.ticks as { size?: number } | undefined)?.size ?? 10;
+  el.dataset.yLabelRoom = (u.bbox.left / devicePixelRatio - ticks - (axis.gap ?? 5)).toFixed(1);
+  el.dataset.yLabelWidest = widest.toFixed(1);
+  el.dataset.yLabels = labels.filter((v) => v != null).join("|");
+}
+
 /** Index of the first x at or after `v` in ascending xs. */
 function firstAtLeast(xs: number[], v: number): number {
   let lo = 0;
@@ -436,7 +462,7 @@ function fitLabels(u: uPlot, values: string[] | null, axisIdx: number, cycleNum:
   if (cycleNum > 1 && axis._size) return axis._size;
   const ticks = (axis.ticks as { size?: number } | undefined)?.size ?? 10;
   let size = ticks + (axis.gap ?? 5) + 6;
-  const widest = (values ?? []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), "");
+  const widest = (values ?? []).reduce((a, v) => (v != null && String(v).length > a.length ? String(v) : a), "");
   if (widest) {
     u.ctx.font = (axis.font as unknown as string[])?.[0] ?? u.ctx.font;
     size += u.ctx.measureText(widest).width / devicePixelRatio;
