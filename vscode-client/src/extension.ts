@@ -32,6 +32,8 @@ export function activate(context: vscode.ExtensionContext): void {
   cmd("onthefly.runHealthChecks", () => ext.runHealthChecks());
   cmd("onthefly.checkpoint", () => ext.sendCommand("checkpoint"));
   cmd("onthefly.exportSession", () => ext.exportSession());
+  cmd("onthefly.importSession", () => ext.importSession());
+  cmd("onthefly.restoreCheckpoint", () => ext.restoreCheckpoint());
   context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
     deserializeWebviewPanel: async (panel, state) => ext.adoptPanel(panel, state as { runId?: string } | undefined),
   }));
@@ -78,6 +80,7 @@ class Extension implements vscode.Disposable {
     const session = new RunSession(target, {
       savePng: (name, png) => this.savePng(name, png),
       pickExportPath: (suggested) => this.pickExportPath(suggested),
+      pickImportPath: () => this.pickImportPath(),
       onAttachRequest: () => void this.pickAndAttach(),
     });
     this.session = session;
@@ -172,6 +175,26 @@ class Extension implements vscode.Disposable {
     if (file) await this.sendCommand("exportSession", file, session);
   }
 
+  async importSession(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const file = await this.pickImportPath();
+    if (file) await this.sendCommand("importSession", file, session);
+  }
+
+  /** Picks a checkpoint of the attached run's ring (newest first) and restores it. */
+  async restoreCheckpoint(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const list = await session.client.listCheckpoints();
+    if (!list.length) throw new Error(`${session.target.label} has no checkpoints yet: take one with OnTheFly: Checkpoint (or pause the run)`);
+    const pick = await vscode.window.showQuickPick([...list].reverse().map((c) => ({
+      label: `step ${c.step}`, description: `${c.reason}${c.label ? ` “${c.label}”` : ""}`,
+      detail: `${c.id} · ${new Date(c.createdAt).toLocaleString()}`, id: c.id,
+    })), { title: `OnTheFly: Restore a checkpoint of ${session.target.label}`, placeHolder: "The run continues from the state you pick" });
+    if (pick) await this.sendCommand("restoreCheckpoint", pick.id, session);
+  }
+
   /** Runs every health check on the attached run; the findings go to the dashboard's Health panel and the output channel. */
   async runHealthChecks(): Promise<void> {
     const session = await this.ensureSession();
@@ -217,6 +240,20 @@ class Extension implements vscode.Disposable {
     });
     if (!uri) return undefined;
     if (uri.scheme !== "file") throw new Error(`the trainer writes the bundle itself, so pick a local file (not ${uri.scheme}:)`);
+    return path.resolve(uri.fsPath);
+  }
+
+  /** Which bundle to import: an open dialog (the trainer reads the file, so its machine must see the path). */
+  private async pickImportPath(): Promise<string | undefined> {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(os.homedir());
+    const uris = await vscode.window.showOpenDialog({
+      defaultUri: folder, canSelectMany: false, canSelectFolders: false,
+      filters: { "OnTheFly session bundle": ["onthefly"], "All files": ["*"] },
+      title: "Import a session bundle into the attached run (read by the trainer)", openLabel: "Import",
+    });
+    const uri = uris?.[0];
+    if (!uri) return undefined;
+    if (uri.scheme !== "file") throw new Error(`the trainer reads the bundle itself, so pick a local file (not ${uri.scheme}:)`);
     return path.resolve(uri.fsPath);
   }
 

@@ -7,14 +7,17 @@ import { DiagnosticsService, FindingSeverity, HealthCheck } from "../gen/onthefl
 import { HistoryService } from "../gen/onthefly/v1/history_pb.js";
 import { ReceiptStatus, type Receipt } from "../gen/onthefly/v1/receipt_pb.js";
 import type { RunStatus } from "../gen/onthefly/v1/run_pb.js";
-import { SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
+import { CheckpointReason, SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
 import { TelemetryService, type SubscribeResponse } from "../gen/onthefly/v1/telemetry_pb.js";
 import type { Target } from "./discovery.js";
-import { HEALTH_CHECKS, type FindingView, type HealthCheckName, type HealthView, type SeriesChunk } from "./protocol.js";
+import {
+  HEALTH_CHECKS, type CheckpointView, type FindingView, type HealthCheckName, type HealthView, type SeriesChunk,
+} from "./protocol.js";
 import { bytes } from "./format.js";
 
 /** A steering command the dashboard and the palette can send (answered with a receipt). */
-export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
+export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession"
+  | "restoreCheckpoint" | "importSession";
 
 /** What became of one command: the receipt in plain terms, or the call's error. */
 export interface CommandOutcome {
@@ -118,7 +121,8 @@ export class RunClient {
   async command(command: CommandName, arg?: number | string, timeoutMs?: number): Promise<CommandOutcome> {
     const value = typeof arg === "number" ? arg : undefined;
     const text = typeof arg === "string" ? arg : "";
-    const opts = { timeoutMs: timeoutMs ?? (command === "exportSession" ? LONG_COMMAND_TIMEOUT_MS : CONTROL_TIMEOUT_MS) };
+    const long = command === "exportSession" || command === "importSession" || command === "restoreCheckpoint";
+    const opts = { timeoutMs: timeoutMs ?? (long ? LONG_COMMAND_TIMEOUT_MS : CONTROL_TIMEOUT_MS) };
     try {
       switch (command) {
         case "pause":
@@ -155,11 +159,32 @@ export class RunClient {
           const detail = b ? `${b.path}, ${bytes(Number(b.sizeBytes))}, ${b.checkpointCount} checkpoint${b.checkpointCount === 1 ? "" : "s"}` : "";
           return outcome(command, res.receipt, detail);
         }
+        case "restoreCheckpoint": {
+          if (!text) throw new ConnectError("a restore needs the checkpoint's id (pick one from the list)", Code.InvalidArgument);
+          const res = await this.sessions.restoreCheckpoint({ checkpointId: text }, opts);
+          const c = res.checkpoint;
+          return outcome(command, res.receipt, c ? `${c.checkpointId}, the state at step ${c.step}` : "");
+        }
+        case "importSession": {
+          if (!text) throw new ConnectError("an import needs the bundle's path", Code.InvalidArgument);
+          const res = await this.sessions.importSession({ path: text }, opts);
+          const c = res.checkpoint;
+          return outcome(command, res.receipt, c ? `${text}: continues from step ${c.step}` : text);
+        }
       }
     } catch (err) {
       const e = ConnectError.from(err);
       return { command, status: "error", commandId: 0, step: 0, detail: e.rawMessage || e.message, at: Date.now() };
     }
+  }
+
+  /** The run's checkpoint ring, oldest first. Throws a ConnectError (e.g. FAILED_PRECONDITION: no session). */
+  async listCheckpoints(timeoutMs = 10_000): Promise<CheckpointView[]> {
+    const res = await this.sessions.listCheckpoints({}, { timeoutMs });
+    return res.checkpoints.map((c) => ({
+      id: c.checkpointId, step: Number(c.step), epoch: Number(c.epoch), reason: CHECKPOINT_REASONS[c.reason] ?? "",
+      label: c.label, createdAt: c.createdUnix * 1000, sizeBytes: Number(c.sizeBytes),
+    }));
   }
 
   /**
@@ -210,6 +235,11 @@ function outcome(command: CommandName, receipt: Receipt | undefined, detail = ""
   }
 }
 
+const CHECKPOINT_REASONS: Record<number, string> = {
+  [CheckpointReason.REQUEST]: "request", [CheckpointReason.PAUSE]: "pause", [CheckpointReason.TEST]: "test",
+  [CheckpointReason.SCHEDULE]: "schedule", [CheckpointReason.EXPORT]: "export",
+};
+
 const HEALTH_CHECK_ENUM: Record<HealthCheckName, HealthCheck> = {
   numerics: HealthCheck.NUMERICS, gradients: HealthCheck.GRADIENTS, activations: HealthCheck.ACTIVATIONS,
   throughput: HealthCheck.THROUGHPUT, determinism: HealthCheck.DETERMINISM, configuration: HealthCheck.CONFIGURATION,
@@ -258,7 +288,7 @@ export function describeOutcome(o: Pick<CommandOutcome, "command" | "status" | "
 
 export const COMMAND_LABELS: Record<string, string> = {
   pause: "pause", resume: "resume", stop: "stop", step: "step", runTest: "run test", setLr: "set learning rate",
-  checkpoint: "checkpoint", exportSession: "export session",
+  checkpoint: "checkpoint", exportSession: "export session", restoreCheckpoint: "restore checkpoint", importSession: "import session",
   set_hyperparameters: "set hyperparameters", run_test: "run test", export: "export session", import: "import session",
   restore: "restore checkpoint", health_check: "health checks", test: "run test",
 };

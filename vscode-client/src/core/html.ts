@@ -67,6 +67,13 @@ export function dashboardHtml(o: PageOptions): string {
   <span class="group">
     <button id="btn-checkpoint" data-command="checkpoint" class="secondary" title="Take a checkpoint at the next step boundary">Checkpoint</button>
     <button id="btn-export" data-command="exportSession" class="secondary" title="Export the session (state now, checkpoints, history) to one bundle file">Export Session…</button>
+    <button id="btn-restore" class="secondary" title="Go back to a checkpoint of the run's ring" aria-haspopup="true" aria-controls="restore-picker">Restore…</button>
+    <button id="btn-import" data-command="importSession" class="secondary" title="Continue this run from an exported session bundle">Import Session…</button>
+  </span>
+  <span id="restore-picker" class="group picker" role="group" aria-label="Restore a checkpoint" hidden>
+    <select id="ckpt-select" aria-label="Checkpoint to restore"></select>
+    <button id="btn-restore-go" data-command="restoreCheckpoint" title="Restore the chosen checkpoint at the next step boundary">Restore</button>
+    <button id="btn-restore-cancel" class="secondary">Cancel</button>
   </span>
   <button id="btn-stop" data-command="stop" class="danger" title="Finish the step and end the run">Stop</button>
   <button id="btn-attach" class="secondary" title="Attach to another run" hidden>Attach…</button>

@@ -140,6 +140,19 @@ export interface HealthPanelView {
   report?: HealthView;
 }
 
+/** One checkpoint of the run's ring, as the restore picker lists it. */
+export interface CheckpointView {
+  id: string;
+  step: number;
+  epoch: number;
+  /** request, pause, test, schedule or export. */
+  reason: string;
+  label: string;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  sizeBytes: number;
+}
+
 export interface RunView {
   runId: string;
   label: string;
@@ -176,15 +189,23 @@ export type HostToView =
   | { type: "healthDone"; id: number; report: HealthView }
   | { type: "exported"; name: string; path: string; error?: string }
   /** The steps of a zoomed range in detail (answers "zoom" with the same id); series is empty when the trainer cannot answer. */
-  | { type: "zoomData"; id: number; min: number; max: number; series: Record<string, SeriesChunk> };
+  | { type: "zoomData"; id: number; min: number; max: number; series: Record<string, SeriesChunk> }
+  /** Answers listCheckpoints: the ring, oldest first, or why it could not be read. */
+  | { type: "checkpoints"; id: number; checkpoints: CheckpointView[]; error?: string };
 
-/** Commands the page sends; exportSession has no value: the host asks where to write the bundle. */
-export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
+/**
+ * Commands the page sends. exportSession and importSession have no value: the host asks for the file;
+ * restoreCheckpoint names the checkpoint in `text`.
+ */
+export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession"
+  | "restoreCheckpoint" | "importSession";
 
 export type ViewToHost =
   /** Sent once the page listens; runId/gen/lastSeq describe what it restored from its saved state. */
   | { type: "ready"; runId: string; gen: number; lastSeq: number }
-  | { type: "command"; id: number; command: ViewCommand; value?: number }
+  | { type: "command"; id: number; command: ViewCommand; value?: number; text?: string }
+  /** Asks for the run's checkpoints (the restore picker); answered with checkpoints. */
+  | { type: "listCheckpoints"; id: number }
   | { type: "exportPng"; name: string; dataUrl: string }
   /** Runs the named health checks (all when empty); answered with healthDone. */
   | { type: "health"; id: number; checks: HealthCheckName[] }
@@ -192,7 +213,8 @@ export type ViewToHost =
   /** Asks for the named step series over [min, max] at up to `buckets` step buckets (a zoomed chart); answered with zoomData. */
   | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number };
 
-const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession"];
+const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession",
+  "restoreCheckpoint", "importSession"];
 export const PNG_PREFIX = "data:image/png;base64,";
 
 /** Validates a message from the webview; undefined for anything malformed. */
@@ -212,7 +234,14 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
       if (!num(m.id) || typeof m.command !== "string" || !COMMANDS.includes(m.command)) return undefined;
       if (m.value !== undefined && !num(m.value)) return undefined;
       if ((m.command === "setLr" || m.command === "step") && m.value === undefined) return undefined;
-      return { type: "command", id: m.id as number, command: m.command as ViewCommand, value: m.value as number | undefined };
+      if (m.text !== undefined && (typeof m.text !== "string" || m.text.length > 500)) return undefined;
+      if (m.command === "restoreCheckpoint" && !m.text) return undefined;
+      return {
+        type: "command", id: m.id as number, command: m.command as ViewCommand, value: m.value as number | undefined,
+        ...(m.command === "restoreCheckpoint" ? { text: m.text as string } : {}),
+      };
+    case "listCheckpoints":
+      return num(m.id) ? { type: "listCheckpoints", id: m.id as number } : undefined;
     case "exportPng":
       if (typeof m.name !== "string" || typeof m.dataUrl !== "string" || !m.dataUrl.startsWith(PNG_PREFIX)) return undefined;
       return { type: "exportPng", name: m.name.replace(/[^\w.-]+/g, "_").slice(0, 80) || "chart", dataUrl: m.dataUrl };

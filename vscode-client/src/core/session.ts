@@ -1,6 +1,6 @@
 // One attached run: its client, the telemetry follower, a status poll and the store, and the
 // webviews that show it. No `vscode` here: the extension and the tests drive it the same way.
-import { RunClient, type CommandName, type CommandOutcome } from "./client.js";
+import { ConnectError, RunClient, type CommandName, type CommandOutcome } from "./client.js";
 import type { RunInfo, Target } from "./discovery.js";
 import { runLabel } from "./discovery.js";
 import { delay, TelemetryFollower, type Connection } from "./follower.js";
@@ -47,6 +47,11 @@ export interface SessionOptions extends StoreOptions {
    * extension shows a save dialog); undefined cancels. `suggested` is a file name.
    */
   pickExportPath?: (suggested: string) => Promise<string | undefined>;
+  /**
+   * Asks which bundle to import (an absolute path on the trainer's machine; the extension shows an open
+   * dialog); undefined cancels.
+   */
+  pickImportPath?: () => Promise<string | undefined>;
   /** Called when a view asks to attach to another run. */
   onAttachRequest?: () => void;
 }
@@ -83,7 +88,10 @@ export class RunSession {
     this.client = new RunClient(target);
     this.follower = new TelemetryFollower(
       this.client,
-      (frame) => this.store.applyFrame(frame),
+      (frame) => {
+        this.store.applyFrame(frame);
+        if (this.store.takeRewound()) void this.rewind();
+      },
       (c) => this.onConnection(c),
       { backoffMs: options.backoffMs, beforeReconnect: () => this.checkSameRun() },
     );
@@ -230,7 +238,20 @@ export class RunSession {
     const outcome = await this.client.command(command, arg);
     const receipt = this.store.addOutcome(outcome);
     void this.refreshStatus();
+    if (outcome.status === "applied" && (command === "restoreCheckpoint" || command === "importSession")) await this.rewind();
     return { outcome, receipt };
+  }
+
+  /**
+   * The run went back to an earlier state (a restore or an import, from here or another client): its
+   * metric history is now the restored one, so the charts take it whole.
+   */
+  private async rewind(): Promise<void> {
+    try {
+      this.store.applyHistory(await this.client.metricHistory({ buckets: HISTORY_BUCKETS }), true);
+    } catch {
+      // No history to give: the charts keep what they have.
+    }
   }
 
   /** Runs health checks (all when `checks` is empty); the report lands in the store (every view shows it) and is returned. */
@@ -272,6 +293,14 @@ export class RunSession {
       case "command": {
         let arg: number | string | undefined = msg.value;
         if (msg.command === "checkpoint") arg = undefined;
+        if (msg.command === "restoreCheckpoint") arg = msg.text;
+        if (msg.command === "importSession") {
+          arg = await this.opts.pickImportPath?.();
+          if (!arg) {
+            await view.post({ type: "commandDone", id: msg.id, receipt: null });
+            return;
+          }
+        }
         if (msg.command === "exportSession") {
           arg = await this.opts.pickExportPath?.(this.suggestedBundleName());
           if (!arg) {
@@ -301,6 +330,15 @@ export class RunSession {
       case "attach":
         this.opts.onAttachRequest?.();
         return;
+      case "listCheckpoints": {
+        try {
+          await view.post({ type: "checkpoints", id: msg.id, checkpoints: await this.client.listCheckpoints() });
+        } catch (err) {
+          const e = ConnectError.from(err);
+          await view.post({ type: "checkpoints", id: msg.id, checkpoints: [], error: e.rawMessage || e.message });
+        }
+        return;
+      }
       case "zoom": {
         const series = (await this.zoomHistory(msg.names, msg.min, msg.max, msg.buckets)) ?? {};
         await view.post({ type: "zoomData", id: msg.id, min: msg.min, max: msg.max, series });

@@ -76,6 +76,7 @@ export class RunStore {
   private readonly epochStarts = new Versioned<{ epoch: number; step: number }[]>([]);
   private readonly health = new Versioned<HealthPanelView>({ running: false });
   private healthRuns = 0;
+  private rewound = false;
   private listeners: (() => void)[] = [];
 
   constructor(options: StoreOptions = {}) {
@@ -142,6 +143,13 @@ export class RunStore {
     this.changed();
   }
 
+  /** True once after the run applied a restore or an import (its metric history was replaced). */
+  takeRewound(): boolean {
+    const r = this.rewound;
+    this.rewound = false;
+    return r;
+  }
+
   /** Renames the run (same data). */
   setRun(run: RunView): void {
     this.run.value = run;
@@ -155,12 +163,18 @@ export class RunStore {
    * Takes the run's metric history (from GetMetricHistory) as the start of every series it names and
    * continues after its last seq: events up to it are already in. Every view gets a reset.
    */
-  applyHistory(h: { series: Record<string, SeriesChunk>; lastSeq: bigint; epochStarts: { epoch: number; step: number }[] }): void {
+  applyHistory(h: { series: Record<string, SeriesChunk>; lastSeq: bigint; epochStarts: { epoch: number; step: number }[] },
+    whole = false): void {
     const seq = Number(h.lastSeq);
     this.gen += 1;
     const v = this.touch();
+    if (whole) {
+      // After a restore: step series the history lacks belong to the abandoned branch.
+      for (const name of [...this.series.keys()]) if (!name.startsWith("runtime/") && !(name in h.series)) this.series.delete(name);
+      this.epochStarts.value = [];
+    }
     for (const [name, chunk] of Object.entries(h.series)) {
-      if (!chunk.x.length) continue;
+      if (!chunk.x.length && !whole) continue;
       const old = this.series.get(name);
       // Points the stream already brought after the history's end stay (they are newer).
       const keep = old ? firstAfter(old.seq, seq) : 0;
@@ -302,6 +316,7 @@ export class RunStore {
       }
       case "command": {
         const c = p.value;
+        if (c.applied && (c.name === "restore" || c.name === "import")) this.rewound = true;
         const status = c.applied ? "applied" : "rejected";
         this.upsertReceipt({
           commandId: Number(c.commandId), command: c.name, status, step, detail: c.detail, at: e.timeUnix * 1000,

@@ -2,7 +2,7 @@
 // switch shows the charts at once), then tells the host what it holds and folds in the host's deltas.
 import "uplot/dist/uPlot.min.css";
 import "./dashboard.css";
-import type { Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
+import type { CheckpointView, Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
 import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
@@ -145,7 +145,10 @@ function renderControls(): void {
     stop: live && state !== "finished" && state !== "failed",
     checkpoint: live && (state === "paused" || running),
     exportSession: live && (state === "paused" || running),
+    importSession: live && (state === "paused" || running),
+    restoreCheckpoint: live && (state === "paused" || running) && $<HTMLSelectElement>("ckpt-select").value !== "",
   };
+  $<HTMLButtonElement>("btn-restore").disabled = !(live && (state === "paused" || running)) || inFlight.has("restoreCheckpoint");
   for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
     const cmd = b.dataset.command as ViewCommand;
     b.disabled = !can[cmd] || inFlight.has(cmd);
@@ -404,11 +407,11 @@ window.addEventListener("pagehide", saveNow);
 // -- input -----------------------------------------------------------------------------------------
 
 let nextId = 1;
-function sendCommand(command: ViewCommand, value?: number): void {
+function sendCommand(command: ViewCommand, value?: number, text?: string): void {
   if (inFlight.has(command)) return;
   inFlight.add(command);
   renderControls();
-  post({ type: "command", id: nextId++, command, value });
+  post({ type: "command", id: nextId++, command, value, ...(text !== undefined ? { text } : {}) });
   pendingIds.set(nextId - 1, command);
 }
 const pendingIds = new Map<number, ViewCommand>();
@@ -430,13 +433,53 @@ function commandFromButton(cmd: ViewCommand): void {
     sendCommand("step", Number.isFinite(n) && n >= 1 ? n : 1);
     return;
   }
+  if (cmd === "restoreCheckpoint") {
+    const id = $<HTMLSelectElement>("ckpt-select").value;
+    if (!id) return;
+    $("restore-picker").hidden = true;
+    sendCommand("restoreCheckpoint", undefined, id);
+    return;
+  }
   sendCommand(cmd);
+}
+
+// The restore picker: the host lists the run's checkpoint ring; the person picks one.
+let checkpointsRequest = 0;
+function openRestorePicker(): void {
+  checkpointsRequest = nextId++;
+  post({ type: "listCheckpoints", id: checkpointsRequest });
+}
+
+function onCheckpoints(id: number, list: CheckpointView[], error?: string): void {
+  if (id !== checkpointsRequest) return;
+  if (error) {
+    toast(`Cannot list checkpoints: ${error}`, true);
+    return;
+  }
+  if (!list.length) {
+    toast("The run has no checkpoints yet: take one with Checkpoint (or pause).", true);
+    return;
+  }
+  const select = $<HTMLSelectElement>("ckpt-select");
+  select.replaceChildren(...[...list].reverse().map((c) => {
+    const o = document.createElement("option");
+    o.value = c.id;
+    o.textContent = `step ${c.step} · ${c.reason}${c.label ? ` “${c.label}”` : ""} · ${new Date(c.createdAt).toLocaleTimeString()}`;
+    return o;
+  }));
+  $("restore-picker").hidden = false;
+  renderControls();
+  select.focus();
 }
 
 for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
   b.addEventListener("click", () => commandFromButton(b.dataset.command as ViewCommand));
 }
 $("btn-attach").addEventListener("click", () => post({ type: "attach" }));
+$("btn-restore").addEventListener("click", openRestorePicker);
+$("btn-restore-cancel").addEventListener("click", () => {
+  $("restore-picker").hidden = true;
+});
 $("btn-health").addEventListener("click", runHealth);
 const healthCheck = $<HTMLSelectElement>("health-check");
 healthCheck.value = prefs.healthCheck;
@@ -590,6 +633,9 @@ window.addEventListener("message", (ev: MessageEvent) => {
       break;
     case "zoomData":
       board.setDetail(msg);
+      break;
+    case "checkpoints":
+      onCheckpoints(msg.id, msg.checkpoints, msg.error);
       break;
   }
 });
