@@ -81,7 +81,9 @@ class Extension implements vscode.Disposable {
       savePng: (name, png) => this.savePng(name, png),
       pickExportPath: (suggested) => this.pickExportPath(suggested),
       pickImportPath: () => this.pickImportPath(),
-      onAttachRequest: () => void this.pickAndAttach(),
+      onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
+      discoveryDir: () => this.discoveryDir(),
+      onSuccessor: (run) => void this.offerSuccessor(session, run),
     });
     this.session = session;
     this.unsubscribe = session.store.onChange(() => this.updateStatusBar());
@@ -90,6 +92,36 @@ class Extension implements vscode.Disposable {
     this.updateStatusBar();
     if (this.panel) this.renderPanel(this.panel); // the page reloads and says "ready" to the new session
     return session;
+  }
+
+  /** Attaches to the running trainer with this run id (a successor the dashboard offered). */
+  private attachToRun(runId: string): void {
+    const run = listRuns(this.discoveryDir()).find((r) => r.runId === runId);
+    if (!run) {
+      void vscode.window.showErrorMessage(`OnTheFly: run ${runId} is no longer running (its discovery file is gone)`);
+      return;
+    }
+    this.attach(sessionTarget(run));
+  }
+
+  /**
+   * The attached run ended and a new run of its project started: switch to it (setting
+   * onthefly.followNewRuns = "switch") or offer to ("ask", the default; the dashboard offers it too).
+   */
+  private async offerSuccessor(ended: RunSession, run: RunInfo): Promise<void> {
+    if (this.session !== ended) return;
+    const mode = vscode.workspace.getConfiguration("onthefly").get<string>("followNewRuns", "ask");
+    if (mode === "off") return;
+    if (mode === "switch") {
+      this.output.appendLine(`${ended.target.label} ended; following the new run ${runLabel(run)}`);
+      this.attach(sessionTarget(run));
+      return;
+    }
+    const pick = await vscode.window.showInformationMessage(
+      `OnTheFly: ${ended.target.label} has ended and ${runLabel(run)} started. Switch the dashboard to it?`, "Switch", "Always Switch");
+    if (this.session !== ended) return;
+    if (pick === "Always Switch") await vscode.workspace.getConfiguration("onthefly").update("followNewRuns", "switch", vscode.ConfigurationTarget.Global);
+    if (pick) this.attach(sessionTarget(run));
   }
 
   /** The attached session; attaches on its own when exactly one run is running, else asks. */

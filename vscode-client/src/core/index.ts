@@ -7,6 +7,7 @@ export * from "./html.js";
 export * from "./protocol.js";
 export * from "./session.js";
 export * from "./store.js";
+export * from "./successor.js";
 export * as webviewModel from "../webview/model.js";
 export * as webviewScales from "../webview/scales.js";
 export { create } from "@bufbuild/protobuf";

@@ -180,6 +180,8 @@ export interface Delta {
   notes?: NotesView;
   connection?: ConnectionView;
   health?: HealthPanelView;
+  /** A new run of the same project, found after this one ended (the page offers to switch to it). */
+  successor?: RunView;
 }
 
 export type HostToView =
@@ -209,7 +211,8 @@ export type ViewToHost =
   | { type: "exportPng"; name: string; dataUrl: string }
   /** Runs the named health checks (all when empty); answered with healthDone. */
   | { type: "health"; id: number; checks: HealthCheckName[] }
-  | { type: "attach" }
+  /** Attach to another run: the one named by runId (a successor the page offered), else the host asks which. */
+  | { type: "attach"; runId?: string }
   /** Asks for the named step series over [min, max] at up to `buckets` step buckets (a zoomed chart); answered with zoomData. */
   | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number };
 
@@ -252,7 +255,8 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
       return { type: "health", id: m.id as number, checks: [...new Set(checks as HealthCheckName[])] };
     }
     case "attach":
-      return { type: "attach" };
+      if (m.runId !== undefined && (typeof m.runId !== "string" || m.runId.length > 300)) return undefined;
+      return m.runId ? { type: "attach", runId: m.runId as string } : { type: "attach" };
     case "zoom": {
       if (!num(m.id) || !num(m.min) || !num(m.max) || !num(m.buckets) || !Array.isArray(m.names)) return undefined;
       const names = m.names as unknown[];

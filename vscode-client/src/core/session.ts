@@ -2,7 +2,8 @@
 // webviews that show it. No `vscode` here: the extension and the tests drive it the same way.
 import { ConnectError, RunClient, type CommandName, type CommandOutcome } from "./client.js";
 import type { RunInfo, Target } from "./discovery.js";
-import { runLabel } from "./discovery.js";
+import { listRuns, runLabel } from "./discovery.js";
+import { successorOf } from "./successor.js";
 import { delay, TelemetryFollower, type Connection } from "./follower.js";
 import {
   parseViewMessage, PNG_PREFIX, type HealthCheckName, type HealthView, type HostToView, type ReceiptView, type RunView,
@@ -52,8 +53,14 @@ export interface SessionOptions extends StoreOptions {
    * dialog); undefined cancels.
    */
   pickImportPath?: () => Promise<string | undefined>;
-  /** Called when a view asks to attach to another run. */
-  onAttachRequest?: () => void;
+  /** Called when a view asks to attach to another run: the one named (a successor it offered), else any. */
+  onAttachRequest?: (runId?: string) => void;
+  /** The discovery directory to look for a successor in once the run ends; none: no looking. */
+  discoveryDir?: () => string;
+  /** Called once when a successor is found (the views offer it too); the extension may switch at once. */
+  onSuccessor?: (run: RunInfo) => void;
+  /** How often to look for a successor (ms). */
+  successorPollMs?: number;
 }
 
 /** The target and name of the run to attach to. */
@@ -61,10 +68,16 @@ export interface SessionTarget extends Target {
   label: string;
   /** Expected run id (from the discovery file); empty if unknown (address typed by hand). */
   runId: string;
+  /** The run's project and start (seconds since the epoch), when the discovery file said. */
+  project?: string;
+  startedAt?: number;
 }
 
 export function sessionTarget(info: RunInfo): SessionTarget {
-  return { host: info.host, port: info.port, token: info.token, label: runLabel(info), runId: info.runId };
+  return {
+    host: info.host, port: info.port, token: info.token, label: runLabel(info), runId: info.runId, project: info.project,
+    startedAt: info.startedAt,
+  };
 }
 
 export class RunSession {
@@ -78,11 +91,14 @@ export class RunSession {
   private readonly opts: SessionOptions;
   private pollLoop?: Promise<void>;
   private started?: Promise<void>;
+  private successorLoop?: Promise<void>;
+  private project: string;
   private runId: string;
 
   constructor(readonly target: SessionTarget, options: SessionOptions = {}) {
     this.opts = options;
     this.runId = target.runId;
+    this.project = target.project ?? "";
     this.store = new RunStore(options);
     this.store.reset(this.runView());
     this.client = new RunClient(target);
@@ -183,6 +199,7 @@ export class RunSession {
     clearTimeout(this.flushTimer);
     await this.follower.stop();
     await this.pollLoop;
+    await this.successorLoop;
     this.client.close();
     this.views.clear();
   }
@@ -190,6 +207,29 @@ export class RunSession {
   private onConnection(c: Connection): void {
     this.store.setConnection(c);
     if (c.state === "live" || c.state === "ended") void this.refreshStatus();
+    if (c.state === "ended") this.successorLoop ??= this.watchForSuccessor();
+  }
+
+  /** After the run ended: look in discovery for the run that carries on its project, until found or disposed. */
+  private async watchForSuccessor(): Promise<void> {
+    const dir = this.opts.discoveryDir;
+    if (!dir) return;
+    const signal = this.stopping.signal;
+    while (!signal.aborted) {
+      const ended = { project: this.project, runId: this.runId, startedAt: this.target.startedAt ?? 0 };
+      let found: RunInfo | undefined;
+      try {
+        found = successorOf(ended, listRuns(dir()));
+      } catch {
+        found = undefined; // an unreadable directory now may be readable later
+      }
+      if (found) {
+        this.store.setSuccessor({ runId: found.runId, label: runLabel(found), address: `${found.host}:${found.port}` });
+        this.opts.onSuccessor?.(found);
+        return;
+      }
+      await delay(this.opts.successorPollMs ?? 1000, signal);
+    }
   }
 
   /**
@@ -210,6 +250,7 @@ export class RunSession {
   private async refreshStatus(): Promise<void> {
     try {
       const st = await this.client.status(3_000);
+      if (!this.project && st.identity?.project) this.project = st.identity.project;
       if (!this.runId && st.identity?.runId) {
         this.runId = st.identity.runId; // an address typed by hand: now we know which run it serves
         this.store.setRun(this.runView());
@@ -328,7 +369,7 @@ export class RunSession {
         return;
       }
       case "attach":
-        this.opts.onAttachRequest?.();
+        this.opts.onAttachRequest?.(msg.runId);
         return;
       case "listCheckpoints": {
         try {
@@ -363,7 +404,7 @@ export class RunSession {
     const delta = this.store.delta(cur.gen, cur.seq, cur.version);
     const empty = !delta.reset && delta.lastSeq === cur.seq && Object.keys(delta.series).length === 0 && delta.logs.length === 0 &&
       !delta.status && !delta.runtime && !delta.receipts && !delta.notes && !delta.connection && !delta.histograms &&
-      !delta.run && !delta.epochStarts && !delta.health;
+      !delta.run && !delta.epochStarts && !delta.health && !delta.successor;
     this.views.set(view, { gen: delta.gen, seq: delta.lastSeq, version: this.store.version, ready: true });
     if (!empty) void Promise.resolve(view.post({ type: "delta", delta })).catch(() => this.views.delete(view));
   }

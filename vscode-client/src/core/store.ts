@@ -75,6 +75,7 @@ export class RunStore {
   private readonly connection = new Versioned<ConnectionView>({ state: "connecting", detail: "" });
   private readonly epochStarts = new Versioned<{ epoch: number; step: number }[]>([]);
   private readonly health = new Versioned<HealthPanelView>({ running: false });
+  private readonly successor = new Versioned<RunView | undefined>(undefined);
   private healthRuns = 0;
   private rewound = false;
   private listeners: (() => void)[] = [];
@@ -140,7 +141,20 @@ export class RunStore {
     this.epochStarts.changedAt = v;
     this.health.value = { running: this.healthRuns > 0 };
     this.health.changedAt = v;
+    this.successor.value = undefined;
+    this.successor.changedAt = v;
     this.changed();
+  }
+
+  /** Records the run that carries on this one's work (every view offers to switch to it). */
+  setSuccessor(run: RunView): void {
+    this.successor.value = run;
+    this.successor.changedAt = this.touch();
+    this.changed();
+  }
+
+  get successorView(): RunView | undefined {
+    return this.successor.value;
   }
 
   /** True once after the run applied a restore or an import (its metric history was replaced). */
@@ -497,6 +511,7 @@ export class RunStore {
     if (newer(this.connection)) d.connection = this.connection.value;
     if (newer(this.epochStarts)) d.epochStarts = this.epochStarts.value;
     if (newer(this.health)) d.health = this.health.value;
+    if (newer(this.successor) && this.successor.value) d.successor = this.successor.value;
     for (const split of this.windows.keys()) {
       if ((this.windowChanged.get(split) ?? 0) > sinceVersion) {
         const h = this.histogram(split);

@@ -247,6 +247,19 @@ function renderNotes(): void {
     add(`Events ${g.first}–${g.last} could not be recovered${g.reason ? `: ${g.reason}` : ""}.`, "warning");
   }
   const c = model.connection;
+  const next = model.successor;
+  if (next) {
+    const p = document.createElement("p");
+    p.className = "note info successor";
+    p.append(`This run has ended. ${next.label} (the same project) started at ${next.address}. `);
+    const b = document.createElement("button");
+    b.id = "btn-switch";
+    b.textContent = `Switch to ${next.label}`;
+    b.dataset.runId = next.runId;
+    b.addEventListener("click", () => post({ type: "attach", runId: next.runId }));
+    p.append(b);
+    el.append(p);
+  }
   if (c.state === "reconnecting") add(`Connection lost — ${c.detail}`, "info");
   if (c.state === "failed") add(`Not connected: ${c.detail}`, "error");
   if (c.state === "detached") add(c.detail || "Not attached to a run.", "info");

@@ -19,6 +19,7 @@ export interface ViewModel {
   notes: NotesView;
   connection: ConnectionView;
   health: HealthPanelView;
+  successor?: RunView;
 }
 
 export interface Prefs {
@@ -42,6 +43,7 @@ export function emptyModel(): ViewModel {
   return {
     gen: -1, lastSeq: 0, series: {}, logs: [], epochStarts: [], histograms: {}, receipts: [],
     notes: { droppedAtSource: 0, gaps: [] }, connection: { state: "connecting", detail: "" }, health: { running: false },
+    successor: undefined, // present, so that a reset (Object.assign) clears an offer the page held
   };
 }
 
@@ -127,6 +129,10 @@ export function applyDelta(m: ViewModel, d: Delta): Changes {
   if (d.health) {
     m.health = d.health;
     c.health = true;
+  }
+  if (d.successor) {
+    m.successor = d.successor;
+    c.notes = true;
   }
   return c;
 }

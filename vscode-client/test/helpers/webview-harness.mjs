@@ -31,11 +31,12 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
   const sink = {
     post: (message) => page.evaluate((m) => window.dispatchEvent(new MessageEvent("message", { data: m })), message),
   };
-  session.addView(sink);
+  let current = session; // the host's attached session (switchTo changes it, as the extension's attach does)
+  current.addView(sink);
   const toHost = []; // what the host received from the page, in order
   await page.exposeFunction("__otfToHost", (message) => {
     toHost.push(message);
-    return session.handleViewMessage(sink, message);
+    return current.handleViewMessage(sink, message);
   });
   await page.addInitScript(({ themes, initial }) => {
     window.__otfSent = [];
@@ -73,8 +74,15 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
         window.__otfSetTheme(n);
       }, name);
     },
+    /** Attaches the page to another session and reloads it, as the extension does when it attaches elsewhere. */
+    async switchTo(next) {
+      current.removeView(sink);
+      current = next;
+      next.addView(sink);
+      await page.reload();
+    },
     async close() {
-      session.removeView(sink);
+      current.removeView(sink);
       await context.close();
     },
   };
