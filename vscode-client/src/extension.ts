@@ -5,6 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describeOutcome, type CommandName } from "./core/client.js";
 import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
+import { waitForLaunchedRun } from "./core/launch.js";
 import { dashboardHtml } from "./core/html.js";
 import type { HealthView, HostToView } from "./core/protocol.js";
 import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
@@ -34,6 +35,7 @@ export function activate(context: vscode.ExtensionContext): void {
   cmd("onthefly.exportSession", () => ext.exportSession());
   cmd("onthefly.importSession", () => ext.importSession());
   cmd("onthefly.restoreCheckpoint", () => ext.restoreCheckpoint());
+  cmd("onthefly.runTrainingScript", () => ext.runTrainingScript());
   context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
     deserializeWebviewPanel: async (panel, state) => ext.adoptPanel(panel, state as { runId?: string } | undefined),
   }));
@@ -84,6 +86,7 @@ class Extension implements vscode.Disposable {
       onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
       discoveryDir: () => this.discoveryDir(),
       onSuccessor: (run) => void this.offerSuccessor(session, run),
+      onRunScriptRequest: () => void this.runTrainingScript(),
     });
     this.session = session;
     this.unsubscribe = session.store.onChange(() => this.updateStatusBar());
@@ -227,6 +230,80 @@ class Extension implements vscode.Disposable {
     if (pick) await this.sendCommand("restoreCheckpoint", pick.id, session);
   }
 
+  /**
+   * "Run training script…": starts a Python script in a VS Code terminal whose process is the
+   * interpreter itself (the Python extension's interpreter, else the onthefly.pythonPath setting, else
+   * python3), then attaches the dashboard to the run it hosts once it is up. A script that ends before
+   * that is reported (here and in the page); the attached run, if any, is left as it was.
+   */
+  async runTrainingScript(): Promise<void> {
+    const script = await this.pickScript();
+    if (!script) return;
+    const python = await this.pythonFor(vscode.Uri.file(script));
+    const dir = this.discoveryDir();
+    const name = `OnTheFly: ${path.basename(script)}`;
+    const terminal = vscode.window.createTerminal({
+      name, shellPath: python, shellArgs: [script], cwd: path.dirname(script),
+      env: { ONTHEFLY_RUNTIME_DIR: dir }, // the trainer announces itself where we look
+    });
+    terminal.show(true);
+    this.output.appendLine(`started ${python} ${script} in terminal "${name}"`);
+    const outcome = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: `OnTheFly: waiting for ${path.basename(script)} to start its run…` },
+      () => waitForLaunchedRun({
+        dir, pid: () => Promise.resolve(terminal.processId), exited: () => (terminal.exitStatus ? { code: terminal.exitStatus.code } : null),
+      }),
+    );
+    if (outcome.kind === "up") {
+      this.showAfterAttach(this.attach(sessionTarget(outcome.run)));
+      return;
+    }
+    const why = outcome.kind === "exited"
+      ? `${path.basename(script)} exited${outcome.code !== undefined ? ` with code ${outcome.code}` : ""} before a run came up: see the terminal "${name}"`
+      : `${path.basename(script)} has not started an OnTheFly run after 2 minutes (does it train with onthefly's Trainer?): see the terminal "${name}"`;
+    this.output.appendLine(why);
+    void this.sink?.post({ type: "toast", text: why, error: true });
+    void vscode.window.showErrorMessage(`OnTheFly: ${why}`);
+  }
+
+  private async pickScript(): Promise<string | undefined> {
+    const active = vscode.window.activeTextEditor?.document;
+    const items: (vscode.QuickPickItem & { file?: string })[] = [];
+    if (active?.uri.scheme === "file" && active.languageId === "python") {
+      items.push({ label: path.basename(active.uri.fsPath), description: "the active editor", file: active.uri.fsPath });
+    }
+    items.push({ label: "$(folder-opened) Choose a script…" });
+    const pick = items.length > 1 ? await vscode.window.showQuickPick(items, { title: "OnTheFly: Run Training Script" }) : items[0];
+    if (!pick) return undefined;
+    if (pick.file) return pick.file;
+    const uris = await vscode.window.showOpenDialog({
+      canSelectMany: false, filters: { "Python script": ["py"] }, title: "The training script to run", openLabel: "Run",
+      defaultUri: vscode.workspace.workspaceFolders?.[0]?.uri,
+    });
+    if (!uris?.[0]) return undefined;
+    if (uris[0].scheme !== "file") throw new Error(`pick a local script (not ${uris[0].scheme}:)`);
+    return uris[0].fsPath;
+  }
+
+  /** The Python extension's interpreter for `resource` when it is installed, else the setting, else python3. */
+  private async pythonFor(resource: vscode.Uri): Promise<string> {
+    const configured = vscode.workspace.getConfiguration("onthefly").get<string>("pythonPath", "");
+    const ext = vscode.extensions.getExtension("ms-python.python");
+    if (ext) {
+      try {
+        const api = (ext.isActive ? ext.exports : await ext.activate()) as {
+          environments?: { getActiveEnvironmentPath(r?: vscode.Uri): { path: string } };
+          settings?: { getExecutionDetails(r?: vscode.Uri): { execCommand?: string[] } };
+        };
+        const found = api.environments?.getActiveEnvironmentPath(resource)?.path ?? api.settings?.getExecutionDetails(resource)?.execCommand?.[0];
+        if (found) return found;
+      } catch (err) {
+        this.output.appendLine(`the Python extension did not name an interpreter (${(err as Error).message}); using ${configured || "python3"}`);
+      }
+    }
+    return configured || "python3";
+  }
+
   /** Runs every health check on the attached run; the findings go to the dashboard's Health panel and the output channel. */
   async runHealthChecks(): Promise<void> {
     const session = await this.ensureSession();
@@ -323,6 +400,7 @@ class Extension implements vscode.Disposable {
       if (this.session) void this.session.handleViewMessage(sink, m);
       else if ((m as { type?: string })?.type === "ready") this.postDetached();
       else if ((m as { type?: string })?.type === "attach") void this.pickAndAttach();
+      else if ((m as { type?: string })?.type === "runScript") void this.runTrainingScript();
     });
     panel.onDidChangeViewState(() => {
       // A hidden page is torn down: stop sending until it says "ready" again.

@@ -77,6 +77,7 @@ export function dashboardHtml(o: PageOptions): string {
   </span>
   <button id="btn-stop" data-command="stop" class="danger" title="Finish the step and end the run">Stop</button>
   <button id="btn-attach" class="secondary" title="Attach to another run" hidden>Attach…</button>
+  <button id="btn-run-script" class="secondary" title="Start a training script in a terminal with the chosen Python and attach to its run">Run training script…</button>
 </section>
 <main class="grid">
   <section class="panel wide" aria-labelledby="charts-title">

@@ -4,6 +4,7 @@ export * from "./discovery.js";
 export * from "./follower.js";
 export * from "./histogram.js";
 export * from "./html.js";
+export * from "./launch.js";
 export * from "./protocol.js";
 export * from "./session.js";
 export * from "./store.js";

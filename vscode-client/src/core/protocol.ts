@@ -192,6 +192,8 @@ export type HostToView =
   | { type: "exported"; name: string; path: string; error?: string }
   /** The steps of a zoomed range in detail (answers "zoom" with the same id); series is empty when the trainer cannot answer. */
   | { type: "zoomData"; id: number; min: number; max: number; series: Record<string, SeriesChunk> }
+  /** A message for the person (e.g. a script started from the page exited before its run came up). */
+  | { type: "toast"; text: string; error: boolean }
   /** Answers listCheckpoints: the ring, oldest first, or why it could not be read. */
   | { type: "checkpoints"; id: number; checkpoints: CheckpointView[]; error?: string };
 
@@ -213,6 +215,8 @@ export type ViewToHost =
   | { type: "health"; id: number; checks: HealthCheckName[] }
   /** Attach to another run: the one named by runId (a successor the page offered), else the host asks which. */
   | { type: "attach"; runId?: string }
+  /** Asks the host to start a training script in a terminal and attach to its run once it is up. */
+  | { type: "runScript" }
   /** Asks for the named step series over [min, max] at up to `buckets` step buckets (a zoomed chart); answered with zoomData. */
   | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number };
 
@@ -243,6 +247,8 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
         type: "command", id: m.id as number, command: m.command as ViewCommand, value: m.value as number | undefined,
         ...(m.command === "restoreCheckpoint" ? { text: m.text as string } : {}),
       };
+    case "runScript":
+      return { type: "runScript" };
     case "listCheckpoints":
       return num(m.id) ? { type: "listCheckpoints", id: m.id as number } : undefined;
     case "exportPng":

@@ -55,6 +55,8 @@ export interface SessionOptions extends StoreOptions {
   pickImportPath?: () => Promise<string | undefined>;
   /** Called when a view asks to attach to another run: the one named (a successor it offered), else any. */
   onAttachRequest?: (runId?: string) => void;
+  /** Called when a view asks to start a training script ("Run training script…"). */
+  onRunScriptRequest?: () => void;
   /** The discovery directory to look for a successor in once the run ends; none: no looking. */
   discoveryDir?: () => string;
   /** Called once when a successor is found (the views offer it too); the extension may switch at once. */
@@ -370,6 +372,9 @@ export class RunSession {
       }
       case "attach":
         this.opts.onAttachRequest?.(msg.runId);
+        return;
+      case "runScript":
+        this.opts.onRunScriptRequest?.();
         return;
       case "listCheckpoints": {
         try {

@@ -490,6 +490,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[d
 }
 $("btn-attach").addEventListener("click", () => post({ type: "attach" }));
 $("btn-restore").addEventListener("click", openRestorePicker);
+$("btn-run-script").addEventListener("click", () => post({ type: "runScript" }));
 $("btn-restore-cancel").addEventListener("click", () => {
   $("restore-picker").hidden = true;
 });
@@ -649,6 +650,9 @@ window.addEventListener("message", (ev: MessageEvent) => {
       break;
     case "checkpoints":
       onCheckpoints(msg.id, msg.checkpoints, msg.error);
+      break;
+    case "toast":
+      toast(msg.text, msg.error);
       break;
   }
 });
