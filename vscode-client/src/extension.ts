@@ -6,11 +6,14 @@ import * as path from "node:path";
 import { describeOutcome, type CommandName } from "./core/client.js";
 import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
 import { waitForLaunchedRun } from "./core/launch.js";
-import { dashboardHtml } from "./core/html.js";
-import type { HealthView, HostToView } from "./core/protocol.js";
+import { compareRuns } from "./core/compare.js";
+import { compareHtml, dashboardHtml } from "./core/html.js";
+import type { CompareMessage, HealthView, HostToView } from "./core/protocol.js";
 import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
 
 const VIEW_TYPE = "onthefly.dashboard";
+/** A further run in a tab of its own (Open Run in New Tab…), beside the main dashboard. */
+const TAB_VIEW_TYPE = "onthefly.run";
 
 export function activate(context: vscode.ExtensionContext): void {
   const ext = new Extension(context);
@@ -36,8 +39,14 @@ export function activate(context: vscode.ExtensionContext): void {
   cmd("onthefly.importSession", () => ext.importSession());
   cmd("onthefly.restoreCheckpoint", () => ext.restoreCheckpoint());
   cmd("onthefly.runTrainingScript", () => ext.runTrainingScript());
+  cmd("onthefly.openRunInNewTab", () => ext.openRunInNewTab());
+  cmd("onthefly.compareRuns", () => ext.compareRuns());
   context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
     deserializeWebviewPanel: async (panel, state) => ext.adoptPanel(panel, state as { runId?: string } | undefined),
+  }));
+  context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(TAB_VIEW_TYPE, {
+    // The page's saved state names its run: reopen the tab on it while it still runs, else close it.
+    deserializeWebviewPanel: async (panel, state) => ext.restoreTab(panel, (state as { model?: { run?: { runId?: string } } } | undefined)?.model?.run?.runId),
   }));
 }
 
@@ -52,6 +61,8 @@ class Extension implements vscode.Disposable {
   private statusText = "";
   private discoveryTimer?: ReturnType<typeof setInterval>;
   private unsubscribe?: () => void;
+  /** Sessions of the runs open in tabs of their own (each disposed with its tab). */
+  private readonly tabs = new Set<RunSession>();
 
   constructor(private readonly context: vscode.ExtensionContext) {
     this.status = vscode.window.createStatusBarItem("onthefly.status", vscode.StatusBarAlignment.Left, 50);
@@ -63,6 +74,8 @@ class Extension implements vscode.Disposable {
   dispose(): void {
     clearInterval(this.discoveryTimer);
     void this.session?.dispose();
+    for (const tab of this.tabs) void tab.dispose();
+    this.tabs.clear();
     this.status.dispose();
     this.output.dispose();
   }
@@ -364,6 +377,92 @@ class Extension implements vscode.Disposable {
     if (!uri) return undefined;
     if (uri.scheme !== "file") throw new Error(`the trainer reads the bundle itself, so pick a local file (not ${uri.scheme}:)`);
     return path.resolve(uri.fsPath);
+  }
+
+  // -- more runs, a tab each ---------------------------------------------------------------------
+
+  /** Opens a running trainer in a tab of its own beside the dashboard (several runs side by side). */
+  async openRunInNewTab(): Promise<void> {
+    const runs = listRuns(this.discoveryDir());
+    if (!runs.length) throw new Error(`no running trainer found in ${this.discoveryDir()}`);
+    const pick = await vscode.window.showQuickPick(runs.map((r) => ({
+      label: runLabel(r), description: `${r.host}:${r.port}`, detail: `pid ${r.pid} · started ${new Date(r.startedAt * 1000).toLocaleTimeString()}`, run: r,
+    })), { title: "OnTheFly: Open Run in New Tab", placeHolder: "Pick a running trainer" });
+    if (!pick) return;
+    const panel = vscode.window.createWebviewPanel(TAB_VIEW_TYPE, `OnTheFly: ${runLabel(pick.run)}`, vscode.ViewColumn.Beside, {
+      enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")], retainContextWhenHidden: false,
+    });
+    this.bindTab(panel, pick.run);
+  }
+
+  restoreTab(panel: vscode.WebviewPanel, runId: string | undefined): void {
+    const run = runId ? listRuns(this.discoveryDir()).find((r) => r.runId === runId) : undefined;
+    if (run) this.bindTab(panel, run);
+    else panel.dispose(); // that run has ended since: nothing to show live
+  }
+
+  /** One run's session bound to one tab: its page talks to that session only; closing the tab ends it. */
+  private bindTab(panel: vscode.WebviewPanel, run: RunInfo): void {
+    panel.webview.options = { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")] };
+    const session = new RunSession(sessionTarget(run), {
+      savePng: (name, png) => this.savePng(name, png),
+      pickExportPath: (suggested) => this.pickExportPath(suggested),
+      pickImportPath: () => this.pickImportPath(),
+      onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
+      onRunScriptRequest: () => void this.runTrainingScript(),
+    });
+    this.tabs.add(session);
+    const sink: ViewSink = { post: (m: HostToView) => panel.webview.postMessage(m) };
+    session.addView(sink);
+    panel.webview.onDidReceiveMessage((m) => void session.handleViewMessage(sink, m));
+    panel.onDidChangeViewState(() => {
+      if (!panel.visible) session.removeView(sink);
+      else session.addView(sink);
+    });
+    panel.onDidDispose(() => {
+      this.tabs.delete(session);
+      void session.dispose();
+    });
+    session.start();
+    const dist = vscode.Uri.joinPath(this.context.extensionUri, "dist");
+    panel.title = `OnTheFly: ${session.target.label}`;
+    panel.webview.html = dashboardHtml({
+      cspSource: panel.webview.cspSource,
+      scriptUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "webview.js")).toString(),
+      styleUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "webview.css")).toString(),
+      title: panel.title,
+    });
+    this.output.appendLine(`opened ${session.target.label} at ${session.target.host}:${session.target.port} in a tab of its own`);
+  }
+
+  /**
+   * An overlay of chosen running trainers: loss and validation loss of each on one step axis, read
+   * from each run's metric history and refreshed every few seconds while the tab is open.
+   */
+  async compareRuns(): Promise<void> {
+    const runs = listRuns(this.discoveryDir());
+    if (runs.length < 2) throw new Error(`comparing needs two running trainers; ${runs.length} found in ${this.discoveryDir()}`);
+    const picks = await vscode.window.showQuickPick(runs.map((r) => ({
+      label: runLabel(r), description: `${r.host}:${r.port}`, picked: true, run: r,
+    })), { title: "OnTheFly: Compare Runs", placeHolder: "The runs to overlay", canPickMany: true });
+    if (!picks?.length) return;
+    const targets = picks.map((p) => sessionTarget(p.run));
+    const dist = vscode.Uri.joinPath(this.context.extensionUri, "dist");
+    const panel = vscode.window.createWebviewPanel("onthefly.compare", "OnTheFly: compare runs", vscode.ViewColumn.Active, {
+      enableScripts: true, localResourceRoots: [dist],
+    });
+    panel.webview.html = compareHtml({
+      cspSource: panel.webview.cspSource,
+      scriptUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "compare.js")).toString(),
+      styleUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "compare.css")).toString(),
+      title: `Compare: ${targets.map((t) => t.label).join(" · ")}`,
+    });
+    const send = async () => {
+      if (panel.visible) await panel.webview.postMessage({ type: "compare", view: await compareRuns(targets) } satisfies CompareMessage);
+    };
+    panel.webview.onDidReceiveMessage((m) => void ((m as { type?: string })?.type === "ready" && send()));
+    const timer = setInterval(() => void send(), 5_000);
+    panel.onDidDispose(() => clearInterval(timer));
   }
 
   // -- dashboard -------------------------------------------------------------------------------

@@ -152,3 +152,23 @@ export function dashboardHtml(o: PageOptions): string {
 </body>
 </html>`;
 }
+
+/** The compare page (an overlay of chosen runs): same CSP rules as the dashboard. */
+export function compareHtml(o: PageOptions): string {
+  const nonce = o.nonce ?? makeNonce();
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${esc(contentSecurityPolicy(o.cspSource, nonce))}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" nonce="${nonce}" href="${esc(o.styleUri)}">
+<title>${esc(o.title ?? "OnTheFly: compare runs")}</title>
+</head>
+<body>
+<header class="top"><h1>${esc(o.title ?? "Compare runs")}</h1><div id="compare-caption" class="muted" role="status" aria-live="polite"></div></header>
+<main id="compare-charts" class="charts" aria-label="Metrics of the chosen runs"></main>
+<script nonce="${nonce}" src="${esc(o.scriptUri)}"></script>
+</body>
+</html>`;
+}

@@ -1,5 +1,6 @@
 // Everything the tests exercise under plain Node (bundled to dist/test/core.cjs).
 export * from "./client.js";
+export * from "./compare.js";
 export * from "./discovery.js";
 export * from "./follower.js";
 export * from "./histogram.js";

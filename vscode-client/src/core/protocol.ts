@@ -276,3 +276,21 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
   }
 }
 
+/** One run in the overlay: its series, or why it could not be read. */
+export interface CompareRun {
+  label: string;
+  runId: string;
+  series: Record<string, SeriesChunk>;
+  error?: string;
+}
+
+/** What the compare page draws: one chart per metric, one line per run. */
+export interface CompareView {
+  metrics: string[];
+  runs: CompareRun[];
+  /** Milliseconds since the epoch when it was read. */
+  at: number;
+}
+
+/** The host's message to the compare page. */
+export type CompareMessage = { type: "compare"; view: CompareView };

@@ -14,7 +14,7 @@ import { DASHBOARD_IFRAME, dashboardFrame, openWorkbench, runCommand, startCodeS
 const OUT = path.join(VSC_ROOT, "test-results");
 const VSIX = process.env.ONTHEFLY_VSIX || path.join(VSC_ROOT, "dist/onthefly.vsix");
 const LATE_STEP = 20_000;
-let trainer, cs, browser, page;
+let trainer, second, cs, browser, page;
 
 before(async () => {
   assert.ok(fs.existsSync(VSIX), `no ${VSIX}: run make -C vscode-client package`);
@@ -37,9 +37,11 @@ before(async () => {
 after(async () => {
   if (page) await page.screenshot({ path: path.join(OUT, "e2e-late-last.png") }).catch(() => {});
   if (trainer) fs.writeFileSync(path.join(OUT, "e2e-late-trainer.log"), trainer.output());
+  if (second) fs.writeFileSync(path.join(OUT, "e2e-late-trainer-2.log"), second.output());
   if (cs) fs.writeFileSync(path.join(OUT, "e2e-late-code-server.log"), cs.log());
   await browser?.close();
   await cs?.stop();
+  await second?.stop();
   await trainer?.stop();
 });
 
@@ -75,4 +77,22 @@ test(`a late attach to a run past step ${LATE_STEP} draws it from its first step
   await waitFor(async () => /vscode-light/.test((await frame.locator("body").getAttribute("class")) ?? ""), { what: "the light theme in the page" });
   await waitFor(async () => Number(await loss.getAttribute("data-points").catch(() => 0)) > 0, { what: "charts redrawn" });
   await page.screenshot({ path: path.join(OUT, "e2e-light-late-attach.png") });
+});
+
+test("a second run opens in a tab of its own, side by side with the first", async () => {
+  second = await startTrainer({ FIXTURE_RUN_NAME: "second", FIXTURE_HIDDEN: "8", FIXTURE_BATCH: "8" }, { dir: trainer.dir });
+  await runCommand(page, "OnTheFly: Open Run in New Tab");
+  await page.locator(".quick-input-widget .monaco-list-row", { hasText: "vscode-tests/second" }).first().click();
+  await waitFor(async () => (await page.locator(DASHBOARD_IFRAME).count()) === 2, { what: "two dashboard tabs", timeout: 90_000 });
+  const labels = async () => {
+    const out = [];
+    for (let i = 0; i < 2; i++) {
+      const frame = page.frameLocator(DASHBOARD_IFRAME).nth(i).frameLocator("iframe#active-frame");
+      out.push(await frame.locator("#run-label").textContent({ timeout: 1_000 }).catch(() => ""));
+    }
+    return out.sort();
+  };
+  await waitFor(async () => JSON.stringify(await labels()) === JSON.stringify(["vscode-tests/fixture", "vscode-tests/second"]),
+    { what: "each tab showing its own run", timeout: 150_000 });
+  await page.screenshot({ path: path.join(OUT, "e2e-light-two-runs.png") });
 });
