@@ -68,6 +68,8 @@ test(`a late attach to a run past step ${LATE_STEP} draws it from its first step
   await page.mouse.up();
   await waitFor(async () => Number(await frame.locator("body").getAttribute("data-zoom-detail")) > 0, { what: "the zoomed range in detail" });
   await page.screenshot({ path: path.join(OUT, "e2e-dark-zoomed-first-steps.png") });
+  await over.dblclick(); // back to the whole run
+  await waitFor(async () => (await frame.locator("body").getAttribute("data-zoomed")) === null, { what: "the zoom reset" });
 
   // The same in the light theme.
   await runCommand(page, "Preferences: Color Theme");
