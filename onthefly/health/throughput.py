@@ -1,6 +1,8 @@
 """Throughput: data-loading vs compute time per step, samples/s and GPU utilisation, from recent steps.
 
-Medians, not means: the first step of an epoch also pays for starting the loader's iterator (and
+Samples/s is the run's one throughput figure (``onthefly.runtime.throughput``: samples per wall second
+over the last 10 s of training), as of the newest step, so the check, the status and the dashboard's
+chart agree. Medians, not means: the first step of an epoch also pays for starting the loader's iterator (and
 workers), which says nothing about the steady state.
 """
 
@@ -10,6 +12,7 @@ import statistics
 
 from onthefly.health.findings import Finding, Findings
 from onthefly.health.inputs import CheckInput
+from onthefly.runtime.throughput import WINDOW_SECONDS
 
 WINDOW = 50
 DATA_BOUND = 0.3  # data loading above this share of a step means the model waits for input
@@ -27,9 +30,7 @@ def check(inp: CheckInput) -> list[Finding]:
         return out.items
     step_s = statistics.median(s.step_seconds for s in steps)
     data_s = statistics.median(s.data_seconds for s in steps)
-    samples = sum(s.batch_size for s in steps)
-    total_s = sum(s.step_seconds for s in steps)
-    sps = samples / total_s if total_s > 0 else 0.0
+    sps = steps[-1].samples_per_second
     share = data_s / step_s if step_s > 0 else 0.0
     workers = getattr(ctx.train_loader, "num_workers", None)
     evidence = dict(samples_per_second=sps, median_step_ms=step_s * 1e3, median_data_ms=data_s * 1e3,
@@ -41,7 +42,7 @@ def check(inp: CheckInput) -> list[Finding]:
                     f"the model waits for input; raise num_workers (now {workers}), set pin_memory=True and "
                     "persistent_workers=True, or cache decoded samples", "train_loader", **evidence)
     else:
-        out.info(f"{sps:,.0f} samples/s; data loading is {share:.0%} of a {step_s * 1e3:.1f} ms step", "", **evidence)
+        out.info(f"{sps:,.0f} samples/s (wall clock, last {WINDOW_SECONDS:.0f} s of training); data loading is {share:.0%} of a {step_s * 1e3:.1f} ms step", "", **evidence)
     if ctx.device.type == "cuda":
         util = monitor.gpu_utilisation() if monitor is not None else []
         if not util:

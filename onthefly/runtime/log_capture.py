@@ -34,6 +34,9 @@ class RunLogHandler(logging.Handler):
             self.handleError(record)
 
 
+OWN_PREFIX = "onthefly: "
+
+
 class _Tee:
     """Writes through to the real stream and publishes complete lines."""
 
@@ -49,8 +52,15 @@ class _Tee:
             if "\n" in self._buffer:
                 *lines, self._buffer = self._buffer.split("\n")
                 for line in lines:
-                    self._run.publish(EventKind.LOG, LogRecord(self._level, self._name, line))
+                    self._run.publish(EventKind.LOG, self._record(line))
         return written
+
+    def _record(self, line: str) -> LogRecord:
+        # OnTheFly's own notices go to stderr ("onthefly: run ... is live on ..."): they are information
+        # from the "onthefly" logger, not a warning of the user's.
+        if line.startswith(OWN_PREFIX):
+            return LogRecord(logging.INFO, "onthefly", line)
+        return LogRecord(self._level, self._name, line)
 
     def flush(self) -> None:
         self._stream.flush()

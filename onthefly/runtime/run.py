@@ -16,6 +16,11 @@ from onthefly.runtime.control import Control
 from onthefly.runtime.events import Event, EventKind, Lifecycle, LifecycleKind, RunIdentity, RunState
 from onthefly.runtime.hooks import HookList
 from onthefly.runtime import hyperparams
+from onthefly.runtime.throughput import ThroughputWindow
+
+# The loop stopped between these and the next step: the throughput window starts afresh.
+_THROUGHPUT_BREAKS = frozenset((LifecycleKind.PAUSED, LifecycleKind.RESUMED, LifecycleKind.TEST_STARTED,
+                                LifecycleKind.TEST_FINISHED))
 
 
 def new_run_id(project: str, run_name: str) -> str:
@@ -47,6 +52,7 @@ class Run:
     def __init__(self, project: str, run_name: str, bus: EventBus | None = None) -> None:
         self.identity = RunIdentity(project, run_name, new_run_id(project, run_name), os.getpid())
         self.bus = bus or EventBus()
+        self._throughput = ThroughputWindow()
         self.bus.observe(self._observe)
         self.control = Control(self)
         self.hooks = HookList()
@@ -61,11 +67,18 @@ class Run:
         self._lock = threading.Lock()
 
     def _observe(self, events: list[Event]) -> None:
-        # Runs on the bus's pump thread with resolved values: keep the status figures current.
+        # Runs on the bus's pump thread with resolved values: keep the status figures current. This is
+        # the bus's first observer (registered with the bus), so it sets each step's throughput to the
+        # run's one definition before any other observer or stream reads the event.
         for event in events:
-            if event.kind is EventKind.STEP_METRICS:
-                self.last_loss = event.payload.loss
-                self.samples_per_second = event.payload.samples_per_second
+            kind = event.kind
+            if kind is EventKind.STEP_METRICS:
+                p = event.payload
+                self.last_loss = p.loss
+                p.samples_per_second = self.samples_per_second = self._throughput.step(
+                    event.time, p.batch_size, p.step_seconds)
+            elif kind is EventKind.LIFECYCLE and event.payload.kind in _THROUGHPUT_BREAKS:
+                self._throughput.interrupt()
 
     def publish(self, kind: EventKind, payload: Any) -> None:
         """Non-blocking: hand one event to the bus, stamped with the current step and epoch."""

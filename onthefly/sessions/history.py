@@ -3,13 +3,15 @@
 The bus's pump thread hands resolved events to ``History.observe``; they are buffered and written as
 chunks (``history/<session>/events-N.jsonl`` and ``samples-N.arrow``, each written atomically), so the
 training thread never writes history and a killed process loses at most the unflushed tail. The
-per-step metric history (step, loss, lr, grad norm) and evaluation results are also kept in memory:
-every checkpoint carries them, so a restored checkpoint knows the curve that led to it.
+per-step metric history (step, loss, lr, grad norm, throughput, timings, user extras) and evaluation
+results are also kept in memory: every checkpoint carries them, so a restored checkpoint knows the curve
+that led to it, and ``metric_range`` serves any part of them to a dashboard that attaches late.
 """
 
 from __future__ import annotations
 
 import array
+import bisect
 import dataclasses
 import enum
 import io
@@ -28,6 +30,21 @@ from onthefly.sessions.store import SessionFolder
 FLUSH_BYTES = 8 << 20
 FLUSH_SECONDS = 30.0
 SPLITS = ("train", "val", "test")
+# Per-step columns besides step and epoch, in StepMetrics' field names (float64 each).
+STEP_COLUMNS = ("loss", "lr", "grad_norm", "samples_per_second", "step_seconds", "data_seconds")
+
+
+@dataclasses.dataclass
+class MetricRange:
+    """A copy of part of the metric history: ``series`` maps a series name ("loss", "extra/acc",
+    "val/loss") to (steps int64, values float64); ``epochs`` is the epoch of each step in ``steps``;
+    ``last_seq`` is the seq of the newest event the history had observed when the copy was taken."""
+
+    steps: np.ndarray
+    epochs: np.ndarray
+    series: dict[str, tuple[np.ndarray, np.ndarray]]
+    last_seq: int
+    total_steps: int
 
 
 def samples_schema():
@@ -110,12 +127,12 @@ class History:
         self._last_flush = time.monotonic()
         self.sample_rows = 0
         self.event_count = 0
-        # metric history (carried by checkpoints)
+        self.last_seq = 0
+        # metric history (carried by checkpoints); steps ascend, except that a restore replaces it whole
         self._steps = array.array("q")
         self._epochs = array.array("q")
-        self._loss = array.array("d")
-        self._lr = array.array("d")
-        self._grad_norm = array.array("d")
+        self._columns = {name: array.array("d") for name in STEP_COLUMNS}
+        self._extras: dict[str, tuple[array.array, array.array]] = {}
         self._evals: list[dict[str, Any]] = []
 
     # -- pump thread -----------------------------------------------------------------------------
@@ -132,22 +149,35 @@ class History:
                         self.sample_rows += len(p.losses)
                     continue
                 if kind is EventKind.STEP_METRICS:
-                    p = event.payload
-                    self._steps.append(event.step)
-                    self._epochs.append(event.epoch)
-                    self._loss.append(float(p.loss))
-                    self._lr.append(float(p.lr))
-                    self._grad_norm.append(float(p.grad_norm))
+                    self._observe_step(event)
                 elif kind is EventKind.EVAL_RESULT:
                     p = event.payload
                     self._evals.append({"step": event.step, "epoch": event.epoch, "split": p.split, "loss": p.loss,
                                         "samples": p.samples, "metrics": dict(p.metrics), "reason": p.reason})
                 self._events.append(json.dumps(event_record(event), allow_nan=True))
                 self.event_count += 1
+            if events:
+                self.last_seq = max(self.last_seq, events[-1].seq)
             due = (self._sample_bytes >= self._flush_bytes or len(self._events) >= 50_000
                    or time.monotonic() - self._last_flush >= self._flush_seconds)
         if due:
             self.flush()
+
+    def _observe_step(self, event: Event) -> None:
+        p = event.payload
+        self._steps.append(event.step)
+        self._epochs.append(event.epoch)
+        columns = self._columns
+        columns["loss"].append(float(p.loss))
+        columns["lr"].append(float(p.lr))
+        columns["grad_norm"].append(float(p.grad_norm))
+        columns["samples_per_second"].append(float(p.samples_per_second))
+        columns["step_seconds"].append(float(p.step_seconds))
+        columns["data_seconds"].append(float(p.data_seconds))
+        for name, value in p.extra.items():
+            steps, values = self._extras.setdefault(name, (array.array("q"), array.array("d")))
+            steps.append(event.step)
+            values.append(float(value))
 
     # -- any thread ------------------------------------------------------------------------------
     def flush(self) -> list[str]:
@@ -177,9 +207,9 @@ class History:
             return {
                 "step": _column(self._steps, torch.int64),
                 "epoch": _column(self._epochs, torch.int64),
-                "loss": _column(self._loss, torch.float64),
-                "lr": _column(self._lr, torch.float64),
-                "grad_norm": _column(self._grad_norm, torch.float64),
+                **{name: _column(values, torch.float64) for name, values in self._columns.items()},
+                "extras": {name: {"step": _column(steps, torch.int64), "value": _column(values, torch.float64)}
+                           for name, (steps, values) in self._extras.items()},
                 "evals": [dict(e) for e in self._evals],
             }
 
@@ -190,15 +220,63 @@ class History:
         with self._lock:
             self._steps = array.array("q", state["step"].tolist())
             self._epochs = array.array("q", state["epoch"].tolist())
-            self._loss = array.array("d", state["loss"].tolist())
-            self._lr = array.array("d", state["lr"].tolist())
-            self._grad_norm = array.array("d", state["grad_norm"].tolist())
+            n = len(self._steps)
+            # Checkpoints written before a column existed lack it: NaN ("not recorded") keeps rows aligned.
+            self._columns = {name: array.array("d", state[name].tolist()) if name in state else
+                             array.array("d", [float("nan")]) * n for name in STEP_COLUMNS}
+            self._extras = {name: (array.array("q", col["step"].tolist()), array.array("d", col["value"].tolist()))
+                            for name, col in state.get("extras", {}).items()}
             self._evals = [dict(e) for e in state.get("evals", [])]
+
+    def metric_range(self, names: Iterable[str] | None = None, start_step: int | None = None,
+                     end_step: int | None = None) -> MetricRange:
+        """A copy of the series named (all when ``names`` is None) for steps in [start_step, end_step]
+        (open ends when None). Copies only the range, under the lock, so the pump waits microseconds."""
+        wanted = None if names is None else set(names)
+        lo_step = -(1 << 62) if start_step is None else start_step
+        hi_step = 1 << 62 if end_step is None else end_step
+        with self._lock:
+            lo, hi = _index_range(self._steps, lo_step, hi_step)
+            steps = _copy(self._steps, lo, hi, np.int64)
+            series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for name, values in self._columns.items():
+                if wanted is None or name in wanted:
+                    series[name] = (steps, _copy(values, lo, hi, np.float64))
+            for name, (ext_steps, values) in self._extras.items():
+                if wanted is None or f"extra/{name}" in wanted:
+                    a, b = _index_range(ext_steps, lo_step, hi_step)
+                    series[f"extra/{name}"] = (_copy(ext_steps, a, b, np.int64), _copy(values, a, b, np.float64))
+            for key, (x, y) in _eval_series(self._evals, lo_step, hi_step).items():
+                if wanted is None or key in wanted:
+                    series[key] = (x, y)
+            return MetricRange(steps, _copy(self._epochs, lo, hi, np.int64), series, self.last_seq, len(self._steps))
 
     @property
     def metric_steps(self) -> int:
         with self._lock:
             return len(self._steps)
+
+
+def _index_range(steps: array.array, lo_step: int, hi_step: int) -> tuple[int, int]:
+    return bisect.bisect_left(steps, lo_step), bisect.bisect_right(steps, hi_step)
+
+
+def _copy(values: array.array, lo: int, hi: int, dtype) -> np.ndarray:
+    # Slicing the array.array copies it: a numpy view of the live array would pin its buffer, and the
+    # pump's next append would then fail ("cannot resize an array that is exporting buffers").
+    return np.frombuffer(values[lo:hi], dtype=dtype)
+
+
+def _eval_series(evals: list[dict[str, Any]], lo_step: int, hi_step: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    points: dict[str, tuple[list[int], list[float]]] = {}
+    for e in evals:
+        if not lo_step <= e["step"] <= hi_step:
+            continue
+        for metric, value in [("loss", e["loss"]), *e["metrics"].items()]:
+            xs, ys = points.setdefault(f"{e['split']}/{metric}", ([], []))
+            xs.append(e["step"])
+            ys.append(float(value))
+    return {k: (np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.float64)) for k, (xs, ys) in points.items()}
 
 
 def _column(values: array.array, dtype: torch.dtype) -> torch.Tensor:

@@ -176,7 +176,9 @@ class RunStatus(_message.Message):
     last_loss: _builtins.float
     """last_loss is the mean training loss of the last completed step (NaN before the first)."""
     samples_per_second: _builtins.float
-    """samples_per_second is the training throughput over the last few seconds."""
+    """samples_per_second is training samples per wall-clock second over the last 10 s of training (pauses
+    and evaluation passes excluded), as of the newest step.
+    """
     last_seq: _builtins.int
     """last_seq is the sequence number of the newest published telemetry event."""
     pending_steps: _builtins.int

@@ -367,7 +367,9 @@ class StepMetrics(_message.Message):
     grad_norm: _builtins.float
     """grad_norm is the global L2 norm of all gradients before the optimizer step (NaN if not computed)."""
     samples_per_second: _builtins.float
-    """samples_per_second is the throughput of this step, data loading included."""
+    """samples_per_second is the run's throughput as of this step: training samples per wall-clock second
+    over the last 10 s of training (pauses and evaluation passes excluded), the same figure as RunStatus.
+    """
     batch_size: _builtins.int
     """batch_size is the number of samples in the step."""
     step_seconds: _builtins.float

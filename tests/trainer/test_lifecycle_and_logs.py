@@ -77,3 +77,24 @@ def test_an_exception_fails_the_run_visibly_and_is_raised_to_the_caller(live_run
     assert last.kind == telemetry_pb2.LIFECYCLE_KIND_FAILED
     assert last.message == "RuntimeError: forward exploded at batch 3"
     assert events[-1].step == 2
+
+
+def test_the_trainers_own_stderr_line_is_information_not_a_warning(live_run):
+    model, opt, loss, loader = boring_setup(n=32)
+
+    def step_fn(model, batch, loss_fn):
+        x, y = batch
+        print("user trouble", file=sys.stderr)
+        return model(x), y
+
+    import sys
+
+    run = live_run(Trainer("t", "logs", max_steps=1, port=0, start_paused=True, capture_prints=True, verbose=True),
+                   model, opt, loss, loader, step_fn=step_fn)
+    run.client.control.Resume(control_pb2.ResumeRequest())
+    logs = [e.log for e in _events(run, telemetry_pb2.EVENT_KIND_LOG)]
+    run.join()
+    own = [log for log in logs if log.message.startswith("onthefly: run 't/logs' is live")]
+    assert [(log.logger, log.level) for log in own] == [("onthefly", telemetry_pb2.LOG_LEVEL_INFO)]
+    user = [log for log in logs if log.message == "user trouble"]
+    assert [(log.logger, log.level) for log in user] == [("stderr", telemetry_pb2.LOG_LEVEL_WARNING)]

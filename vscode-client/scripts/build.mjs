@@ -13,7 +13,7 @@ await Promise.all([
     platform: "node", format: "cjs", target: "node20", external: ["vscode"], minify: true,
   }),
   esbuild.build({
-    ...common, entryPoints: { webview: "src/webview/main.ts" }, outdir: "dist",
+    ...common, entryPoints: { webview: "src/webview/main.ts", compare: "src/webview/compare.ts" }, outdir: "dist",
     platform: "browser", format: "iife", target: "chrome120", minify: true,
   }),
   ...(process.argv.includes("--tests")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything the extension's build and tests need on a fresh Debian machine, idempotently:
-# Debian packages (chromium, build tools for code-server's native addons), the extension's npm
-# dependencies (node_modules, re-installed only when package-lock.json changes), Node 24 (the tests'
-# runtime) and the project's Python venv (the repo's own scripts/bootstrap.sh). code-server, needed
+# Installs everything the extension's tests need on a fresh Debian machine, idempotently: Debian
+# packages (chromium, build tools for code-server's native addons), what the build needs
+# (node-deps.sh: npm dependencies and Node 24) and the project's Python venv (the repo's own
+# scripts/bootstrap.sh). Building and packaging alone need only node-deps.sh. code-server, needed
 # only by the e2e tests, is scripts/install-code-server.sh.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -19,13 +19,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-cd "$VSC_ROOT"
-want=$(stamp_of package.json package-lock.json 2>/dev/null || stamp_of package.json)
-if [ ! -f node_modules/.onthefly-stamp ] || [ "$(cat node_modules/.onthefly-stamp)" != "$want" ]; then
-  log "installing npm dependencies"
-  if [ -f package-lock.json ]; then npm ci --no-fund --no-audit --loglevel=error; else npm install --no-fund --no-audit --loglevel=error; fi
-  echo "$want" > node_modules/.onthefly-stamp
-fi
-
-"$VSC_ROOT/scripts/install-node24.sh"
+"$VSC_ROOT/scripts/node-deps.sh"
 "$REPO_ROOT/scripts/bootstrap.sh"

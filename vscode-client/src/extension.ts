@@ -5,11 +5,15 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describeOutcome, type CommandName } from "./core/client.js";
 import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
-import { dashboardHtml } from "./core/html.js";
-import type { HealthView, HostToView } from "./core/protocol.js";
+import { waitForLaunchedRun } from "./core/launch.js";
+import { compareRuns } from "./core/compare.js";
+import { compareHtml, dashboardHtml } from "./core/html.js";
+import type { CompareMessage, HealthView, HostToView } from "./core/protocol.js";
 import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
 
 const VIEW_TYPE = "onthefly.dashboard";
+/** A further run in a tab of its own (Open Run in New Tab…), beside the main dashboard. */
+const TAB_VIEW_TYPE = "onthefly.run";
 
 export function activate(context: vscode.ExtensionContext): void {
   const ext = new Extension(context);
@@ -32,8 +36,17 @@ export function activate(context: vscode.ExtensionContext): void {
   cmd("onthefly.runHealthChecks", () => ext.runHealthChecks());
   cmd("onthefly.checkpoint", () => ext.sendCommand("checkpoint"));
   cmd("onthefly.exportSession", () => ext.exportSession());
+  cmd("onthefly.importSession", () => ext.importSession());
+  cmd("onthefly.restoreCheckpoint", () => ext.restoreCheckpoint());
+  cmd("onthefly.runTrainingScript", () => ext.runTrainingScript());
+  cmd("onthefly.openRunInNewTab", () => ext.openRunInNewTab());
+  cmd("onthefly.compareRuns", () => ext.compareRuns());
   context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
     deserializeWebviewPanel: async (panel, state) => ext.adoptPanel(panel, state as { runId?: string } | undefined),
+  }));
+  context.subscriptions.push(vscode.window.registerWebviewPanelSerializer(TAB_VIEW_TYPE, {
+    // The page's saved state names its run: reopen the tab on it while it still runs, else close it.
+    deserializeWebviewPanel: async (panel, state) => ext.restoreTab(panel, (state as { model?: { run?: { runId?: string } } } | undefined)?.model?.run?.runId),
   }));
 }
 
@@ -48,6 +61,8 @@ class Extension implements vscode.Disposable {
   private statusText = "";
   private discoveryTimer?: ReturnType<typeof setInterval>;
   private unsubscribe?: () => void;
+  /** Sessions of the runs open in tabs of their own (each disposed with its tab). */
+  private readonly tabs = new Set<RunSession>();
 
   constructor(private readonly context: vscode.ExtensionContext) {
     this.status = vscode.window.createStatusBarItem("onthefly.status", vscode.StatusBarAlignment.Left, 50);
@@ -59,6 +74,8 @@ class Extension implements vscode.Disposable {
   dispose(): void {
     clearInterval(this.discoveryTimer);
     void this.session?.dispose();
+    for (const tab of this.tabs) void tab.dispose();
+    this.tabs.clear();
     this.status.dispose();
     this.output.dispose();
   }
@@ -78,7 +95,11 @@ class Extension implements vscode.Disposable {
     const session = new RunSession(target, {
       savePng: (name, png) => this.savePng(name, png),
       pickExportPath: (suggested) => this.pickExportPath(suggested),
-      onAttachRequest: () => void this.pickAndAttach(),
+      pickImportPath: () => this.pickImportPath(),
+      onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
+      discoveryDir: () => this.discoveryDir(),
+      onSuccessor: (run) => void this.offerSuccessor(session, run),
+      onRunScriptRequest: () => void this.runTrainingScript(),
     });
     this.session = session;
     this.unsubscribe = session.store.onChange(() => this.updateStatusBar());
@@ -87,6 +108,36 @@ class Extension implements vscode.Disposable {
     this.updateStatusBar();
     if (this.panel) this.renderPanel(this.panel); // the page reloads and says "ready" to the new session
     return session;
+  }
+
+  /** Attaches to the running trainer with this run id (a successor the dashboard offered). */
+  private attachToRun(runId: string): void {
+    const run = listRuns(this.discoveryDir()).find((r) => r.runId === runId);
+    if (!run) {
+      void vscode.window.showErrorMessage(`OnTheFly: run ${runId} is no longer running (its discovery file is gone)`);
+      return;
+    }
+    this.attach(sessionTarget(run));
+  }
+
+  /**
+   * The attached run ended and a new run of its project started: switch to it (setting
+   * onthefly.followNewRuns = "switch") or offer to ("ask", the default; the dashboard offers it too).
+   */
+  private async offerSuccessor(ended: RunSession, run: RunInfo): Promise<void> {
+    if (this.session !== ended) return;
+    const mode = vscode.workspace.getConfiguration("onthefly").get<string>("followNewRuns", "ask");
+    if (mode === "off") return;
+    if (mode === "switch") {
+      this.output.appendLine(`${ended.target.label} ended; following the new run ${runLabel(run)}`);
+      this.attach(sessionTarget(run));
+      return;
+    }
+    const pick = await vscode.window.showInformationMessage(
+      `OnTheFly: ${ended.target.label} has ended and ${runLabel(run)} started. Switch the dashboard to it?`, "Switch", "Always Switch");
+    if (this.session !== ended) return;
+    if (pick === "Always Switch") await vscode.workspace.getConfiguration("onthefly").update("followNewRuns", "switch", vscode.ConfigurationTarget.Global);
+    if (pick) this.attach(sessionTarget(run));
   }
 
   /** The attached session; attaches on its own when exactly one run is running, else asks. */
@@ -172,6 +223,100 @@ class Extension implements vscode.Disposable {
     if (file) await this.sendCommand("exportSession", file, session);
   }
 
+  async importSession(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const file = await this.pickImportPath();
+    if (file) await this.sendCommand("importSession", file, session);
+  }
+
+  /** Picks a checkpoint of the attached run's ring (newest first) and restores it. */
+  async restoreCheckpoint(): Promise<void> {
+    const session = await this.ensureSession();
+    if (!session) return;
+    const list = await session.client.listCheckpoints();
+    if (!list.length) throw new Error(`${session.target.label} has no checkpoints yet: take one with OnTheFly: Checkpoint (or pause the run)`);
+    const pick = await vscode.window.showQuickPick([...list].reverse().map((c) => ({
+      label: `step ${c.step}`, description: `${c.reason}${c.label ? ` “${c.label}”` : ""}`,
+      detail: `${c.id} · ${new Date(c.createdAt).toLocaleString()}`, id: c.id,
+    })), { title: `OnTheFly: Restore a checkpoint of ${session.target.label}`, placeHolder: "The run continues from the state you pick" });
+    if (pick) await this.sendCommand("restoreCheckpoint", pick.id, session);
+  }
+
+  /**
+   * "Run training script…": starts a Python script in a VS Code terminal whose process is the
+   * interpreter itself (the Python extension's interpreter, else the onthefly.pythonPath setting, else
+   * python3), then attaches the dashboard to the run it hosts once it is up. A script that ends before
+   * that is reported (here and in the page); the attached run, if any, is left as it was.
+   */
+  async runTrainingScript(): Promise<void> {
+    const script = await this.pickScript();
+    if (!script) return;
+    const python = await this.pythonFor(vscode.Uri.file(script));
+    const dir = this.discoveryDir();
+    const name = `OnTheFly: ${path.basename(script)}`;
+    const terminal = vscode.window.createTerminal({
+      name, shellPath: python, shellArgs: [script], cwd: path.dirname(script),
+      env: { ONTHEFLY_RUNTIME_DIR: dir }, // the trainer announces itself where we look
+    });
+    terminal.show(true);
+    this.output.appendLine(`started ${python} ${script} in terminal "${name}"`);
+    const outcome = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: `OnTheFly: waiting for ${path.basename(script)} to start its run…` },
+      () => waitForLaunchedRun({
+        dir, pid: () => Promise.resolve(terminal.processId), exited: () => (terminal.exitStatus ? { code: terminal.exitStatus.code } : null),
+      }),
+    );
+    if (outcome.kind === "up") {
+      this.showAfterAttach(this.attach(sessionTarget(outcome.run)));
+      return;
+    }
+    const why = outcome.kind === "exited"
+      ? `${path.basename(script)} exited${outcome.code !== undefined ? ` with code ${outcome.code}` : ""} before a run came up: see the terminal "${name}"`
+      : `${path.basename(script)} has not started an OnTheFly run after 2 minutes (does it train with onthefly's Trainer?): see the terminal "${name}"`;
+    this.output.appendLine(why);
+    void this.sink?.post({ type: "toast", text: why, error: true });
+    void vscode.window.showErrorMessage(`OnTheFly: ${why}`);
+  }
+
+  private async pickScript(): Promise<string | undefined> {
+    const active = vscode.window.activeTextEditor?.document;
+    const items: (vscode.QuickPickItem & { file?: string })[] = [];
+    if (active?.uri.scheme === "file" && active.languageId === "python") {
+      items.push({ label: path.basename(active.uri.fsPath), description: "the active editor", file: active.uri.fsPath });
+    }
+    items.push({ label: "$(folder-opened) Choose a script…" });
+    const pick = items.length > 1 ? await vscode.window.showQuickPick(items, { title: "OnTheFly: Run Training Script" }) : items[0];
+    if (!pick) return undefined;
+    if (pick.file) return pick.file;
+    const uris = await vscode.window.showOpenDialog({
+      canSelectMany: false, filters: { "Python script": ["py"] }, title: "The training script to run", openLabel: "Run",
+      defaultUri: vscode.workspace.workspaceFolders?.[0]?.uri,
+    });
+    if (!uris?.[0]) return undefined;
+    if (uris[0].scheme !== "file") throw new Error(`pick a local script (not ${uris[0].scheme}:)`);
+    return uris[0].fsPath;
+  }
+
+  /** The Python extension's interpreter for `resource` when it is installed, else the setting, else python3. */
+  private async pythonFor(resource: vscode.Uri): Promise<string> {
+    const configured = vscode.workspace.getConfiguration("onthefly").get<string>("pythonPath", "");
+    const ext = vscode.extensions.getExtension("ms-python.python");
+    if (ext) {
+      try {
+        const api = (ext.isActive ? ext.exports : await ext.activate()) as {
+          environments?: { getActiveEnvironmentPath(r?: vscode.Uri): { path: string } };
+          settings?: { getExecutionDetails(r?: vscode.Uri): { execCommand?: string[] } };
+        };
+        const found = api.environments?.getActiveEnvironmentPath(resource)?.path ?? api.settings?.getExecutionDetails(resource)?.execCommand?.[0];
+        if (found) return found;
+      } catch (err) {
+        this.output.appendLine(`the Python extension did not name an interpreter (${(err as Error).message}); using ${configured || "python3"}`);
+      }
+    }
+    return configured || "python3";
+  }
+
   /** Runs every health check on the attached run; the findings go to the dashboard's Health panel and the output channel. */
   async runHealthChecks(): Promise<void> {
     const session = await this.ensureSession();
@@ -220,6 +365,106 @@ class Extension implements vscode.Disposable {
     return path.resolve(uri.fsPath);
   }
 
+  /** Which bundle to import: an open dialog (the trainer reads the file, so its machine must see the path). */
+  private async pickImportPath(): Promise<string | undefined> {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(os.homedir());
+    const uris = await vscode.window.showOpenDialog({
+      defaultUri: folder, canSelectMany: false, canSelectFolders: false,
+      filters: { "OnTheFly session bundle": ["onthefly"], "All files": ["*"] },
+      title: "Import a session bundle into the attached run (read by the trainer)", openLabel: "Import",
+    });
+    const uri = uris?.[0];
+    if (!uri) return undefined;
+    if (uri.scheme !== "file") throw new Error(`the trainer reads the bundle itself, so pick a local file (not ${uri.scheme}:)`);
+    return path.resolve(uri.fsPath);
+  }
+
+  // -- more runs, a tab each ---------------------------------------------------------------------
+
+  /** Opens a running trainer in a tab of its own beside the dashboard (several runs side by side). */
+  async openRunInNewTab(): Promise<void> {
+    const runs = listRuns(this.discoveryDir());
+    if (!runs.length) throw new Error(`no running trainer found in ${this.discoveryDir()}`);
+    const pick = await vscode.window.showQuickPick(runs.map((r) => ({
+      label: runLabel(r), description: `${r.host}:${r.port}`, detail: `pid ${r.pid} · started ${new Date(r.startedAt * 1000).toLocaleTimeString()}`, run: r,
+    })), { title: "OnTheFly: Open Run in New Tab", placeHolder: "Pick a running trainer" });
+    if (!pick) return;
+    const panel = vscode.window.createWebviewPanel(TAB_VIEW_TYPE, `OnTheFly: ${runLabel(pick.run)}`, vscode.ViewColumn.Beside, {
+      enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")], retainContextWhenHidden: false,
+    });
+    this.bindTab(panel, pick.run);
+  }
+
+  restoreTab(panel: vscode.WebviewPanel, runId: string | undefined): void {
+    const run = runId ? listRuns(this.discoveryDir()).find((r) => r.runId === runId) : undefined;
+    if (run) this.bindTab(panel, run);
+    else panel.dispose(); // that run has ended since: nothing to show live
+  }
+
+  /** One run's session bound to one tab: its page talks to that session only; closing the tab ends it. */
+  private bindTab(panel: vscode.WebviewPanel, run: RunInfo): void {
+    panel.webview.options = { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")] };
+    const session = new RunSession(sessionTarget(run), {
+      savePng: (name, png) => this.savePng(name, png),
+      pickExportPath: (suggested) => this.pickExportPath(suggested),
+      pickImportPath: () => this.pickImportPath(),
+      onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
+      onRunScriptRequest: () => void this.runTrainingScript(),
+    });
+    this.tabs.add(session);
+    const sink: ViewSink = { post: (m: HostToView) => panel.webview.postMessage(m) };
+    session.addView(sink);
+    panel.webview.onDidReceiveMessage((m) => void session.handleViewMessage(sink, m));
+    panel.onDidChangeViewState(() => {
+      if (!panel.visible) session.removeView(sink);
+      else session.addView(sink);
+    });
+    panel.onDidDispose(() => {
+      this.tabs.delete(session);
+      void session.dispose();
+    });
+    session.start();
+    const dist = vscode.Uri.joinPath(this.context.extensionUri, "dist");
+    panel.title = `OnTheFly: ${session.target.label}`;
+    panel.webview.html = dashboardHtml({
+      cspSource: panel.webview.cspSource,
+      scriptUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "webview.js")).toString(),
+      styleUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "webview.css")).toString(),
+      title: panel.title,
+    });
+    this.output.appendLine(`opened ${session.target.label} at ${session.target.host}:${session.target.port} in a tab of its own`);
+  }
+
+  /**
+   * An overlay of chosen running trainers: loss and validation loss of each on one step axis, read
+   * from each run's metric history and refreshed every few seconds while the tab is open.
+   */
+  async compareRuns(): Promise<void> {
+    const runs = listRuns(this.discoveryDir());
+    if (runs.length < 2) throw new Error(`comparing needs two running trainers; ${runs.length} found in ${this.discoveryDir()}`);
+    const picks = await vscode.window.showQuickPick(runs.map((r) => ({
+      label: runLabel(r), description: `${r.host}:${r.port}`, picked: true, run: r,
+    })), { title: "OnTheFly: Compare Runs", placeHolder: "The runs to overlay", canPickMany: true });
+    if (!picks?.length) return;
+    const targets = picks.map((p) => sessionTarget(p.run));
+    const dist = vscode.Uri.joinPath(this.context.extensionUri, "dist");
+    const panel = vscode.window.createWebviewPanel("onthefly.compare", "OnTheFly: compare runs", vscode.ViewColumn.Active, {
+      enableScripts: true, localResourceRoots: [dist],
+    });
+    panel.webview.html = compareHtml({
+      cspSource: panel.webview.cspSource,
+      scriptUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "compare.js")).toString(),
+      styleUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "compare.css")).toString(),
+      title: `Compare: ${targets.map((t) => t.label).join(" · ")}`,
+    });
+    const send = async () => {
+      if (panel.visible) await panel.webview.postMessage({ type: "compare", view: await compareRuns(targets) } satisfies CompareMessage);
+    };
+    panel.webview.onDidReceiveMessage((m) => void ((m as { type?: string })?.type === "ready" && send()));
+    const timer = setInterval(() => void send(), 5_000);
+    panel.onDidDispose(() => clearInterval(timer));
+  }
+
   // -- dashboard -------------------------------------------------------------------------------
 
   async showDashboard(): Promise<void> {
@@ -254,6 +499,7 @@ class Extension implements vscode.Disposable {
       if (this.session) void this.session.handleViewMessage(sink, m);
       else if ((m as { type?: string })?.type === "ready") this.postDetached();
       else if ((m as { type?: string })?.type === "attach") void this.pickAndAttach();
+      else if ((m as { type?: string })?.type === "runScript") void this.runTrainingScript();
     });
     panel.onDidChangeViewState(() => {
       // A hidden page is torn down: stop sending until it says "ready" again.

@@ -4,16 +4,20 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { ControlService } from "../gen/onthefly/v1/control_pb.js";
 import { DiagnosticsService, FindingSeverity, HealthCheck } from "../gen/onthefly/v1/diagnostics_pb.js";
+import { HistoryService } from "../gen/onthefly/v1/history_pb.js";
 import { ReceiptStatus, type Receipt } from "../gen/onthefly/v1/receipt_pb.js";
 import type { RunStatus } from "../gen/onthefly/v1/run_pb.js";
-import { SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
+import { CheckpointReason, SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
 import { TelemetryService, type SubscribeResponse } from "../gen/onthefly/v1/telemetry_pb.js";
 import type { Target } from "./discovery.js";
-import { HEALTH_CHECKS, type FindingView, type HealthCheckName, type HealthView } from "./protocol.js";
+import {
+  HEALTH_CHECKS, type CheckpointView, type FindingView, type HealthCheckName, type HealthView, type SeriesChunk,
+} from "./protocol.js";
 import { bytes } from "./format.js";
 
 /** A steering command the dashboard and the palette can send (answered with a receipt). */
-export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
+export type CommandName = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession"
+  | "restoreCheckpoint" | "importSession";
 
 /** What became of one command: the receipt in plain terms, or the call's error. */
 export interface CommandOutcome {
@@ -30,6 +34,23 @@ export interface CommandOutcome {
   at: number;
 }
 
+/** A metric-history query: series names (all when empty), a step range (0 = open end), a resolution. */
+export interface HistoryQuery {
+  names?: string[];
+  startStep?: number;
+  endStep?: number;
+  /** Step buckets, about the chart's width in pixels (0 = the trainer's default). */
+  buckets?: number;
+}
+
+/** The answer: series by name, where the telemetry stream continues, and the epochs' first steps. */
+export interface MetricHistory {
+  series: Record<string, SeriesChunk>;
+  lastSeq: bigint;
+  totalSteps: number;
+  epochStarts: { epoch: number; step: number }[];
+}
+
 /** Default deadline for control calls: Pause/RunTest wait for the training thread, so allow a while. */
 export const CONTROL_TIMEOUT_MS = 60_000;
 /** Deadline for health checks and session exports: they run on the training thread and may take a while. */
@@ -40,6 +61,7 @@ export class RunClient {
   readonly telemetry: Client<typeof TelemetryService>;
   readonly diagnostics: Client<typeof DiagnosticsService>;
   readonly sessions: Client<typeof SessionsService>;
+  readonly history: Client<typeof HistoryService>;
   private readonly session: Http2SessionManager;
 
   constructor(readonly target: Target) {
@@ -55,6 +77,25 @@ export class RunClient {
     this.telemetry = createClient(TelemetryService, transport);
     this.diagnostics = createClient(DiagnosticsService, transport);
     this.sessions = createClient(SessionsService, transport);
+    this.history = createClient(HistoryService, transport);
+  }
+
+  /**
+   * The run's metric history over [startStep, endStep] (0 = open end), downsampled on the trainer to
+   * `buckets` step buckets (min and max of each, so no spike is lost). Throws a ConnectError when the
+   * trainer has none to give (FAILED_PRECONDITION: no session; UNIMPLEMENTED: an older trainer).
+   */
+  async metricHistory(query: HistoryQuery = {}, timeoutMs = 30_000): Promise<MetricHistory> {
+    const res = await this.history.getMetricHistory({
+      names: query.names ?? [], startStep: BigInt(Math.max(0, Math.floor(query.startStep ?? 0))),
+      endStep: BigInt(Math.max(0, Math.ceil(query.endStep ?? 0))), buckets: Math.max(0, Math.min(100_000, Math.round(query.buckets ?? 0))),
+    }, { timeoutMs });
+    const series: Record<string, SeriesChunk> = {};
+    for (const s of res.series) series[s.name] = { x: s.steps.map(Number), y: [...s.values] };
+    return {
+      series, lastSeq: res.lastSeq, totalSteps: Number(res.totalSteps),
+      epochStarts: res.epochStarts.map((e) => ({ epoch: Number(e.epoch), step: Number(e.step) })),
+    };
   }
 
   /** The run's status snapshot (never waits for the training thread). */
@@ -80,7 +121,8 @@ export class RunClient {
   async command(command: CommandName, arg?: number | string, timeoutMs?: number): Promise<CommandOutcome> {
     const value = typeof arg === "number" ? arg : undefined;
     const text = typeof arg === "string" ? arg : "";
-    const opts = { timeoutMs: timeoutMs ?? (command === "exportSession" ? LONG_COMMAND_TIMEOUT_MS : CONTROL_TIMEOUT_MS) };
+    const long = command === "exportSession" || command === "importSession" || command === "restoreCheckpoint";
+    const opts = { timeoutMs: timeoutMs ?? (long ? LONG_COMMAND_TIMEOUT_MS : CONTROL_TIMEOUT_MS) };
     try {
       switch (command) {
         case "pause":
@@ -117,11 +159,32 @@ export class RunClient {
           const detail = b ? `${b.path}, ${bytes(Number(b.sizeBytes))}, ${b.checkpointCount} checkpoint${b.checkpointCount === 1 ? "" : "s"}` : "";
           return outcome(command, res.receipt, detail);
         }
+        case "restoreCheckpoint": {
+          if (!text) throw new ConnectError("a restore needs the checkpoint's id (pick one from the list)", Code.InvalidArgument);
+          const res = await this.sessions.restoreCheckpoint({ checkpointId: text }, opts);
+          const c = res.checkpoint;
+          return outcome(command, res.receipt, c ? `${c.checkpointId}, the state at step ${c.step}` : "");
+        }
+        case "importSession": {
+          if (!text) throw new ConnectError("an import needs the bundle's path", Code.InvalidArgument);
+          const res = await this.sessions.importSession({ path: text }, opts);
+          const c = res.checkpoint;
+          return outcome(command, res.receipt, c ? `${text}: continues from step ${c.step}` : text);
+        }
       }
     } catch (err) {
       const e = ConnectError.from(err);
       return { command, status: "error", commandId: 0, step: 0, detail: e.rawMessage || e.message, at: Date.now() };
     }
+  }
+
+  /** The run's checkpoint ring, oldest first. Throws a ConnectError (e.g. FAILED_PRECONDITION: no session). */
+  async listCheckpoints(timeoutMs = 10_000): Promise<CheckpointView[]> {
+    const res = await this.sessions.listCheckpoints({}, { timeoutMs });
+    return res.checkpoints.map((c) => ({
+      id: c.checkpointId, step: Number(c.step), epoch: Number(c.epoch), reason: CHECKPOINT_REASONS[c.reason] ?? "",
+      label: c.label, createdAt: c.createdUnix * 1000, sizeBytes: Number(c.sizeBytes),
+    }));
   }
 
   /**
@@ -172,6 +235,11 @@ function outcome(command: CommandName, receipt: Receipt | undefined, detail = ""
   }
 }
 
+const CHECKPOINT_REASONS: Record<number, string> = {
+  [CheckpointReason.REQUEST]: "request", [CheckpointReason.PAUSE]: "pause", [CheckpointReason.TEST]: "test",
+  [CheckpointReason.SCHEDULE]: "schedule", [CheckpointReason.EXPORT]: "export",
+};
+
 const HEALTH_CHECK_ENUM: Record<HealthCheckName, HealthCheck> = {
   numerics: HealthCheck.NUMERICS, gradients: HealthCheck.GRADIENTS, activations: HealthCheck.ACTIVATIONS,
   throughput: HealthCheck.THROUGHPUT, determinism: HealthCheck.DETERMINISM, configuration: HealthCheck.CONFIGURATION,
@@ -220,7 +288,7 @@ export function describeOutcome(o: Pick<CommandOutcome, "command" | "status" | "
 
 export const COMMAND_LABELS: Record<string, string> = {
   pause: "pause", resume: "resume", stop: "stop", step: "step", runTest: "run test", setLr: "set learning rate",
-  checkpoint: "checkpoint", exportSession: "export session",
+  checkpoint: "checkpoint", exportSession: "export session", restoreCheckpoint: "restore checkpoint", importSession: "import session",
   set_hyperparameters: "set hyperparameters", run_test: "run test", export: "export session", import: "import session",
   restore: "restore checkpoint", health_check: "health checks", test: "run test",
 };

@@ -51,8 +51,9 @@ export class TelemetryFollower {
     return this.seq;
   }
 
-  /** Starts following; the promise settles when the follower ends or is stopped. */
-  start(): Promise<void> {
+  /** Starts following (after `afterSeq`, when given); the promise settles when the follower ends or is stopped. */
+  start(afterSeq?: bigint): Promise<void> {
+    if (!this.done && afterSeq !== undefined) this.seq = afterSeq;
     this.done ??= this.loop();
     return this.done;
   }

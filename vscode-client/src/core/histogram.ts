@@ -61,8 +61,15 @@ export class LossWindow {
       sum += v;
       counts[Math.min(bins - 1, Math.floor((v - lo) / width))]++;
     }
+    // One row per sample: a sample seen twice in the window (two epochs) is listed once, at its highest loss.
     const top: { index: number; loss: number }[] = [];
-    for (let k = n - 1; k >= 0 && top.length < TOP_K; k--) top.push({ index: this.indices[order[k]], loss: values[order[k]] });
+    const listed = new Set<number>();
+    for (let k = n - 1; k >= 0 && top.length < TOP_K; k--) {
+      const index = this.indices[order[k]];
+      if (index >= 0 && listed.has(index)) continue;
+      listed.add(index);
+      top.push({ index, loss: values[order[k]] });
+    }
     return {
       split: this.split,
       step: this.step,

@@ -67,9 +67,17 @@ export function dashboardHtml(o: PageOptions): string {
   <span class="group">
     <button id="btn-checkpoint" data-command="checkpoint" class="secondary" title="Take a checkpoint at the next step boundary">Checkpoint</button>
     <button id="btn-export" data-command="exportSession" class="secondary" title="Export the session (state now, checkpoints, history) to one bundle file">Export Session…</button>
+    <button id="btn-restore" class="secondary" title="Go back to a checkpoint of the run's ring" aria-haspopup="true" aria-controls="restore-picker">Restore…</button>
+    <button id="btn-import" data-command="importSession" class="secondary" title="Continue this run from an exported session bundle">Import Session…</button>
+  </span>
+  <span id="restore-picker" class="group picker" role="group" aria-label="Restore a checkpoint" hidden>
+    <select id="ckpt-select" aria-label="Checkpoint to restore"></select>
+    <button id="btn-restore-go" data-command="restoreCheckpoint" title="Restore the chosen checkpoint at the next step boundary">Restore</button>
+    <button id="btn-restore-cancel" class="secondary">Cancel</button>
   </span>
   <button id="btn-stop" data-command="stop" class="danger" title="Finish the step and end the run">Stop</button>
   <button id="btn-attach" class="secondary" title="Attach to another run" hidden>Attach…</button>
+  <button id="btn-run-script" class="secondary" title="Start a training script in a terminal with the chosen Python and attach to its run">Run training script…</button>
 </section>
 <main class="grid">
   <section class="panel wide" aria-labelledby="charts-title">
@@ -140,6 +148,26 @@ export function dashboardHtml(o: PageOptions): string {
   </section>
 </main>
 <div id="toast" class="toast" role="status" aria-live="polite" hidden></div>
+<script nonce="${nonce}" src="${esc(o.scriptUri)}"></script>
+</body>
+</html>`;
+}
+
+/** The compare page (an overlay of chosen runs): same CSP rules as the dashboard. */
+export function compareHtml(o: PageOptions): string {
+  const nonce = o.nonce ?? makeNonce();
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${esc(contentSecurityPolicy(o.cspSource, nonce))}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" nonce="${nonce}" href="${esc(o.styleUri)}">
+<title>${esc(o.title ?? "OnTheFly: compare runs")}</title>
+</head>
+<body>
+<header class="top"><h1>${esc(o.title ?? "Compare runs")}</h1><div id="compare-caption" class="muted" role="status" aria-live="polite"></div></header>
+<main id="compare-charts" class="charts" aria-label="Metrics of the chosen runs"></main>
 <script nonce="${nonce}" src="${esc(o.scriptUri)}"></script>
 </body>
 </html>`;

@@ -140,6 +140,19 @@ export interface HealthPanelView {
   report?: HealthView;
 }
 
+/** One checkpoint of the run's ring, as the restore picker lists it. */
+export interface CheckpointView {
+  id: string;
+  step: number;
+  epoch: number;
+  /** request, pause, test, schedule or export. */
+  reason: string;
+  label: string;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  sizeBytes: number;
+}
+
 export interface RunView {
   runId: string;
   label: string;
@@ -167,6 +180,8 @@ export interface Delta {
   notes?: NotesView;
   connection?: ConnectionView;
   health?: HealthPanelView;
+  /** A new run of the same project, found after this one ended (the page offers to switch to it). */
+  successor?: RunView;
 }
 
 export type HostToView =
@@ -174,21 +189,39 @@ export type HostToView =
   /** receipt is null when the person cancelled (e.g. closed the export's save dialog). */
   | { type: "commandDone"; id: number; receipt: ReceiptView | null }
   | { type: "healthDone"; id: number; report: HealthView }
-  | { type: "exported"; name: string; path: string; error?: string };
+  | { type: "exported"; name: string; path: string; error?: string }
+  /** The steps of a zoomed range in detail (answers "zoom" with the same id); series is empty when the trainer cannot answer. */
+  | { type: "zoomData"; id: number; min: number; max: number; series: Record<string, SeriesChunk> }
+  /** A message for the person (e.g. a script started from the page exited before its run came up). */
+  | { type: "toast"; text: string; error: boolean }
+  /** Answers listCheckpoints: the ring, oldest first, or why it could not be read. */
+  | { type: "checkpoints"; id: number; checkpoints: CheckpointView[]; error?: string };
 
-/** Commands the page sends; exportSession has no value: the host asks where to write the bundle. */
-export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession";
+/**
+ * Commands the page sends. exportSession and importSession have no value: the host asks for the file;
+ * restoreCheckpoint names the checkpoint in `text`.
+ */
+export type ViewCommand = "pause" | "resume" | "stop" | "step" | "runTest" | "setLr" | "checkpoint" | "exportSession"
+  | "restoreCheckpoint" | "importSession";
 
 export type ViewToHost =
   /** Sent once the page listens; runId/gen/lastSeq describe what it restored from its saved state. */
   | { type: "ready"; runId: string; gen: number; lastSeq: number }
-  | { type: "command"; id: number; command: ViewCommand; value?: number }
+  | { type: "command"; id: number; command: ViewCommand; value?: number; text?: string }
+  /** Asks for the run's checkpoints (the restore picker); answered with checkpoints. */
+  | { type: "listCheckpoints"; id: number }
   | { type: "exportPng"; name: string; dataUrl: string }
   /** Runs the named health checks (all when empty); answered with healthDone. */
   | { type: "health"; id: number; checks: HealthCheckName[] }
-  | { type: "attach" };
+  /** Attach to another run: the one named by runId (a successor the page offered), else the host asks which. */
+  | { type: "attach"; runId?: string }
+  /** Asks the host to start a training script in a terminal and attach to its run once it is up. */
+  | { type: "runScript" }
+  /** Asks for the named step series over [min, max] at up to `buckets` step buckets (a zoomed chart); answered with zoomData. */
+  | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number };
 
-const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession"];
+const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession",
+  "restoreCheckpoint", "importSession"];
 export const PNG_PREFIX = "data:image/png;base64,";
 
 /** Validates a message from the webview; undefined for anything malformed. */
@@ -208,7 +241,16 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
       if (!num(m.id) || typeof m.command !== "string" || !COMMANDS.includes(m.command)) return undefined;
       if (m.value !== undefined && !num(m.value)) return undefined;
       if ((m.command === "setLr" || m.command === "step") && m.value === undefined) return undefined;
-      return { type: "command", id: m.id as number, command: m.command as ViewCommand, value: m.value as number | undefined };
+      if (m.text !== undefined && (typeof m.text !== "string" || m.text.length > 500)) return undefined;
+      if (m.command === "restoreCheckpoint" && !m.text) return undefined;
+      return {
+        type: "command", id: m.id as number, command: m.command as ViewCommand, value: m.value as number | undefined,
+        ...(m.command === "restoreCheckpoint" ? { text: m.text as string } : {}),
+      };
+    case "runScript":
+      return { type: "runScript" };
+    case "listCheckpoints":
+      return num(m.id) ? { type: "listCheckpoints", id: m.id as number } : undefined;
     case "exportPng":
       if (typeof m.name !== "string" || typeof m.dataUrl !== "string" || !m.dataUrl.startsWith(PNG_PREFIX)) return undefined;
       return { type: "exportPng", name: m.name.replace(/[^\w.-]+/g, "_").slice(0, 80) || "chart", dataUrl: m.dataUrl };
@@ -219,9 +261,36 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
       return { type: "health", id: m.id as number, checks: [...new Set(checks as HealthCheckName[])] };
     }
     case "attach":
-      return { type: "attach" };
+      if (m.runId !== undefined && (typeof m.runId !== "string" || m.runId.length > 300)) return undefined;
+      return m.runId ? { type: "attach", runId: m.runId as string } : { type: "attach" };
+    case "zoom": {
+      if (!num(m.id) || !num(m.min) || !num(m.max) || !num(m.buckets) || !Array.isArray(m.names)) return undefined;
+      const names = m.names as unknown[];
+      if (names.length > 64 || !names.every((n) => typeof n === "string" && n.length > 0 && n.length <= 200)) return undefined;
+      if ((m.max as number) < (m.min as number)) return undefined;
+      const buckets = Math.max(1, Math.min(100_000, Math.round(m.buckets as number)));
+      return { type: "zoom", id: m.id as number, names: [...new Set(names as string[])], min: m.min as number, max: m.max as number, buckets };
+    }
     default:
       return undefined;
   }
 }
 
+/** One run in the overlay: its series, or why it could not be read. */
+export interface CompareRun {
+  label: string;
+  runId: string;
+  series: Record<string, SeriesChunk>;
+  error?: string;
+}
+
+/** What the compare page draws: one chart per metric, one line per run. */
+export interface CompareView {
+  metrics: string[];
+  runs: CompareRun[];
+  /** Milliseconds since the epoch when it was read. */
+  at: number;
+}
+
+/** The host's message to the compare page. */
+export type CompareMessage = { type: "compare"; view: CompareView };

@@ -75,7 +75,9 @@ export class RunStore {
   private readonly connection = new Versioned<ConnectionView>({ state: "connecting", detail: "" });
   private readonly epochStarts = new Versioned<{ epoch: number; step: number }[]>([]);
   private readonly health = new Versioned<HealthPanelView>({ running: false });
+  private readonly successor = new Versioned<RunView | undefined>(undefined);
   private healthRuns = 0;
+  private rewound = false;
   private listeners: (() => void)[] = [];
 
   constructor(options: StoreOptions = {}) {
@@ -139,7 +141,27 @@ export class RunStore {
     this.epochStarts.changedAt = v;
     this.health.value = { running: this.healthRuns > 0 };
     this.health.changedAt = v;
+    this.successor.value = undefined;
+    this.successor.changedAt = v;
     this.changed();
+  }
+
+  /** Records the run that carries on this one's work (every view offers to switch to it). */
+  setSuccessor(run: RunView): void {
+    this.successor.value = run;
+    this.successor.changedAt = this.touch();
+    this.changed();
+  }
+
+  get successorView(): RunView | undefined {
+    return this.successor.value;
+  }
+
+  /** True once after the run applied a restore or an import (its metric history was replaced). */
+  takeRewound(): boolean {
+    const r = this.rewound;
+    this.rewound = false;
+    return r;
   }
 
   /** Renames the run (same data). */
@@ -150,6 +172,46 @@ export class RunStore {
   }
 
   // -- folding in ------------------------------------------------------------------------------
+
+  /**
+   * Takes the run's metric history (from GetMetricHistory) as the start of every series it names and
+   * continues after its last seq: events up to it are already in. Every view gets a reset.
+   */
+  applyHistory(h: { series: Record<string, SeriesChunk>; lastSeq: bigint; epochStarts: { epoch: number; step: number }[] },
+    whole = false): void {
+    const seq = Number(h.lastSeq);
+    this.gen += 1;
+    const v = this.touch();
+    if (whole) {
+      // After a restore: step series the history lacks belong to the abandoned branch.
+      for (const name of [...this.series.keys()]) if (!name.startsWith("runtime/") && !(name in h.series)) this.series.delete(name);
+      this.epochStarts.value = [];
+    }
+    for (const [name, chunk] of Object.entries(h.series)) {
+      if (!chunk.x.length && !whole) continue;
+      const old = this.series.get(name);
+      // Points the stream already brought after the history's end stay (they are newer).
+      const keep = old ? firstAfter(old.seq, seq) : 0;
+      this.series.set(name, {
+        x: [...chunk.x, ...(old?.x.slice(keep) ?? [])],
+        y: [...chunk.y, ...(old?.y.slice(keep) ?? [])],
+        seq: [...chunk.x.map(() => seq), ...(old?.seq.slice(keep) ?? [])],
+      });
+    }
+    if (seq > this.lastSeq) this.lastSeq = seq;
+    if (h.epochStarts.length) {
+      const later = this.epochStarts.value.filter((e) => !h.epochStarts.some((x) => x.epoch === e.epoch));
+      this.epochStarts.value = [...h.epochStarts, ...later].sort((a, b) => a.step - b.step);
+      this.epochStarts.changedAt = v;
+    }
+    if (h.series.loss?.x.length) {
+      const n = h.series.loss;
+      const s = this.status.value;
+      this.status.value = { ...s, step: Math.max(s.step, n.x[n.x.length - 1]) };
+      this.status.changedAt = v;
+    }
+    this.changed();
+  }
 
   /** Folds one telemetry frame in. */
   applyFrame(frame: SubscribeResponse): void {
@@ -268,6 +330,7 @@ export class RunStore {
       }
       case "command": {
         const c = p.value;
+        if (c.applied && (c.name === "restore" || c.name === "import")) this.rewound = true;
         const status = c.applied ? "applied" : "rejected";
         this.upsertReceipt({
           commandId: Number(c.commandId), command: c.name, status, step, detail: c.detail, at: e.timeUnix * 1000,
@@ -293,6 +356,26 @@ export class RunStore {
       thin(s);
       this.gen += 1; // webviews hold the unthinned points: send them a reset
     }
+  }
+
+  /**
+   * Adds log lines from before the point the stream was followed from (a late attach reads them from
+   * the run's bounded event history); lines already held are skipped. Views get a reset.
+   */
+  addEarlierLogs(events: Event[]): void {
+    const have = new Set(this.logs.map((l) => l.seq));
+    const earlier: LogLine[] = [];
+    for (const e of events) {
+      const seq = Number(e.seq);
+      if (e.payload.case !== "log" || have.has(seq)) continue;
+      const l = e.payload.value;
+      earlier.push({ seq, step: Number(e.step), time: e.timeUnix, level: l.level, logger: l.logger, message: l.message });
+    }
+    if (!earlier.length) return;
+    this.logs = [...earlier, ...this.logs].sort((a, b) => a.seq - b.seq).slice(-this.opts.maxLogs);
+    this.gen += 1; // the views hold logs after these: send them everything again
+    this.touch();
+    this.changed();
   }
 
   /** Takes a GetStatus snapshot (authoritative for state, step, throughput, hyperparameters). */
@@ -428,6 +511,7 @@ export class RunStore {
     if (newer(this.connection)) d.connection = this.connection.value;
     if (newer(this.epochStarts)) d.epochStarts = this.epochStarts.value;
     if (newer(this.health)) d.health = this.health.value;
+    if (newer(this.successor) && this.successor.value) d.successor = this.successor.value;
     for (const split of this.windows.keys()) {
       if ((this.windowChanged.get(split) ?? 0) > sinceVersion) {
         const h = this.histogram(split);

@@ -3,7 +3,11 @@
 // 0 resets. Each chart exports a PNG drawn on the theme's background.
 import uPlot from "uplot";
 import { emaInto, epochAt, type Prefs, type ViewModel } from "./model.js";
+import type { SeriesChunk } from "../core/protocol.js";
+import { fmtEpoch, fmtNum, yScale } from "./scales.js";
 import type { Theme } from "./theme.js";
+
+export { fmtNum } from "./scales.js";
 
 /** One chart: which series it plots and on what x. */
 export interface ChartSpec {
@@ -12,13 +16,17 @@ export interface ChartSpec {
   x: "step" | "time";
   series: { name: string; label: string; color: keyof Theme["colors"]; smooth?: boolean; points?: boolean }[];
   height: number;
+  /** A percentage: the y axis runs from 0 to at least 100, so it always has real ticks. */
+  percent?: boolean;
+  /** Values can be drawn on a log axis (all positive quantities); the toggle shows only then. */
+  loggable?: boolean;
 }
 
 const STEP_CHARTS: Record<string, Omit<ChartSpec, "id" | "series"> & { color: keyof Theme["colors"]; label: string }> = {
   loss: { title: "Training loss", label: "loss", x: "step", height: 220, color: "blue" },
   lr: { title: "Learning rate", label: "lr", x: "step", height: 140, color: "purple" },
   grad_norm: { title: "Gradient norm", label: "grad norm", x: "step", height: 140, color: "orange" },
-  samples_per_second: { title: "Throughput (samples/s)", label: "samples/s", x: "step", height: 140, color: "green" },
+  samples_per_second: { title: "Throughput (samples/s over the last 10 s)", label: "samples/s", x: "step", height: 140, color: "green" },
   step_seconds: { title: "Step time (s)", label: "step", x: "step", height: 140, color: "yellow" },
 };
 
@@ -31,7 +39,7 @@ export function chartSpecs(m: ViewModel, prefs: Prefs): { main: ChartSpec[]; run
     const series: ChartSpec["series"] = [{ name: id, label: c.label, color: c.color }];
     if (id === "loss" && prefs.smooth) series.push({ name: id, label: "smoothed", color: "red", smooth: true });
     if (id === "step_seconds" && m.series.data_seconds) series.push({ name: "data_seconds", label: "data", color: "purple" });
-    main.push({ id, title: c.title, x: c.x, height: c.height, series });
+    main.push({ id, title: c.title, x: c.x, height: c.height, series, loggable: id !== "samples_per_second" });
   }
   const evalMetrics = new Set<string>();
   for (const n of names) {
@@ -42,14 +50,15 @@ export function chartSpecs(m: ViewModel, prefs: Prefs): { main: ChartSpec[]; run
     const series: ChartSpec["series"] = [];
     if (m.series[`val/${metric}`]) series.push({ name: `val/${metric}`, label: `val ${metric}`, color: "green", points: true });
     if (m.series[`test/${metric}`]) series.push({ name: `test/${metric}`, label: `test ${metric}`, color: "red", points: true });
-    main.push({ id: `eval/${metric}`, title: `Evaluation ${metric}`, x: "step", height: 160, series });
+    main.push({ id: `eval/${metric}`, title: `Evaluation ${metric}`, x: "step", height: 160, series, loggable: metric === "loss" });
   }
   for (const n of names.filter((n) => n.startsWith("extra/")).sort()) {
     main.push({ id: n, title: n.slice(6), x: "step", height: 140, series: [{ name: n, label: n.slice(6), color: "blue" }] });
   }
   const runtime: ChartSpec[] = [];
   if (m.series["runtime/cpu_percent"]) {
-    runtime.push({ id: "runtime/cpu", title: "CPU %", x: "time", height: 110, series: [{ name: "runtime/cpu_percent", label: "cpu %", color: "blue" }] });
+    runtime.push({ id: "runtime/cpu", title: "CPU % (100 = one core)", x: "time", height: 110, percent: true,
+      series: [{ name: "runtime/cpu_percent", label: "cpu %", color: "blue" }] });
   }
   if (m.series["runtime/rss_mb"]) {
     runtime.push({ id: "runtime/rss", title: "Memory (RSS, MiB)", x: "time", height: 110, series: [{ name: "runtime/rss_mb", label: "MiB", color: "purple" }] });
@@ -57,7 +66,7 @@ export function chartSpecs(m: ViewModel, prefs: Prefs): { main: ChartSpec[]; run
   for (const n of names.filter((n) => /^runtime\/gpu\d+_util$/.test(n)).sort()) {
     const i = n.match(/\d+/)![0];
     const series: ChartSpec["series"] = [{ name: n, label: `gpu${i} util %`, color: "green" }];
-    runtime.push({ id: `runtime/gpu${i}`, title: `GPU ${i} utilization %`, x: "time", height: 110, series });
+    runtime.push({ id: `runtime/gpu${i}`, title: `GPU ${i} utilization %`, x: "time", height: 110, series, percent: true });
     if (m.series[`runtime/gpu${i}_mem_gb`]) {
       runtime.push({ id: `runtime/gpu${i}mem`, title: `GPU ${i} memory (GiB)`, x: "time", height: 110,
         series: [{ name: `runtime/gpu${i}_mem_gb`, label: "GiB", color: "orange" }] });
@@ -75,11 +84,24 @@ interface Chart {
   points: number;
 }
 
+/** The trainer's answer to a zoom: every step (or min/max per pixel) of the zoomed range. */
+export interface ZoomDetail {
+  id: number;
+  min: number;
+  max: number;
+  series: Record<string, SeriesChunk>;
+}
+
 export class ChartBoard {
   private charts = new Map<string, Chart>();
   /** Shared x range of the step charts while zoomed; null follows the data. */
   private zoom: { min: number; max: number } | null = null;
+  /** The zoomed range in detail, from the run's history (replaces the page's coarser points there). */
+  private detail: ZoomDetail | null = null;
+  private zoomId = 0;
   private readonly resize: ResizeObserver;
+  /** Asks the host for the zoomed range in detail; the answer comes back through setDetail. */
+  onZoom: (request: { id: number; names: string[]; min: number; max: number; buckets: number }) => void = () => {};
 
   constructor(
     private readonly mainEl: HTMLElement,
@@ -120,7 +142,7 @@ export class ChartBoard {
     const specs = chartSpecs(model, this.getPrefs());
     for (const [list, host] of [[specs.main, this.mainEl], [specs.runtime, this.runtimeEl]] as const) {
       for (const [order, spec] of list.entries()) {
-        const key = spec.series.map((s) => s.name + (s.smooth ? "~" : "")).join(",");
+        const key = spec.series.map((s) => s.name + (s.smooth ? "~" : "")).join(",") + `|${yScale(spec, model, this.getPrefs())}`;
         let chart = this.charts.get(spec.id);
         if (chart && chart.key !== key) {
           chart.plot.destroy();
@@ -171,13 +193,33 @@ export class ChartBoard {
       stroke: t.axis, grid: { stroke: t.grid, width: 1 }, ticks: { stroke: t.grid, width: 1 }, font: t.font, labelFont: t.font,
     };
     const prefs = this.getPrefs();
+    const log = yScale(spec, this.getModel(), prefs) === "log";
     const xAxis: uPlot.Axis = spec.x === "step" && prefs.xAxis === "epoch"
       ? { ...axis, values: (_u, splits) => splits.map((v) => fmtEpoch(epochAt(v, this.getModel().epochStarts))) }
       : { ...axis };
+    // On a log axis uPlot ticks 1..9 of every decade: label and grid the decades only, or a tall range
+    // stacks labels on top of each other. (uPlot hands filtered-out ticks over as null.)
+    const decade = (v: number | null) => v != null && v > 0 && Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9;
+    const onlyDecades = (_u: uPlot, splits: number[]) => splits.map((v) => (decade(v) ? v : null)) as number[];
+    const yAxis: uPlot.Axis = log
+      ? { ...axis, size: fitLabels, values: (_u, splits) => splits.map((v) => (decade(v) ? fmtNum(v) : null)) as string[],
+        grid: { ...axis.grid, filter: onlyDecades }, ticks: { ...axis.ticks, filter: onlyDecades } }
+      : { ...axis, size: fitLabels, values: (_u, splits) => splits.map((v) => (v == null ? null : fmtNum(v))) as string[] };
+    const yScaleOpts: uPlot.Scale = log ? { distr: 3, log: 10 }
+      : spec.percent ? { range: (_u, _min, max) => [0, Math.max(100, Math.ceil((max || 0) / 50) * 50)] }
+      : {};
+    if (spec.loggable) {
+      const toggle = button("log", `${spec.title}: y axis is ${log ? "logarithmic" : "linear"}; switch to ${log ? "linear" : "log"}`,
+        () => this.setYScale(spec.id, log ? "linear" : "log"));
+      toggle.dataset.scale = log ? "log" : "linear";
+      toggle.setAttribute("aria-pressed", String(log));
+      tools.prepend(toggle);
+    }
+    el.dataset.scale = log ? "log" : "linear";
     const opts: uPlot.Options = {
       width: chartWidth(el),
       height: spec.height,
-      scales: { x: { time: spec.x === "time" } },
+      scales: { x: { time: spec.x === "time" }, y: yScaleOpts },
       series: [
         { label: spec.x === "time" ? "time" : prefs.xAxis, value: (_u, v) => (v == null ? "–" : spec.x === "time" ? new Date(v * 1000).toLocaleTimeString() : prefs.xAxis === "epoch" ? fmtEpoch(epochAt(v, this.getModel().epochStarts)) : String(v)) },
         ...spec.series.map((s): uPlot.Series => ({
@@ -186,11 +228,12 @@ export class ChartBoard {
           value: (_u, v) => (v == null ? "–" : fmtNum(v)),
         })),
       ],
-      axes: [xAxis, { ...axis, size: 56, values: (_u, splits) => splits.map(fmtNum) }],
+      axes: [xAxis, yAxis],
       // Zoom is ours, not uPlot's: a drag selects a range, which we apply to every step chart.
       cursor: { drag: { x: true, y: false, setScale: false } },
       legend: { show: true, live: true },
       hooks: {
+        draw: [(u) => noteLabelFit(u, el)],
         setSelect: [(u) => {
           if (u.select.width < 4) return;
           const min = u.posToVal(u.select.left, "x");
@@ -207,28 +250,75 @@ export class ChartBoard {
     return { spec, key, el, plot, smooth: new Map(), points: 0 };
   }
 
+  /** A series as drawn: the page's points, with the zoomed range replaced by the history's detail. */
+  private source(spec: ChartSpec, name: string): SeriesChunk {
+    const own = this.getModel().series[name] ?? { x: [], y: [] };
+    const d = this.detail;
+    const fine = d && this.zoom && spec.x === "step" ? d.series[name] : undefined;
+    if (!d || !fine) return own;
+    const lo = firstAtLeast(own.x, Math.floor(d.min));
+    const hi = firstAtLeast(own.x, Math.floor(d.max) + 1);
+    return { x: [...own.x.slice(0, lo), ...fine.x, ...own.x.slice(hi)], y: [...own.y.slice(0, lo), ...fine.y, ...own.y.slice(hi)] };
+  }
+
   private data(chart: Chart): uPlot.AlignedData {
-    const model = this.getModel();
     const spec = chart.spec;
-    const first = model.series[spec.series[0].name] ?? { x: [], y: [] };
-    const sameX = spec.series.every((s) => {
-      const other = model.series[s.name];
-      return other && other.x.length === first.x.length && other.x[other.x.length - 1] === first.x[first.x.length - 1];
-    });
-    const ys = spec.series.map((s) => {
-      const src = model.series[s.name] ?? { x: [], y: [] };
-      if (!s.smooth) return src.y;
-      let out = chart.smooth.get(s.name);
-      if (!out || out.length > src.y.length) {
-        out = [];
-        chart.smooth.set(s.name, out);
+    const detailed = !!(this.detail && this.zoom && spec.x === "step");
+    const srcs = spec.series.map((s) => this.source(spec, s.name));
+    const first = srcs[0];
+    const sameX = srcs.every((o) => o.x.length === first.x.length && o.x[o.x.length - 1] === first.x[first.x.length - 1]);
+    const log = yScale(spec, this.getModel(), this.getPrefs()) === "log";
+    const ys = spec.series.map((s, i) => {
+      const src = srcs[i];
+      let out: number[];
+      if (!s.smooth) out = src.y;
+      else if (detailed) {
+        out = []; // the detail replaced points in the middle: smooth afresh
+        emaInto(src.y, out, 0.9);
+      } else {
+        let cached = chart.smooth.get(s.name);
+        if (!cached || cached.length > src.y.length) {
+          cached = [];
+          chart.smooth.set(s.name, cached);
+        }
+        emaInto(src.y, cached, 0.9);
+        out = cached;
       }
-      emaInto(src.y, out, 0.9);
-      return out;
+      // A log axis has no place for zero or below: leave those points out rather than break the scale.
+      return log ? out.map((y) => (y > 0 ? y : null)) : out;
     });
     if (sameX) return [first.x, ...ys] as uPlot.AlignedData;
-    const tables = spec.series.map((s, i) => [model.series[s.name]?.x ?? [], ys[i]] as uPlot.AlignedData);
+    const tables = srcs.map((src, i) => [src.x, ys[i]] as uPlot.AlignedData);
     return uPlot.join(tables);
+  }
+
+  /** Takes the host's answer to a zoom (ignored when the zoom has moved on since). */
+  setDetail(detail: ZoomDetail): void {
+    if (detail.id !== this.zoomId || !this.zoom) return;
+    this.detail = Object.keys(detail.series).length ? detail : null;
+    for (const c of this.charts.values()) if (c.spec.x === "step") this.setData(c);
+    const n = this.detail ? Math.max(0, ...Object.values(this.detail.series).map((s) => s.x.length)) : 0;
+    document.body.dataset.zoomDetail = String(n);
+  }
+
+  private requestDetail(range: { min: number; max: number }): void {
+    this.zoomId += 1;
+    const names = new Set<string>();
+    let width = 0;
+    for (const c of this.charts.values()) {
+      if (c.spec.x !== "step") continue;
+      for (const s of c.spec.series) names.add(s.name);
+      width = Math.max(width, c.plot.width);
+    }
+    if (!names.size) return;
+    this.onZoom({ id: this.zoomId, names: [...names], min: range.min, max: range.max, buckets: Math.max(100, Math.round(width)) });
+  }
+
+  /** Switches one chart between a log and a linear y axis (saved with the page's preferences). */
+  setYScale(id: string, scale: "log" | "linear"): void {
+    const prefs = this.getPrefs();
+    prefs.yScale = { ...(prefs.yScale ?? {}), [id]: scale };
+    this.update(null);
   }
 
   private setData(chart: Chart): void {
@@ -237,20 +327,32 @@ export class ChartBoard {
     chart.plot.setData(data, true);
     if (this.zoom && chart.spec.x === "step") chart.plot.setScale("x", this.zoom);
     chart.el.dataset.points = String(chart.points);
+    chart.el.dataset.firstX = data[0].length ? String(data[0][0]) : "";
   }
 
   /** Shows the x range [min, max] on every step chart until reset. */
   applyZoom(range: { min: number; max: number }): void {
     this.zoom = range;
+    this.detail = null;
     for (const c of this.charts.values()) if (c.spec.x === "step") c.plot.setScale("x", range);
     document.body.dataset.zoomed = "true";
+    delete document.body.dataset.zoomDetail;
+    this.requestDetail(range);
   }
 
   /** Back to following the live edge. */
   resetZoom(kind: "step" | "time" = "step"): void {
     if (kind === "step") {
+      const hadDetail = !!this.detail;
       this.zoom = null;
+      this.detail = null;
+      this.zoomId += 1; // an answer still on its way is for a zoom that is gone
       delete document.body.dataset.zoomed;
+      delete document.body.dataset.zoomDetail;
+      if (hadDetail) {
+        for (const c of this.charts.values()) if (c.spec.x === "step") this.setData(c);
+        return;
+      }
     }
     for (const c of this.charts.values()) if (c.spec.x === kind) c.plot.setData(c.plot.data, true);
   }
@@ -322,13 +424,48 @@ function button(text: string, label: string, onClick: () => void): HTMLButtonEle
   return b;
 }
 
-export function fmtNum(v: number): string {
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
-  return Number(v.toPrecision(4)).toString();
+/**
+ * Records on the chart's element, after each draw, the room left of the plot for y tick labels and the
+ * width of the widest label drawn (CSS px), so a test can check in a real browser that none is clipped.
+ */
+function noteLabelFit(u: uPlot, el: HTMLElement): void {
+  const axis = u.axes[1] as uPlot.Axis & { _values?: string[] };
+  const labels = axis._values ?? [];
+  u.ctx.save();
+  u.ctx.font = (axis.font as unknown as string[])?.[0] ?? u.ctx.font;
+  const widest = Math.max(0, ...labels.filter((v) => v != null).map((v) => u.ctx.measureText(String(v)).width / devicePixelRatio));
+  u.ctx.restore();
+  const ticks = (axis.ticks as { size?: number } | undefined)?.size ?? 10;
+  el.dataset.yLabelRoom = (u.bbox.left / devicePixelRatio - ticks - (axis.gap ?? 5)).toFixed(1);
+  el.dataset.yLabelWidest = widest.toFixed(1);
+  el.dataset.yLabels = labels.filter((v) => v != null).join("|");
 }
 
-function fmtEpoch(e: number): string {
-  return Number.isFinite(e) ? `e${e.toFixed(2)}` : "–";
+/** Index of the first x at or after `v` in ascending xs. */
+function firstAtLeast(xs: number[], v: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (xs[mid] < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * The y axis's width: its widest tick label, measured in the axis font, plus tick and gap. A fixed
+ * width clipped labels such as "-1.50e-4" to ".50e-4".
+ */
+function fitLabels(u: uPlot, values: string[] | null, axisIdx: number, cycleNum: number): number {
+  const axis = u.axes[axisIdx] as uPlot.Axis & { _size?: number };
+  if (cycleNum > 1 && axis._size) return axis._size;
+  const ticks = (axis.ticks as { size?: number } | undefined)?.size ?? 10;
+  let size = ticks + (axis.gap ?? 5) + 6;
+  const widest = (values ?? []).reduce((a, v) => (v != null && String(v).length > a.length ? String(v) : a), "");
+  if (widest) {
+    u.ctx.font = (axis.font as unknown as string[])?.[0] ?? u.ctx.font;
+    size += u.ctx.measureText(widest).width / devicePixelRatio;
+  }
+  return Math.ceil(Math.max(40, size));
 }

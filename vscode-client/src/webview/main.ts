@@ -2,7 +2,7 @@
 // switch shows the charts at once), then tells the host what it holds and folds in the host's deltas.
 import "uplot/dist/uPlot.min.css";
 import "./dashboard.css";
-import type { Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
+import type { CheckpointView, Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
 import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
@@ -37,6 +37,8 @@ let theme = readTheme();
 const board = new ChartBoard($("charts"), $("runtime-charts"), theme, () => model, () => prefs, (name, dataUrl) => {
   post({ type: "exportPng", name, dataUrl });
 });
+
+board.onZoom = (request) => post({ type: "zoom", ...request });
 
 function post(message: ViewToHost): void {
   vscode.postMessage(message);
@@ -143,7 +145,10 @@ function renderControls(): void {
     stop: live && state !== "finished" && state !== "failed",
     checkpoint: live && (state === "paused" || running),
     exportSession: live && (state === "paused" || running),
+    importSession: live && (state === "paused" || running),
+    restoreCheckpoint: live && (state === "paused" || running) && $<HTMLSelectElement>("ckpt-select").value !== "",
   };
+  $<HTMLButtonElement>("btn-restore").disabled = !(live && (state === "paused" || running)) || inFlight.has("restoreCheckpoint");
   for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
     const cmd = b.dataset.command as ViewCommand;
     b.disabled = !can[cmd] || inFlight.has(cmd);
@@ -242,6 +247,19 @@ function renderNotes(): void {
     add(`Events ${g.first}–${g.last} could not be recovered${g.reason ? `: ${g.reason}` : ""}.`, "warning");
   }
   const c = model.connection;
+  const next = model.successor;
+  if (next) {
+    const p = document.createElement("p");
+    p.className = "note info successor";
+    p.append(`This run has ended. ${next.label} (the same project) started at ${next.address}. `);
+    const b = document.createElement("button");
+    b.id = "btn-switch";
+    b.textContent = `Switch to ${next.label}`;
+    b.dataset.runId = next.runId;
+    b.addEventListener("click", () => post({ type: "attach", runId: next.runId }));
+    p.append(b);
+    el.append(p);
+  }
   if (c.state === "reconnecting") add(`Connection lost — ${c.detail}`, "info");
   if (c.state === "failed") add(`Not connected: ${c.detail}`, "error");
   if (c.state === "detached") add(c.detail || "Not attached to a run.", "info");
@@ -277,7 +295,7 @@ function renderRuntime(): void {
   const rows: [string, string][] = [];
   if (s) {
     rows.push(["device", s.device || "–"]);
-    rows.push(["throughput", `${fmtNum(s.samplesPerSecond)} samples/s`]);
+    rows.push(["throughput", `${fmtNum(s.samplesPerSecond)} samples/s (last 10 s)`]);
     if (s.pendingSteps) rows.push(["pending steps", String(s.pendingSteps)]);
     for (const h of s.hyperparameters) {
       rows.push([`group ${h.group}`, Object.entries(h.values).sort().map(([k, v]) => `${k}=${fmtNum(v)}`).join("  ")]);
@@ -402,11 +420,11 @@ window.addEventListener("pagehide", saveNow);
 // -- input -----------------------------------------------------------------------------------------
 
 let nextId = 1;
-function sendCommand(command: ViewCommand, value?: number): void {
+function sendCommand(command: ViewCommand, value?: number, text?: string): void {
   if (inFlight.has(command)) return;
   inFlight.add(command);
   renderControls();
-  post({ type: "command", id: nextId++, command, value });
+  post({ type: "command", id: nextId++, command, value, ...(text !== undefined ? { text } : {}) });
   pendingIds.set(nextId - 1, command);
 }
 const pendingIds = new Map<number, ViewCommand>();
@@ -428,13 +446,54 @@ function commandFromButton(cmd: ViewCommand): void {
     sendCommand("step", Number.isFinite(n) && n >= 1 ? n : 1);
     return;
   }
+  if (cmd === "restoreCheckpoint") {
+    const id = $<HTMLSelectElement>("ckpt-select").value;
+    if (!id) return;
+    $("restore-picker").hidden = true;
+    sendCommand("restoreCheckpoint", undefined, id);
+    return;
+  }
   sendCommand(cmd);
+}
+
+// The restore picker: the host lists the run's checkpoint ring; the person picks one.
+let checkpointsRequest = 0;
+function openRestorePicker(): void {
+  checkpointsRequest = nextId++;
+  post({ type: "listCheckpoints", id: checkpointsRequest });
+}
+
+function onCheckpoints(id: number, list: CheckpointView[], error?: string): void {
+  if (id !== checkpointsRequest) return;
+  if (error) {
+    toast(`Cannot list checkpoints: ${error}`, true);
+    return;
+  }
+  if (!list.length) {
+    toast("The run has no checkpoints yet: take one with Checkpoint (or pause).", true);
+    return;
+  }
+  const select = $<HTMLSelectElement>("ckpt-select");
+  select.replaceChildren(...[...list].reverse().map((c) => {
+    const o = document.createElement("option");
+    o.value = c.id;
+    o.textContent = `step ${c.step} · ${c.reason}${c.label ? ` “${c.label}”` : ""} · ${new Date(c.createdAt).toLocaleTimeString()}`;
+    return o;
+  }));
+  $("restore-picker").hidden = false;
+  renderControls();
+  select.focus();
 }
 
 for (const b of document.querySelectorAll<HTMLButtonElement>("#controls button[data-command]")) {
   b.addEventListener("click", () => commandFromButton(b.dataset.command as ViewCommand));
 }
 $("btn-attach").addEventListener("click", () => post({ type: "attach" }));
+$("btn-restore").addEventListener("click", openRestorePicker);
+$("btn-run-script").addEventListener("click", () => post({ type: "runScript" }));
+$("btn-restore-cancel").addEventListener("click", () => {
+  $("restore-picker").hidden = true;
+});
 $("btn-health").addEventListener("click", runHealth);
 const healthCheck = $<HTMLSelectElement>("health-check");
 healthCheck.value = prefs.healthCheck;
@@ -585,6 +644,15 @@ window.addEventListener("message", (ev: MessageEvent) => {
     case "exported":
       if (msg.error) toast(`Export failed: ${msg.error}`, true);
       else if (msg.path) toast(`Saved ${msg.path}`);
+      break;
+    case "zoomData":
+      board.setDetail(msg);
+      break;
+    case "checkpoints":
+      onCheckpoints(msg.id, msg.checkpoints, msg.error);
+      break;
+    case "toast":
+      toast(msg.text, msg.error);
       break;
   }
 });

@@ -19,6 +19,7 @@ export interface ViewModel {
   notes: NotesView;
   connection: ConnectionView;
   health: HealthPanelView;
+  successor?: RunView;
 }
 
 export interface Prefs {
@@ -30,6 +31,8 @@ export interface Prefs {
   /** The health check picked to run ("" = all) and whether info findings are listed. */
   healthCheck: string;
   healthInfo: boolean;
+  /** The y scale chosen per chart id; a chart not listed uses its default (log for a loss spanning two decades). */
+  yScale?: Record<string, "log" | "linear">;
 }
 
 export const MAX_LOGS = 5000;
@@ -40,6 +43,7 @@ export function emptyModel(): ViewModel {
   return {
     gen: -1, lastSeq: 0, series: {}, logs: [], epochStarts: [], histograms: {}, receipts: [],
     notes: { droppedAtSource: 0, gaps: [] }, connection: { state: "connecting", detail: "" }, health: { running: false },
+    successor: undefined, // present, so that a reset (Object.assign) clears an offer the page held
   };
 }
 
@@ -125,6 +129,10 @@ export function applyDelta(m: ViewModel, d: Delta): Changes {
   if (d.health) {
     m.health = d.health;
     c.health = true;
+  }
+  if (d.successor) {
+    m.successor = d.successor;
+    c.notes = true;
   }
   return c;
 }

@@ -10,14 +10,19 @@ import { core, PYTHON, REPO_ROOT, VSC_ROOT, waitFor } from "./util.mjs";
  * file. Returns { dir, info, proc, output(), stop() }; stop() ends it (SIGTERM, then SIGKILL) and
  * removes the dir.
  */
-export async function startTrainer(env = {}, { timeout = 90_000 } = {}) {
+export async function startTrainer(env = {}, { timeout = 90_000, dir: shared } = {}) {
   if (!fs.existsSync(PYTHON)) throw new Error(`no Python venv at ${PYTHON}: run scripts/bootstrap.sh (or make -C vscode-client deps)`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "otf-rt-"));
+  // `dir`: another trainer's dir (a second run of the same project, found through the same discovery dir); not removed by stop().
+  const dir = shared ?? fs.mkdtempSync(path.join(os.tmpdir(), "otf-rt-"));
   let output = "";
   const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
     cwd: REPO_ROOT,
     // Its own discovery dir and session store (checkpoints, exports), both removed by stop().
-    env: { ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), PYTHONUNBUFFERED: "1", ...env },
+    // PYTHONPATH: this checkout's package, whichever checkout the shared venv was installed from.
+    env: {
+      ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), PYTHONUNBUFFERED: "1",
+      PYTHONPATH: [REPO_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   proc.stdout.on("data", (d) => (output += d));
@@ -27,7 +32,7 @@ export async function startTrainer(env = {}, { timeout = 90_000 } = {}) {
   try {
     info = await waitFor(() => {
       if (proc.exitCode !== null) throw new Error(`the fixture trainer exited (${proc.exitCode}): ${output.slice(-2000)}`);
-      return core.listRuns(dir)[0];
+      return core.listRuns(dir).find((r) => r.pid === proc.pid);
     }, { timeout, what: "the fixture trainer's discovery file" });
   } catch (err) {
     proc.kill("SIGKILL");
@@ -43,7 +48,7 @@ export async function startTrainer(env = {}, { timeout = 90_000 } = {}) {
         await exited;
         clearTimeout(timer);
       }
-      fs.rmSync(dir, { recursive: true, force: true });
+      if (!shared) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -8,7 +8,7 @@ import { THEMES } from "./browser.mjs";
 
 const ORIGIN = "http://otf.test";
 
-export async function openDashboard(browser, session, { theme = "dark", viewport = { width: 1280, height: 1000 } } = {}) {
+export async function openDashboard(browser, session, { theme = "dark", viewport = { width: 1280, height: 1000 }, compare = false } = {}) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
   const page = await context.newPage();
   const problems = [];
@@ -16,11 +16,14 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
   page.on("console", (msg) => {
     if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
   });
-  const files = { "/webview.js": "application/javascript", "/webview.css": "text/css" };
+  const files = { "/webview.js": "application/javascript", "/webview.css": "text/css", "/compare.js": "application/javascript", "/compare.css": "text/css" };
   await page.route(`${ORIGIN}/**`, (route) => {
     const url = new URL(route.request().url());
     if (url.pathname === "/index.html") {
-      const html = core.dashboardHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/webview.js`, styleUri: `${ORIGIN}/webview.css`, title: "OnTheFly" });
+      // compare: the compare page (an overlay of runs) instead of the dashboard; the test posts its data.
+      const html = compare
+        ? core.compareHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/compare.js`, styleUri: `${ORIGIN}/compare.css`, title: "Compare runs" })
+        : core.dashboardHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/webview.js`, styleUri: `${ORIGIN}/webview.css`, title: "OnTheFly" });
       return route.fulfill({ contentType: "text/html", body: html });
     }
     if (files[url.pathname]) {
@@ -31,11 +34,12 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
   const sink = {
     post: (message) => page.evaluate((m) => window.dispatchEvent(new MessageEvent("message", { data: m })), message),
   };
-  session.addView(sink);
+  let current = session; // the host's attached session (switchTo changes it, as the extension's attach does)
+  current?.addView(sink);
   const toHost = []; // what the host received from the page, in order
   await page.exposeFunction("__otfToHost", (message) => {
     toHost.push(message);
-    return session.handleViewMessage(sink, message);
+    return current?.handleViewMessage(sink, message);
   });
   await page.addInitScript(({ themes, initial }) => {
     window.__otfSent = [];
@@ -73,8 +77,15 @@ export async function openDashboard(browser, session, { theme = "dark", viewport
         window.__otfSetTheme(n);
       }, name);
     },
+    /** Attaches the page to another session and reloads it, as the extension does when it attaches elsewhere. */
+    async switchTo(next) {
+      current.removeView(sink);
+      current = next;
+      next.addView(sink);
+      await page.reload();
+    },
     async close() {
-      session.removeView(sink);
+      current?.removeView(sink);
       await context.close();
     },
   };

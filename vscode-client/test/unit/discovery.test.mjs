@@ -54,3 +54,12 @@ test("runAtAddress matches a typed loopback address to its discovery file", () =
   assert.equal(runAtAddress(runs, "localhost", 6).token, "b");
   assert.equal(runAtAddress(runs, "127.0.0.1", 7), undefined);
 });
+
+test("successorOf: the newest other run of the same project that started after the ended one", () => {
+  const run = (runId, project, startedAt) => ({ host: "127.0.0.1", port: 1, pid: 1, token: "t", project, runName: runId, runId, startedAt, file: "" });
+  const ended = { project: "p", runId: "a", startedAt: 100 };
+  const runs = [run("c", "other", 300), run("b2", "p", 250), run("b1", "p", 200), run("old", "p", 50), run("a", "p", 100)];
+  assert.equal(core.successorOf(ended, runs)?.runId, "b2");
+  assert.equal(core.successorOf(ended, [run("a", "p", 100), run("old", "p", 50)]), undefined, "not itself, not an older run");
+  assert.equal(core.successorOf({ ...ended, project: "" }, runs), undefined, "unknown project: no guess");
+});

@@ -227,6 +227,31 @@ test("a gap the run can no longer fill is reported, not skipped silently", async
   }
 });
 
+test("a late attach backfills the whole metric history from step 1, then follows live with no gap or overlap", async () => {
+  await ensureRunning();
+  // The bus's bounded history (HISTORY events) no longer holds the first steps.
+  await waitFor(async () => Number((await session.client.status()).lastSeq) > HISTORY + 1000, { what: "history to roll over", timeout: 120_000 });
+  const late = new RunSession(sessionTarget(trainer.info), { statusIntervalMs: 500 });
+  late.start();
+  try {
+    await late.backfilled;
+    const atAttach = late.store.seriesPoints("loss");
+    assert.equal(atAttach.x[0], 1, "the loss series starts at step 1");
+    const historySeq = late.store.lastSeq;
+    assert.ok(historySeq > HISTORY, "the history ends past the bus's bounded history");
+    await waitFor(() => late.store.lastSeq > historySeq + 50, { what: "live events after the history" });
+    const loss = late.store.seriesPoints("loss");
+    for (let i = 1; i < loss.x.length; i++) assert.ok(loss.x[i] > loss.x[i - 1], `step ${loss.x[i - 1]} then ${loss.x[i]}: ascending, none repeated`);
+    assert.ok(loss.x.length > atAttach.x.length, "live points follow the history");
+    assert.deepEqual(late.store.delta(-1, 0, 0).notes.gaps, [], "no gap notice: the history covers what the stream no longer holds");
+    const zoom = await late.zoomHistory(["loss", "lr"], 10, 60, 1000);
+    assert.deepEqual(zoom.loss.x, Array.from({ length: 51 }, (_, i) => 10 + i), "a zoomed range comes back step by step");
+    assert.equal(zoom.lr.x.length, 51);
+  } finally {
+    await late.dispose();
+  }
+});
+
 test("stop ends the run: receipt, final event, stream ends, process exits 0", async () => {
   const { outcome } = await session.command("stop");
   assert.equal(outcome.status, "applied");

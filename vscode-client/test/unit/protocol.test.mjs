@@ -21,6 +21,17 @@ test("parseViewMessage accepts well-formed messages only", () => {
   assert.deepEqual(parseViewMessage({ type: "command", id: 3, command: "exportSession" }), { type: "command", id: 3, command: "exportSession", value: undefined });
   assert.equal(parseViewMessage(null), undefined);
   assert.equal(parseViewMessage({ type: "eval" }), undefined);
+  assert.deepEqual(parseViewMessage({ type: "zoom", id: 4, names: ["loss", "loss", "lr"], min: 10.5, max: 90, buckets: 1e9 }),
+    { type: "zoom", id: 4, names: ["loss", "lr"], min: 10.5, max: 90, buckets: 100_000 }, "buckets capped, names once each");
+  assert.equal(parseViewMessage({ type: "zoom", id: 4, names: ["loss"], min: 90, max: 10, buckets: 800 }), undefined, "min after max");
+  assert.equal(parseViewMessage({ type: "zoom", id: 4, names: [3], min: 1, max: 10, buckets: 800 }), undefined);
+  assert.deepEqual(parseViewMessage({ type: "attach", runId: "p/r/1" }), { type: "attach", runId: "p/r/1" });
+  assert.deepEqual(parseViewMessage({ type: "attach" }), { type: "attach" });
+  assert.equal(parseViewMessage({ type: "attach", runId: 7 }), undefined);
+  assert.deepEqual(parseViewMessage({ type: "command", id: 5, command: "restoreCheckpoint", text: "step0000120-449cd1" }),
+    { type: "command", id: 5, command: "restoreCheckpoint", value: undefined, text: "step0000120-449cd1" });
+  assert.equal(parseViewMessage({ type: "command", id: 5, command: "restoreCheckpoint" }), undefined, "restore names its checkpoint");
+  assert.deepEqual(parseViewMessage({ type: "listCheckpoints", id: 6 }), { type: "listCheckpoints", id: 6 });
 });
 
 test("the dashboard page has a strict CSP with a nonce on every script and stylesheet", () => {

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { core } from "../helpers/util.mjs";
 
-const { RunStore, create, telemetryPb: T, LossWindow, quantile, webviewModel: W } = core;
+const { RunStore, create, telemetryPb: T, LossWindow, quantile, webviewModel: W, webviewScales: C } = core;
 
 let seq = 0;
 function ev(step, payload) {
@@ -117,4 +117,61 @@ test("the webview model appends deltas, saves a thinned copy and computes EMA an
   assert.deepEqual(W.filterLogs(m.logs, 3, "hell").length, 1);
   assert.deepEqual(W.filterLogs(m.logs, 4, "").length, 0);
   assert.deepEqual(W.filterLogs(m.logs, 1, "nope").length, 0);
+});
+
+test("the run's history starts every series; events it covers are skipped, newer ones follow; views reset", () => {
+  seq = 0;
+  const s = new RunStore();
+  s.applyFrame(frame([metrics(1, 9)])); // seq 1, already in the history below
+  const gen0 = s.gen;
+  s.applyHistory({
+    series: { loss: { x: [1, 2, 3], y: [3, 2, 1] }, "val/loss": { x: [2], y: [2.5] }, lr: { x: [], y: [] } },
+    lastSeq: 10n, epochStarts: [{ epoch: 0, step: 1 }, { epoch: 1, step: 3 }],
+  });
+  assert.ok(s.gen > gen0, "views get a reset");
+  assert.deepEqual(s.seriesPoints("loss"), { x: [1, 2, 3], y: [3, 2, 1] }, "the history replaces what the stream brought before it");
+  assert.equal(s.lastSeq, 10);
+  seq = 8;
+  s.applyFrame(frame([metrics(3, 7), metrics(4, 0.5)])); // seq 9 (covered by the history), seq 10 (covered), then...
+  s.applyFrame(frame([metrics(5, 0.25)])); // seq 11: new
+  assert.deepEqual(s.seriesPoints("loss").x, [1, 2, 3, 5]);
+  const d = s.delta(-1, 0, 0);
+  assert.deepEqual(d.series["val/loss"], { x: [2], y: [2.5] });
+  assert.deepEqual(d.epochStarts, [{ epoch: 0, step: 1 }, { epoch: 1, step: 3 }]);
+  assert.equal(d.status.step, 5);
+});
+
+test("chart helpers: a loss spanning two decades defaults to log; epochs read 'epoch 4.2'", () => {
+  assert.equal(C.spansDecades([1, 0.5, 0.011], 2), false);
+  assert.equal(C.spansDecades([2, 0.5, 0.01, 0, -1], 2), true, "zero and below are ignored");
+  const spec = { id: "loss", series: [{ name: "loss" }], loggable: true };
+  const m = { series: { loss: { x: [1, 2], y: [3, 0.001] } } };
+  assert.equal(C.yScale(spec, m, {}), "log");
+  assert.equal(C.yScale(spec, m, { yScale: { loss: "linear" } }), "linear", "the person's choice wins");
+  assert.equal(C.yScale({ ...spec, loggable: false }, m, {}), "linear");
+  assert.equal(C.fmtEpoch(4.17), "epoch 4.2");
+  assert.equal(C.fmtNum(-1.5e-4), "-1.50e-4");
+});
+
+test("the highest-loss list names each sample once, at its highest loss", () => {
+  const w = new LossWindow("train", 64);
+  w.add(1, [7, 8, 9], [5, 1, 2]);
+  w.add(2, [7, 8, 10], [4, 1.5, 0.5]); // sample 7 again (a second epoch in the window)
+  const top = w.histogram().top;
+  assert.deepEqual(top.map((t) => t.index), [7, 9, 8, 10]);
+  assert.equal(top[0].loss, 5);
+});
+
+test("earlier log lines from a late attach go before the live ones, once each; views reset", () => {
+  seq = 0;
+  const s = new RunStore();
+  const log = (step, message) => ev(step, { case: "log", value: { level: 2, logger: "fixture", message } });
+  const early = [log(1, "a"), log(2, "b")];
+  seq = 100;
+  s.applyFrame(frame([log(50, "c")]));
+  const gen = s.gen;
+  s.addEarlierLogs([...early, ev(3, { case: "stepMetrics", value: {} })]);
+  s.addEarlierLogs(early);
+  assert.deepEqual(s.delta(-1, 0, 0).logs.map((l) => l.message), ["a", "b", "c"]);
+  assert.ok(s.gen > gen);
 });

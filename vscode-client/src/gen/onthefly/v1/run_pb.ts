@@ -145,7 +145,8 @@ export type RunStatus = Message<"onthefly.v1.RunStatus"> & {
   lastLoss: number;
 
   /**
-   * samples_per_second is the training throughput over the last few seconds.
+   * samples_per_second is training samples per wall-clock second over the last 10 s of training (pauses
+   * and evaluation passes excluded), as of the newest step.
    *
    * @generated from field: double samples_per_second = 9;
    */

@@ -259,7 +259,8 @@ export type StepMetrics = Message<"onthefly.v1.StepMetrics"> & {
   gradNorm: number;
 
   /**
-   * samples_per_second is the throughput of this step, data loading included.
+   * samples_per_second is the run's throughput as of this step: training samples per wall-clock second
+   * over the last 10 s of training (pauses and evaluation passes excluded), the same figure as RunStatus.
    *
    * @generated from field: double samples_per_second = 4;
    */
