@@ -1,0 +1,424 @@
+"""Lab: the lab of one live run - its per-sample history, loss sketches, score tables, regions and slices.
+
+    lab = Lab(layer="2")                      # optional: Trainer(..., hooks=[lab]); a served run gets one anyway
+    trainer.fit(...)
+    lab.score()                               # scoring pass at the next step boundary (a command, with a receipt)
+    regions = lab.discover(k=8)               # error regions of the latest train score table
+    lab.history.trajectory(17)                # every loss of base index 17
+
+Where work runs: the history and sketches are fed on the bus's pump thread (never the training thread);
+a scoring pass is a command applied on the training thread at a step boundary (the model is the
+training model, so the table carries the hash of the exact weights scored; RNGs and module modes are
+restored, so training continues bit-identically); region discovery (k-means) runs on the lab's own
+worker thread, never on the training thread or inside a servicer. Everything else reads what is
+recorded and is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onthefly.lab.history import PART_ROWS, SampleHistory
+from onthefly.lab.sketches import LossSketches
+from onthefly.runtime.commands import Command, ReceiptStatus
+from onthefly.runtime.errors import CommandRejected, FailedPrecondition, InvalidArgument, NotFound
+from onthefly.runtime.hooks import RunHook
+
+if TYPE_CHECKING:
+    from onthefly.lab.regions import RegionSet
+    from onthefly.lab.scoring import ScoreTable
+    from onthefly.runtime.context import LoopContext
+    from onthefly.runtime.control import Control
+    from onthefly.runtime.run import Run
+
+log = logging.getLogger("onthefly")
+
+SPLITS = ("train", "val", "test")
+# Inputs are kept beside a score table (for input-space regions) only when this small: beyond it,
+# regions use the embedding alone (say so in the discovery).
+MAX_INPUT_FEATURES = 4096
+MAX_INPUT_VALUES = 50_000_000
+DISCOVER_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A score table with the inputs it saw (flattened, float32) when small enough to keep."""
+
+    table: "ScoreTable"
+    inputs: np.ndarray | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What one scoring pass produced: a table per split, at ``step``."""
+
+    step: int
+    tables: dict[str, Scored]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A named set of base indices of one split (a region, a selection, or an imported slice)."""
+
+    name: str
+    split: str
+    indices: np.ndarray
+    source: str  # "region r1 of discovery 2", "selection ...", "imported"
+
+
+class Lab(RunHook):
+    """The lab bound to one run. Pass it in ``Trainer(hooks=[Lab(...)])`` to configure it; a run with a server
+    gets a default one when the server starts (``lab_of(run)`` finds it).
+
+    ``layer``: the module whose output is the embedding (default: the input of the last ``nn.Linear``).
+    ``part_rows``: rows of per-sample history buffered per Parquet part. ``score_batch_size``: batch size of
+    scoring passes (default: the split's DataLoader batch size).
+    """
+
+    def __init__(self, *, layer: str | None = None, part_rows: int = PART_ROWS,
+                 score_batch_size: int | None = None) -> None:
+        if score_batch_size is not None and score_batch_size < 1:
+            raise InvalidArgument(f"score_batch_size must be >= 1, got {score_batch_size}")
+        self.layer = layer
+        self.part_rows = part_rows
+        self.score_batch_size = score_batch_size
+        self.sketches = LossSketches()
+        self.history = SampleHistory(None)
+        self.run: "Run | None" = None
+        self._ctx: "LoopContext | None" = None
+        self._lock = threading.RLock()
+        self._scored: dict[str, Scored] = {}
+        self._region_sets: list["RegionSet"] = []
+        self._slices: dict[str, Slice] = {}
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
+
+    # -- binding ---------------------------------------------------------------------------------
+    def on_fit_start(self, ctx: "LoopContext") -> None:
+        self.bind(ctx)
+
+    def bind(self, ctx: "LoopContext") -> None:
+        """Attach to the run of ``ctx``: history in its session folder, both fed by its bus. Idempotent."""
+        if self._ctx is ctx:
+            return
+        from onthefly.sessions import sessions_of
+
+        self._ctx, self.run = ctx, ctx.run
+        sessions = sessions_of(ctx.run)
+        session = sessions.session if sessions is not None else None
+        if session is not None:
+            self.history = SampleHistory(session.folder, session.session_id, part_rows=self.part_rows)
+            session.history_writers.append(self.history)
+        ctx.run.bus.observe(self.history.observe)
+        ctx.run.bus.observe(self.sketches.observe)
+
+    def on_fit_end(self, ctx: "LoopContext", error: BaseException | None) -> None:
+        ctx.run.bus.drain()
+        try:
+            self.history.flush()
+        except Exception as exc:  # the run's own end must not fail on the lab's history
+            log.warning("onthefly: the lab's sample history could not be flushed: %s", exc)
+
+    def sync(self) -> None:
+        """Every loss published so far in the history and sketches (drains the bus, then writes)."""
+        if self.run is not None:
+            self.run.bus.drain()
+        self.history.flush()
+
+    @property
+    def ctx(self) -> "LoopContext":
+        if self._ctx is None:
+            raise FailedPrecondition("the lab is not bound to a run yet; try again once fit() is running")
+        return self._ctx
+
+    # -- scoring (a command on the training thread) ----------------------------------------------
+    def score_command(self, splits: tuple[str, ...] = ("train",), *, layer: str | None = None,
+                      seed: int = 0) -> "ScorePass":
+        return ScorePass(self, splits, layer if layer is not None else self.layer, seed)
+
+    def score(self, splits: tuple[str, ...] = ("train",), *, layer: str | None = None, seed: int = 0,
+              timeout: float | None = None) -> ScoreResult:
+        """Score every sample of ``splits`` now (at the next step boundary while fit runs; at once after it)."""
+        command = self.score_command(splits, layer=layer, seed=seed)
+        ctx = self.ctx
+        control = ctx.run.control
+        if control.finished:  # fit is over: the model is free, score it here
+            command.check(control)
+            return command.apply(ctx)
+        pending = control.submit(command)
+        receipt = pending.wait(timeout)
+        if receipt.status is ReceiptStatus.REJECTED:
+            raise FailedPrecondition(f"the scoring pass was rejected: {receipt.reason}")
+        if receipt.status is not ReceiptStatus.APPLIED:
+            raise FailedPrecondition(f"the scoring pass is queued (command #{receipt.command_id}) but did not run "
+                                     f"within {timeout}s; is the run stuck in a long step?")
+        return pending.result
+
+    def _store_scores(self, result: ScoreResult) -> None:
+        with self._lock:
+            self._scored.update(result.tables)
+
+    def scored(self, split: str = "train") -> Scored:
+        """The latest scoring pass of ``split``; FailedPrecondition when none ran yet."""
+        _check_split(split)
+        with self._lock:
+            found = self._scored.get(split)
+        if found is None:
+            raise FailedPrecondition(f"no {split} scoring pass yet; run one first (`onthefly lab score`)")
+        return found
+
+    def table(self, split: str = "train") -> "ScoreTable":
+        return self.scored(split).table
+
+    # -- regions (on the lab's worker thread) ----------------------------------------------------
+    def discover(self, *, k: int | None = 8, ratio: float = 2.0, max_regions: int = 4, seed: int = 0,
+                 use_inputs: bool = True, use_embedding: bool = True,
+                 timeout: float = DISCOVER_TIMEOUT) -> "RegionSet":
+        """Error regions of the latest train score table (k-means over all samples; see lab.regions)."""
+        from onthefly.lab.regions import discover_regions
+
+        scored = self.scored("train")
+        x = scored.inputs if use_inputs else None
+        if x is None and not use_embedding:
+            raise InvalidArgument("regions need a feature space: keep the inputs or the embedding (or both); the "
+                                  "inputs of this table were " + ("not kept (too large)" if use_inputs else "left out"))
+        future = self._worker.submit(discover_regions, scored.table, x, k=k, ratio=ratio, max_regions=max_regions,
+                                     seed=seed, use_embedding=use_embedding)
+        regions = future.result(timeout)
+        with self._lock:
+            self._region_sets.append(regions)
+            del self._region_sets[:-8]  # the latest few: a selection replays from its own record anyway
+        return regions
+
+    def regions(self) -> "RegionSet":
+        """The latest discovery; FailedPrecondition when none ran yet."""
+        with self._lock:
+            if not self._region_sets:
+                raise FailedPrecondition("no regions discovered yet; score the train split, then discover "
+                                         "(`onthefly lab regions`)")
+            return self._region_sets[-1]
+
+    def region(self, region_id: str):
+        return self.regions().region(region_id)
+
+    def describe(self, region_id: str) -> "RegionDescription":
+        """What a person reads about one region of the latest discovery."""
+        regions = self.regions()
+        region = regions.region(region_id)
+        table = self.table(regions.split) if regions.split in self._scored else None
+        if table is None or table.state_hash != regions.state_hash:
+            raise FailedPrecondition(f"the score table region {region_id} was found in has been replaced by a "
+                                     "newer scoring pass; discover regions again")
+        return describe_region(self, regions, region, table)
+
+    # -- slices ----------------------------------------------------------------------------------
+    def slice_of(self, name: str) -> Slice:
+        """A named slice, or the region of that id in the latest discovery."""
+        with self._lock:
+            found = self._slices.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            has_regions = bool(self._region_sets)
+        if has_regions:
+            try:
+                regions = self.regions()
+                region = regions.region(name)
+                return Slice(name, regions.split, region.indices.copy(), f"region {name}")
+            except NotFound:
+                pass
+        with self._lock:
+            names = sorted(self._slices)
+        region_ids = [r.id for r in self.regions().regions] if has_regions else []
+        raise NotFound(f"no slice or region named {name!r} (slices: {', '.join(names) or 'none'}; regions: "
+                       f"{', '.join(region_ids) or 'none discovered'})")
+
+    def add_slice(self, name: str, split: str, indices: Any, source: str) -> Slice:
+        if not name or not isinstance(name, str):
+            raise InvalidArgument("a slice needs a non-empty name")
+        _check_split(split)
+        values = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if (values < 0).any():
+            raise InvalidArgument(f"a slice holds base indices >= 0; got {int(values[values < 0][0])}")
+        entry = Slice(name, split, np.unique(values), source)
+        with self._lock:
+            self._slices[name] = entry
+        return entry
+
+    def slices(self) -> list[Slice]:
+        with self._lock:
+            return list(self._slices.values())
+
+
+@dataclass(frozen=True)
+class RegionDescription:
+    """The human description of a region: counts, class mix, distinguishing features, trend, examples."""
+
+    region_id: str
+    split: str
+    size: int
+    mean_loss: float
+    loss_ratio: float
+    accuracy_in: float
+    accuracy_out: float
+    class_mix: dict[int, int]  # label -> members
+    features: list[tuple[str, float]]  # (what distinguishes it, standardized difference), strongest first
+    trend: str  # "getting better", "getting worse", "flat" or "unknown"
+    trend_slope: float  # change of the members' mean loss per epoch over the history (NaN: unknown)
+    examples: list[int]  # a handful of member base indices
+    sentence: str
+    verdict: str  # "regime", "likely label noise - do not upweight", or "unchecked"
+    noise_fraction: float  # members flagged as label issues (NaN: unchecked)
+
+
+def describe_region(lab: Lab, regions: "RegionSet", region: Any, table: "ScoreTable") -> RegionDescription:
+    """Numbers from the score table, the inputs kept with it and the per-sample history."""
+    inside = np.zeros(len(table), bool)
+    inside[region.positions] = True
+    acc_in = float(table.correct[inside].mean()) if inside.any() else float("nan")
+    acc_out = float(table.correct[~inside].mean()) if (~inside).any() else float("nan")
+    labels, counts = np.unique(table.label[inside], return_counts=True)
+    mix = {int(label): int(count) for label, count in zip(labels, counts)}
+    features = []
+    inputs = lab.scored(regions.split).inputs
+    if inputs is not None and len(inputs) == len(table):
+        std = inputs.std(axis=0) + 1e-8
+        diff = (inputs[inside].mean(axis=0) - inputs[~inside].mean(axis=0)) / std if (~inside).any() else \
+            np.zeros(inputs.shape[1])
+        for j in np.argsort(-np.abs(diff))[:5]:
+            features.append((f"input[{int(j)}]", float(diff[j])))
+    slope, trend = _trend(lab, region.indices)
+    rng = np.random.default_rng(regions.seed)
+    examples = sorted(int(i) for i in rng.choice(region.indices, size=min(8, region.size), replace=False))
+    verdict, noise = "unchecked", float("nan")
+    top = ", ".join(f"{label}: {count}" for label, count in sorted(mix.items(), key=lambda kv: -kv[1])[:3])
+    sentence = (f"{region.id}: {region.size} samples ({region.size / len(table):.0%} of {regions.split}) with mean "
+                f"loss {region.mean_loss:.3g} ({region.loss_ratio:.1f}x the overall mean); accuracy {acc_in:.0%} "
+                f"inside vs {acc_out:.0%} outside; classes {top}; {trend} over training")
+    return RegionDescription(region.id, regions.split, region.size, region.mean_loss, region.loss_ratio, acc_in,
+                             acc_out, mix, features, trend, slope, examples, sentence, verdict, noise)
+
+
+def _trend(lab: Lab, indices: np.ndarray) -> tuple[float, str]:
+    """Slope of the members' mean train loss per epoch (least squares over the epochs recorded)."""
+    if not lab.history.enabled:
+        return float("nan"), "unknown"
+    table = lab.history.table("train", indices=indices)
+    if table.num_rows == 0:
+        return float("nan"), "unknown"
+    epoch = table.column("epoch").to_numpy()
+    loss = table.column("loss").to_numpy().astype(np.float64)
+    epochs = np.unique(epoch)
+    if len(epochs) < 2:
+        return float("nan"), "unknown"
+    means = np.array([loss[epoch == e].mean() for e in epochs])
+    slope = float(np.polyfit(epochs.astype(np.float64), means, 1)[0])
+    scale = max(float(np.abs(means).mean()), 1e-12)
+    trend = "flat" if abs(slope) < 0.02 * scale else ("getting better" if slope < 0 else "getting worse")
+    return slope, trend
+
+
+class ScorePass(Command):
+    """Score every sample of the named splits with the training model, at a step boundary."""
+
+    name = "lab-score"
+
+    def __init__(self, lab: Lab, splits: tuple[str, ...], layer: str | None, seed: int) -> None:
+        splits = tuple(dict.fromkeys(splits or ("train",)))
+        for split in splits:
+            _check_split(split)
+        self.lab, self.splits, self.layer, self.seed = lab, splits, layer, int(seed)
+
+    def check(self, control: "Control") -> None:
+        from onthefly.lab.scoring import _embedding_layer
+
+        ctx = self.lab.ctx
+        for split in self.splits:
+            loader = getattr(ctx, f"{split}_loader", None)
+            if loader is None:
+                raise FailedPrecondition(f"this run has no {split}_loader to score; pass {split}_loader= to fit()")
+            if getattr(loader, "dataset", None) is None:
+                raise FailedPrecondition(f"the {split}_loader has no .dataset to score sample by sample")
+        _embedding_layer(ctx.model, self.layer)  # InvalidArgument naming the layers when it does not exist
+
+    def apply(self, ctx: "LoopContext") -> ScoreResult:
+        tables = {}
+        for split in self.splits:
+            loader = getattr(ctx, f"{split}_loader", None)
+            if loader is None:
+                raise CommandRejected(f"this run has no {split}_loader to score")
+            tables[split] = _score_split(self.lab, ctx, loader, split, self.layer, self.seed)
+        result = ScoreResult(ctx.step, tables)
+        self.lab._store_scores(result)
+        return result
+
+    def describe(self, result: ScoreResult) -> str:
+        parts = [f"{split} {len(s.table)} samples (accuracy {s.table.accuracy:.3f})" for split, s in result.tables.items()]
+        return f"scored {', '.join(parts)} at step {result.step}"
+
+
+def _score_split(lab: Lab, ctx: "LoopContext", loader: Any, split: str, layer: str | None, seed: int) -> Scored:
+    """One split's scoring pass, keeping the model's inputs (through a forward pre-hook on the root module,
+    removed after) when they are small enough for input-space regions."""
+    from onthefly.lab.scoring import score
+
+    dataset = loader.dataset
+    batch_size = lab.score_batch_size or getattr(loader, "batch_size", None) or 256
+    inputs: list[np.ndarray] = []
+    kept = {"values": 0, "keep": True}
+
+    def keep(_module: Any, args: tuple) -> None:
+        if not kept["keep"] or not args or not hasattr(args[0], "detach"):
+            kept["keep"] = False
+            return
+        value = args[0].detach().reshape(args[0].shape[0], -1)
+        kept["values"] += value.numel()
+        if value.shape[1] > MAX_INPUT_FEATURES or kept["values"] > MAX_INPUT_VALUES:
+            kept["keep"] = False
+            inputs.clear()
+            return
+        inputs.append(value.float().cpu().numpy())
+
+    started = time.perf_counter()
+    handle = ctx.model.register_forward_pre_hook(keep)
+    try:
+        table = score(ctx.model, dataset, loss_fn=ctx.loss_fn, layer=layer, batch_size=int(batch_size),
+                      collate_fn=getattr(loader, "collate_fn", None), seed=seed, device=ctx.device, split=split,
+                      step=ctx.step)
+    finally:
+        handle.remove()
+    x = np.concatenate(inputs) if kept["keep"] and inputs else None
+    if x is not None and len(x) != len(table):
+        x = None
+    return Scored(table, x, time.perf_counter() - started)
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise InvalidArgument(f"unknown split '{split}'; choose from {', '.join(SPLITS)}")
+    return split
+
+
+def lab_of(run: "Run") -> Lab | None:
+    """The Lab attached to ``run`` (None when it has none)."""
+    return next((h for h in run.hooks.hooks if isinstance(h, Lab)), None)
+
+
+def attach_lab(run: "Run") -> Lab:
+    """The run's Lab, created (and bound, once the loop has its context) when it has none yet."""
+    lab = lab_of(run)
+    if lab is None:
+        lab = Lab()
+        run.hooks.add(lab)
+    ctx = run.control.ctx
+    if ctx is not None:
+        lab.bind(ctx)
+    return lab
