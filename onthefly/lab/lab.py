@@ -46,6 +46,9 @@ SPLITS = ("train", "val", "test")
 MAX_INPUT_FEATURES = 4096
 MAX_INPUT_VALUES = 50_000_000
 DISCOVER_TIMEOUT = 600.0
+EXPORT_COLUMNS = ("label", "prediction", "correct", "loss", "margin", "region", "loss_history")
+DEFAULT_EXPORT_COLUMNS = ("label", "prediction", "loss", "margin", "region")
+FORMATS = ("parquet", "csv", "json")
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,134 @@ class Lab(RunHook):
         with self._lock:
             return list(self._slices.values())
 
+    def sync_bus(self) -> None:
+        """Move every event published so far into the sketches and history buffers (no disk write)."""
+        if self.run is not None:
+            self.run.bus.drain()
+
+    # -- selections: rules that make a named slice ----------------------------------------------
+    def _source(self, split: str, what: str) -> str:
+        table = self.table(split)
+        return f"{what} of the {split} scoring pass at step {table.step} (weights {table.state_hash[:12]})"
+
+    def select_loss_band(self, name: str, split: str, low_quantile: float, high_quantile: float) -> Slice:
+        """Samples whose scored loss lies between the two quantiles of the split's scored losses."""
+        if not 0.0 <= low_quantile < high_quantile <= 1.0:
+            raise InvalidArgument(f"a loss band needs 0 <= low < high <= 1, got [{low_quantile}, {high_quantile}]")
+        table = self.table(split)
+        low, high = np.quantile(table.loss, [low_quantile, high_quantile])
+        members = table.index[(table.loss >= low) & (table.loss <= high)]
+        return self.add_slice(name, split, members,
+                              self._source(split, f"loss quantiles {low_quantile:g}-{high_quantile:g}"))
+
+    def select_class_errors(self, name: str, split: str, label: int) -> Slice:
+        """The misclassified samples of one label in the split's latest scoring pass."""
+        table = self.table(split)
+        labels = np.unique(table.label)
+        if int(label) not in set(labels.tolist()):
+            raise InvalidArgument(f"no sample of label {label} in the {split} scoring pass; labels are "
+                                  f"{', '.join(map(str, labels.tolist()))}")
+        members = table.index[(table.label == int(label)) & ~table.correct]
+        return self.add_slice(name, split, members, self._source(split, f"errors on label {label}"))
+
+    def select_forgotten(self, name: str, threshold: float | None = None) -> Slice:
+        """Train samples learned in one epoch (mean loss under ``threshold``, default that epoch's median)
+        and no longer learned in a later one: at least one forgetting event over the recorded history."""
+        if threshold is not None and not threshold > 0:
+            raise InvalidArgument(f"the learned-loss threshold must be > 0, got {threshold}")
+        indices, epochs, losses = self.history.epoch_losses("train")
+        if len(epochs) < 2:
+            raise FailedPrecondition(f"forgetting needs at least 2 epochs of train history; {len(epochs)} recorded")
+        cut = np.nanmedian(losses, axis=0) if threshold is None else np.full(len(epochs), threshold)
+        learned = losses < cut[None, :]
+        seen = ~np.isnan(losses)
+        ever = np.zeros(len(indices), bool)
+        forgot = np.zeros(len(indices), bool)
+        for e in range(len(epochs)):  # a sample not seen in an epoch keeps its state
+            forgot |= ever & seen[:, e] & ~learned[:, e]
+            ever |= seen[:, e] & learned[:, e]
+        rule = "median loss per epoch" if threshold is None else f"loss < {threshold:g}"
+        return self.add_slice(name, "train", indices[forgot],
+                              f"forgotten over epochs {int(epochs[0])}-{int(epochs[-1])} (learned: {rule})")
+
+    def select_region(self, name: str, region_id: str) -> Slice:
+        regions = self.regions()
+        region = regions.region(region_id)
+        return self.add_slice(name, regions.split, region.indices,
+                              f"region {region_id} (k={regions.k}, seed {regions.seed}, weights "
+                              f"{regions.state_hash[:12]})")
+
+    # -- export and import (bytes; the caller writes the file) -----------------------------------
+    def slice_table(self, name: str, columns: tuple[str, ...] | None = None):
+        """The slice as a pyarrow Table: base index, split and the chosen columns (see EXPORT_COLUMNS)."""
+        import pyarrow as pa
+
+        chosen = tuple(columns) if columns else DEFAULT_EXPORT_COLUMNS
+        unknown = [c for c in chosen if c not in EXPORT_COLUMNS]
+        if unknown:
+            raise InvalidArgument(f"unknown column {unknown[0]!r}; choose from {', '.join(EXPORT_COLUMNS)}")
+        found = self.slice_of(name)
+        index = found.indices
+        data: dict[str, Any] = {"index": pa.array(index, pa.int64()), "split": pa.array([found.split] * len(index))}
+        table_cols = [c for c in chosen if c in ("label", "prediction", "correct", "loss", "margin")]
+        if table_cols:
+            table = self.table(found.split)
+            rows = table.positions(index)
+            source = {"label": table.label, "prediction": table.pred, "correct": table.correct,
+                      "loss": table.loss, "margin": table.margin}
+            for column in table_cols:
+                data[column] = pa.array(source[column][rows])
+        if "region" in chosen:
+            data["region"] = pa.array(self._region_names(found.split, index))
+        if "loss_history" in chosen:
+            data["loss_history"] = pa.array(self._loss_histories(index), pa.list_(pa.float32()))
+        return pa.table(data)
+
+    def _region_names(self, split: str, index: np.ndarray) -> list[str]:
+        with self._lock:
+            if not self._region_sets:
+                return [""] * len(index)
+        regions = self.regions()
+        names = np.array([""] * len(index), dtype=object)
+        if regions.split == split:
+            for region in regions.regions:
+                names[np.isin(index, region.indices)] = region.id
+            rest = np.isin(index, regions.index) & (names == "")
+            names[rest] = "rest"
+        return names.tolist()
+
+    def _loss_histories(self, index: np.ndarray) -> list[list[float]]:
+        if not self.history.enabled:
+            return [[] for _ in index]
+        self.sync_bus()
+        table = self.history.table("train", indices=index)  # sorted by (index, step)
+        rows = table.column("index").to_numpy()
+        loss = table.column("loss").to_numpy()
+        starts = np.searchsorted(rows, index)
+        ends = np.searchsorted(rows, index, side="right")
+        return [loss[a:b].tolist() for a, b in zip(starts, ends)]
+
+    def export_slice(self, name: str, fmt: str, columns: tuple[str, ...] | None = None) -> tuple[int, bytes]:
+        """(rows, the slice encoded as ``fmt``: parquet, csv or json); nothing is written to disk."""
+        table = self.slice_table(name, columns)
+        return table.num_rows, encode_table(table, fmt)
+
+    def import_slice(self, name: str, fmt: str, data: bytes, split: str | None = None) -> Slice:
+        """Keep the base indices of an encoded slice (an ``index`` column) as slice ``name``."""
+        table = decode_table(data, fmt)
+        if "index" not in table.column_names:
+            raise InvalidArgument(f"the {fmt} slice has no 'index' column (columns: {', '.join(table.column_names)})")
+        if split is None:
+            splits = set(table.column("split").to_pylist()) if "split" in table.column_names else {"train"}
+            if len(splits) > 1:
+                raise InvalidArgument(f"the slice mixes splits {sorted(map(str, splits))}; import one split at a time")
+            split = str(next(iter(splits))) if splits else "train"
+        try:
+            indices = np.asarray(table.column("index").to_numpy(zero_copy_only=False), dtype=np.int64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"the slice's 'index' column is not integers: {exc}") from None
+        return self.add_slice(name, split, indices, f"imported ({fmt}, {table.num_rows} rows)")
+
 
 @dataclass(frozen=True)
 class RegionDescription:
@@ -422,3 +553,60 @@ def attach_lab(run: "Run") -> Lab:
     if ctx is not None:
         lab.bind(ctx)
     return lab
+
+
+def encode_table(table: Any, fmt: str) -> bytes:
+    """A pyarrow Table as Parquet, CSV (list columns as JSON text) or JSON (an array of objects) bytes."""
+    import io
+    import json
+
+    import pyarrow as pa
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue().to_pybytes()
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        for i, field in enumerate(table.schema):
+            if pa.types.is_list(field.type):
+                text = [json.dumps(v) for v in table.column(i).to_pylist()]
+                table = table.set_column(i, field.name, pa.array(text, pa.string()))
+        out = io.BytesIO()
+        pacsv.write_csv(table, out)
+        return out.getvalue()
+    if fmt == "json":
+        return json.dumps(table.to_pylist(), allow_nan=True).encode()
+    raise InvalidArgument(f"unknown slice format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def decode_table(data: bytes, fmt: str):
+    """The pyarrow Table held in Parquet, CSV or JSON (array of objects) bytes; InvalidArgument if unreadable."""
+    import json
+
+    import pyarrow as pa
+
+    if not data:
+        raise InvalidArgument("the slice is empty (0 bytes)")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(pa.BufferReader(data))
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            return pacsv.read_csv(pa.BufferReader(data))
+        if fmt == "json":
+            rows = json.loads(data)
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise InvalidArgument("a JSON slice is an array of objects, one per sample")
+            return pa.Table.from_pylist(rows)
+    except InvalidArgument:
+        raise
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"the {fmt} slice cannot be read: {exc}") from None
+    raise InvalidArgument(f"unknown slice format {fmt!r}; choose from {', '.join(FORMATS)}")
