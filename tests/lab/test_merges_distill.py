@@ -61,3 +61,28 @@ def test_distilled_student_moves_toward_the_teacher_and_spends_exactly_its_budge
     with pytest.raises(InvalidArgument, match="temperature"):
         distill_merge(generalist, teacher, optimizer=optimizer, data=data, mix=mix, ledger=Ledger(10), seed=0,
                       temperature=0)
+
+
+def test_specialists_teach_their_own_region_and_the_generalist_the_rest():
+    torch.manual_seed(0)
+    data = DataSource(boring_dataset(256, seed=1), batch_size=32)
+    generalist = BoringModel()
+    a, b = clone_model(generalist), clone_model(generalist)
+    with torch.no_grad():
+        a[3].bias.add_(torch.tensor([4.0, 0.0, 0.0]))
+        b[3].bias.add_(torch.tensor([0.0, 0.0, 4.0]))
+    optimizer = torch.optim.Adam(generalist.parameters(), lr=1e-2)
+    regions = [np.arange(0, 40), np.arange(40, 80)]
+    ledger = Ledger(1280)
+    result = distill_merge(generalist, [a, b], region_indices=regions, optimizer=optimizer, data=data,
+                           mix=replay(np.arange(80), np.arange(80, 256), 0.5), ledger=ledger, seed=0, alpha=0.0)
+    assert ledger.summary().forward_by_label["teacher-logits"] == result.forward_samples <= 256
+    x = data.dataset.tensors[0]
+    result.model.eval()
+    with torch.no_grad():
+        p = F.softmax(result.model(x), 1)
+    assert p[:40, 0].mean() > p[80:, 0].mean() + 0.1  # learned from a on a's region only
+    assert p[40:80, 2].mean() > p[80:, 2].mean() + 0.1
+    with pytest.raises(InvalidArgument, match="region_indices"):
+        distill_merge(generalist, [a, b], optimizer=optimizer, data=data, mix=replay(np.arange(80), np.arange(80, 256),
+                      0.5), ledger=Ledger(64), seed=0)

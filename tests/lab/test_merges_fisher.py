@@ -108,6 +108,10 @@ def test_fisher_merge_spends_exactly_its_budget_on_real_forks():
     assert len(result.details["shares"]) == 2 and min(result.details["shares"]) > 0.05
     assert result.state_hash == state_dict_hash(result.model)
     assert (state_dict_hash(generalist), state_dict_hash(specialist)) == before
+    # The defaults read the mix: specialists' Fisher on its first pool (the region), the generalist's on the rest.
+    default = fisher_merge(generalist, [specialist], optimizer=optimizer, data=data, mix=replay(region, rest, 0.5),
+                           ledger=Ledger(400), seed=0, loss_fn=loss_fn, n_samples=32)
+    assert default.state_hash == result.state_hash
     with pytest.raises(InvalidArgument, match="Fisher alone needs"):
         fisher_merge(generalist, [specialist], region_indices=[region], generalist_indices=rest, optimizer=optimizer,
                      data=data, mix=replay(region, rest, 0.5), ledger=Ledger(50), seed=0, loss_fn=loss_fn)

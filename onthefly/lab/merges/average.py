@@ -168,9 +168,10 @@ def uniform_merge(generalist: nn.Module, specialists: Sequence[nn.Module], *, op
                   data: DataSource, mix: Mix, ledger: Ledger, seed: int,
                   loss_fn: Callable[..., torch.Tensor] | None = None, step_fn: Callable[..., Any] | None = None,
                   budget: int | None = None, weights: Sequence[float] | None = None, swa: bool = False,
-                  include_generalist: bool = False, bn_indices: Sequence[int] | np.ndarray | None = None,
+                  include_generalist: bool = True, bn_indices: Sequence[int] | np.ndarray | None = None,
                   factory: Callable[[], nn.Module] | None = None) -> MergeResult:
-    """Average the specialists (and the generalist if asked), recalibrate BatchNorm, fine-tune on ``mix``.
+    """Average the specialists and (``include_generalist``, the default) the generalist, recalibrate
+    BatchNorm, fine-tune on ``mix``. With one specialist and no generalist the "average" is the specialist.
 
     Spends exactly ``budget`` sample-gradients (default: all ``ledger`` has left) on the fine-tune, with a
     fork of the generalist's ``optimizer`` (its state included). BatchNorm statistics are recomputed on

@@ -2,9 +2,10 @@
 
 Entry point for ``resolutions.py``::
 
-    teacher = routing.build_routed(generalist, specialists, region_set)      # the fork's routed model
-    result = distill_merge(generalist, teacher, optimizer=generalist_optimizer, data=source,
-                           mix=replay(region_union, rest, 0.5), ledger=merge_ledger, seed=seed)
+    result = distill_merge(generalist, specialists, region_indices=[r.indices for r in regions.regions],
+                           optimizer=generalist_optimizer, data=source, mix=replay(region_union, rest, 0.5),
+                           ledger=merge_ledger, seed=seed, loss_fn=loss_fn)
+    # or teacher=routing.build_routed(generalist, specialists, region_set): any module is a teacher
     # -> MergeResult; spends exactly ledger.remaining (or budget=) as sample-gradients
 
 The student starts from the generalist's weights with a fork of its optimizer state and learns, on the
@@ -17,7 +18,7 @@ worst resolution; it is on the menu so that the comparison shows it, not because
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,16 +65,42 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * hard + (1.0 - alpha) * soft
 
 
-def distill_merge(generalist: nn.Module, teacher: nn.Module, *, optimizer: torch.optim.Optimizer,
-                  data: DataSource, mix: Mix, ledger: Ledger, seed: int, budget: int | None = None,
+def distill_merge(generalist: nn.Module, teacher: nn.Module | Sequence[nn.Module], *,
+                  optimizer: torch.optim.Optimizer, data: DataSource, mix: Mix, ledger: Ledger, seed: int,
+                  region_indices: Sequence[Sequence[int] | np.ndarray] | None = None, budget: int | None = None,
                   temperature: float = TEMPERATURE, alpha: float = ALPHA,
-                  hard_loss: Callable[..., torch.Tensor] | None = None,
-                  factory: Callable[[], nn.Module] | None = None) -> MergeResult:
-    """Train a copy of the generalist to match ``teacher`` (and the labels) on ``mix``; see the module doc.
+                  hard_loss: Callable[..., torch.Tensor] | None = None, loss_fn: Callable[..., torch.Tensor] | None = None,
+                  step_fn: Any = None, factory: Callable[[], nn.Module] | None = None) -> MergeResult:
+    """Train a copy of the generalist to match the teacher (and the labels) on ``mix``; see the module doc.
 
-    Spends exactly ``budget`` sample-gradients (default: all ``ledger`` has left), checked before any work.
-    The generalist and the teacher are not modified; the global RNG is seeded for the run and restored.
+    ``teacher`` is one module (e.g. the routed model), or the specialists: then a training sample's teacher is
+    the specialist of its region (``region_indices[i]`` for specialist ``i``; with one specialist, default the
+    first pool of ``mix``) and the generalist elsewhere, which is what the label-free router does on the
+    samples the regions were found on. ``hard_loss`` (default ``loss_fn``, else cross-entropy) is the hard-label
+    term. Spends exactly ``budget`` sample-gradients (default: all ``ledger`` has left), checked before any
+    work. Nothing given is modified; the global RNG is seeded for the run and restored.
     """
+    if step_fn is not None and hard_loss is None and loss_fn is None:
+        raise InvalidArgument("distillation needs the model's logits and a hard-label loss: pass loss_fn= "
+                              "(a step_fn alone does not say how to get logits)")
+    hard_loss = hard_loss if hard_loss is not None else loss_fn
+    teachers: list[tuple[nn.Module, np.ndarray | None]]
+    if isinstance(teacher, nn.Module):
+        teachers = [(teacher, None)]
+    else:
+        specialists = list(teacher)
+        if not specialists:
+            raise InvalidArgument("distillation needs a teacher: give the routed model or at least one specialist")
+        if region_indices is None:
+            if len(specialists) > 1:
+                raise InvalidArgument(f"{len(specialists)} specialists: say which samples each one teaches with "
+                                      "region_indices=[...], or pass teacher=routing.build_routed(...)")
+            region_indices = [mix.pools[0].indices]
+        if len(region_indices) != len(specialists):
+            raise InvalidArgument(f"give one index set per specialist ({len(specialists)} specialist(s), "
+                                  f"{len(region_indices)} index set(s))")
+        teachers = [(generalist, None)] + [(m, np.asarray(ix, dtype=np.int64).reshape(-1))
+                                           for m, ix in zip(specialists, region_indices)]
     if not temperature > 0:
         raise InvalidArgument(f"the distillation temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
@@ -88,9 +115,14 @@ def distill_merge(generalist: nn.Module, teacher: nn.Module, *, optimizer: torch
     if spend:
         plan = batch_plan(mix, spend, data.batch_size, seed)
         needed = np.unique(np.concatenate(plan))
-        soft = teacher_logits(teacher, data, needed)
-        ledger.count_forward(int(needed.size), "teacher-logits")
-        forwarded += int(needed.size)
+        soft: dict[int, torch.Tensor] = {}
+        regions = [members for _, members in teachers if members is not None]
+        elsewhere = np.setdiff1d(needed, np.concatenate(regions)) if regions else needed
+        for model, members in teachers:
+            taught = elsewhere if members is None else np.intersect1d(needed, members)
+            soft.update(teacher_logits(model, data, taught))
+            ledger.count_forward(int(taught.size), "teacher-logits")
+            forwarded += int(taught.size)
         device = next((p.device for p in student.parameters()), torch.device("cpu"))
         was_training = student.training
         student.train()

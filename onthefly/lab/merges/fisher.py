@@ -3,7 +3,7 @@
 Entry point for ``resolutions.py``::
 
     result = fisher_merge(generalist, specialists, region_indices=[r.indices for r in regions.regions],
-                          generalist_indices=rest, optimizer=generalist_optimizer, data=source,
+                          optimizer=generalist_optimizer, data=source,
                           mix=replay(region_union, rest, 0.5), ledger=merge_ledger, seed=seed,
                           loss_fn=loss_fn)   # -> MergeResult; Fisher estimation + fine-tune = exactly the budget
 
@@ -130,22 +130,31 @@ def fisher_average(states: Sequence[Mapping[str, torch.Tensor]], fishers: Sequen
 
 
 def fisher_merge(generalist: nn.Module, specialists: Sequence[nn.Module], *,
-                 region_indices: Sequence[Sequence[int] | np.ndarray],
-                 generalist_indices: Sequence[int] | np.ndarray | None,
                  optimizer: torch.optim.Optimizer, data: DataSource, mix: Mix, ledger: Ledger, seed: int,
+                 region_indices: Sequence[Sequence[int] | np.ndarray] | None = None,
+                 include_generalist: bool = True, generalist_indices: Sequence[int] | np.ndarray | None = None,
                  loss_fn: Callable[..., torch.Tensor] | None = None, step_fn: Callable[..., Any] | None = None,
                  budget: int | None = None, n_samples: int = FISHER_SAMPLES, normalize: bool = True,
                  bn_indices: Sequence[int] | np.ndarray | None = None,
                  factory: Callable[[], nn.Module] | None = None) -> MergeResult:
-    """Fisher-weighted average of the specialists (and the generalist, on ``generalist_indices``; None leaves
-    it out), then BatchNorm recalibration and a fine-tune on ``mix`` with what is left of the budget.
+    """Fisher-weighted average of the specialists and (``include_generalist``) the generalist, then BatchNorm
+    recalibration and a fine-tune on ``mix`` with what is left of the budget.
 
-    Specialist ``i``'s Fisher is computed on ``region_indices[i]``. Spends exactly ``budget`` (default: all
-    ``ledger`` has left): ``n_samples`` per member on the Fisher, the rest on the fine-tune, with a fork of
-    the generalist's ``optimizer``. Neither the generalist nor the specialists are modified.
+    Specialist ``i``'s Fisher is computed on ``region_indices[i]`` (default: the first pool of ``mix``, the
+    region(s) of ``replay(region, rest, f)``), the generalist's on ``generalist_indices`` (default: the other
+    pools of ``mix``, the rest; all of ``mix`` if it has one pool). Spends exactly ``budget`` (default: all
+    ``ledger`` has left): ``n_samples`` per member on the Fisher, the rest on the fine-tune, with a fork of the
+    generalist's ``optimizer``. Neither the generalist nor the specialists are modified.
     """
     if not specialists:
         raise InvalidArgument("a merge needs at least one specialist")
+    pools = [p.indices for p in mix.pools]
+    if region_indices is None:
+        region_indices = [pools[0]] * len(specialists)
+    if generalist_indices is None:
+        generalist_indices = np.concatenate(pools[1:]) if len(pools) > 1 else pools[0]
+    if not include_generalist:
+        generalist_indices = None
     if len(region_indices) != len(specialists):
         raise InvalidArgument(f"give one index set per specialist ({len(specialists)} specialist(s), "
                               f"{len(region_indices)} index set(s))")
