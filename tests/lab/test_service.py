@@ -132,3 +132,31 @@ def test_bad_input_is_a_clear_status_and_nothing_recorded_is_lost(live_run, tmp_
     # the regions and history recorded before the errors are all still there
     assert lab.ListRegions(lab_pb2.ListRegionsRequest()).discovery.samples == len(train)
     assert lab.Histogram(lab_pb2.HistogramRequest()).total == min(len(train), 5 * 16)
+
+
+def _weights_after(live_run, tmp_path, score: bool) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    base = boring_dataset(160, seed=4)
+    train, val = random_split(base, [0.75, 0.25], generator=torch.Generator().manual_seed(4))
+    model = BoringModel()  # dropout: any RNG the scoring pass used would show in the weights
+    trainer = Trainer("t", "same", max_steps=25, seed=7, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(store=tmp_path / ("a" if score else "b"), on_pause=False)])
+    run = live_run(trainer, model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                   torch.nn.CrossEntropyLoss(), DataLoader(train, batch_size=16, shuffle=True),
+                   val_loader=DataLoader(val, batch_size=16))
+    run.client.control.Step(control_pb2.StepRequest(steps=7))
+    wait_until(lambda: trainer.run.step == 7 and trainer.run.control.state.name == "PAUSED", what="step 7")
+    if score:
+        stub = lab_pb2_grpc.LabServiceStub(run.client.channel)
+        response = stub.Score(lab_pb2.ScoreRequest(splits=[TRAIN, lab_pb2.SAMPLE_SPLIT_VAL], seed=123))
+        assert response.receipt.status == APPLIED and response.receipt.applied_step == 7
+        assert model.training  # the module's mode is back
+    run.client.control.Resume(control_pb2.ResumeRequest())
+    run.join()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_a_scoring_pass_leaves_training_bit_identical(live_run, tmp_path):
+    plain = _weights_after(live_run, tmp_path, score=False)
+    scored = _weights_after(live_run, tmp_path, score=True)
+    assert all(torch.equal(a, b) for a, b in zip(plain, scored))
