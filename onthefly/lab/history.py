@@ -242,7 +242,7 @@ class SampleHistory:
     # -- flushing (any thread) -------------------------------------------------------------------
     def flush(self) -> None:
         """Hand every buffered row to the writer and wait until all of it is on disk."""
-        if self._folder is None:
+        if self._folder is None or self._writer is None:  # nothing kept, or closed
             return
         with self._lock:
             staged = [self._stage(split) for split in SPLITS if self._buffers[split].rows]

@@ -102,6 +102,7 @@ class Lab(RunHook):
         self._scored: dict[str, Scored] = {}
         self._region_sets: list["RegionSet"] = []
         self._slices: dict[str, Slice] = {}
+        self._descriptions: dict[int, dict[str, "RegionDescription"]] = {}  # id(RegionSet) -> region id -> text
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
 
     # -- binding ---------------------------------------------------------------------------------
@@ -114,6 +115,13 @@ class Lab(RunHook):
             return
         from onthefly.sessions import sessions_of
 
+        if self._ctx is not None:  # a new fit with the same Lab: what it recorded belongs to the old run
+            self.history.close()
+            self.sketches = LossSketches()
+            with self._lock:
+                self._scored.clear()
+                self._region_sets.clear()
+                self._descriptions.clear()
         self._ctx, self.run = ctx, ctx.run
         sessions = sessions_of(ctx.run)
         session = sessions.session if sessions is not None else None
@@ -193,13 +201,21 @@ class Lab(RunHook):
         if x is None and not use_embedding:
             raise InvalidArgument("regions need a feature space: keep the inputs or the embedding (or both); the "
                                   "inputs of this table were " + ("not kept (too large)" if use_inputs else "left out"))
-        future = self._worker.submit(discover_regions, scored.table, x, k=k, ratio=ratio, max_regions=max_regions,
-                                     seed=seed, use_embedding=use_embedding)
-        regions = future.result(timeout)
-        with self._lock:
-            self._region_sets.append(regions)
-            del self._region_sets[:-8]  # the latest few: a selection replays from its own record anyway
-        return regions
+
+        def work() -> "RegionSet":
+            regions = discover_regions(scored.table, x, k=k, ratio=ratio, max_regions=max_regions, seed=seed,
+                                       use_embedding=use_embedding)
+            # Described here too (the trend reads the history): never on an RPC thread.
+            described = {r.id: describe_region(self, regions, r, scored) for r in regions.regions}
+            with self._lock:
+                self._region_sets.append(regions)
+                self._descriptions[id(regions)] = described
+                for old in self._region_sets[:-8]:  # the latest few: a slice keeps its own indices anyway
+                    self._descriptions.pop(id(old), None)
+                del self._region_sets[:-8]
+            return regions
+
+        return self._worker.submit(work).result(timeout)
 
     def regions(self) -> "RegionSet":
         """The latest discovery; FailedPrecondition when none ran yet."""
@@ -215,12 +231,9 @@ class Lab(RunHook):
     def describe(self, region_id: str) -> "RegionDescription":
         """What a person reads about one region of the latest discovery."""
         regions = self.regions()
-        region = regions.region(region_id)
-        table = self.table(regions.split) if regions.split in self._scored else None
-        if table is None or table.state_hash != regions.state_hash:
-            raise FailedPrecondition(f"the score table region {region_id} was found in has been replaced by a "
-                                     "newer scoring pass; discover regions again")
-        return describe_region(self, regions, region, table)
+        regions.region(region_id)  # NotFound naming the regions that exist
+        with self._lock:
+            return self._descriptions[id(regions)][region_id]
 
     # -- slices ----------------------------------------------------------------------------------
     def slice_of(self, name: str) -> Slice:
@@ -410,8 +423,9 @@ class RegionDescription:
     noise_fraction: float  # members flagged as label issues (NaN: unchecked)
 
 
-def describe_region(lab: Lab, regions: "RegionSet", region: Any, table: "ScoreTable") -> RegionDescription:
+def describe_region(lab: Lab, regions: "RegionSet", region: Any, scored: Scored) -> RegionDescription:
     """Numbers from the score table, the inputs kept with it and the per-sample history."""
+    table = scored.table
     inside = np.zeros(len(table), bool)
     inside[region.positions] = True
     acc_in = float(table.correct[inside].mean()) if inside.any() else float("nan")
@@ -419,7 +433,7 @@ def describe_region(lab: Lab, regions: "RegionSet", region: Any, table: "ScoreTa
     labels, counts = np.unique(table.label[inside], return_counts=True)
     mix = {int(label): int(count) for label, count in zip(labels, counts)}
     features = []
-    inputs = lab.scored(regions.split).inputs
+    inputs = scored.inputs
     if inputs is not None and len(inputs) == len(table):
         std = inputs.std(axis=0) + 1e-8
         diff = (inputs[inside].mean(axis=0) - inputs[~inside].mean(axis=0)) / std if (~inside).any() else \
