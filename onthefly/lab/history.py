@@ -275,9 +275,14 @@ class SampleHistory:
 
     def _discover(self) -> None:
         """Adopt parts that appeared in the folder without this writer (an imported session's)."""
-        found = [rel for rel in self._folder.files if rel not in self._known and _PART_RE.match(rel)]
+        own = self._prefix + "/"  # this writer's parts enter the catalog as it writes them
+        found = [rel for rel in self._folder.files
+                 if rel not in self._known and not rel.startswith(own) and _PART_RE.match(rel)]
         for rel in found:
-            part = _read_part(self._folder.file(rel), rel)
+            path = self._folder.file(rel)
+            if not path.exists():  # listed before it is written (an import copying it right now)
+                continue
+            part = _read_part(path, rel)
             with self._lock:
                 if rel not in self._known:
                     self._known.add(rel)
