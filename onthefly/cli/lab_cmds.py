@@ -6,7 +6,7 @@
     onthefly lab export r1 --format parquet -o r1.parquet
     onthefly lab import hard hard.csv          keep a slice (base indices) under a name
     onthefly lab select NAME --band 0.8 1      make a slice by rule (--class-errors L, --forgotten, --region r1)
-    onthefly lab hist | quantiles | top | trajectory INDEX
+    onthefly lab hist | quantiles | top | trajectory INDEX | sample INDEX
 
 Every command takes ``--json`` (one JSON object per line). The server never writes a file: an export
 streams the slice's bytes and this command writes the file you name (refusing to replace one unless
@@ -256,6 +256,22 @@ def cmd_trajectory(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    request = lab_pb2.GetSampleRequest(index=args.index, split=SPLITS[args.split])
+    with _client(args) as client:
+        r = _stub(client).GetSample(request, timeout=args.timeout)
+    label = r.label if r.HasField("label") else None
+    if args.json:
+        print(json.dumps({"index": r.index, "split": args.split, "shape": list(r.shape), "label": label,
+                          "image": r.image, "values": list(r.values)}))
+        return 0
+    values = list(r.values)
+    summary = f"min {min(values):.4g}  max {max(values):.4g}" if values else "empty"
+    print(f"{args.split} sample {r.index}: shape {tuple(r.shape)}  label {label}  {summary}"
+          + ("  (an image)" if r.image else ""))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 def register(subparsers) -> None:
     """Add `onthefly lab ...` to the CLI's subcommands."""
@@ -330,6 +346,10 @@ def register(subparsers) -> None:
     p = add("trajectory", "every recorded loss of one sample", cmd_trajectory)
     p.add_argument("index", type=int, metavar="INDEX", help="base-dataset index")
     p.add_argument("--split", action="append", dest="splits", choices=SPLITS)
+
+    p = add("sample", "one sample's input and label (read at a step boundary)", cmd_sample)
+    p.add_argument("index", type=int, metavar="INDEX", help="base-dataset index")
+    p.add_argument("--split", choices=SPLITS, default="train")
 
     try:
         resolutions = importlib.import_module("onthefly.cli.lab_resolution_cmds")

@@ -189,6 +189,9 @@ class Lab(RunHook):
     def table(self, split: str = "train") -> "ScoreTable":
         return self.scored(split).table
 
+    def sample_command(self, index: int, split: str = "train") -> "ReadSample":
+        return ReadSample(self, index, split)
+
     # -- regions (on the lab's worker thread) ----------------------------------------------------
     def discover(self, *, k: int | None = 8, ratio: float = 2.0, max_regions: int = 4, seed: int = 0,
                  use_inputs: bool = True, use_embedding: bool = True,
@@ -508,6 +511,79 @@ class ScorePass(Command):
     def describe(self, result: ScoreResult) -> str:
         parts = [f"{split} {len(s.table)} samples (accuracy {s.table.accuracy:.3f})" for split, s in result.tables.items()]
         return f"scored {', '.join(parts)} at step {result.step}"
+
+
+MAX_SAMPLE_VALUES = 1 << 22
+
+
+@dataclass(frozen=True)
+class SampleInput:
+    """One sample's input (float32, its own shape) and label, read from the base dataset."""
+
+    index: int
+    split: str
+    values: np.ndarray
+    label: int | None
+    image: bool
+
+
+def _base_dataset(dataset: Any) -> Any:
+    from torch.utils.data import Subset
+
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+class ReadSample(Command):
+    """Read one sample of a split's base dataset on the training thread (the loop's own thread reads the
+    dataset, as it does when loading without workers; never an RPC thread)."""
+
+    name = "lab-sample"
+
+    def __init__(self, lab: Lab, index: int, split: str) -> None:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise InvalidArgument(f"a sample index is a base-dataset index >= 0, got {index!r}")
+        self.lab, self.index, self.split = lab, int(index), _check_split(split)
+
+    def _dataset(self, ctx: "LoopContext") -> Any:
+        loader = getattr(ctx, f"{self.split}_loader", None)
+        if loader is None or getattr(loader, "dataset", None) is None:
+            raise FailedPrecondition(f"this run has no {self.split}_loader with a dataset to read samples from")
+        base = _base_dataset(loader.dataset)
+        try:
+            size = len(base)
+        except TypeError:
+            raise FailedPrecondition(f"the {self.split} dataset has no length; samples cannot be read by index") from None
+        if self.index >= size:
+            raise NotFound(f"no sample {self.index}: the {self.split} base dataset has {size} samples (0..{size - 1})")
+        return base
+
+    def check(self, control: "Control") -> None:
+        self._dataset(self.lab.ctx)
+
+    def apply(self, ctx: "LoopContext") -> SampleInput:
+        import torch
+
+        item = self._dataset(ctx)[self.index]
+        x, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, None)
+        if not isinstance(x, (torch.Tensor, np.ndarray)):
+            raise CommandRejected(f"sample {self.index}'s input is a {type(x).__name__}, not a tensor or array")
+        values = (x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor)
+                  else np.asarray(x, dtype=np.float32))
+        if values.size > MAX_SAMPLE_VALUES:
+            raise CommandRejected(f"sample {self.index}'s input has {values.size:,} values; at most "
+                                  f"{MAX_SAMPLE_VALUES:,} are sent")
+        try:
+            label_value = None if label is None else int(label.item() if hasattr(label, "item") else label)
+        except (TypeError, ValueError):
+            label_value = None
+        shape = values.shape
+        image = (len(shape) == 2 or (len(shape) == 3 and (shape[0] in (1, 3, 4) or shape[2] in (1, 3, 4))))
+        return SampleInput(self.index, self.split, values, label_value, bool(image) and min(shape) >= 1)
+
+    def describe(self, result: SampleInput) -> str:
+        return f"read {self.split} sample {result.index} {tuple(result.values.shape)}"
 
 
 def _score_split(lab: Lab, ctx: "LoopContext", loader: Any, split: str, layer: str | None, seed: int) -> Scored:

@@ -127,5 +127,13 @@ def trajectory(value: Any) -> lab_pb2.SampleTrajectoryResponse:
     return lab_pb2.SampleTrajectoryResponse(index=value.index, series=series)
 
 
+def sample(value: Any) -> lab_pb2.GetSampleResponse:
+    response = lab_pb2.GetSampleResponse(index=value.index, shape=list(value.values.shape),
+                                         values=value.values.reshape(-1).tolist(), image=value.image)
+    if value.label is not None:
+        response.label = value.label
+    return response
+
+
 def nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value

@@ -129,6 +129,16 @@ class LabServicer(lab_pb2_grpc.LabServiceServicer):
             value = self._lab.history.trajectory(request.index, convert.splits(request.splits, ("train", "val", "test")))
             return convert.trajectory(value)
 
+    def GetSample(self, request, context):
+        with domain_errors(context):
+            command = self._lab.sample_command(request.index, convert.split(request.split))
+        pending = submit_and_wait(self._run, command, context)
+        receipt = pending.wait(0)
+        if pending.result is None:
+            code = grpc.StatusCode.FAILED_PRECONDITION if receipt.reason else grpc.StatusCode.DEADLINE_EXCEEDED
+            context.abort(code, receipt.reason or "the run did not reach a step boundary before the deadline")
+        return convert.sample(pending.result)
+
     def ExportSlice(self, request, context):
         with domain_errors(context):
             fmt = convert.slice_format(request.format)

@@ -1239,6 +1239,76 @@ class SampleTrajectoryResponse(_message.Message):
 Global___SampleTrajectoryResponse: _TypeAlias = SampleTrajectoryResponse  # noqa: Y015
 
 @_typing.final
+class GetSampleRequest(_message.Message):
+    """GetSampleRequest names a sample."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """index is the sample's base-dataset index."""
+    split: Global___SampleSplit.ValueType
+    """split is the split whose dataset is read (its base dataset, through Subset/random_split); unspecified means train."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        split: Global___SampleSplit.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSampleRequest: _TypeAlias = GetSampleRequest  # noqa: Y015
+
+@_typing.final
+class GetSampleResponse(_message.Message):
+    """GetSampleResponse carries the sample's input tensor (row-major float32) and its label."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """index is the sample read."""
+    label: _builtins.int
+    """label is the sample's integer label when it has one."""
+    image: _builtins.bool
+    """image is true when the shape reads as an image: (H, W), (1|3|4, H, W) or (H, W, 1|3|4)."""
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """shape is the input tensor's shape."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """values are the input's values in row-major order (at most 4,194,304; larger inputs are refused)."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        label: _builtins.int | None = ...,
+        image: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_label", b"_label", "label", b"label"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_label", b"_label", "image", b"image", "index", b"index", "label", b"label", "shape", b"shape", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__label: _TypeAlias = _typing.Literal["label"]  # noqa: Y015
+    _WhichOneofArgType__label: _TypeAlias = _typing.Literal["_label", b"_label"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__label) -> _WhichOneofReturnType__label | None: ...
+
+Global___GetSampleResponse: _TypeAlias = GetSampleResponse  # noqa: Y015
+
+@_typing.final
 class ExportSliceRequest(_message.Message):
     """ExportSliceRequest names what to export and how."""
 

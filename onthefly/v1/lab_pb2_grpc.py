@@ -89,6 +89,11 @@ class LabServiceStub:
                 request_serializer=onthefly_dot_v1_dot_lab__pb2.SampleTrajectoryRequest.SerializeToString,
                 response_deserializer=onthefly_dot_v1_dot_lab__pb2.SampleTrajectoryResponse.FromString,
                 _registered_method=True)
+        self.GetSample = channel.unary_unary(
+                '/onthefly.v1.LabService/GetSample',
+                request_serializer=onthefly_dot_v1_dot_lab__pb2.GetSampleRequest.SerializeToString,
+                response_deserializer=onthefly_dot_v1_dot_lab__pb2.GetSampleResponse.FromString,
+                _registered_method=True)
         self.ExportSlice = channel.unary_stream(
                 '/onthefly.v1.LabService/ExportSlice',
                 request_serializer=onthefly_dot_v1_dot_lab__pb2.ExportSliceRequest.SerializeToString,
@@ -179,6 +184,13 @@ class LabServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSample(self, request, context):
+        """GetSample reads one sample's input and label from the run's dataset at a step boundary (for a drill-down or a thumbnail).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportSlice(self, request, context):
         """ExportSlice streams a slice or region as Parquet, CSV or JSON bytes; the server never writes a file.
         """
@@ -245,6 +257,11 @@ def add_LabServiceServicer_to_server(servicer, server):
                     servicer.SampleTrajectory,
                     request_deserializer=onthefly_dot_v1_dot_lab__pb2.SampleTrajectoryRequest.FromString,
                     response_serializer=onthefly_dot_v1_dot_lab__pb2.SampleTrajectoryResponse.SerializeToString,
+            ),
+            'GetSample': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSample,
+                    request_deserializer=onthefly_dot_v1_dot_lab__pb2.GetSampleRequest.FromString,
+                    response_serializer=onthefly_dot_v1_dot_lab__pb2.GetSampleResponse.SerializeToString,
             ),
             'ExportSlice': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportSlice,
@@ -532,6 +549,33 @@ class LabService:
             '/onthefly.v1.LabService/SampleTrajectory',
             onthefly_dot_v1_dot_lab__pb2.SampleTrajectoryRequest.SerializeToString,
             onthefly_dot_v1_dot_lab__pb2.SampleTrajectoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSample(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onthefly.v1.LabService/GetSample',
+            onthefly_dot_v1_dot_lab__pb2.GetSampleRequest.SerializeToString,
+            onthefly_dot_v1_dot_lab__pb2.GetSampleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,8 @@ class LabServiceStub:
     """LossBands returns per-step train loss quantiles for a range of steps, thinned to a number of points."""
     SampleTrajectory: _grpc.UnaryUnaryMultiCallable[_lab_pb2.SampleTrajectoryRequest, _lab_pb2.SampleTrajectoryResponse]
     """SampleTrajectory returns every loss recorded for one sample, per split, sorted by step."""
+    GetSample: _grpc.UnaryUnaryMultiCallable[_lab_pb2.GetSampleRequest, _lab_pb2.GetSampleResponse]
+    """GetSample reads one sample's input and label from the run's dataset at a step boundary (for a drill-down or a thumbnail)."""
     ExportSlice: _grpc.UnaryStreamMultiCallable[_lab_pb2.ExportSliceRequest, _lab_pb2.ExportSliceResponse]
     """ExportSlice streams a slice or region as Parquet, CSV or JSON bytes; the server never writes a file."""
     ImportSlice: _grpc.UnaryUnaryMultiCallable[_lab_pb2.ImportSliceRequest, _lab_pb2.ImportSliceResponse]
@@ -93,6 +95,8 @@ class LabServiceAsyncStub(LabServiceStub):
     """LossBands returns per-step train loss quantiles for a range of steps, thinned to a number of points."""
     SampleTrajectory: _aio.UnaryUnaryMultiCallable[_lab_pb2.SampleTrajectoryRequest, _lab_pb2.SampleTrajectoryResponse]  # type: ignore[assignment]
     """SampleTrajectory returns every loss recorded for one sample, per split, sorted by step."""
+    GetSample: _aio.UnaryUnaryMultiCallable[_lab_pb2.GetSampleRequest, _lab_pb2.GetSampleResponse]  # type: ignore[assignment]
+    """GetSample reads one sample's input and label from the run's dataset at a step boundary (for a drill-down or a thumbnail)."""
     ExportSlice: _aio.UnaryStreamMultiCallable[_lab_pb2.ExportSliceRequest, _lab_pb2.ExportSliceResponse]  # type: ignore[assignment]
     """ExportSlice streams a slice or region as Parquet, CSV or JSON bytes; the server never writes a file."""
     ImportSlice: _aio.UnaryUnaryMultiCallable[_lab_pb2.ImportSliceRequest, _lab_pb2.ImportSliceResponse]  # type: ignore[assignment]
@@ -185,6 +189,14 @@ class LabServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lab_pb2.SampleTrajectoryResponse, _abc.Awaitable[_lab_pb2.SampleTrajectoryResponse]]:
         """SampleTrajectory returns every loss recorded for one sample, per split, sorted by step."""
+
+    @_abc_1.abstractmethod
+    def GetSample(
+        self,
+        request: _lab_pb2.GetSampleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lab_pb2.GetSampleResponse, _abc.Awaitable[_lab_pb2.GetSampleResponse]]:
+        """GetSample reads one sample's input and label from the run's dataset at a step boundary (for a drill-down or a thumbnail)."""
 
     @_abc_1.abstractmethod
     def ExportSlice(

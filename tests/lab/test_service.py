@@ -88,6 +88,12 @@ def test_score_regions_statistics_trajectory_and_slices(live_run, tmp_path):
         assert back.size == found.regions[0].size and back.split == TRAIN
         assert sorted(lab_obj.slice_of(f"mine{fmt}").indices.tolist()) == sorted(lab_obj.region("r1").indices.tolist())
 
+    i = int(train.indices[0])
+    sample = lab.GetSample(lab_pb2.GetSampleRequest(index=i))
+    x, y = train.dataset[i]
+    assert list(sample.shape) == [16] and sample.label == int(y) and not sample.image
+    assert np.allclose(sample.values, x.numpy())
+
     band = lab.Select(lab_pb2.SelectRequest(name="hard", loss_band=lab_pb2.LossBand(low_quantile=0.8,
                                                                                      high_quantile=1.0))).slice
     assert band.name == "hard" and 0.15 * len(train) <= band.size <= 0.25 * len(train)
@@ -129,6 +135,8 @@ def test_bad_input_is_a_clear_status_and_nothing_recorded_is_lost(live_run, tmp_
     assert c == grpc.StatusCode.INVALID_ARGUMENT
     c, _ = code(lab.SampleTrajectory, lab_pb2.SampleTrajectoryRequest(index=-1))
     assert c == grpc.StatusCode.INVALID_ARGUMENT
+    c, why = code(lab.GetSample, lab_pb2.GetSampleRequest(index=240))
+    assert c == grpc.StatusCode.NOT_FOUND and "has 240 samples" in why
     # the regions and history recorded before the errors are all still there
     assert lab.ListRegions(lab_pb2.ListRegionsRequest()).discovery.samples == len(train)
     assert lab.Histogram(lab_pb2.HistogramRequest()).total == min(len(train), 5 * 16)
