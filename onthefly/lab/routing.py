@@ -14,7 +14,8 @@ embedding the router reads (the input of its last ``nn.Linear`` by default, or t
 layer: the same convention as ``onthefly.lab.scoring``). Expert ``r + 1`` is the specialist of region
 ``r``. The router is the region assignment the lab discovered (``RegionSet.assign``), rebuilt in torch:
 an affine map of the input and of the embedding per ``onthefly.lab.features``, then the nearest k-means
-centroid, then that cluster's expert (0 for clusters that are not regions). No labels enter it.
+centroid (one linear score per centroid, folded from the map), then that cluster's expert (0 for
+clusters that are not regions). No labels enter it.
 
 Inference runs the generalist on the whole batch and each specialist only on the samples routed to it
 (about 1 + the routed fraction of one model's cost). Under ``torch.export`` (or with ``dense=True``)
@@ -41,68 +42,62 @@ VERSION = 1
 
 
 class CentroidRouter(nn.Module):
-    """Route = expert of the nearest centroid in the features' space; float64 throughout, like the fit.
+    """Route = expert of the nearest centroid in the regions' feature space; float64, like the fit.
 
-    Blocks are ``(values - mean) @ components.T / scale`` for the input (flattened) and for the embedding;
-    a block with no components is absent. ``cluster_expert[c]`` is the expert of centroid ``c``.
+    The feature map is affine per block and only the nearest centroid matters, so the squared distance
+    ``|f|^2 - 2 f.c_k + |c_k|^2`` loses its per-sample term and the rest folds into one linear score per
+    centroid: ``x @ input_weight + embedding @ embedding_weight + bias``, lowest wins (two small matmuls
+    instead of a projection and a (batch, clusters, dims) distance tensor). A block with no rows is unused.
+    ``cluster_expert[c]`` is the expert of centroid ``c``.
     """
 
-    def __init__(self, input_mean: torch.Tensor, input_components: torch.Tensor, input_scale: torch.Tensor,
-                 embedding_mean: torch.Tensor, embedding_components: torch.Tensor,
-                 embedding_scale: torch.Tensor, centroids: torch.Tensor, cluster_expert: torch.Tensor) -> None:
+    def __init__(self, input_weight: torch.Tensor, embedding_weight: torch.Tensor, bias: torch.Tensor,
+                 cluster_expert: torch.Tensor) -> None:
         super().__init__()
         f64 = torch.float64
-        self.register_buffer("input_mean", input_mean.to(f64).reshape(-1))
-        self.register_buffer("input_components", input_components.to(f64).reshape(-1, input_mean.numel())
-                             if input_components.numel() else input_components.to(f64).reshape(0, input_mean.numel()))
-        self.register_buffer("input_scale", input_scale.to(f64).reshape(()))
-        self.register_buffer("embedding_mean", embedding_mean.to(f64).reshape(-1))
-        self.register_buffer("embedding_components", embedding_components.to(f64).reshape(-1, embedding_mean.numel())
-                             if embedding_components.numel() else
-                             embedding_components.to(f64).reshape(0, embedding_mean.numel()))
-        self.register_buffer("embedding_scale", embedding_scale.to(f64).reshape(()))
-        self.register_buffer("centroids", centroids.to(f64))
+        self.register_buffer("input_weight", input_weight.to(f64))
+        self.register_buffer("embedding_weight", embedding_weight.to(f64))
+        self.register_buffer("bias", bias.to(f64).reshape(-1))
         self.register_buffer("cluster_expert", cluster_expert.to(torch.int64).reshape(-1))
-        width = self.input_components.shape[0] + self.embedding_components.shape[0]
-        if self.centroids.dim() != 2 or self.centroids.shape[1] != width:
-            raise InvalidArgument(f"centroids must be (clusters, {width}) for this feature space, got "
-                                  f"{tuple(self.centroids.shape)}")
-        if self.cluster_expert.numel() != self.centroids.shape[0]:
+        k = self.bias.numel()
+        for name in ("input_weight", "embedding_weight"):
+            w = getattr(self, name)
+            if w.dim() != 2 or (w.shape[0] and w.shape[1] != k):
+                raise InvalidArgument(f"{name} must be (features, {k}) for {k} centroids, got {tuple(w.shape)}")
+        if self.cluster_expert.numel() != k:
             raise InvalidArgument("cluster_expert needs one expert index per centroid")
+        if not (self.uses_input or self.uses_embedding):
+            raise InvalidArgument("the router has an empty feature space")
 
     @classmethod
     def shaped_like(cls, state: dict[str, torch.Tensor], prefix: str = "") -> "CentroidRouter":
         """An empty router with the shapes of a saved one (then ``load_state_dict`` fills it)."""
-        names = ("input_mean", "input_components", "input_scale", "embedding_mean", "embedding_components",
-                 "embedding_scale", "centroids", "cluster_expert")
+        names = ("input_weight", "embedding_weight", "bias", "cluster_expert")
         try:
-            return cls(*(torch.zeros_like(state[prefix + n]) for n in names))
+            return cls(*(torch.ones_like(state[prefix + n]) for n in names))
         except KeyError as exc:
             raise InvalidArgument(f"the checkpoint has no router entry {exc.args[0]!r}: it is not a routed model") \
                 from None
 
     @property
     def uses_input(self) -> bool:
-        return self.input_components.shape[0] > 0
+        return self.input_weight.shape[0] > 0
 
     @property
     def uses_embedding(self) -> bool:
-        return self.embedding_components.shape[0] > 0
+        return self.embedding_weight.shape[0] > 0
 
-    def features(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        parts = []
+    def scores(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """(batch, centroids): squared distance to each centroid minus the sample's own squared norm."""
+        out = self.bias
         if self.uses_input:
-            a = x.reshape(x.shape[0], -1).to(torch.float64)
-            parts.append((a - self.input_mean) @ self.input_components.T / self.input_scale)
+            out = out + x.reshape(x.shape[0], -1).to(torch.float64) @ self.input_weight
         if self.uses_embedding:
-            e = embedding.reshape(embedding.shape[0], -1).to(torch.float64)
-            parts.append((e - self.embedding_mean) @ self.embedding_components.T / self.embedding_scale)
-        return torch.cat(parts, dim=1)
+            out = out + embedding.reshape(embedding.shape[0], -1).to(torch.float64) @ self.embedding_weight
+        return out
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        f = self.features(x, embedding)
-        distances = ((f[:, None, :] - self.centroids[None, :, :]) ** 2).sum(dim=2)
-        return self.cluster_expert[distances.argmin(dim=1)]
+        return self.cluster_expert[self.scores(x, embedding).argmin(dim=1)]
 
 
 class RoutedModel(nn.Module):
@@ -184,21 +179,24 @@ def embedding_hook(model: nn.Module, layer: str | None) -> tuple[str, bool]:
 
 
 def router_from_space(space: Any, centroids: np.ndarray, cluster_expert: np.ndarray) -> CentroidRouter:
-    """A router from a fitted ``onthefly.lab.features.FeatureSpace``, k-means centroids in that space, and the
-    expert of each centroid."""
-    blocks = {block.name: block for block in space.blocks}
-
-    def parts(name: str):
-        block = blocks.get(name)
-        if block is None:
-            return torch.zeros(0), torch.zeros(0, 0), torch.ones(())
-        return (torch.as_tensor(np.asarray(block.mean, dtype=np.float64)),
-                torch.as_tensor(np.asarray(block.components, dtype=np.float64)),
-                torch.tensor(float(block.scale), dtype=torch.float64))
-
-    return CentroidRouter(*parts("input"), *parts("embedding"),
-                          torch.as_tensor(np.asarray(centroids, dtype=np.float64)),
-                          torch.as_tensor(np.asarray(cluster_expert, dtype=np.int64)))
+    """A router from a fitted ``onthefly.lab.features.FeatureSpace`` (blocks ``(a - mean) @ components.T /
+    scale``), k-means centroids in that space, and the expert of each centroid."""
+    centroids = np.asarray(centroids, dtype=np.float64)
+    bias = (centroids ** 2).sum(axis=1)
+    weights = {"input": np.zeros((0, len(centroids))), "embedding": np.zeros((0, len(centroids)))}
+    at = 0
+    for block in space.blocks:
+        components = np.asarray(block.components, dtype=np.float64)
+        p = components.shape[0]
+        # -2 f.c_k with f = (a - mean) @ components.T / scale  ->  a @ w + (-mean @ w)
+        w = -2.0 * components.T @ centroids[:, at:at + p].T / float(block.scale)
+        weights[block.name] = w
+        bias = bias - np.asarray(block.mean, dtype=np.float64) @ w
+        at += p
+    if at != centroids.shape[1]:
+        raise InvalidArgument(f"centroids have {centroids.shape[1]} dimensions but the feature space has {at}")
+    return CentroidRouter(torch.as_tensor(weights["input"]), torch.as_tensor(weights["embedding"]),
+                          torch.as_tensor(bias), torch.as_tensor(np.asarray(cluster_expert, dtype=np.int64)))
 
 
 def router_from_regions(regions: Any) -> CentroidRouter:
@@ -227,8 +225,6 @@ def build_routed(generalist: nn.Module, specialists: Sequence[nn.Module], region
                                   "specialist per region, in the RegionSet's order")
         router = router_from_regions(regions)
         layer = layer if layer is not None else getattr(regions, "layer", None)
-    if router.uses_embedding is False and router.uses_input is False:
-        raise InvalidArgument("the router has an empty feature space")
     hook_module, hook_input = embedding_hook(generalist, layer)
     experts = [clone_model(m, factory).eval() for m in [generalist, *specialists]]
     return RoutedModel(experts, router, hook_module=hook_module, hook_input=hook_input, dense=dense).eval()
