@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from onthefly.lab.budget import Ledger
 from onthefly.runtime.errors import InvalidArgument
@@ -75,6 +75,11 @@ class DataSource:
 
     def batch(self, indices: Sequence[int]) -> Any:
         """Collate the samples at these base indices, as the user's loader would."""
+        if self.collate_fn is default_collate and type(self.dataset) is TensorDataset:
+            # What default_collate makes of TensorDataset rows (a list of stacked tensors), without the
+            # per-sample Python round trip.
+            rows = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+            return [t[rows] for t in self.dataset.tensors]
         return self.collate_fn([self.dataset[int(i)] for i in indices])
 
     def check_indices(self, indices: np.ndarray, what: str) -> np.ndarray:
