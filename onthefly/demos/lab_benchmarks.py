@@ -96,6 +96,26 @@ def make_generalist(n_features: int, n_classes: int, seed: int) -> nn.Module:
                              nn.Linear(32, n_classes))
 
 
+def train_generalist(bench: LabBenchmark, seed: int, *, epochs: int = 10, batch_size: int = 64,
+                     lr: float = 1e-3) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The protocol's base budget: a fresh generalist trained with Adam on ``x_train`` (shuffled by a
+    generator seeded from ``seed``; the global RNG is left alone). Returns (model, optimizer)."""
+    model = make_generalist(bench.n_features, bench.n_classes, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    x, y = torch.from_numpy(bench.x_train), torch.from_numpy(bench.y_train)
+    order = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=order)
+        for start in range(0, len(y), batch_size):
+            batch = perm[start:start + batch_size]
+            optimizer.zero_grad()
+            loss_fn(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    return model, optimizer
+
+
 def load_benchmark(name: str, seed: int) -> LabBenchmark:
     """Build benchmark ``name`` (one of ``BENCHMARKS``) for ``seed``; deterministic for a (name, seed)."""
     builder = _BUILDERS.get(name)
