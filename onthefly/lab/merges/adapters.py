@@ -11,8 +11,11 @@ in, Kaiming-uniform like ``nn.Linear``; B: out x rank, zeros, so training starts
 One adapter set per region is trained on the region with ``replay_fraction`` of each batch from the rest
 (default 0.5: a fused adapter acts on every input, so half of each batch guards the rest). Adapter steps
 are charged as full sample-gradients (conservative; the protocol's rule). The optimizer is the generalist's
-class and hyperparameters (``lr=`` overrides the learning rate) with fresh state, since the adapter weights
-are new parameters.
+class and hyperparameters with fresh state (the adapter weights are new parameters) and ``LR_SCALE`` times
+its learning rate (``lr=`` sets it): low-rank adapters are usually trained at several times a full
+fine-tune's rate. On the validation split of digits-shift (E = 0.5 x base, fused), 10x raised the
+worst-group accuracy from 54% to 80% on average over seeds 201-205 (3x: 68% over 201-203); on mixture
+seed 201 from 48% to 60%. The rate was chosen on validation data only.
 
 - ``mode="fused"``: every region's ``B @ A`` is added into the generalist's weights: one plain model of the
   user's architecture, one model's inference cost.
@@ -37,6 +40,7 @@ from onthefly.runtime.errors import InvalidArgument
 
 RANK = 4
 REPLAY = 0.5
+LR_SCALE = 10.0  # adapters' learning rate over the generalist's (see the module docstring)
 
 
 class LoRALinear(nn.Module):
@@ -103,6 +107,8 @@ def _optimizer_like(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]
     hyper = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
     if lr is not None:
         hyper["lr"] = lr
+    elif isinstance(hyper.get("lr"), (int, float)):
+        hyper["lr"] = hyper["lr"] * LR_SCALE
     return type(optimizer)([{"params": params, **hyper}], **{k: v for k, v in hyper.items() if k == "lr"})
 
 
