@@ -2,8 +2,8 @@
 
 Rows (split, step, epoch, base index, loss) arrive from the bus's pump thread (``observe``), are buffered
 per split, and once a buffer holds ``part_rows`` rows a writer thread sorts it by (index, step) and writes
-it as one Parquet part under ``history/<session>/lab-samples/<split>/`` (zstd; row groups of
-``ROW_GROUP_ROWS`` rows, each covering a narrow range of indices). The training thread never touches it.
+it as one Parquet part under ``history/<session>/lab-samples/<split>/`` (row groups of ``ROW_GROUP_ROWS``
+rows, each covering a narrow range of indices; encodings in ENCODING). The training thread never touches it.
 
 Why this layout: a part sorted by index lets a trajectory query read one row group per part (the
 catalog keeps every row group's index range in memory), so one sample's history over 10^8 rows costs
@@ -18,6 +18,7 @@ folder, so a session export carries them and an import adopts them (found on the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import re
@@ -40,7 +41,11 @@ log = logging.getLogger("onthefly")
 
 SPLITS = ("train", "val", "test")
 PART_ROWS = 1 << 21  # ~2M rows (~40 MB buffered) per part: 50 parts for 10^8 rows
-ROW_GROUP_ROWS = 1 << 15
+ROW_GROUP_ROWS = 1 << 14  # one trajectory read decodes one row group per part: keep it small
+# Sorted indices and steps delta-pack to a byte or two each, losses byte-split then zstd: measured on 2M rows,
+# 5.2 bytes/row and a whole-part read 7x faster than zstd over plain encoding (5.9 bytes/row).
+ENCODING = {"index": "DELTA_BINARY_PACKED", "step": "DELTA_BINARY_PACKED", "loss": "BYTE_STREAM_SPLIT"}
+COMPRESSION = {"index": "none", "step": "none", "epoch": "none", "loss": "zstd"}
 MAX_PENDING_PARTS = 2
 COLUMNS = ("index", "step", "epoch", "loss")
 _PART_RE = re.compile(r"^history/([^/]+)/lab-samples/(train|val|test)/part-(\d+)\.parquet$")
@@ -94,6 +99,23 @@ class _Part:
     step_max: int
     group_min: np.ndarray  # per row group: smallest index
     group_max: np.ndarray  # per row group: largest index
+    _file: Any = None  # the open ParquetFile (its footer parsed once), with a lock: reads come from any thread
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def _open(self):
+        import pyarrow.parquet as pq
+
+        if self._file is None:
+            self._file = pq.ParquetFile(self.path, memory_map=True)
+        return self._file
+
+    def read_groups(self, groups: list[int]):
+        with self._lock:
+            return self._open().read_row_groups(groups, columns=list(COLUMNS))
+
+    def read(self, columns: list[str]):
+        with self._lock:
+            return self._open().read(columns=columns)
 
 
 class _Buffer:
@@ -102,10 +124,23 @@ class _Buffer:
     def __init__(self) -> None:
         self.chunks: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (step, epoch, index, loss)
         self.rows = 0
+        self._joined: tuple[int, dict[str, np.ndarray]] | None = None  # (chunks joined, columns): queries reuse it
 
     def take(self) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-        chunks, self.chunks, self.rows = self.chunks, [], 0
+        chunks, self.chunks, self.rows, self._joined = self.chunks, [], 0, None
         return chunks
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The buffered rows as columns (joined once per change, not once per query)."""
+        joined = self._joined
+        if joined is None or joined[0] != len(self.chunks):
+            if joined is not None and joined[0] < len(self.chunks):
+                more = _columns(self.chunks[joined[0]:])
+                cols = {name: np.concatenate([joined[1][name], more[name]]) for name in COLUMNS}
+            else:
+                cols = _columns(list(self.chunks))
+            joined = self._joined = (len(self.chunks), cols)
+        return joined[1]
 
 
 def _columns(chunks: list[tuple[int, int, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -147,6 +182,7 @@ class SampleHistory:
         self._next_part = 1
         self._rows = {split: 0 for split in SPLITS}
         self._step_max = -1
+        self._epoch_steps: dict[int, int] = {}  # train epoch -> first step recorded in it (this process)
         self._hold = threading.Lock()  # held while a bundle is written: no part file appears meanwhile
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_PENDING_PARTS)
         self._error: str = ""
@@ -188,6 +224,8 @@ class SampleHistory:
                 self._rows[split] += len(index)
                 if event.step > self._step_max:
                     self._step_max = event.step
+                if split == "train" and event.epoch not in self._epoch_steps:
+                    self._epoch_steps[event.epoch] = event.step
                 if buffer.rows >= self._part_rows:
                     full.append(self._stage(split))
         for item in full:
@@ -226,8 +264,8 @@ class SampleHistory:
             self._next_part += 1
         rel = f"{self._prefix}/{split}/part-{number:06d}.parquet"
         with self._folder.writer(rel, self._durable) as f:
-            pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS, compression="zstd",
-                           use_dictionary=["epoch"], write_statistics=["index", "step"])
+            pq.write_table(table, f, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
+                           use_dictionary=["epoch"], column_encoding=ENCODING, write_statistics=["index", "step"])
         index = table.column("index").to_numpy()
         starts = np.arange(0, len(index), ROW_GROUP_ROWS)
         ends = np.minimum(starts + ROW_GROUP_ROWS, len(index)) - 1
@@ -295,13 +333,11 @@ class SampleHistory:
         with self._lock:
             parts = [p for p in self._parts if p.split == split]
             memory = [cols for s, cols in self._pending if s == split]
-            memory.append(_columns(list(self._buffers[split].chunks)))
+            memory.append(self._buffers[split].columns())
         return parts, memory
 
     def trajectory(self, index: int, splits: tuple[str, ...] = SPLITS) -> Trajectory:
         """Every recorded loss of base index ``index``, per split, sorted by step."""
-        import pyarrow.parquet as pq
-
         if not isinstance(index, (int, np.integer)) or index < 0:
             raise InvalidArgument(f"a sample index is a base-dataset index >= 0, got {index!r}")
         index = int(index)
@@ -313,7 +349,7 @@ class SampleHistory:
                 groups = np.flatnonzero((part.group_min <= index) & (part.group_max >= index))
                 if not len(groups):
                     continue
-                table = _read_groups(pq, part, groups.tolist())
+                table = _read_groups(part, groups.tolist())
                 if table is None:
                     continue
                 cols = {name: table.column(name).to_numpy() for name in COLUMNS}
@@ -328,17 +364,16 @@ class SampleHistory:
 
     def step_losses(self, step: int, split: str = "train") -> StepLosses:
         """The losses recorded at ``step`` for ``split``; empty arrays when none were."""
-        import pyarrow.parquet as pq
-
         parts, memory = self._snapshot(_check_split(split))
         index, loss = [], []
         for part in parts:
             if not part.step_min <= step <= part.step_max:
                 continue
-            table = _read(pq, part, ["index", "step", "loss"], [("step", "=", int(step))])
+            table = _read(part, ["index", "step", "loss"])
             if table is not None:
-                index.append(table.column("index").to_numpy())
-                loss.append(table.column("loss").to_numpy())
+                keep = table.column("step").to_numpy() == step
+                index.append(table.column("index").to_numpy()[keep])
+                loss.append(table.column("loss").to_numpy()[keep])
         for cols in memory:
             keep = cols["step"] == step
             index.append(cols["index"][keep])
@@ -353,35 +388,46 @@ class SampleHistory:
         """All rows of ``split`` (index, step, epoch, loss), optionally only steps in [first_step, last_step]
         and only the given base indices, sorted by (index, step)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         parts, memory = self._snapshot(_check_split(split))
-        filters = []
-        if first_step is not None:
-            filters.append(("step", ">=", int(first_step)))
-        if last_step is not None:
-            filters.append(("step", "<=", int(last_step)))
         wanted = None if indices is None else np.unique(np.asarray(indices, dtype=np.int64))
-        tables = []
-        for part in parts:
-            if (first_step is not None and part.step_max < first_step) or \
-                    (last_step is not None and part.step_min > last_step):
-                continue
-            table = _read(pq, part, list(COLUMNS), filters or None)
-            if table is not None:
-                tables.append(table)
-        for cols in memory:
-            tables.append(pa.table({name: cols[name] for name in COLUMNS}, schema=schema()))
-        table = pa.concat_tables(tables) if tables else schema().empty_table()
-        if filters:
+        lo = -(1 << 62) if first_step is None else int(first_step)
+        hi = (1 << 62) if last_step is None else int(last_step)
+
+        def keep(cols: dict[str, np.ndarray], by_index: bool = False) -> dict[str, np.ndarray]:
+            if wanted is not None and by_index:  # sorted by index: gather each wanted index's run of rows
+                starts = np.searchsorted(cols["index"], wanted)
+                ends = np.searchsorted(cols["index"], wanted, side="right")
+                lengths = ends - starts
+                rows = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(int(lengths.sum()))
+                cols = {name: cols[name][rows] for name in COLUMNS}
             mask = None
-            for name, op, value in filters:
-                m = pc.greater_equal(table["step"], value) if op == ">=" else pc.less_equal(table["step"], value)
-                mask = m if mask is None else pc.and_(mask, m)
-            table = table.filter(mask)
-        if wanted is not None:
-            table = table.filter(pc.is_in(table["index"], value_set=pa.array(wanted)))
+            if first_step is not None or last_step is not None:
+                mask = (cols["step"] >= lo) & (cols["step"] <= hi)
+            if wanted is not None and not by_index:
+                member = np.isin(cols["index"], wanted)
+                mask = member if mask is None else mask & member
+            return cols if mask is None else {name: cols[name][mask] for name in COLUMNS}
+
+        pieces = []
+        for part in parts:
+            if part.step_max < lo or part.step_min > hi:
+                continue
+            if wanted is not None:  # row groups whose index range holds no wanted index are skipped
+                first = np.searchsorted(wanted, part.group_min)
+                groups = np.flatnonzero(first < np.searchsorted(wanted, part.group_max, side="right"))
+                table = _read_groups(part, groups.tolist()) if len(groups) else None
+            else:
+                table = _read(part, list(COLUMNS))
+            if table is not None:
+                pieces.append((True, keep({name: table.column(name).to_numpy() for name in COLUMNS}, by_index=True)))
+        pieces.extend((False, keep(cols)) for cols in memory)
+        pieces = [(from_part, p) for from_part, p in pieces if len(p["index"])]
+        if not pieces:
+            return schema().empty_table()
+        table = pa.table({name: np.concatenate([p[name] for _, p in pieces]) for name in COLUMNS}, schema=schema())
+        if len(pieces) == 1 and pieces[0][0]:
+            return table  # one part's rows: already sorted by (index, step)
         return table.sort_by([("index", "ascending"), ("step", "ascending")])
 
     def epoch_losses(self, split: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -399,6 +445,11 @@ class SampleHistory:
         np.add.at(counts, (row, col), 1)
         with np.errstate(invalid="ignore"):
             return indices, epochs, sums / counts
+
+    def epoch_first_steps(self) -> dict[int, int]:
+        """Train epoch -> the first step this process recorded in it (imported history not included)."""
+        with self._lock:
+            return dict(self._epoch_steps)
 
     @property
     def error(self) -> str:
@@ -422,17 +473,17 @@ def _points(pieces: list[dict[str, np.ndarray]]) -> Points:
                   np.concatenate([p["loss"] for p in pieces])[order])
 
 
-def _read_groups(pq: Any, part: _Part, groups: list[int]):
+def _read_groups(part: _Part, groups: list[int]):
     try:
-        return pq.ParquetFile(part.path, memory_map=True).read_row_groups(groups, columns=list(COLUMNS))
+        return part.read_groups(groups)
     except (OSError, ValueError) as exc:
         log.warning("onthefly: history part %s is unreadable (%s); left out", part.rel, exc)
         return None
 
 
-def _read(pq: Any, part: _Part, columns: list[str], filters):
+def _read(part: _Part, columns: list[str]):
     try:
-        return pq.read_table(part.path, columns=columns, filters=filters, memory_map=True)
+        return part.read(columns)
     except (OSError, ValueError) as exc:
         log.warning("onthefly: history part %s is unreadable (%s); left out", part.rel, exc)
         return None

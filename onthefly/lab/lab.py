@@ -46,6 +46,7 @@ SPLITS = ("train", "val", "test")
 MAX_INPUT_FEATURES = 4096
 MAX_INPUT_VALUES = 50_000_000
 DISCOVER_TIMEOUT = 600.0
+TREND_EPOCHS = 5
 EXPORT_COLUMNS = ("label", "prediction", "correct", "loss", "margin", "region", "loss_history")
 DEFAULT_EXPORT_COLUMNS = ("label", "prediction", "loss", "margin", "region")
 FORMATS = ("parquet", "csv", "json")
@@ -456,10 +457,13 @@ def describe_region(lab: Lab, regions: "RegionSet", region: Any, scored: Scored)
 
 
 def _trend(lab: Lab, indices: np.ndarray) -> tuple[float, str]:
-    """Slope of the members' mean train loss per epoch (least squares over the epochs recorded)."""
+    """Slope of the members' mean train loss per epoch (least squares over the last ``TREND_EPOCHS``
+    epochs recorded: the recent direction, and a read bounded by those epochs' parts on a long run)."""
     if not lab.history.enabled:
         return float("nan"), "unknown"
-    table = lab.history.table("train", indices=indices)
+    starts = lab.history.epoch_first_steps()
+    first = starts[sorted(starts)[-TREND_EPOCHS:][0]] if starts else None
+    table = lab.history.table("train", indices=indices, first_step=first)
     if table.num_rows == 0:
         return float("nan"), "unknown"
     epoch = table.column("epoch").to_numpy()
