@@ -1,7 +1,7 @@
 """`onthefly lab ...`: find where a running model fails.
 
     onthefly lab score [--split val]           scoring pass at the next step boundary
-    onthefly lab regions [--k 8 --ratio 2]     discover error regions (--latest: list the last discovery)
+    onthefly lab regions [--k 8 --ratio 1.5]   discover error regions (--latest: list the last discovery)
     onthefly lab show r1                       describe one region
     onthefly lab export r1 --format parquet -o r1.parquet
     onthefly lab import hard hard.csv          keep a slice (base indices) under a name
@@ -292,7 +292,7 @@ def register(subparsers) -> None:
 
     p = add("regions", "discover error regions in the latest train scoring pass", cmd_regions)
     p.add_argument("--k", type=int, default=0, help="k-means clusters (default 8)")
-    p.add_argument("--ratio", type=float, default=0.0, help="minimum mean loss over the overall mean (default 2)")
+    p.add_argument("--ratio", type=float, default=0.0, help="minimum mean loss over the overall mean (default: the server's, 1.5)")
     p.add_argument("--max-regions", type=int, default=0, help="regions kept at most (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embedding-only", action="store_true", help="cluster the embedding alone")

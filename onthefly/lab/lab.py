@@ -104,6 +104,7 @@ class Lab(RunHook):
         self._region_sets: list["RegionSet"] = []
         self._slices: dict[str, Slice] = {}
         self._descriptions: dict[int, dict[str, "RegionDescription"]] = {}  # id(RegionSet) -> region id -> text
+        self._verdicts: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> noise.RegionVerdict
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
 
     # -- binding ---------------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class Lab(RunHook):
                 self._scored.clear()
                 self._region_sets.clear()
                 self._descriptions.clear()
+                self._verdicts.clear()
         self._ctx, self.run = ctx, ctx.run
         sessions = sessions_of(ctx.run)
         session = sessions.session if sessions is not None else None
@@ -194,11 +196,15 @@ class Lab(RunHook):
         return ReadSample(self, index, split)
 
     # -- regions (on the lab's worker thread) ----------------------------------------------------
-    def discover(self, *, k: int | None = 8, ratio: float = 2.0, max_regions: int = 4, seed: int = 0,
+    def discover(self, *, k: int | None = 8, ratio: float | None = None, max_regions: int = 4, seed: int = 0,
                  use_inputs: bool = True, use_embedding: bool = True,
                  timeout: float = DISCOVER_TIMEOUT) -> "RegionSet":
-        """Error regions of the latest train score table (k-means over all samples; see lab.regions)."""
-        from onthefly.lab.regions import discover_regions
+        """Error regions of the latest train score table (k-means over all samples; see lab.regions; ``ratio``
+        defaults to regions.DEFAULT_RATIO), each described and given a noise-or-regime verdict (lab.noise)."""
+        from onthefly.lab.noise import region_verdicts
+        from onthefly.lab.regions import DEFAULT_RATIO, discover_regions
+
+        ratio = DEFAULT_RATIO if ratio is None else ratio
 
         scored = self.scored("train")
         x = scored.inputs if use_inputs else None
@@ -209,13 +215,19 @@ class Lab(RunHook):
         def work() -> "RegionSet":
             regions = discover_regions(scored.table, x, k=k, ratio=ratio, max_regions=max_regions, seed=seed,
                                        use_embedding=use_embedding)
-            # Described here too (the trend reads the history): never on an RPC thread.
-            described = {r.id: describe_region(self, regions, r, scored) for r in regions.regions}
+            # Described and checked for label noise here too (the trend reads the history; confident learning
+            # cross-validates a classifier): never on an RPC thread.
+            verdicts = {v.region_id: v for v in region_verdicts(scored.table, regions, x=x, seed=seed)} \
+                if regions.regions else {}
+            described = {r.id: describe_region(self, regions, r, scored, verdicts.get(r.id))
+                         for r in regions.regions}
             with self._lock:
                 self._region_sets.append(regions)
                 self._descriptions[id(regions)] = described
+                self._verdicts[id(regions)] = verdicts
                 for old in self._region_sets[:-8]:  # the latest few: a slice keeps its own indices anyway
                     self._descriptions.pop(id(old), None)
+                    self._verdicts.pop(id(old), None)
                 del self._region_sets[:-8]
             return regions
 
@@ -238,6 +250,16 @@ class Lab(RunHook):
         regions.region(region_id)  # NotFound naming the regions that exist
         with self._lock:
             return self._descriptions[id(regions)][region_id]
+
+    def verdicts(self, regions: "RegionSet | None" = None) -> dict[str, Any]:
+        """Region id -> noise.RegionVerdict of a discovery this lab made (default the latest), computed once
+        at discovery: whether a region is "likely label noise - do not upweight" or a regime, with evidence."""
+        regions = self.regions() if regions is None else regions
+        with self._lock:
+            found = self._verdicts.get(id(regions))
+        if found is None:
+            raise NotFound("these regions were not discovered by this lab (or are no longer kept); discover again")
+        return dict(found)
 
     # -- slices ----------------------------------------------------------------------------------
     def slice_of(self, name: str) -> Slice:
@@ -427,8 +449,9 @@ class RegionDescription:
     noise_fraction: float  # members flagged as label issues (NaN: unchecked)
 
 
-def describe_region(lab: Lab, regions: "RegionSet", region: Any, scored: Scored) -> RegionDescription:
-    """Numbers from the score table, the inputs kept with it and the per-sample history."""
+def describe_region(lab: Lab, regions: "RegionSet", region: Any, scored: Scored,
+                    verdict: Any = None) -> RegionDescription:
+    """Numbers from the score table, the inputs kept with it, the per-sample history and the noise verdict."""
     table = scored.table
     inside = np.zeros(len(table), bool)
     inside[region.positions] = True
@@ -447,13 +470,15 @@ def describe_region(lab: Lab, regions: "RegionSet", region: Any, scored: Scored)
     slope, trend = _trend(lab, region.indices)
     rng = np.random.default_rng(regions.seed)
     examples = sorted(int(i) for i in rng.choice(region.indices, size=min(8, region.size), replace=False))
-    verdict, noise = "unchecked", float("nan")
+    verdict_text = "unchecked" if verdict is None else verdict.verdict
+    noise = float("nan") if verdict is None else verdict.noise_fraction
     top = ", ".join(f"{label}: {count}" for label, count in sorted(mix.items(), key=lambda kv: -kv[1])[:3])
     sentence = (f"{region.id}: {region.size} samples ({region.size / len(table):.0%} of {regions.split}) with mean "
                 f"loss {region.mean_loss:.3g} ({region.loss_ratio:.1f}x the overall mean); accuracy {acc_in:.0%} "
-                f"inside vs {acc_out:.0%} outside; classes {top}; {trend} over training")
+                f"inside vs {acc_out:.0%} outside; classes {top}; {trend} over training"
+                + ("" if verdict is None else f"; {verdict.reason}"))
     return RegionDescription(region.id, regions.split, region.size, region.mean_loss, region.loss_ratio, acc_in,
-                             acc_out, mix, features, trend, slope, examples, sentence, verdict, noise)
+                             acc_out, mix, features, trend, slope, examples, sentence, verdict_text, noise)
 
 
 def _trend(lab: Lab, indices: np.ndarray) -> tuple[float, str]:

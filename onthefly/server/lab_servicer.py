@@ -45,7 +45,7 @@ class LabServicer(lab_pb2_grpc.LabServiceServicer):
                 from onthefly.runtime.errors import InvalidArgument
 
                 raise InvalidArgument("inputs_only and embedding_only exclude each other; set at most one")
-            regions = self._lab.discover(k=request.k or 8, ratio=request.ratio or 2.0,
+            regions = self._lab.discover(k=request.k or 8, ratio=request.ratio or None,
                                          max_regions=request.max_regions or 4, seed=request.seed,
                                          use_inputs=not request.embedding_only,
                                          use_embedding=not request.inputs_only, timeout=timeout)

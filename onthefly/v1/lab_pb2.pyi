@@ -293,7 +293,7 @@ class DiscoverRegionsRequest(_message.Message):
     k: _builtins.int
     """k is the number of k-means clusters; 0 means the default 8."""
     ratio: _builtins.float
-    """ratio is the minimum mean loss of a region over the overall mean; 0 means the default 2."""
+    """ratio is the minimum mean loss of a region over the overall mean; 0 means the server's default (1.5 today)."""
     max_regions: _builtins.int
     """max_regions caps the regions kept, ranked by excess loss; 0 means the default 4."""
     seed: _builtins.int

@@ -57,6 +57,9 @@ def test_score_regions_statistics_trajectory_and_slices(live_run, tmp_path):
     assert described.summary.size == found.regions[0].size and sum(described.class_mix.values()) == described.summary.size
     assert described.examples and described.summary.sentence.startswith("r1:")
     assert described.trend in ("getting better", "getting worse", "flat", "unknown")
+    assert described.summary.verdict in ("regime", "likely label noise - do not upweight")  # lab.noise's verdict
+    assert 0.0 <= described.noise_fraction <= 1.0 and found.regions[0].verdict == described.summary.verdict
+    assert lab_of(run.trainer.run).verdicts()["r1"].verdict == described.summary.verdict
 
     q = lab.Quantiles(lab_pb2.QuantilesRequest(split=TRAIN, ranks=[0.1, 0.5, 0.9]))
     assert q.count == 2 * len(train) + 6 * 16 and q.min <= q.values[0] <= q.values[1] <= q.values[2] <= q.max and not q.exact
