@@ -115,24 +115,41 @@ class Lab(RunHook):
         """Attach to the run of ``ctx``: history in its session folder, both fed by its bus. Idempotent."""
         if self._ctx is ctx:
             return
-        from onthefly.sessions import sessions_of
-
         if self._ctx is not None:  # a new fit with the same Lab: what it recorded belongs to the old run
             self.history.close()
+            self.history = SampleHistory(None)
             self.sketches = LossSketches()
             with self._lock:
                 self._scored.clear()
                 self._region_sets.clear()
                 self._descriptions.clear()
                 self._verdicts.clear()
+        first = self.run is None or self.run is not ctx.run
         self._ctx, self.run = ctx, ctx.run
-        sessions = sessions_of(ctx.run)
+        self._attach_history()
+        if first:
+            ctx.run.bus.observe(self._observe)
+
+    def _observe(self, events: list) -> None:
+        """Bus observer (the pump thread): feed the history and the sketches."""
+        self.history.observe(events)
+        self.sketches.observe(events)
+
+    def _attach_history(self) -> None:
+        """Keep the history in the run's session folder once the run has one (Lightning opens it after the
+        server starts, at the start of training)."""
+        from onthefly.sessions import sessions_of
+
+        if self.history.enabled or self.run is None:
+            return
+        sessions = sessions_of(self.run)
         session = sessions.session if sessions is not None else None
         if session is not None:
             self.history = SampleHistory(session.folder, session.session_id, part_rows=self.part_rows)
             session.history_writers.append(self.history)
-        ctx.run.bus.observe(self.history.observe)
-        ctx.run.bus.observe(self.sketches.observe)
+
+    def on_epoch_start(self, ctx: "LoopContext") -> None:
+        self._attach_history()
 
     def on_fit_end(self, ctx: "LoopContext", error: BaseException | None) -> None:
         ctx.run.bus.drain()
