@@ -300,6 +300,8 @@ def _merge(name: str, point: ForkPoint, models: list[nn.Module], mix: Any, ledge
             return distill_merge(point.model, models, region_indices=regions_of, factory=point.factory, **common)
     except ImportError as exc:
         return f"this merge is not available in this build ({exc})"
+    except InvalidArgument as exc:  # e.g. the merge phase's share of E is too small for this merge
+        return f"cannot be built at this budget: {exc}"
     return f"unknown merge {name}"
 
 
