@@ -107,11 +107,17 @@ def test_routed_model_survives_torch_export():
     specialists = [_perturbed(generalist, 5).eval(), _perturbed(generalist, 6).eval()]
     x, router, _ = _setup(generalist)
     routed = build_routed(generalist, specialists, router)
-    exported = torch.export.export(routed, (x,), strict=False)
+    exported = torch.export.export(routed, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},), strict=False)
     with torch.no_grad():
         got, want = exported.module()(x), routed(x)
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.equal(got.argmax(1), want.argmax(1))
+    # Other samples route differently: the program must not have baked in this batch's routes.
+    other = torch.randn(x.shape, generator=torch.Generator().manual_seed(9)) * 2
+    with torch.no_grad():
+        assert not torch.equal(routed.route(other), routed.route(x))
+        assert torch.allclose(exported.module()(other), routed(other), atol=1e-5)
+        assert torch.allclose(exported.module()(other[:17]), routed(other[:17]), atol=1e-5)  # any batch size
 
 
 def test_inference_cost_counts_only_the_routed_samples_specialists():
