@@ -24,8 +24,10 @@ from onthefly.lab.compare import Comparison, Row
 from onthefly.lab.resolutions import CONTINUE, DESCRIPTIONS, MENU
 from onthefly.runtime.errors import FailedPrecondition
 
-OVERALL_TOLERANCE = 0.01  # one point of overall validation accuracy below continuing
-TIE = 0.01  # worst-slice accuracies within one point are a tie
+# Chosen on development seeds 100-107 of the four benchmarks (never the reported seeds 200-214): half a point
+# of overall validation accuracy below continuing, and worst slices within two points as a tie.
+OVERALL_TOLERANCE = 0.005
+TIE = 0.02
 PRIOR = 20  # pseudo-samples at the overall rate added to each slice before taking the worst
 # The slices a recommendation must lift: the discovered regions and the rest. Per-class accuracy is shown in
 # the comparison but does not decide: on validation a class holds ~25 samples, and choosing by the worst
