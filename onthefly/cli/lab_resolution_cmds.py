@@ -1,6 +1,7 @@
 """`onthefly lab fork | compare | recommend | apply | lineage`: act on a region, at matched compute.
 
-    onthefly lab fork r1 --budget 5000             a specialist for r1 (the run waits; --background: it does not)
+    onthefly lab fork r1 --budget 5000             a specialist for r1 (the run waits; --background: it does not;
+                                                   --checkpoint ID: from a session checkpoint)
     onthefly lab compare [--extra N]               every resolution at the same extra compute, per slice
     onthefly lab recommend                         the one to apply, chosen on validation, and why
     onthefly lab apply fork-route --yes            install it in the live run (a command with a receipt)
@@ -54,7 +55,7 @@ def _pct(value: float) -> str:
 # -- commands ------------------------------------------------------------------------------------------
 def cmd_fork(args) -> int:
     request = pb.ForkRequest(region_ids=args.regions, budget=args.budget, patience=args.patience or 0,
-                             background=args.background, seed=args.seed)
+                             background=args.background, seed=args.seed, checkpoint_id=args.checkpoint or "")
     if args.replay is not None:
         request.replay_fraction = args.replay
     with _client(args) as client:
@@ -217,6 +218,7 @@ def register(lab_subparsers) -> None:
     p.add_argument("--replay", type=float, help="share of each batch from outside the region (default 0.2)")
     p.add_argument("--patience", type=int, help="stop after this many passes without a lower loss")
     p.add_argument("--background", action="store_true", help="train on a worker thread while the run goes on")
+    p.add_argument("--checkpoint", metavar="ID", help="fork from this session checkpoint instead of the weights now")
     p.add_argument("--seed", type=int, default=0)
 
     p = add("compare", "build every resolution at the same extra compute and compare them per slice", cmd_compare)

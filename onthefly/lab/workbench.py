@@ -164,15 +164,21 @@ class Workbench:
         return pending.result
 
     def fork_command(self, region_ids: Sequence[str], budget: int, *, replay_fraction: float = 0.2,
-                     patience: int | None = None, background: bool = False, seed: int = 0) -> "ForkCommand":
-        return ForkCommand(self, tuple(region_ids), budget, replay_fraction, patience, background, seed)
+                     patience: int | None = None, background: bool = False, seed: int = 0,
+                     checkpoint_id: str = "") -> "ForkCommand":
+        return ForkCommand(self, tuple(region_ids), budget, replay_fraction, patience, background, seed,
+                           checkpoint_id)
 
     def fork(self, region_ids: Sequence[str], budget: int, *, replay_fraction: float = 0.2,
-             patience: int | None = None, background: bool = False, seed: int = 0,
+             patience: int | None = None, background: bool = False, seed: int = 0, checkpoint_id: str = "",
              timeout: float | None = COMMAND_TIMEOUT) -> ForkResult:
-        """Fork one specialist per region, each with ``budget`` sample-gradients (at the next step boundary)."""
+        """Fork one specialist per region, each with ``budget`` sample-gradients (at the next step boundary).
+
+        ``checkpoint_id`` forks from a checkpoint of the run's session instead of the weights now (later,
+        from the session): the live generalist is not read at all then."""
         return self._submit(self.fork_command(region_ids, budget, replay_fraction=replay_fraction,
-                                              patience=patience, background=background, seed=seed), timeout)
+                                              patience=patience, background=background, seed=seed,
+                                              checkpoint_id=checkpoint_id), timeout)
 
     def compare_command(self, extra: int | None = None, names: Sequence[str] = MENU, *, background: bool = False,
                         seed: int = 0) -> "CompareCommand":
@@ -213,20 +219,28 @@ class Workbench:
             region = regions.region(region_id)
             specs.append(ForkSpec(region_id, np.intersect1d(region.indices, train), int(cmd.budget),
                                   cmd.replay_fraction, cmd.patience))
-        parent = record_generalist(self.lineage, ctx.model, ctx.step, f"generalist@{ctx.step}")
+        model, optimizer, step = ctx.model, ctx.optimizer, ctx.step
+        if cmd.checkpoint is not None:  # the generalist as the session saved it, on copies
+            state = cmd.checkpoint.state()
+            model = clone_model(ctx.model)
+            model.load_state_dict(state["model"])
+            optimizer = clone_optimizer(ctx.optimizer, ctx.model, model)
+            optimizer.load_state_dict(state["optimizer"])
+            step = cmd.checkpoint.info.step
+        parent = record_generalist(self.lineage, model, step, f"generalist@{step}")
         kwargs = dict(train_indices=train, seed=cmd.seed, loss_fn=ctx.loss_fn, ledger=self.ledger,
-                      lineage=self.lineage, step=ctx.step, parent=parent, id_prefix=f"s@{ctx.step}:")
+                      lineage=self.lineage, step=step, parent=parent, id_prefix=f"s@{step}:")
         if cmd.background:
-            future = start_fork(ctx.model, ctx.optimizer, data, specs, **kwargs)
-            key = f"fork@{ctx.step}:{','.join(cmd.region_ids)}:{time.monotonic_ns()}"
+            future = start_fork(model, optimizer, data, specs, **kwargs)
+            key = f"fork@{step}:{','.join(cmd.region_ids)}:{time.monotonic_ns()}"
             with self._lock:
                 self.pending[key] = future
-            return ForkResult(ctx.step, (), True)
-        made = fork_specialists(ctx.model, ctx.optimizer, data, specs, **kwargs)
+            return ForkResult(step, (), True)
+        made = fork_specialists(model, optimizer, data, specs, **kwargs)
         with self._lock:
             for s in made:
                 self.specialists[s.id] = s
-        return ForkResult(ctx.step, tuple(s.id for s in made), False)
+        return ForkResult(step, tuple(s.id for s in made), False)
 
     def _compare_now(self, ctx: "LoopContext", cmd: "CompareCommand") -> Any:
         lab = self.lab
@@ -334,7 +348,7 @@ class ForkCommand(Command):
     name = "lab-fork"
 
     def __init__(self, bench: Workbench, region_ids: tuple[str, ...], budget: int, replay_fraction: float,
-                 patience: int | None, background: bool, seed: int) -> None:
+                 patience: int | None, background: bool, seed: int, checkpoint_id: str = "") -> None:
         if not region_ids:
             raise InvalidArgument("name the region(s) to fork on (see `onthefly lab regions`)")
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
@@ -343,8 +357,18 @@ class ForkCommand(Command):
             raise InvalidArgument(f"the replay fraction must be in [0, 1), got {replay_fraction}")
         self.bench, self.region_ids, self.budget = bench, region_ids, int(budget)
         self.replay_fraction, self.patience, self.background, self.seed = replay_fraction, patience, background, seed
+        self.checkpoint_id = checkpoint_id
+        self.checkpoint: Any = None
 
     def check(self, control: "Control") -> None:
+        if self.checkpoint_id and self.checkpoint is None:  # read and verify it here, not on the training thread
+            from onthefly.sessions import sessions_of
+
+            sessions = sessions_of(self.bench.lab.ctx.run)
+            if sessions is None:
+                raise FailedPrecondition("this run has no session to fork a checkpoint from")
+            session = sessions.require_session()
+            self.checkpoint = session.load_checkpoint(self.checkpoint_id)  # NotFound lists the checkpoints
         regions = self.bench.lab.regions()
         for region_id in self.region_ids:
             regions.region(region_id)  # NotFound naming the regions that exist
@@ -366,9 +390,10 @@ class ForkCommand(Command):
             raise CommandRejected(str(exc)) from None
 
     def describe(self, result: ForkResult) -> str:
+        source = f" of checkpoint {self.checkpoint_id}" if self.checkpoint_id else ""
         if result.background:
-            return f"forking {', '.join(self.region_ids)} from step {result.step} on a worker thread"
-        return f"forked {', '.join(result.ids)} from step {result.step}"
+            return f"forking {', '.join(self.region_ids)} from step {result.step}{source} on a worker thread"
+        return f"forked {', '.join(result.ids)} from step {result.step}{source}"
 
 
 class CompareCommand(Command):

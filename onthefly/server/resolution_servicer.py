@@ -54,7 +54,8 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
             replay = request.replay_fraction if request.HasField("replay_fraction") else 0.2
             command = self._bench().fork_command(list(request.region_ids), int(request.budget),
                                                  replay_fraction=replay, patience=request.patience or None,
-                                                 background=request.background, seed=int(request.seed))
+                                                 background=request.background, seed=int(request.seed),
+                                                 checkpoint_id=request.checkpoint_id)
             pending = submit_and_wait(self._run, command, context)
         response = pb.ForkResponse(receipt=proto_receipt(pending.wait(0)), background=request.background)
         if pending.result is not None:

@@ -31,6 +31,7 @@ class ForkRequest(_message.Message):
     PATIENCE_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     budget: _builtins.int
     """budget is each specialist's sample-gradients; must be positive and within the lab's allowance."""
     replay_fraction: _builtins.float
@@ -41,6 +42,8 @@ class ForkRequest(_message.Message):
     """background copies the generalist at the boundary and trains on a worker thread while training goes on."""
     seed: _builtins.int
     """seed seeds the specialists' batch order and RNG."""
+    checkpoint_id: _builtins.str
+    """checkpoint_id forks from this checkpoint of the run's session instead of the weights now; NOT_FOUND lists the checkpoints."""
     @_builtins.property
     def region_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """region_ids are region ids of the latest discovery (e.g. "r1"); NOT_FOUND lists the ones that exist."""
@@ -54,10 +57,11 @@ class ForkRequest(_message.Message):
         patience: _builtins.int = ...,
         background: _builtins.bool = ...,
         seed: _builtins.int = ...,
+        checkpoint_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction", "replay_fraction", b"replay_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction", "background", b"background", "budget", b"budget", "patience", b"patience", "region_ids", b"region_ids", "replay_fraction", b"replay_fraction", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction", "background", b"background", "budget", b"budget", "checkpoint_id", b"checkpoint_id", "patience", b"patience", "region_ids", b"region_ids", "replay_fraction", b"replay_fraction", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__replay_fraction: _TypeAlias = _typing.Literal["replay_fraction"]  # noqa: Y015
     _WhichOneofArgType__replay_fraction: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction"]  # noqa: Y015

@@ -187,3 +187,26 @@ def test_cli_fork_compare_recommend_apply_lineage(live_run, tmp_path, capsys):
     assert code == 0 and out.startswith("generalist@30") and "  s@30:r1" in out
     code, out, _ = cli("lineage", "--json")
     assert any(json.loads(line)["kind"] == "specialist" for line in out.splitlines())
+
+
+def test_fork_later_from_a_session_checkpoint(live_run, tmp_path):
+    from onthefly.sessions import sessions_of
+    from onthefly.sessions.commands import CreateCheckpoint
+
+    model = mlp()
+    run, res, _ = _start(live_run, tmp_path, model, steps=20)
+    at_20 = state_dict_hash(model)
+    pending = run.trainer.run.control.submit(CreateCheckpoint(sessions_of(run.trainer.run)))
+    assert pending.wait(30).status == APPLIED
+    checkpoint_id = pending.result.checkpoint_id
+    run.client.control.Step(control_pb2.StepRequest(steps=10))
+    wait_until(lambda: run.trainer.run.step == 30 and run.trainer.run.control.state.name == "PAUSED", what="10 steps")
+    at_30 = state_dict_hash(model)
+
+    forked = res.Fork(pb.ForkRequest(region_ids=["r1"], budget=40, checkpoint_id=checkpoint_id))
+    assert forked.receipt.status == APPLIED and forked.specialist_ids == ["s@20:r1"]
+    nodes = {n.id: n for n in res.Lineage(pb.LineageRequest()).nodes}
+    assert nodes["generalist@20"].state_hash == at_20 and nodes["s@20:r1"].parents == ["generalist@20"]
+    assert state_dict_hash(model) == at_30  # the live generalist was not read or changed
+    code, details = _code(lambda: res.Fork(pb.ForkRequest(region_ids=["r1"], budget=40, checkpoint_id="nope")))
+    assert code == grpc.StatusCode.NOT_FOUND and checkpoint_id in details
