@@ -18,8 +18,9 @@ centroid (one linear score per centroid, folded from the map), then that cluster
 clusters that are not regions). No labels enter it.
 
 Inference runs the generalist on the whole batch and each specialist only on the samples routed to it
-(about 1 + the routed fraction of one model's cost). Under ``torch.export`` (or with ``dense=True``)
-every expert runs on the whole batch and the answer is gathered, which keeps shapes static.
+(about 1 + the routed fraction of one model's FLOPs, plus the router's two small matmuls). Under
+``torch.export`` (or with ``dense=True``) every expert runs on the whole batch and the answer is gathered,
+which keeps shapes static; the exported program takes any batch size. The model takes one tensor input.
 """
 
 from __future__ import annotations
@@ -323,10 +324,13 @@ def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, rep
         with torch.no_grad():
             for model in (routed, single):  # warm-up
                 model(x)
+            sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # time the work, not the launch
             for _ in range(repeats):
                 for i, model in enumerate((routed, single)):
+                    sync()
                     start = time.perf_counter()
                     model(x)
+                    sync()
                     times[i].append(time.perf_counter() - start)
     finally:
         routed.train(modes[0]), single.train(modes[1])
