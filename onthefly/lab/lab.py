@@ -47,9 +47,7 @@ MAX_INPUT_FEATURES = 4096
 MAX_INPUT_VALUES = 50_000_000
 DISCOVER_TIMEOUT = 600.0
 TREND_EPOCHS = 5
-EXPORT_COLUMNS = ("label", "prediction", "correct", "loss", "margin", "region", "loss_history")
-DEFAULT_EXPORT_COLUMNS = ("label", "prediction", "loss", "margin", "region")
-FORMATS = ("parquet", "csv", "json")
+_HISTORY_COLUMNS = ("region", "loss_history")  # slice columns that need no score table
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ class Lab(RunHook):
         self._scored: dict[str, Scored] = {}
         self._region_sets: list["RegionSet"] = []
         self._slices: dict[str, Slice] = {}
-        self._descriptions: dict[int, dict[str, "RegionDescription"]] = {}  # id(RegionSet) -> region id -> text
+        self._descriptions: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> text
         self._verdicts: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> noise.RegionVerdict
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
 
@@ -218,6 +216,7 @@ class Lab(RunHook):
                  timeout: float = DISCOVER_TIMEOUT) -> "RegionSet":
         """Error regions of the latest train score table (k-means over all samples; see lab.regions; ``ratio``
         defaults to regions.DEFAULT_RATIO), each described and given a noise-or-regime verdict (lab.noise)."""
+        from onthefly.lab.describe import describe_region
         from onthefly.lab.noise import region_verdicts
         from onthefly.lab.regions import DEFAULT_RATIO, discover_regions
 
@@ -236,7 +235,8 @@ class Lab(RunHook):
             # cross-validates a classifier): never on an RPC thread.
             verdicts = {v.region_id: v for v in region_verdicts(scored.table, regions, x=x, seed=seed)} \
                 if regions.regions else {}
-            described = {r.id: describe_region(self, regions, r, scored, verdicts.get(r.id))
+            described = {r.id: describe_region(scored.table, regions, r.id, x=scored.inputs,
+                                               trend=_trend(self, r.indices), verdict=verdicts.get(r.id))
                          for r in regions.regions}
             with self._lock:
                 self._region_sets.append(regions)
@@ -261,7 +261,7 @@ class Lab(RunHook):
     def region(self, region_id: str):
         return self.regions().region(region_id)
 
-    def describe(self, region_id: str) -> "RegionDescription":
+    def describe(self, region_id: str):
         """What a person reads about one region of the latest discovery."""
         regions = self.regions()
         regions.region(region_id)  # NotFound naming the regions that exist
@@ -328,43 +328,36 @@ class Lab(RunHook):
 
     def select_loss_band(self, name: str, split: str, low_quantile: float, high_quantile: float) -> Slice:
         """Samples whose scored loss lies between the two quantiles of the split's scored losses."""
-        if not 0.0 <= low_quantile < high_quantile <= 1.0:
-            raise InvalidArgument(f"a loss band needs 0 <= low < high <= 1, got [{low_quantile}, {high_quantile}]")
-        table = self.table(split)
-        low, high = np.quantile(table.loss, [low_quantile, high_quantile])
-        members = table.index[(table.loss >= low) & (table.loss <= high)]
+        from onthefly.lab import selections
+
+        members = selections.loss_band(self.table(split), low_quantile, high_quantile)
         return self.add_slice(name, split, members,
                               self._source(split, f"loss quantiles {low_quantile:g}-{high_quantile:g}"))
 
     def select_class_errors(self, name: str, split: str, label: int) -> Slice:
         """The misclassified samples of one label in the split's latest scoring pass."""
-        table = self.table(split)
-        labels = np.unique(table.label)
-        if int(label) not in set(labels.tolist()):
-            raise InvalidArgument(f"no sample of label {label} in the {split} scoring pass; labels are "
-                                  f"{', '.join(map(str, labels.tolist()))}")
-        members = table.index[(table.label == int(label)) & ~table.correct]
+        from onthefly.lab import selections
+
+        members = selections.class_errors(self.table(split), label)
         return self.add_slice(name, split, members, self._source(split, f"errors on label {label}"))
 
+    def per_class_error(self, split: str = "train") -> list:
+        """Every label's samples, errors, error rate and mean loss in the split's latest scoring pass."""
+        from onthefly.lab import selections
+
+        return selections.per_class_error(self.table(split))
+
     def select_forgotten(self, name: str, threshold: float | None = None) -> Slice:
-        """Train samples learned in one epoch (mean loss under ``threshold``, default that epoch's median)
-        and no longer learned in a later one: at least one forgetting event over the recorded history."""
-        if threshold is not None and not threshold > 0:
-            raise InvalidArgument(f"the learned-loss threshold must be > 0, got {threshold}")
+        """Train samples learned in one epoch and no longer learned in a later one (selections.forgotten over
+        the history's per-epoch losses; learned: under ``threshold``, default each epoch's median loss)."""
+        from onthefly.lab import selections
+
+        self.sync_bus()
         indices, epochs, losses = self.history.epoch_losses("train")
-        if len(epochs) < 2:
-            raise FailedPrecondition(f"forgetting needs at least 2 epochs of train history; {len(epochs)} recorded")
-        cut = np.nanmedian(losses, axis=0) if threshold is None else np.full(len(epochs), threshold)
-        learned = losses < cut[None, :]
-        seen = ~np.isnan(losses)
-        ever = np.zeros(len(indices), bool)
-        forgot = np.zeros(len(indices), bool)
-        for e in range(len(epochs)):  # a sample not seen in an epoch keeps its state
-            forgot |= ever & seen[:, e] & ~learned[:, e]
-            ever |= seen[:, e] & learned[:, e]
+        members, _ = selections.forgotten(indices, epochs, losses, threshold)
         rule = "median loss per epoch" if threshold is None else f"loss < {threshold:g}"
-        return self.add_slice(name, "train", indices[forgot],
-                              f"forgotten over epochs {int(epochs[0])}-{int(epochs[-1])} (learned: {rule})")
+        first, last = (int(epochs[0]), int(epochs[-1])) if len(epochs) else (0, 0)
+        return self.add_slice(name, "train", members, f"forgotten over epochs {first}-{last} (learned: {rule})")
 
     def select_region(self, name: str, region_id: str) -> Slice:
         regions = self.regions()
@@ -375,44 +368,21 @@ class Lab(RunHook):
 
     # -- export and import (bytes; the caller writes the file) -----------------------------------
     def slice_table(self, name: str, columns: tuple[str, ...] | None = None):
-        """The slice as a pyarrow Table: base index, split and the chosen columns (see EXPORT_COLUMNS)."""
-        import pyarrow as pa
+        """The slice as a pyarrow Table: base index, split and the chosen columns (slices.COLUMNS)."""
+        from onthefly.lab import slices
 
-        chosen = tuple(columns) if columns else DEFAULT_EXPORT_COLUMNS
-        unknown = [c for c in chosen if c not in EXPORT_COLUMNS]
-        if unknown:
-            raise InvalidArgument(f"unknown column {unknown[0]!r}; choose from {', '.join(EXPORT_COLUMNS)}")
+        chosen = tuple(columns) if columns else slices.DEFAULT_COLUMNS
         found = self.slice_of(name)
-        index = found.indices
-        data: dict[str, Any] = {"index": pa.array(index, pa.int64()), "split": pa.array([found.split] * len(index))}
-        table_cols = [c for c in chosen if c in ("label", "prediction", "correct", "loss", "margin")]
-        if table_cols:
-            table = self.table(found.split)
-            rows = table.positions(index)
-            source = {"label": table.label, "prediction": table.pred, "correct": table.correct,
-                      "loss": table.loss, "margin": table.margin}
-            for column in table_cols:
-                data[column] = pa.array(source[column][rows])
-        if "region" in chosen:
-            data["region"] = pa.array(self._region_names(found.split, index))
-        if "loss_history" in chosen:
-            data["loss_history"] = pa.array(self._loss_histories(index), pa.list_(pa.float32()))
-        return pa.table(data)
-
-    def _region_names(self, split: str, index: np.ndarray) -> list[str]:
+        scores = [c for c in chosen if c in slices.COLUMNS and c not in _HISTORY_COLUMNS]
+        table = self.table(found.split) if scores else None  # FailedPrecondition: score first
         with self._lock:
-            if not self._region_sets:
-                return [""] * len(index)
-        regions = self.regions()
-        names = np.array([""] * len(index), dtype=object)
-        if regions.split == split:
-            for region in regions.regions:
-                names[np.isin(index, region.indices)] = region.id
-            rest = np.isin(index, regions.index) & (names == "")
-            names[rest] = "rest"
-        return names.tolist()
+            regions = self._region_sets[-1] if self._region_sets else None
+        history = self._loss_histories(found.indices) if "loss_history" in chosen else None
+        return slices.slice_table(found.indices, found.split, table=table, regions=regions, loss_history=history,
+                                  columns=chosen)
 
     def _loss_histories(self, index: np.ndarray) -> list[list[float]]:
+        """Each index's train losses in step order (empty lists without a history)."""
         if not self.history.enabled:
             return [[] for _ in index]
         self.sync_bus()
@@ -425,100 +395,34 @@ class Lab(RunHook):
 
     def export_slice(self, name: str, fmt: str, columns: tuple[str, ...] | None = None) -> tuple[int, bytes]:
         """(rows, the slice encoded as ``fmt``: parquet, csv or json); nothing is written to disk."""
+        from onthefly.lab import slices
+
+        if fmt not in slices.FORMATS:
+            raise InvalidArgument(f"unknown slice format {fmt!r}; choose from {', '.join(slices.FORMATS)}")
         table = self.slice_table(name, columns)
-        return table.num_rows, encode_table(table, fmt)
+        return table.num_rows, slices.encode(table, fmt)
 
     def import_slice(self, name: str, fmt: str, data: bytes, split: str | None = None) -> Slice:
         """Keep the base indices of an encoded slice (an ``index`` column) as slice ``name``."""
-        table = decode_table(data, fmt)
-        if "index" not in table.column_names:
-            raise InvalidArgument(f"the {fmt} slice has no 'index' column (columns: {', '.join(table.column_names)})")
-        if split is None:
-            splits = set(table.column("split").to_pylist()) if "split" in table.column_names else {"train"}
-            if len(splits) > 1:
-                raise InvalidArgument(f"the slice mixes splits {sorted(map(str, splits))}; import one split at a time")
-            split = str(next(iter(splits))) if splits else "train"
-        try:
-            indices = np.asarray(table.column("index").to_numpy(zero_copy_only=False), dtype=np.int64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"the slice's 'index' column is not integers: {exc}") from None
-        return self.add_slice(name, split, indices, f"imported ({fmt}, {table.num_rows} rows)")
+        from onthefly.lab import slices
 
+        split, indices = slices.read_indices(data, fmt, split)
+        return self.add_slice(name, split, indices, f"imported ({fmt}, {len(indices)} rows)")
 
-@dataclass(frozen=True)
-class RegionDescription:
-    """The human description of a region: counts, class mix, distinguishing features, trend, examples."""
+def _trend(lab: Lab, indices: np.ndarray):
+    """The members' mean train loss per epoch over the last ``TREND_EPOCHS`` epochs recorded (the recent
+    direction, and a read bounded by those epochs' parts on a long run), as a describe.Trend."""
+    from onthefly.lab.describe import Trend, member_trend
 
-    region_id: str
-    split: str
-    size: int
-    mean_loss: float
-    loss_ratio: float
-    accuracy_in: float
-    accuracy_out: float
-    class_mix: dict[int, int]  # label -> members
-    features: list[tuple[str, float]]  # (what distinguishes it, standardized difference), strongest first
-    trend: str  # "getting better", "getting worse", "flat" or "unknown"
-    trend_slope: float  # change of the members' mean loss per epoch over the history (NaN: unknown)
-    examples: list[int]  # a handful of member base indices
-    sentence: str
-    verdict: str  # "regime", "likely label noise - do not upweight", or "unchecked"
-    noise_fraction: float  # members flagged as label issues (NaN: unchecked)
-
-
-def describe_region(lab: Lab, regions: "RegionSet", region: Any, scored: Scored,
-                    verdict: Any = None) -> RegionDescription:
-    """Numbers from the score table, the inputs kept with it, the per-sample history and the noise verdict."""
-    table = scored.table
-    inside = np.zeros(len(table), bool)
-    inside[region.positions] = True
-    acc_in = float(table.correct[inside].mean()) if inside.any() else float("nan")
-    acc_out = float(table.correct[~inside].mean()) if (~inside).any() else float("nan")
-    labels, counts = np.unique(table.label[inside], return_counts=True)
-    mix = {int(label): int(count) for label, count in zip(labels, counts)}
-    features = []
-    inputs = scored.inputs
-    if inputs is not None and len(inputs) == len(table):
-        std = inputs.std(axis=0) + 1e-8
-        diff = (inputs[inside].mean(axis=0) - inputs[~inside].mean(axis=0)) / std if (~inside).any() else \
-            np.zeros(inputs.shape[1])
-        for j in np.argsort(-np.abs(diff))[:5]:
-            features.append((f"input[{int(j)}]", float(diff[j])))
-    slope, trend = _trend(lab, region.indices)
-    rng = np.random.default_rng(regions.seed)
-    examples = sorted(int(i) for i in rng.choice(region.indices, size=min(8, region.size), replace=False))
-    verdict_text = "unchecked" if verdict is None else verdict.verdict
-    noise = float("nan") if verdict is None else verdict.noise_fraction
-    top = ", ".join(f"{label}: {count}" for label, count in sorted(mix.items(), key=lambda kv: -kv[1])[:3])
-    sentence = (f"{region.id}: {region.size} samples ({region.size / len(table):.0%} of {regions.split}) with mean "
-                f"loss {region.mean_loss:.3g} ({region.loss_ratio:.1f}x the overall mean); accuracy {acc_in:.0%} "
-                f"inside vs {acc_out:.0%} outside; classes {top}; {trend} over training"
-                + ("" if verdict is None else f"; {verdict.reason}"))
-    return RegionDescription(region.id, regions.split, region.size, region.mean_loss, region.loss_ratio, acc_in,
-                             acc_out, mix, features, trend, slope, examples, sentence, verdict_text, noise)
-
-
-def _trend(lab: Lab, indices: np.ndarray) -> tuple[float, str]:
-    """Slope of the members' mean train loss per epoch (least squares over the last ``TREND_EPOCHS``
-    epochs recorded: the recent direction, and a read bounded by those epochs' parts on a long run)."""
     if not lab.history.enabled:
-        return float("nan"), "unknown"
+        return Trend((), (), float("nan"), "unknown")
     starts = lab.history.epoch_first_steps()
     first = starts[sorted(starts)[-TREND_EPOCHS:][0]] if starts else None
     table = lab.history.table("train", indices=indices, first_step=first)
-    if table.num_rows == 0:
-        return float("nan"), "unknown"
     epoch = table.column("epoch").to_numpy()
     loss = table.column("loss").to_numpy().astype(np.float64)
     epochs = np.unique(epoch)
-    if len(epochs) < 2:
-        return float("nan"), "unknown"
-    means = np.array([loss[epoch == e].mean() for e in epochs])
-    slope = float(np.polyfit(epochs.astype(np.float64), means, 1)[0])
-    scale = max(float(np.abs(means).mean()), 1e-12)
-    trend = "flat" if abs(slope) < 0.02 * scale else ("getting better" if slope < 0 else "getting worse")
-    return slope, trend
-
+    return member_trend(epochs.tolist(), [float(loss[epoch == e].mean()) for e in epochs])
 
 class ScorePass(Command):
     """Score every sample of the named splits with the training model, at a step boundary."""
@@ -690,59 +594,3 @@ def attach_lab(run: "Run") -> Lab:
         lab.bind(ctx)
     return lab
 
-
-def encode_table(table: Any, fmt: str) -> bytes:
-    """A pyarrow Table as Parquet, CSV (list columns as JSON text) or JSON (an array of objects) bytes."""
-    import io
-    import json
-
-    import pyarrow as pa
-
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        return sink.getvalue().to_pybytes()
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        for i, field in enumerate(table.schema):
-            if pa.types.is_list(field.type):
-                text = [json.dumps(v) for v in table.column(i).to_pylist()]
-                table = table.set_column(i, field.name, pa.array(text, pa.string()))
-        out = io.BytesIO()
-        pacsv.write_csv(table, out)
-        return out.getvalue()
-    if fmt == "json":
-        return json.dumps(table.to_pylist(), allow_nan=True).encode()
-    raise InvalidArgument(f"unknown slice format {fmt!r}; choose from {', '.join(FORMATS)}")
-
-
-def decode_table(data: bytes, fmt: str):
-    """The pyarrow Table held in Parquet, CSV or JSON (array of objects) bytes; InvalidArgument if unreadable."""
-    import json
-
-    import pyarrow as pa
-
-    if not data:
-        raise InvalidArgument("the slice is empty (0 bytes)")
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(pa.BufferReader(data))
-        if fmt == "csv":
-            import pyarrow.csv as pacsv
-
-            return pacsv.read_csv(pa.BufferReader(data))
-        if fmt == "json":
-            rows = json.loads(data)
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise InvalidArgument("a JSON slice is an array of objects, one per sample")
-            return pa.Table.from_pylist(rows)
-    except InvalidArgument:
-        raise
-    except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"the {fmt} slice cannot be read: {exc}") from None
-    raise InvalidArgument(f"unknown slice format {fmt!r}; choose from {', '.join(FORMATS)}")
