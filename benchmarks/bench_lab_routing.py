@@ -55,7 +55,8 @@ def run_seed(seed: int, repeats: int) -> dict | None:
     model.eval()
     x = torch.from_numpy(bench.x_test)
     big = x.repeat(math.ceil(LARGE / len(x)), 1)[:LARGE]
-    small, large = inference_cost(routed, model, x, repeats=repeats), inference_cost(routed, model, big, repeats=repeats)
+    small = inference_cost(routed, model, x, repeats=repeats)
+    large = inference_cost(routed, model, big, repeats=repeats)
     buf = io.BytesIO()
     save_routed(routed, buf)
     again = load_routed(buf.getvalue(), factory)

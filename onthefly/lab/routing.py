@@ -335,4 +335,5 @@ def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, rep
     finally:
         routed.train(modes[0]), single.train(modes[1])
     t, t1 = float(np.median(times[0])) / n, float(np.median(times[1])) / n
-    return InferenceCost(flops / n, single_flops / n, flops / max(single_flops, 1), t, t1, t / t1 if t1 > 0 else float("nan"))
+    return InferenceCost(flops / n, single_flops / n, flops / max(single_flops, 1), t, t1,
+                         t / t1 if t1 > 0 else float("nan"))

@@ -94,7 +94,8 @@ def recalibrate_batchnorm(model: nn.Module, data: DataSource, indices: Sequence[
     """Recompute every BatchNorm layer's running mean/var from ``indices``; returns the samples forwarded.
 
     Running statistics are reset and re-estimated as a cumulative average (momentum None, every batch
-    weighted equally, as ``torch.optim.swa_utils.update_bn`` does) over one pass in the user's batch size. Only the BatchNorm layers run in train mode, so dropout stays off and
+    weighted equally, as ``torch.optim.swa_utils.update_bn`` does) over one pass in the user's batch size.
+    Only the BatchNorm layers run in train mode, so dropout stays off and
     the statistics describe what the layers see at evaluation. Training flags and momenta are restored. A
     model without BatchNorm is left as it is and nothing is forwarded (0).
     """

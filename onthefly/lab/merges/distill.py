@@ -69,7 +69,8 @@ def distill_merge(generalist: nn.Module, teacher: nn.Module | Sequence[nn.Module
                   optimizer: torch.optim.Optimizer, data: DataSource, mix: Mix, ledger: Ledger, seed: int,
                   region_indices: Sequence[Sequence[int] | np.ndarray] | None = None, budget: int | None = None,
                   temperature: float = TEMPERATURE, alpha: float = ALPHA,
-                  hard_loss: Callable[..., torch.Tensor] | None = None, loss_fn: Callable[..., torch.Tensor] | None = None,
+                  hard_loss: Callable[..., torch.Tensor] | None = None,
+                  loss_fn: Callable[..., torch.Tensor] | None = None,
                   step_fn: Any = None, factory: Callable[[], nn.Module] | None = None) -> MergeResult:
     """Train a copy of the generalist to match the teacher (and the labels) on ``mix``; see the module doc.
 

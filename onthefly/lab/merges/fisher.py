@@ -159,7 +159,8 @@ def fisher_merge(generalist: nn.Module, specialists: Sequence[nn.Module], *,
         raise InvalidArgument(f"give one index set per specialist ({len(specialists)} specialist(s), "
                               f"{len(region_indices)} index set(s))")
     if loss_fn is None and step_fn is not None:
-        raise InvalidArgument("the Fisher needs per-sample gradients of a loss: pass loss_fn= (a step_fn is not enough)")
+        raise InvalidArgument("the Fisher needs per-sample gradients of a loss: pass loss_fn= "
+                              "(a step_fn is not enough)")
     spend = merge_budget(ledger, budget)
     members = list(zip(specialists, region_indices))
     if generalist_indices is not None:
