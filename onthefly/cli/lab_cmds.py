@@ -6,7 +6,7 @@
     onthefly lab export r1 --format parquet -o r1.parquet
     onthefly lab import hard hard.csv          keep a slice (base indices) under a name
     onthefly lab select NAME --band 0.8 1      make a slice by rule (--class-errors L, --forgotten, --region r1)
-    onthefly lab hist | quantiles | top | trajectory INDEX | sample INDEX
+    onthefly lab classes | hist | quantiles | top | trajectory INDEX | sample INDEX
 
 Every command takes ``--json`` (one JSON object per line). The server never writes a file: an export
 streams the slice's bytes and this command writes the file you name (refusing to replace one unless
@@ -205,6 +205,17 @@ def cmd_select(args) -> int:
     return 0
 
 
+def cmd_classes(args) -> int:
+    with _client(args) as client:
+        rows = _stub(client).PerClassError(lab_pb2.PerClassErrorRequest(split=SPLITS[args.split]),
+                                           timeout=args.timeout).classes
+    for r in rows:
+        _print(args, {"label": r.label, "samples": r.samples, "errors": r.errors, "error_rate": r.error_rate,
+                      "mean_loss": r.mean_loss},
+               f"  label {r.label:>4}  {r.errors:>7} / {r.samples:<7} wrong ({r.error_rate:6.1%})  mean loss {r.mean_loss:.4g}")
+    return 0
+
+
 def cmd_hist(args) -> int:
     request = lab_pb2.HistogramRequest(split=SPLITS[args.split], scope=SCOPES[args.scope], bins=args.bins,
                                        log_scale=args.log)
@@ -325,6 +336,9 @@ def register(subparsers) -> None:
     p.add_argument("--forgotten", action="store_true", help="train samples learned and later lost")
     p.add_argument("--threshold", type=float, help="with --forgotten: loss under which a sample counts as learned")
     p.add_argument("--region", metavar="ID", help="members of a region")
+
+    p = add("classes", "per-class error of the latest scoring pass, worst first", cmd_classes)
+    p.add_argument("--split", choices=SPLITS, default="train")
 
     p = add("hist", "histogram of per-sample losses, computed on the server", cmd_hist)
     p.add_argument("--split", choices=SPLITS, default="train")

@@ -101,6 +101,12 @@ def slice_summary(value: Any) -> ProtoSliceSummary:
                              source=value.source, examples=[int(i) for i in np.sort(value.indices)[:16]])
 
 
+def per_class_error(rows: Any) -> lab_pb2.PerClassErrorResponse:
+    return lab_pb2.PerClassErrorResponse(classes=[
+        lab_pb2.ClassError(label=r.label, samples=r.samples, errors=r.errors, error_rate=r.error_rate,
+                           mean_loss=r.mean_loss) for r in rows])
+
+
 def quantiles(value: Any) -> lab_pb2.QuantilesResponse:
     return lab_pb2.QuantilesResponse(ranks=list(value.ranks), values=list(value.values), count=value.count,
                                      min=value.minimum, max=value.maximum, exact=value.exact)

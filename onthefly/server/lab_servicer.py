@@ -89,6 +89,10 @@ class LabServicer(lab_pb2_grpc.LabServiceServicer):
                 raise InvalidArgument("set one rule: loss_band, class_errors, forgotten or region")
             return lab_pb2.SelectResponse(slice=convert.slice_summary(made))
 
+    def PerClassError(self, request, context):
+        with domain_errors(context):
+            return convert.per_class_error(self._lab.per_class_error(convert.split(request.split)))
+
     def Quantiles(self, request, context):
         with domain_errors(context):
             self._lab.sync_bus()  # include every step published so far

@@ -804,6 +804,90 @@ class SelectResponse(_message.Message):
 Global___SelectResponse: _TypeAlias = SelectResponse  # noqa: Y015
 
 @_typing.final
+class PerClassErrorRequest(_message.Message):
+    """PerClassErrorRequest names the split."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPLIT_FIELD_NUMBER: _builtins.int
+    split: Global___SampleSplit.ValueType
+    """split is the split whose latest scoring pass is read; unspecified means train."""
+    def __init__(
+        self,
+        *,
+        split: Global___SampleSplit.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerClassErrorRequest: _TypeAlias = PerClassErrorRequest  # noqa: Y015
+
+@_typing.final
+class ClassError(_message.Message):
+    """ClassError is one label's row of the per-class error table."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    MEAN_LOSS_FIELD_NUMBER: _builtins.int
+    label: _builtins.int
+    """label is the class."""
+    samples: _builtins.int
+    """samples is the number of samples with that label."""
+    errors: _builtins.int
+    """errors is how many of them were misclassified."""
+    error_rate: _builtins.float
+    """error_rate is errors over samples."""
+    mean_loss: _builtins.float
+    """mean_loss is their mean loss."""
+    def __init__(
+        self,
+        *,
+        label: _builtins.int = ...,
+        samples: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        error_rate: _builtins.float = ...,
+        mean_loss: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_rate", b"error_rate", "errors", b"errors", "label", b"label", "mean_loss", b"mean_loss", "samples", b"samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassError: _TypeAlias = ClassError  # noqa: Y015
+
+@_typing.final
+class PerClassErrorResponse(_message.Message):
+    """PerClassErrorResponse lists every label, worst error rate first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLASSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassError]:
+        """classes holds one row per label."""
+
+    def __init__(
+        self,
+        *,
+        classes: _abc.Iterable[Global___ClassError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PerClassErrorResponse: _TypeAlias = PerClassErrorResponse  # noqa: Y015
+
+@_typing.final
 class QuantilesRequest(_message.Message):
     """QuantilesRequest asks for loss quantiles."""
 

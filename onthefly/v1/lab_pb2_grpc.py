@@ -64,6 +64,11 @@ class LabServiceStub:
                 request_serializer=onthefly_dot_v1_dot_lab__pb2.SelectRequest.SerializeToString,
                 response_deserializer=onthefly_dot_v1_dot_lab__pb2.SelectResponse.FromString,
                 _registered_method=True)
+        self.PerClassError = channel.unary_unary(
+                '/onthefly.v1.LabService/PerClassError',
+                request_serializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorRequest.SerializeToString,
+                response_deserializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorResponse.FromString,
+                _registered_method=True)
         self.Quantiles = channel.unary_unary(
                 '/onthefly.v1.LabService/Quantiles',
                 request_serializer=onthefly_dot_v1_dot_lab__pb2.QuantilesRequest.SerializeToString,
@@ -144,6 +149,13 @@ class LabServiceServicer:
 
     def Select(self, request, context):
         """Select makes a named slice from a rule (a loss-quantile band, a class's errors, forgotten samples, a region).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PerClassError(self, request, context):
+        """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +244,11 @@ def add_LabServiceServicer_to_server(servicer, server):
                     servicer.Select,
                     request_deserializer=onthefly_dot_v1_dot_lab__pb2.SelectRequest.FromString,
                     response_serializer=onthefly_dot_v1_dot_lab__pb2.SelectResponse.SerializeToString,
+            ),
+            'PerClassError': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerClassError,
+                    request_deserializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorRequest.FromString,
+                    response_serializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorResponse.SerializeToString,
             ),
             'Quantiles': grpc.unary_unary_rpc_method_handler(
                     servicer.Quantiles,
@@ -414,6 +431,33 @@ class LabService:
             '/onthefly.v1.LabService/Select',
             onthefly_dot_v1_dot_lab__pb2.SelectRequest.SerializeToString,
             onthefly_dot_v1_dot_lab__pb2.SelectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerClassError(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onthefly.v1.LabService/PerClassError',
+            onthefly_dot_v1_dot_lab__pb2.PerClassErrorRequest.SerializeToString,
+            onthefly_dot_v1_dot_lab__pb2.PerClassErrorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,8 @@ class LabServiceStub:
     """GetRegion describes one region of the latest discovery; NOT_FOUND names the regions that exist."""
     Select: _grpc.UnaryUnaryMultiCallable[_lab_pb2.SelectRequest, _lab_pb2.SelectResponse]
     """Select makes a named slice from a rule (a loss-quantile band, a class's errors, forgotten samples, a region)."""
+    PerClassError: _grpc.UnaryUnaryMultiCallable[_lab_pb2.PerClassErrorRequest, _lab_pb2.PerClassErrorResponse]
+    """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass."""
     Quantiles: _grpc.UnaryUnaryMultiCallable[_lab_pb2.QuantilesRequest, _lab_pb2.QuantilesResponse]
     """Quantiles returns loss quantiles of one split over a scope, from a KLL sketch or exactly."""
     Histogram: _grpc.UnaryUnaryMultiCallable[_lab_pb2.HistogramRequest, _lab_pb2.HistogramResponse]
@@ -85,6 +87,8 @@ class LabServiceAsyncStub(LabServiceStub):
     """GetRegion describes one region of the latest discovery; NOT_FOUND names the regions that exist."""
     Select: _aio.UnaryUnaryMultiCallable[_lab_pb2.SelectRequest, _lab_pb2.SelectResponse]  # type: ignore[assignment]
     """Select makes a named slice from a rule (a loss-quantile band, a class's errors, forgotten samples, a region)."""
+    PerClassError: _aio.UnaryUnaryMultiCallable[_lab_pb2.PerClassErrorRequest, _lab_pb2.PerClassErrorResponse]  # type: ignore[assignment]
+    """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass."""
     Quantiles: _aio.UnaryUnaryMultiCallable[_lab_pb2.QuantilesRequest, _lab_pb2.QuantilesResponse]  # type: ignore[assignment]
     """Quantiles returns loss quantiles of one split over a scope, from a KLL sketch or exactly."""
     Histogram: _aio.UnaryUnaryMultiCallable[_lab_pb2.HistogramRequest, _lab_pb2.HistogramResponse]  # type: ignore[assignment]
@@ -149,6 +153,14 @@ class LabServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lab_pb2.SelectResponse, _abc.Awaitable[_lab_pb2.SelectResponse]]:
         """Select makes a named slice from a rule (a loss-quantile band, a class's errors, forgotten samples, a region)."""
+
+    @_abc_1.abstractmethod
+    def PerClassError(
+        self,
+        request: _lab_pb2.PerClassErrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lab_pb2.PerClassErrorResponse, _abc.Awaitable[_lab_pb2.PerClassErrorResponse]]:
+        """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass."""
 
     @_abc_1.abstractmethod
     def Quantiles(

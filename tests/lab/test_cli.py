@@ -95,6 +95,10 @@ def test_statistics_and_trajectory(run, capsys):
     code, _, err = _cli(capsys, run, "select", "hard", "--band", "0.9", "1")
     assert code == 1 and "FAILED_PRECONDITION" in err and "no train scoring pass yet" in err
     assert _cli(capsys, run, "score")[0] == 0
+    code, out, _ = _cli(capsys, run, "classes", "--json")
+    classes = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and sum(c["samples"] for c in classes) == len(run.train)
+    assert [c["error_rate"] for c in classes] == sorted((c["error_rate"] for c in classes), reverse=True)
     code, out, _ = _cli(capsys, run, "select", "hard", "--band", "0.9", "1", "--json")
     assert code == 0 and json.loads(out)["name"] == "hard"
     code, _, err = _cli(capsys, run, "select", "x")
