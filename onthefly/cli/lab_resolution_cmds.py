@@ -108,14 +108,9 @@ def cmd_compare(args) -> int:
         if args.latest:
             comparison = stub.GetComparison(pb.GetComparisonRequest(), timeout=args.timeout).comparison
         else:
-            request = pb.CompareRequest(extra=args.extra or 0, resolutions=args.resolutions or [],
-                                        background=args.background, seed=args.seed)
+            request = pb.CompareRequest(extra=args.extra or 0, resolutions=args.resolutions or [], seed=args.seed)
             response = stub.Compare(request, timeout=args.timeout)
             _applied("compare", response.receipt, args.timeout)
-            if response.background:
-                message = "comparing on a worker thread while the run goes on; read it with `onthefly lab compare --latest`"
-                print(json.dumps({"background": True, "step": response.receipt.applied_step}) if args.json else message)
-                return 0
             comparison = response.comparison
     if args.json:
         for table in (comparison.validation, comparison.test):
@@ -224,7 +219,6 @@ def register(lab_subparsers) -> None:
     p = add("compare", "build every resolution at the same extra compute and compare them per slice", cmd_compare)
     p.add_argument("--extra", type=int, help="sample-gradients per resolution (default: half the run's budget)")
     p.add_argument("--resolutions", nargs="+", choices=MENU, metavar="NAME", help=f"subset of: {', '.join(MENU)}")
-    p.add_argument("--background", action="store_true", help="build on a worker thread while the run goes on")
     p.add_argument("--latest", action="store_true", help="show the latest comparison instead of building one")
     p.add_argument("--seed", type=int, default=0)
 

@@ -8,10 +8,12 @@
 
 Where work runs: forks and comparisons are commands applied on the training thread at a step boundary.
 By default the work happens right there, so the generalist waits (it is paused for that long) and its
-numbers are untouched afterwards (RNGs are forked and restored). With ``background=True`` the command only
-copies the generalist and its optimizer at the boundary, and the training happens on the lab's worker
-thread while the generalist keeps going; models that draw random numbers while training are refused in
-that mode (torch's RNG is shared by every thread). Nothing here ever runs inside a servicer, and nothing
+numbers are untouched afterwards (RNGs are forked and restored). A fork with ``background=True`` only
+copies the generalist and its optimizer at the boundary, and the specialists train on a worker thread
+while the generalist keeps going; models that draw random numbers while training are refused in that
+mode (torch's RNG is shared by every thread). A comparison always runs at the boundary: its merges,
+scoring passes and evaluations seed the global RNGs (and give them back), which on another thread would
+race the run's own draws. Nothing here ever runs inside a servicer, and nothing
 changes the generalist's weights except ``apply`` with ``confirm=True``.
 
 Compute is limited: ``allowed`` sample-gradients for everything the lab trains in this run (default:
@@ -110,7 +112,6 @@ class Workbench:
         self.routed: Any = None  # the routed model installed by apply, if any
         self._comparison: _Comparison | None = None
         self._lock = threading.RLock()
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab-fork")
         self.ledger = Ledger(allowed if allowed is not None else _default_allowance(lab), "lab")
 
     # -- reading ---------------------------------------------------------------------------------
@@ -180,17 +181,14 @@ class Workbench:
                                               patience=patience, background=background, seed=seed,
                                               checkpoint_id=checkpoint_id), timeout)
 
-    def compare_command(self, extra: int | None = None, names: Sequence[str] = MENU, *, background: bool = False,
+    def compare_command(self, extra: int | None = None, names: Sequence[str] = MENU, *,
                         seed: int = 0) -> "CompareCommand":
-        return CompareCommand(self, extra, tuple(names), background, seed)
+        return CompareCommand(self, extra, tuple(names), seed)
 
-    def compare(self, extra: int | None = None, names: Sequence[str] = MENU, *, background: bool = False,
-                seed: int = 0, timeout: float | None = COMMAND_TIMEOUT) -> CompareResult:
+    def compare(self, extra: int | None = None, names: Sequence[str] = MENU, *, seed: int = 0,
+                timeout: float | None = COMMAND_TIMEOUT) -> CompareResult:
         """Build the menu at ``extra`` sample-gradients each from the generalist now, compare on val (+test)."""
-        result = self._submit(self.compare_command(extra, names, background=background, seed=seed), timeout)
-        if isinstance(result, concurrent.futures.Future):
-            return result.result(timeout)
-        return result
+        return self._submit(self.compare_command(extra, names, seed=seed), timeout)
 
     def recommend(self) -> Recommendation:
         """The resolution to apply, chosen on the validation split of the latest comparison."""
@@ -253,16 +251,9 @@ class Workbench:
         test = _split_arrays(ctx.test_loader, "test") if ctx.test_loader is not None else None
         # Everything the menu spends, checked against what the lab may still spend, before any copy.
         self.ledger.require(_menu_cost(extra, cmd.names))
-        model, optimizer = ctx.model, ctx.optimizer
-        if cmd.background:
-            model = clone_model(ctx.model)
-            optimizer = clone_optimizer(ctx.optimizer, ctx.model, model)
-        point = ForkPoint(model, optimizer, data, train, table, regions, loss_fn=ctx.loss_fn, step=ctx.step,
+        point = ForkPoint(ctx.model, ctx.optimizer, data, train, table, regions, loss_fn=ctx.loss_fn, step=ctx.step,
                           seed=cmd.seed, noisy_regions=_noisy(lab, regions))
-        work = lambda: self._finish_compare(point, extra, cmd, val, test, table.step)  # noqa: E731
-        if cmd.background:
-            return self._worker.submit(work)
-        return work()
+        return self._finish_compare(point, extra, cmd, val, test, table.step)
 
     def _finish_compare(self, point: ForkPoint, extra: int, cmd: "CompareCommand", val: tuple, test: tuple | None,
                         regions_step: int | None) -> CompareResult:
@@ -399,14 +390,13 @@ class ForkCommand(Command):
 class CompareCommand(Command):
     name = "lab-compare"
 
-    def __init__(self, bench: Workbench, extra: int | None, names: tuple[str, ...], background: bool,
-                 seed: int) -> None:
+    def __init__(self, bench: Workbench, extra: int | None, names: tuple[str, ...], seed: int) -> None:
         if extra is not None and (isinstance(extra, bool) or not isinstance(extra, (int, np.integer)) or extra < 1):
             raise InvalidArgument(f"the extra compute must be a positive number of sample-gradients, got {extra!r}")
         unknown = [n for n in names if n not in MENU]
         if unknown or not names:
             raise InvalidArgument(f"unknown resolution(s) {unknown}; the menu is: {', '.join(MENU)}")
-        self.bench, self.extra, self.names, self.background, self.seed = bench, extra, names, background, seed
+        self.bench, self.extra, self.names, self.seed = bench, extra, names, seed
 
     def check(self, control: "Control") -> None:
         lab = self.bench.lab
@@ -418,9 +408,6 @@ class CompareCommand(Command):
                                      "val_loader= to fit()")
         if self.extra is not None:
             self.bench.ledger.require(_menu_cost(self.extra, self.names))
-        if self.background and has_stochastic_modules(ctx.model):
-            raise FailedPrecondition("this model uses dropout, whose random numbers come from torch's RNG shared "
-                                     "with the run: compare with the run paused (without --background)")
 
     def apply(self, ctx: "LoopContext") -> Any:
         try:
@@ -429,8 +416,6 @@ class CompareCommand(Command):
             raise CommandRejected(str(exc)) from None
 
     def describe(self, result: Any) -> str:
-        if isinstance(result, concurrent.futures.Future):
-            return "comparing on a worker thread"
         return f"compared {len(result.validation.rows)} resolutions at {result.extra} sample-gradients each"
 
 

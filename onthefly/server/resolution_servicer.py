@@ -66,10 +66,9 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
         with _errors(context):
             names = tuple(request.resolutions) or MENU
             bench = self._bench()
-            command = bench.compare_command(int(request.extra) or None, names, background=request.background,
-                                            seed=int(request.seed))
+            command = bench.compare_command(int(request.extra) or None, names, seed=int(request.seed))
             pending = submit_and_wait(self._run, command, context)
-        response = pb.CompareResponse(receipt=proto_receipt(pending.wait(0)), background=request.background)
+        response = pb.CompareResponse(receipt=proto_receipt(pending.wait(0)))
         if isinstance(pending.result, CompareResult):
             response.comparison.CopyFrom(convert.comparison(pending.result, self._routed(bench)))
         return response

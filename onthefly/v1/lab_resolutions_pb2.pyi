@@ -111,12 +111,9 @@ class CompareRequest(_message.Message):
 
     EXTRA_FIELD_NUMBER: _builtins.int
     RESOLUTIONS_FIELD_NUMBER: _builtins.int
-    BACKGROUND_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     extra: _builtins.int
     """extra is each resolution's sample-gradients (E); 0 means half the run's planned base budget."""
-    background: _builtins.bool
-    """background builds the menu on the lab's worker thread from copies taken at the boundary."""
     seed: _builtins.int
     """seed seeds every resolution's training."""
     @_builtins.property
@@ -128,12 +125,11 @@ class CompareRequest(_message.Message):
         *,
         extra: _builtins.int = ...,
         resolutions: _abc.Iterable[_builtins.str] | None = ...,
-        background: _builtins.bool = ...,
         seed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "extra", b"extra", "resolutions", b"resolutions", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "resolutions", b"resolutions", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -147,27 +143,23 @@ class CompareResponse(_message.Message):
 
     RECEIPT_FIELD_NUMBER: _builtins.int
     COMPARISON_FIELD_NUMBER: _builtins.int
-    BACKGROUND_FIELD_NUMBER: _builtins.int
-    background: _builtins.bool
-    """background is true when the comparison is being built on the worker thread (read it with GetComparison)."""
     @_builtins.property
     def receipt(self) -> _receipt_pb2.Receipt:
         """receipt says at which step the generalist was copied, or why the comparison was rejected."""
 
     @_builtins.property
     def comparison(self) -> Global___Comparison:
-        """comparison is the result when it was built at the boundary; absent while a background comparison runs."""
+        """comparison is the result; absent when the call's deadline passed first (read it later with GetComparison)."""
 
     def __init__(
         self,
         *,
         receipt: _receipt_pb2.Receipt | None = ...,
         comparison: Global___Comparison | None = ...,
-        background: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "comparison", b"comparison", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

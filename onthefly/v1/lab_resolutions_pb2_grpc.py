@@ -29,8 +29,8 @@ class ResolutionServiceStub:
     """ResolutionService acts on the regions LabService found: fork specialists, build and compare every
     resolution of the menu at the same extra compute, recommend one on a validation split, apply it to the
     live run, and show the lineage of every model made. Forks and comparisons are commands applied on the
-    training thread at a step boundary (the generalist waits meanwhile) or, when background is set, copies
-    taken there and trained on the lab's worker thread while training goes on. Compute is counted in
+    training thread at a step boundary (the generalist waits meanwhile); a fork with background set only
+    copies the generalist there and trains the specialists on the lab's worker thread while training goes on. Compute is counted in
     sample-gradients (one sample's forward and backward through a generalist-sized model). Nothing changes
     the generalist's weights except Apply with confirm set.
     """
@@ -77,8 +77,8 @@ class ResolutionServiceServicer:
     """ResolutionService acts on the regions LabService found: fork specialists, build and compare every
     resolution of the menu at the same extra compute, recommend one on a validation split, apply it to the
     live run, and show the lineage of every model made. Forks and comparisons are commands applied on the
-    training thread at a step boundary (the generalist waits meanwhile) or, when background is set, copies
-    taken there and trained on the lab's worker thread while training goes on. Compute is counted in
+    training thread at a step boundary (the generalist waits meanwhile); a fork with background set only
+    copies the generalist there and trains the specialists on the lab's worker thread while training goes on. Compute is counted in
     sample-gradients (one sample's forward and backward through a generalist-sized model). Nothing changes
     the generalist's weights except Apply with confirm set.
     """
@@ -98,7 +98,7 @@ class ResolutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetComparison(self, request, context):
-        """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet or one is still running.
+        """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,8 +170,8 @@ class ResolutionService:
     """ResolutionService acts on the regions LabService found: fork specialists, build and compare every
     resolution of the menu at the same extra compute, recommend one on a validation split, apply it to the
     live run, and show the lineage of every model made. Forks and comparisons are commands applied on the
-    training thread at a step boundary (the generalist waits meanwhile) or, when background is set, copies
-    taken there and trained on the lab's worker thread while training goes on. Compute is counted in
+    training thread at a step boundary (the generalist waits meanwhile); a fork with background set only
+    copies the generalist there and trains the specialists on the lab's worker thread while training goes on. Compute is counted in
     sample-gradients (one sample's forward and backward through a generalist-sized model). Nothing changes
     the generalist's weights except Apply with confirm set.
     """

@@ -30,8 +30,8 @@ class ResolutionServiceStub:
     """ResolutionService acts on the regions LabService found: fork specialists, build and compare every
     resolution of the menu at the same extra compute, recommend one on a validation split, apply it to the
     live run, and show the lineage of every model made. Forks and comparisons are commands applied on the
-    training thread at a step boundary (the generalist waits meanwhile) or, when background is set, copies
-    taken there and trained on the lab's worker thread while training goes on. Compute is counted in
+    training thread at a step boundary (the generalist waits meanwhile); a fork with background set only
+    copies the generalist there and trains the specialists on the lab's worker thread while training goes on. Compute is counted in
     sample-gradients (one sample's forward and backward through a generalist-sized model). Nothing changes
     the generalist's weights except Apply with confirm set.
     """
@@ -45,7 +45,7 @@ class ResolutionServiceStub:
     Compare: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.CompareRequest, _lab_resolutions_pb2.CompareResponse]
     """Compare builds the requested resolutions from the generalist now, each spending exactly the same extra sample-gradients, and scores each per slice on validation (and test)."""
     GetComparison: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.GetComparisonRequest, _lab_resolutions_pb2.GetComparisonResponse]
-    """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet or one is still running."""
+    """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet."""
     Recommend: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.RecommendRequest, _lab_resolutions_pb2.RecommendResponse]
     """Recommend chooses one resolution of the latest comparison on its validation split and says why in one sentence."""
     Apply: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.ApplyRequest, _lab_resolutions_pb2.ApplyResponse]
@@ -58,8 +58,8 @@ class ResolutionServiceAsyncStub(ResolutionServiceStub):
     """ResolutionService acts on the regions LabService found: fork specialists, build and compare every
     resolution of the menu at the same extra compute, recommend one on a validation split, apply it to the
     live run, and show the lineage of every model made. Forks and comparisons are commands applied on the
-    training thread at a step boundary (the generalist waits meanwhile) or, when background is set, copies
-    taken there and trained on the lab's worker thread while training goes on. Compute is counted in
+    training thread at a step boundary (the generalist waits meanwhile); a fork with background set only
+    copies the generalist there and trains the specialists on the lab's worker thread while training goes on. Compute is counted in
     sample-gradients (one sample's forward and backward through a generalist-sized model). Nothing changes
     the generalist's weights except Apply with confirm set.
     """
@@ -70,7 +70,7 @@ class ResolutionServiceAsyncStub(ResolutionServiceStub):
     Compare: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.CompareRequest, _lab_resolutions_pb2.CompareResponse]  # type: ignore[assignment]
     """Compare builds the requested resolutions from the generalist now, each spending exactly the same extra sample-gradients, and scores each per slice on validation (and test)."""
     GetComparison: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.GetComparisonRequest, _lab_resolutions_pb2.GetComparisonResponse]  # type: ignore[assignment]
-    """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet or one is still running."""
+    """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet."""
     Recommend: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.RecommendRequest, _lab_resolutions_pb2.RecommendResponse]  # type: ignore[assignment]
     """Recommend chooses one resolution of the latest comparison on its validation split and says why in one sentence."""
     Apply: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.ApplyRequest, _lab_resolutions_pb2.ApplyResponse]  # type: ignore[assignment]
@@ -82,8 +82,8 @@ class ResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
     """ResolutionService acts on the regions LabService found: fork specialists, build and compare every
     resolution of the menu at the same extra compute, recommend one on a validation split, apply it to the
     live run, and show the lineage of every model made. Forks and comparisons are commands applied on the
-    training thread at a step boundary (the generalist waits meanwhile) or, when background is set, copies
-    taken there and trained on the lab's worker thread while training goes on. Compute is counted in
+    training thread at a step boundary (the generalist waits meanwhile); a fork with background set only
+    copies the generalist there and trains the specialists on the lab's worker thread while training goes on. Compute is counted in
     sample-gradients (one sample's forward and backward through a generalist-sized model). Nothing changes
     the generalist's weights except Apply with confirm set.
     """
@@ -110,7 +110,7 @@ class ResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lab_resolutions_pb2.GetComparisonRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lab_resolutions_pb2.GetComparisonResponse, _abc.Awaitable[_lab_resolutions_pb2.GetComparisonResponse]]:
-        """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet or one is still running."""
+        """GetComparison returns the latest comparison; FAILED_PRECONDITION when none ran yet."""
 
     @_abc_1.abstractmethod
     def Recommend(
