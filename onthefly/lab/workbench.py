@@ -108,6 +108,7 @@ class Workbench:
         self.lineage = Lineage()
         self.specialists: dict[str, Specialist] = {}
         self.pending: dict[str, concurrent.futures.Future] = {}
+        self.failed: dict[str, str] = {}
         self.applied: list[Applied] = []
         self.routed: Any = None  # the routed model installed by apply, if any
         self._comparison: _Comparison | None = None
@@ -138,7 +139,7 @@ class Workbench:
         return found
 
     def _collect(self) -> None:
-        """Move finished background forks into ``specialists`` (their errors stay on the future)."""
+        """Move finished background forks into ``specialists``; a failed one is kept in ``failed`` with why."""
         with self._lock:
             for key, future in list(self.pending.items()):
                 if future.done():
@@ -146,11 +147,14 @@ class Workbench:
                     if future.exception() is None:
                         for s in future.result():
                             self.specialists[s.id] = s
+                    else:
+                        self.failed[key] = f"{type(future.exception()).__name__}: {future.exception()}"
 
     def training(self) -> list[str]:
+        """Background forks still training, then failed ones as 'KEY failed: why'."""
         self._collect()
         with self._lock:
-            return sorted(self.pending)
+            return sorted(self.pending) + [f"{k} failed: {why}" for k, why in sorted(self.failed.items())]
 
     # -- commands ----------------------------------------------------------------------------------
     def _submit(self, command: Command, timeout: float | None) -> Any:

@@ -650,7 +650,7 @@ class LineageResponse(_message.Message):
 
     @_builtins.property
     def training(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """training lists background forks still training."""
+        """training lists background forks still training, then failed ones as "KEY failed: why"."""
 
     def __init__(
         self,
