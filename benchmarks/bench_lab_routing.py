@@ -6,7 +6,7 @@ Per seed of digits-shift: the generalist trains its base budget (10 epochs of sa
 batch 64), the training set is scored, regions discovered, and the menu's ``fork-route`` resolution is built
 at E = 0.5 x base with the product's own code (``resolutions.run_menu``). On the test split, and on the test
 split tiled to a large batch, it prints FLOPs per sample (``torch.utils.flop_counter``) and measured time per
-sample (median of interleaved passes, one thread) relative to the generalist, the share of samples routed
+sample (fastest of interleaved passes, one thread) relative to the generalist, the share of samples routed
 to a specialist, and checks that a weights-only save + reload with the factory and ``torch.export`` give the
 same predictions. Ratios, not absolute times: both models run in the same process, alternating.
 """
@@ -91,7 +91,7 @@ def parse_seeds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="201-205")
-    parser.add_argument("--repeats", type=int, default=30, help="timed passes per model (median)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed passes per model (the fastest counts)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = [r for r in (run_seed(s, args.repeats) for s in parse_seeds(args.seeds)) if r is not None]

@@ -90,6 +90,14 @@ def test_save_and_reload_with_weights_only_and_the_user_factory_gives_identical_
         assert torch.equal(again(x), routed(x))
         assert torch.equal(again.route(x), routed.route(x))
     assert state_dict_hash(again) == state_dict_hash(routed)
+    # A plain state dict is enough too: the structure travels in it as plain extra state.
+    plain = tmp_path / "plain.pt"
+    torch.save(routed.state_dict(), plain)
+    third = load_routed(torch.load(plain, weights_only=True), factory)
+    with torch.no_grad():
+        assert torch.equal(third(x), routed(x))
+    with pytest.raises(InvalidArgument, match="another shape"):
+        build_routed(generalist, specialists, router, layer=None).load_state_dict(routed.state_dict())
 
     with pytest.raises(InvalidArgument, match="factory"):
         load_routed(path, lambda: ArgNet(16, 8, 3))
