@@ -1,4 +1,4 @@
-"""What every merge returns, and the two helpers every merge needs: a model copy and a weight hash.
+"""What every merge returns: the new model, the hash of its weights, and what making it cost.
 
 A merge produces a real, separate ``nn.Module`` (never the generalist object itself), reports the hash
 of its state dict so a comparison or an applied resolution names exactly which weights it means, and
@@ -8,12 +8,15 @@ recalibration, teacher logits), which the protocol reports separately.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import torch
 import torch.nn as nn
+
+# One hash for the whole lab: a scored checkpoint, a merge and an applied resolution compare by it.
+from onthefly.lab.scoring import state_dict_hash
+
+__all__ = ["MergeResult", "state_dict_hash"]
 
 
 @dataclass(frozen=True)
@@ -26,19 +29,3 @@ class MergeResult:
     sample_gradients: int = 0
     forward_samples: int = 0
     details: Mapping[str, Any] = field(default_factory=dict)
-
-
-def state_dict_hash(source: nn.Module | Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over every entry's name, dtype, shape and bytes, in key order: equal iff the weights are."""
-    state = source.state_dict() if isinstance(source, nn.Module) else source
-    h = hashlib.sha256()
-    for key in sorted(state):
-        value = state[key]
-        h.update(key.encode())
-        if isinstance(value, torch.Tensor):
-            t = value.detach().to("cpu").contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            h.update(repr(value).encode())
-    return h.hexdigest()
