@@ -2,8 +2,9 @@
 
 Fed on the bus's pump thread (``observe``), from the same SAMPLE_LOSSES events the history records:
 
-- a KLL quantile sketch (Apache DataSketches, mergeable, ~1% rank error at k=200) over every train loss
-  of the run, one per epoch, and one per evaluation pass of val/test (the last ``MAX_EVAL_SKETCHES``);
+- a KLL quantile sketch (Apache DataSketches, mergeable, ~1.3% rank error at k=200) of every train loss
+  per epoch (the run's is their merge, made when asked), and one per evaluation pass of val/test (the last
+  ``MAX_EVAL_SKETCHES``); updates release the GIL, so the training thread never waits on them;
 - per train step, the exact quantiles ``STEP_QUANTILES`` of that step's losses (a step holds one batch),
   one row of float32 per step: the quantile bands of a loss chart;
 - per sample (dense arrays by base index): its latest loss, the step of it, its count and mean - the
@@ -92,6 +93,7 @@ class _PerSample:
         self.step = np.full(0, -1, np.int64)
         self.count = np.zeros(0, np.int32)
         self.total = np.zeros(0, np.float64)
+        self.stamp = np.zeros(0, np.int64)  # scratch for the repeated-index check
 
     def _grow(self, size: int) -> None:
         if size <= len(self.last):
@@ -102,13 +104,24 @@ class _PerSample:
         self.step = np.concatenate([self.step, np.full(pad, -1, np.int64)])
         self.count = np.concatenate([self.count, np.zeros(pad, np.int32)])
         self.total = np.concatenate([self.total, np.zeros(pad, np.float64)])
+        self.stamp = np.concatenate([self.stamp, np.zeros(pad, np.int64)])
 
-    def update(self, index: np.ndarray, losses: np.ndarray, step: int) -> None:
+    def update(self, index: np.ndarray, losses: np.ndarray, steps: np.ndarray) -> None:
+        """Rows in time order (a drain's worth): the latest loss wins, counts and sums add up."""
         self._grow(int(index.max()) + 1)
-        self.last[index] = losses  # a sample twice in one batch: the later one wins, as in time
-        self.step[index] = step
-        np.add.at(self.count, index, 1)
-        np.add.at(self.total, index, losses.astype(np.float64))
+        self.last[index] = losses  # numpy assigns in order: a sample seen twice keeps its later loss
+        self.step[index] = steps
+        # Fancy-index adds are right when no index repeats in the drain, the usual case (checked in O(n):
+        # after stamping each row's position, a repeated index keeps only its last one); otherwise one sort.
+        # (np.add.at cost ~90 us a call on the pump.)
+        self.stamp[index] = np.arange(len(index), dtype=np.int64)
+        if np.array_equal(self.stamp[index], np.arange(len(index))):
+            self.count[index] += 1
+            self.total[index] += losses
+        else:
+            unique, inverse = np.unique(index, return_inverse=True)
+            self.count[unique] += np.bincount(inverse).astype(np.int32)
+            self.total[unique] += np.bincount(inverse, weights=losses)
 
     def seen(self) -> np.ndarray:
         return np.flatnonzero(self.count > 0)
@@ -120,7 +133,6 @@ class LossSketches:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._run = _kll()
         self._epochs: dict[int, object] = {}
         self._evals: dict[tuple[str, int], object] = {}
         self._samples = {split: _PerSample() for split in SPLITS}
@@ -131,40 +143,88 @@ class LossSketches:
 
     # -- pump thread -----------------------------------------------------------------------------
     def observe(self, events: list[Event]) -> None:
+        """Fold a drain's SAMPLE_LOSSES events in. Per drain, not per event: one KLL update per sketch, one
+        per-sample update per split, the finished steps' quantiles in one call (the pump shares the GIL with
+        the training thread, so its numpy calls are few and large)."""
+        rows: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
+        for event in events:
+            if event.kind is not EventKind.SAMPLE_LOSSES:
+                continue
+            p = event.payload
+            losses = np.asarray(p.losses, dtype=np.float32)
+            if not len(losses):
+                continue
+            split = p.split if p.split in SPLITS else "train"
+            rows.setdefault(split, []).append((event.step, event.epoch, np.asarray(p.indices, dtype=np.int64), losses))
+        if not rows:
+            return
         with self._lock:
-            for event in events:
-                if event.kind is not EventKind.SAMPLE_LOSSES:
-                    continue
-                p = event.payload
-                losses = np.asarray(p.losses, dtype=np.float32)
-                index = np.asarray(p.indices, dtype=np.int64)
-                finite = np.isfinite(losses)
-                if not finite.all():
-                    losses, index = losses[finite], index[finite]
-                if not len(losses):
-                    continue
-                split = p.split if p.split in SPLITS else "train"
-                known = index >= 0
-                if known.any():
-                    self._samples[split].update(index[known], losses[known], event.step)
-                if split == "train":
-                    self._run.update(losses)
-                    sketch = self._epochs.get(event.epoch)
-                    if sketch is None:
-                        sketch = self._epochs[event.epoch] = _kll()
-                    sketch.update(losses)
-                    if event.step != self._current_step:
-                        self._close_step()
-                        self._current_step = event.step
-                    self._current.append(losses)
-                else:
-                    key = (split, event.step)
-                    sketch = self._evals.get(key)
-                    if sketch is None:
-                        sketch = self._evals[key] = _kll()
-                        while len(self._evals) > MAX_EVAL_SKETCHES:
-                            del self._evals[next(iter(self._evals))]
-                    sketch.update(losses)
+            for split, batches in rows.items():
+                self._fold(split, batches)
+
+    def _fold(self, split: str, batches: list[tuple[int, int, np.ndarray, np.ndarray]]) -> None:
+        lengths = np.array([len(b[3]) for b in batches])
+        losses = np.concatenate([b[3] for b in batches])
+        index = np.concatenate([b[2] for b in batches])
+        step = np.repeat(np.array([b[0] for b in batches], dtype=np.int64), lengths)
+        finite = np.isfinite(losses)
+        known = finite & (index >= 0)
+        if known.any():
+            self._samples[split].update(index[known], losses[known], step[known])
+        if split != "train":
+            for (s, _, _, _), values in zip(batches, np.split(losses, np.cumsum(lengths)[:-1])):
+                values = values[np.isfinite(values)]
+                key = (split, s)
+                sketch = self._evals.get(key)
+                if sketch is None:
+                    sketch = self._evals[key] = _kll()
+                    while len(self._evals) > MAX_EVAL_SKETCHES:
+                        del self._evals[next(iter(self._evals))]
+                if len(values):
+                    sketch.update(values)
+            return
+        epoch = np.repeat(np.array([b[1] for b in batches], dtype=np.int64), lengths)
+        if not finite.all():
+            losses, epoch, step = losses[finite], epoch[finite], step[finite]
+        if not len(losses):
+            return
+        for e in np.unique(epoch).tolist():
+            sketch = self._epochs.get(e)
+            if sketch is None:
+                sketch = self._epochs[e] = _kll()
+            sketch.update(losses if epoch[0] == epoch[-1] else losses[epoch == e])
+        self._fold_steps(step, losses)
+
+    def _fold_steps(self, step: np.ndarray, losses: np.ndarray) -> None:
+        """Close every step this drain finished (all but its last, which a later drain may continue)."""
+        bounds = np.flatnonzero(np.diff(step)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(step)]])
+        first_step = int(step[0])
+        if self._current_step is not None and first_step != self._current_step:
+            self._close_step()
+        if self._current_step == first_step and self._current:  # the step the last drain left open
+            head = np.concatenate([*self._current, losses[:ends[0]]])
+        else:
+            head = losses[:ends[0]]
+        self._current, self._current_step = [], None
+        if len(starts) == 1:
+            self._current, self._current_step = [head], first_step
+            return
+        groups = [head] + [losses[a:b] for a, b in zip(starts[1:-1], ends[1:-1])]
+        ids = [first_step] + [int(step[a]) for a in starts[1:-1]]
+        sizes = {len(g) for g in groups}
+        if len(sizes) == 1:  # the usual case: equal batches, one sort (np.quantile's linear interpolation)
+            ordered = np.sort(np.stack(groups), axis=1)
+            at = np.asarray(STEP_QUANTILES) * (ordered.shape[1] - 1)
+            low = np.floor(at).astype(np.int64)
+            high = np.minimum(low + 1, ordered.shape[1] - 1)
+            values = ordered[:, low] + (ordered[:, high] - ordered[:, low]) * (at - low)
+        else:
+            values = np.stack([np.quantile(g, STEP_QUANTILES) for g in groups])
+        self._step_ids.extend(ids)
+        self._step_values.extend(values.astype(np.float32).reshape(-1).tolist())
+        self._current, self._current_step = [losses[starts[-1]:]], int(step[starts[-1]])
 
     def _close_step(self) -> None:
         if self._current_step is None or not self._current:
@@ -179,7 +239,11 @@ class LossSketches:
         if scope == "run":
             if split != "train":
                 raise InvalidArgument("scope 'run' covers train losses; for val/test use scope 'eval' or 'latest'")
-            return self._run
+            # The epochs' sketches merged (KLL is mergeable): each loss is sketched once, on the pump.
+            run = _kll()
+            for sketch in self._epochs.values():
+                run.merge(sketch)
+            return run
         if scope == "epoch":
             if split != "train":
                 raise InvalidArgument("scope 'epoch' covers train losses; for val/test use scope 'eval'")
