@@ -38,6 +38,7 @@ from onthefly.trainer.forward import split_batch, to_device
 
 FISHER_SAMPLES = 128
 EPS = 1e-8  # added to normalised Fisher values (mean 1), so a parameter no member cares about is averaged
+GRADIENT_MEMORY = 256 << 20  # bytes of per-sample gradients held at once: chunks shrink for large models
 
 
 def diagonal_fisher(model: nn.Module, data: DataSource, indices: Sequence[int] | np.ndarray, *,
@@ -72,11 +73,13 @@ def diagonal_fisher(model: nn.Module, data: DataSource, indices: Sequence[int] |
 
     per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     total = {k: torch.zeros_like(v) for k, v in params.items()}
+    per_sample_bytes = sum(v.numel() * v.element_size() for v in params.values())
+    step = max(1, min(data.batch_size, GRADIENT_MEMORY // max(per_sample_bytes, 1)))
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, idx.size, data.batch_size):
-            chunk = idx[start:start + data.batch_size]
+        for start in range(0, idx.size, step):
+            chunk = idx[start:start + step]
             inputs, target = split_batch(data.batch(chunk))
             inputs = inputs if isinstance(inputs, tuple) else (inputs,)
             if not all(isinstance(t, torch.Tensor) for t in inputs) or not isinstance(target, torch.Tensor):
