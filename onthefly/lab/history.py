@@ -126,20 +126,17 @@ class _Buffer:
         self.rows = 0
         self._joined: tuple[int, dict[str, np.ndarray]] | None = None  # (chunks joined, columns): queries reuse it
 
-    def take(self) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-        chunks, self.chunks, self.rows, self._joined = self.chunks, [], 0, None
-        return chunks
-
     def columns(self) -> dict[str, np.ndarray]:
         """The buffered rows as columns (joined once per change, not once per query)."""
+        chunks = self.chunks[:]  # a snapshot: the pump may append meanwhile
         joined = self._joined
-        if joined is None or joined[0] != len(self.chunks):
-            if joined is not None and joined[0] < len(self.chunks):
-                more = _columns(self.chunks[joined[0]:])
+        if joined is None or joined[0] != len(chunks):
+            if joined is not None and joined[0] < len(chunks):
+                more = _columns(chunks[joined[0]:])
                 cols = {name: np.concatenate([joined[1][name], more[name]]) for name in COLUMNS}
             else:
-                cols = _columns(list(self.chunks))
-            joined = self._joined = (len(self.chunks), cols)
+                cols = _columns(chunks)
+            joined = self._joined = (len(chunks), cols)
         return joined[1]
 
 
@@ -176,7 +173,7 @@ class SampleHistory:
         self._durable = durable  # parts are re-derivable telemetry: surviving a killed process is enough
         self._lock = threading.RLock()
         self._buffers = {split: _Buffer() for split in SPLITS}
-        self._pending: list[tuple[str, dict[str, np.ndarray]]] = []  # queued for the writer, still readable
+        self._pending: list[tuple[str, _Buffer]] = []  # full buffers queued for the writer, still readable
         self._parts: list[_Part] = []
         self._known: set[str] = set()
         self._next_part = 1
@@ -231,8 +228,10 @@ class SampleHistory:
         for item in full:
             self._queue.put(item)  # waits while MAX_PENDING_PARTS parts are queued: bounded memory
 
-    def _stage(self, split: str) -> tuple[str, dict[str, np.ndarray]]:
-        item = (split, _columns(self._buffers[split].take()))
+    def _stage(self, split: str) -> tuple[str, "_Buffer"]:
+        # The full buffer itself goes to the writer (joined there, not on the pump); a fresh one takes its place.
+        item = (split, self._buffers[split])
+        self._buffers[split] = _Buffer()
         self._pending.append(item)
         return item
 
@@ -253,10 +252,11 @@ class SampleHistory:
             finally:
                 self._queue.task_done()
 
-    def _write(self, split: str, columns: dict[str, np.ndarray]) -> None:
+    def _write(self, split: str, buffer: "_Buffer") -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        columns = buffer.columns()
         order = np.lexsort((columns["step"], columns["index"]))
         table = pa.table({name: columns[name][order] for name in COLUMNS}, schema=schema())
         with self._lock:
@@ -275,7 +275,7 @@ class SampleHistory:
         with self._lock:
             self._parts.append(part)
             self._known.add(rel)
-            self._pending = [p for p in self._pending if p[1] is not columns]
+            self._pending = [p for p in self._pending if p[1] is not buffer]
 
     # -- flushing (any thread) -------------------------------------------------------------------
     def flush(self) -> None:
@@ -332,9 +332,9 @@ class SampleHistory:
         self._discover()
         with self._lock:
             parts = [p for p in self._parts if p.split == split]
-            memory = [cols for s, cols in self._pending if s == split]
-            memory.append(self._buffers[split].columns())
-        return parts, memory
+            buffers = [buffer for s, buffer in self._pending if s == split] + [self._buffers[split]]
+        # Joined outside the lock (the pump appends meanwhile; a buffer is never emptied in place, only replaced).
+        return parts, [buffer.columns() for buffer in buffers]
 
     def trajectory(self, index: int, splits: tuple[str, ...] = SPLITS) -> Trajectory:
         """Every recorded loss of base index ``index``, per split, sorted by step."""
