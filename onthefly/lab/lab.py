@@ -103,6 +103,7 @@ class Lab(RunHook):
         self._slices: dict[str, Slice] = {}
         self._descriptions: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> text
         self._verdicts: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> noise.RegionVerdict
+        self._steps: dict[int, int] = {}  # id(RegionSet) -> training step of the scoring pass it came from
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
 
     # -- binding ---------------------------------------------------------------------------------
@@ -122,6 +123,7 @@ class Lab(RunHook):
                 self._region_sets.clear()
                 self._descriptions.clear()
                 self._verdicts.clear()
+                self._steps.clear()
         first = self.run is None or self.run is not ctx.run
         self._ctx, self.run = ctx, ctx.run
         self._attach_history()
@@ -242,9 +244,11 @@ class Lab(RunHook):
                 self._region_sets.append(regions)
                 self._descriptions[id(regions)] = described
                 self._verdicts[id(regions)] = verdicts
+                self._steps[id(regions)] = int(scored.table.step or 0)
                 for old in self._region_sets[:-8]:  # the latest few: a slice keeps its own indices anyway
                     self._descriptions.pop(id(old), None)
                     self._verdicts.pop(id(old), None)
+                    self._steps.pop(id(old), None)
                 del self._region_sets[:-8]
             return regions
 
@@ -267,6 +271,11 @@ class Lab(RunHook):
         regions.region(region_id)  # NotFound naming the regions that exist
         with self._lock:
             return self._descriptions[id(regions)][region_id]
+
+    def discovery_step(self, regions: "RegionSet") -> int:
+        """The training step of the scoring pass ``regions`` were discovered in."""
+        with self._lock:
+            return self._steps.get(id(regions), 0)
 
     def verdicts(self, regions: "RegionSet | None" = None) -> dict[str, Any]:
         """Region id -> noise.RegionVerdict of a discovery this lab made (default the latest), computed once

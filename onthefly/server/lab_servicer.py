@@ -53,8 +53,7 @@ class LabServicer(lab_pb2_grpc.LabServiceServicer):
 
     def _region_set(self, regions):
         descriptions = {r.id: self._lab.describe(r.id) for r in regions.regions}
-        step = self._lab.table(regions.split).step or 0
-        return convert.region_set(regions, int(step), descriptions)
+        return convert.region_set(regions, self._lab.discovery_step(regions), descriptions)
 
     def ListRegions(self, request, context):
         with domain_errors(context):
