@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from onthefly.runtime.errors import InvalidArgument
+from onthefly.runtime.errors import InvalidArgument, NotFound
 
 KINDS = ("region", "rest", "class", "group", "overall")
 TIMING_ROWS = 8192
@@ -76,8 +76,6 @@ class Comparison:
         for r in self.rows:
             if r.name == name:
                 return r
-        from onthefly.runtime.errors import NotFound
-
         raise NotFound(f"no resolution {name!r} in this comparison")
 
     def as_dict(self) -> dict[str, Any]:

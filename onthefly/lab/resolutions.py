@@ -40,7 +40,7 @@ from onthefly.lab.scoring import ScoreTable, state_dict_hash
 from onthefly.lab.train_steps import (
     DataSource, clone_model, clone_optimizer, replay, train_steps, uniform, upsample,
 )
-from onthefly.runtime.errors import InvalidArgument
+from onthefly.runtime.errors import InvalidArgument, NotFound
 
 CONTINUE, HARD, REGION, ROUTE = "continue", "upweight-hard", "upweight-region", "fork-route"
 MERGE_UNIFORM, MERGE_FISHER, DISTILL, ADAPTERS = "merge-uniform", "merge-fisher", "distill", "adapters"
@@ -129,8 +129,6 @@ class Menu:
         for r in self.resolutions:
             if r.name == name:
                 return r
-        from onthefly.runtime.errors import NotFound
-
         raise NotFound(f"no resolution {name!r} in this comparison; resolutions are: "
                        f"{', '.join(r.name for r in self.resolutions)}")
 
@@ -203,17 +201,15 @@ def run_menu(point: ForkPoint, extra: int, names: Sequence[str] = MENU, *, linea
             else:
                 resolutions.append(result)
     for r in resolutions:
-        r.spent.sample_gradients == extra or _mismatch(r, extra)
+        if r.spent.sample_gradients != extra:  # matched compute is the protocol's premise: never report without it
+            raise AssertionError(f"resolution {r.name} spent {r.spent.sample_gradients} sample-gradients, not "
+                                 f"E = {extra}")
         parents = (parent,) + tuple(s.id for s in specialists if r.details.get("uses_specialists"))
         r.lineage_id = f"{r.name}@{point.step}"
         lineage.add(r.lineage_id, "resolution", parents, step=point.step, state_hash=r.state_hash,
                     data={k: v for k, v in r.details.items() if isinstance(v, (int, float, str, list, bool))},
                     budget=extra, spent=r.spent.sample_gradients, replace=True)
     return Menu(extra, resolutions, skipped, specialists, parent, blocked)
-
-
-def _mismatch(r: Resolution, extra: int) -> None:
-    raise AssertionError(f"resolution {r.name} spent {r.spent.sample_gradients} sample-gradients, not E = {extra}")
 
 
 def _no_region_reason(point: ForkPoint) -> str | None:

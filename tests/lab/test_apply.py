@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn

@@ -3,7 +3,6 @@ flagged as label noise are never acted on; the comparison scores every slice wit
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
