@@ -6,7 +6,7 @@
     onthefly lab export r1 --format parquet -o r1.parquet
     onthefly lab import hard hard.csv          keep a slice (base indices) under a name
     onthefly lab select NAME --band 0.8 1      make a slice by rule (--class-errors L, --forgotten, --region r1)
-    onthefly lab classes | hist | quantiles | top | trajectory INDEX | sample INDEX
+    onthefly lab slices | classes | hist | quantiles | top | trajectory INDEX | sample INDEX
 
 Every command takes ``--json`` (one JSON object per line). The server never writes a file: an export
 streams the slice's bytes and this command writes the file you name (refusing to replace one unless
@@ -216,6 +216,16 @@ def cmd_classes(args) -> int:
     return 0
 
 
+def cmd_slices(args) -> int:
+    with _client(args) as client:
+        rows = _stub(client).ListSlices(lab_pb2.ListSlicesRequest(), timeout=args.timeout).slices
+    for s in rows:
+        _print(args, _slice_row(s), f"  {s.name:20} {s.size:>8} {SPLIT_NAMES.get(s.split, ''):5}  {s.source}")
+    if not rows and not args.json:
+        print("no slices yet (make one with `onthefly lab select` or `onthefly lab import`)")
+    return 0
+
+
 def cmd_hist(args) -> int:
     request = lab_pb2.HistogramRequest(split=SPLITS[args.split], scope=SCOPES[args.scope], bins=args.bins,
                                        log_scale=args.log)
@@ -336,6 +346,8 @@ def register(subparsers) -> None:
     p.add_argument("--forgotten", action="store_true", help="train samples learned and later lost")
     p.add_argument("--threshold", type=float, help="with --forgotten: loss under which a sample counts as learned")
     p.add_argument("--region", metavar="ID", help="members of a region")
+
+    add("slices", "the named slices this run's lab keeps", cmd_slices)
 
     p = add("classes", "per-class error of the latest scoring pass, worst first", cmd_classes)
     p.add_argument("--split", choices=SPLITS, default="train")

@@ -88,6 +88,10 @@ class LabServicer(lab_pb2_grpc.LabServiceServicer):
                 raise InvalidArgument("set one rule: loss_band, class_errors, forgotten or region")
             return lab_pb2.SelectResponse(slice=convert.slice_summary(made))
 
+    def ListSlices(self, request, context):
+        return lab_pb2.ListSlicesResponse(slices=[convert.slice_summary(s)
+                                                  for s in sorted(self._lab.slices(), key=lambda s: s.name)])
+
     def PerClassError(self, request, context):
         with domain_errors(context):
             return convert.per_class_error(self._lab.per_class_error(convert.split(request.split)))

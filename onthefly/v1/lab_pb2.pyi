@@ -804,6 +804,47 @@ class SelectResponse(_message.Message):
 Global___SelectResponse: _TypeAlias = SelectResponse  # noqa: Y015
 
 @_typing.final
+class ListSlicesRequest(_message.Message):
+    """ListSlicesRequest asks for every named slice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSlicesRequest: _TypeAlias = ListSlicesRequest  # noqa: Y015
+
+@_typing.final
+class ListSlicesResponse(_message.Message):
+    """ListSlicesResponse lists the slices, sorted by name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceSummary]:
+        """slices holds one summary per named slice."""
+
+    def __init__(
+        self,
+        *,
+        slices: _abc.Iterable[Global___SliceSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slices", b"slices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSlicesResponse: _TypeAlias = ListSlicesResponse  # noqa: Y015
+
+@_typing.final
 class PerClassErrorRequest(_message.Message):
     """PerClassErrorRequest names the split."""
 

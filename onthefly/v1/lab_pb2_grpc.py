@@ -69,6 +69,11 @@ class LabServiceStub:
                 request_serializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorRequest.SerializeToString,
                 response_deserializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorResponse.FromString,
                 _registered_method=True)
+        self.ListSlices = channel.unary_unary(
+                '/onthefly.v1.LabService/ListSlices',
+                request_serializer=onthefly_dot_v1_dot_lab__pb2.ListSlicesRequest.SerializeToString,
+                response_deserializer=onthefly_dot_v1_dot_lab__pb2.ListSlicesResponse.FromString,
+                _registered_method=True)
         self.Quantiles = channel.unary_unary(
                 '/onthefly.v1.LabService/Quantiles',
                 request_serializer=onthefly_dot_v1_dot_lab__pb2.QuantilesRequest.SerializeToString,
@@ -156,6 +161,13 @@ class LabServiceServicer:
 
     def PerClassError(self, request, context):
         """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSlices(self, request, context):
+        """ListSlices lists the named slices kept by this run's lab (made by Select or ImportSlice), by name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +261,11 @@ def add_LabServiceServicer_to_server(servicer, server):
                     servicer.PerClassError,
                     request_deserializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorRequest.FromString,
                     response_serializer=onthefly_dot_v1_dot_lab__pb2.PerClassErrorResponse.SerializeToString,
+            ),
+            'ListSlices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSlices,
+                    request_deserializer=onthefly_dot_v1_dot_lab__pb2.ListSlicesRequest.FromString,
+                    response_serializer=onthefly_dot_v1_dot_lab__pb2.ListSlicesResponse.SerializeToString,
             ),
             'Quantiles': grpc.unary_unary_rpc_method_handler(
                     servicer.Quantiles,
@@ -458,6 +475,33 @@ class LabService:
             '/onthefly.v1.LabService/PerClassError',
             onthefly_dot_v1_dot_lab__pb2.PerClassErrorRequest.SerializeToString,
             onthefly_dot_v1_dot_lab__pb2.PerClassErrorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSlices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onthefly.v1.LabService/ListSlices',
+            onthefly_dot_v1_dot_lab__pb2.ListSlicesRequest.SerializeToString,
+            onthefly_dot_v1_dot_lab__pb2.ListSlicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,8 @@ class LabServiceStub:
     """Select makes a named slice from a rule (a loss-quantile band, a class's errors, forgotten samples, a region)."""
     PerClassError: _grpc.UnaryUnaryMultiCallable[_lab_pb2.PerClassErrorRequest, _lab_pb2.PerClassErrorResponse]
     """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass."""
+    ListSlices: _grpc.UnaryUnaryMultiCallable[_lab_pb2.ListSlicesRequest, _lab_pb2.ListSlicesResponse]
+    """ListSlices lists the named slices kept by this run's lab (made by Select or ImportSlice), by name."""
     Quantiles: _grpc.UnaryUnaryMultiCallable[_lab_pb2.QuantilesRequest, _lab_pb2.QuantilesResponse]
     """Quantiles returns loss quantiles of one split over a scope, from a KLL sketch or exactly."""
     Histogram: _grpc.UnaryUnaryMultiCallable[_lab_pb2.HistogramRequest, _lab_pb2.HistogramResponse]
@@ -89,6 +91,8 @@ class LabServiceAsyncStub(LabServiceStub):
     """Select makes a named slice from a rule (a loss-quantile band, a class's errors, forgotten samples, a region)."""
     PerClassError: _aio.UnaryUnaryMultiCallable[_lab_pb2.PerClassErrorRequest, _lab_pb2.PerClassErrorResponse]  # type: ignore[assignment]
     """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass."""
+    ListSlices: _aio.UnaryUnaryMultiCallable[_lab_pb2.ListSlicesRequest, _lab_pb2.ListSlicesResponse]  # type: ignore[assignment]
+    """ListSlices lists the named slices kept by this run's lab (made by Select or ImportSlice), by name."""
     Quantiles: _aio.UnaryUnaryMultiCallable[_lab_pb2.QuantilesRequest, _lab_pb2.QuantilesResponse]  # type: ignore[assignment]
     """Quantiles returns loss quantiles of one split over a scope, from a KLL sketch or exactly."""
     Histogram: _aio.UnaryUnaryMultiCallable[_lab_pb2.HistogramRequest, _lab_pb2.HistogramResponse]  # type: ignore[assignment]
@@ -161,6 +165,14 @@ class LabServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lab_pb2.PerClassErrorResponse, _abc.Awaitable[_lab_pb2.PerClassErrorResponse]]:
         """PerClassError returns every label's sample count, errors, error rate and mean loss in the split's latest scoring pass."""
+
+    @_abc_1.abstractmethod
+    def ListSlices(
+        self,
+        request: _lab_pb2.ListSlicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lab_pb2.ListSlicesResponse, _abc.Awaitable[_lab_pb2.ListSlicesResponse]]:
+        """ListSlices lists the named slices kept by this run's lab (made by Select or ImportSlice), by name."""
 
     @_abc_1.abstractmethod
     def Quantiles(

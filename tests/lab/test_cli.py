@@ -101,5 +101,7 @@ def test_statistics_and_trajectory(run, capsys):
     assert [c["error_rate"] for c in classes] == sorted((c["error_rate"] for c in classes), reverse=True)
     code, out, _ = _cli(capsys, run, "select", "hard", "--band", "0.9", "1", "--json")
     assert code == 0 and json.loads(out)["name"] == "hard"
+    code, out, _ = _cli(capsys, run, "slices", "--json")
+    assert code == 0 and [json.loads(line)["name"] for line in out.splitlines()] == ["hard"]
     code, _, err = _cli(capsys, run, "select", "x")
     assert code == 1 and "exactly one rule" in err
