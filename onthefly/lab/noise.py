@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onthefly.lab.features import FeatureSpace, fit_space
 from onthefly.lab.regions import RegionSet
 from onthefly.lab.scoring import ScoreTable
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
@@ -34,21 +35,23 @@ REGIME = "regime"
 MIN_FRACTION = 0.15
 MIN_LIFT = 2.0
 CLASSIFIERS = ("knn", "logistic")
+MAX_SAMPLES, COMPACT_ABOVE, COMPACT_WIDTH = 50_000, 10_000, 256
 
 
 @dataclass(frozen=True)
 class LabelIssues:
     """The per-sample result of confident learning over one score table (rows in table order)."""
 
-    issues: np.ndarray  # bool (N,): the given label looks wrong
-    given_label_prob: np.ndarray  # float32 (N,): out-of-sample probability of the given label
-    suggested: np.ndarray  # int64 (N,): the out-of-sample most likely class
+    issues: np.ndarray  # bool (N,): the given label looks wrong (False where not checked)
+    given_label_prob: np.ndarray  # float32 (N,): out-of-sample probability of the given label (NaN: not checked)
+    suggested: np.ndarray  # int64 (N,): the out-of-sample most likely class (-1: not checked)
     classifier: str
     folds: int
+    checked: np.ndarray  # bool (N,): rows the check covered (all of them up to ``max_samples``)
 
     @property
     def rate(self) -> float:
-        return float(self.issues.mean()) if len(self.issues) else float("nan")
+        return float(self.issues[self.checked].mean()) if self.checked.any() else float("nan")
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,15 @@ class RegionVerdict:
 
 
 def find_issues(table: ScoreTable, x: np.ndarray | None = None, *, seed: int = 0, folds: int = 5,
-                classifier: str = "knn", use_embedding: bool = True) -> LabelIssues:
-    """Confident learning on cross-validated probabilities (see the module docstring)."""
+                classifier: str = "knn", use_embedding: bool = True, space: FeatureSpace | None = None,
+                max_samples: int = MAX_SAMPLES) -> LabelIssues:
+    """Confident learning on cross-validated probabilities (see the module docstring).
+
+    Tables larger than ``max_samples`` are checked on a seeded random sample of that size (``checked``):
+    region verdicts need rates, not every sample. Up to ``COMPACT_ABOVE`` checked samples (and
+    ``COMPACT_WIDTH`` features) the classifier sees the whole standardized inputs and embedding; beyond,
+    the compact PCA space of the regions (``space``, or one fitted here) so that k-NN stays fast.
+    """
     from cleanlab.filter import find_label_issues
 
     if classifier not in CLASSIFIERS:
@@ -77,12 +87,26 @@ def find_issues(table: ScoreTable, x: np.ndarray | None = None, *, seed: int = 0
     n, classes = len(table), table.probs.shape[1]
     if n == 0:
         raise FailedPrecondition("the score table is empty: nothing to check for label noise")
+    if max_samples < 2:
+        raise InvalidArgument(f"max_samples must be >= 2, got {max_samples}")
+    rows = np.arange(n)
+    if n > max_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
     features = _features(table, x, use_embedding)
-    probs, used_folds = _out_of_sample_probs(features, table.label, classes, seed, folds, classifier)
-    issues = find_label_issues(labels=table.label, pred_probs=probs, filter_by="prune_by_noise_rate")
-    return LabelIssues(issues=np.asarray(issues, dtype=bool),
-                       given_label_prob=probs[np.arange(n), table.label].astype(np.float32),
-                       suggested=probs.argmax(axis=1).astype(np.int64), classifier=classifier, folds=used_folds)
+    if len(rows) > COMPACT_ABOVE or features.shape[1] > COMPACT_WIDTH:
+        embedding = table.embedding if use_embedding else None
+        space = space if space is not None else fit_space(x, embedding)
+        features = space.transform(x if space.uses_input else None, embedding if space.uses_embedding else None)
+    labels = table.label[rows]
+    probs, used_folds = _out_of_sample_probs(features[rows], labels, classes, seed, folds, classifier)
+    found = find_label_issues(labels=labels, pred_probs=probs, filter_by="prune_by_noise_rate")
+    issues, given, suggested, checked = (np.zeros(n, bool), np.full(n, np.nan, np.float32),
+                                         np.full(n, -1, np.int64), np.zeros(n, bool))
+    issues[rows], checked[rows] = np.asarray(found, dtype=bool), True
+    given[rows] = probs[np.arange(len(rows)), labels]
+    suggested[rows] = probs.argmax(axis=1)
+    return LabelIssues(issues=issues, given_label_prob=given, suggested=suggested, classifier=classifier,
+                       folds=used_folds, checked=checked)
 
 
 def region_verdicts(table: ScoreTable, regions: RegionSet, x: np.ndarray | None = None, *, seed: int = 0,
@@ -92,16 +116,19 @@ def region_verdicts(table: ScoreTable, regions: RegionSet, x: np.ndarray | None 
     if len(regions.index) != len(table) or not np.array_equal(regions.index, table.index):
         raise InvalidArgument("these regions were discovered on another score table; pass the table they came from")
     if issues is None:
-        issues = find_issues(table, x, seed=seed, folds=folds, classifier=classifier)
+        issues = find_issues(table, x, seed=seed, folds=folds, classifier=classifier, space=regions.space,
+                             use_embedding=regions.space.uses_embedding)
+    sampled = "" if issues.checked.all() else f" (a random {int(issues.checked.sum())} of {len(table)} samples)"
     method = (f"cleanlab find_label_issues (prune_by_noise_rate) on {issues.folds}-fold cross-validated "
-              f"{issues.classifier} probabilities")
+              f"{issues.classifier} probabilities{sampled}")
     verdicts = []
     for region in regions.regions:
         inside = np.zeros(len(table), bool)
         inside[region.positions] = True
         flagged = issues.issues & inside
-        fraction = float(flagged.sum() / max(inside.sum(), 1))
-        rest = float(issues.issues[~inside].mean()) if (~inside).any() else 0.0
+        fraction = float(flagged.sum() / max((inside & issues.checked).sum(), 1))
+        others = ~inside & issues.checked
+        rest = float(issues.issues[others].mean()) if others.any() else 0.0
         noisy = fraction >= min_fraction and fraction >= min_lift * rest
         reason = (f"{fraction:.0%} of {region.id}'s {region.size} samples look mislabelled vs {rest:.0%} elsewhere"
                   + (": likely label noise, do not upweight" if noisy else ": a regime, not noise"))

@@ -97,7 +97,8 @@ class RegionSet:
     def cluster_of(self, x: np.ndarray | None = None, embedding: np.ndarray | None = None) -> np.ndarray:
         """Nearest cluster of each sample (all ``k`` clusters, regions or not)."""
         points = self.space.transform(x, embedding)
-        distances = ((points[:, None, :] - self.centroids[None, :, :]) ** 2).sum(axis=2)
+        # |p - c|^2 without the (N, k, dims) difference array: p.p is the same for every centroid.
+        distances = (self.centroids ** 2).sum(axis=1)[None, :] - 2.0 * points @ self.centroids.T
         return distances.argmin(axis=1).astype(np.int64)
 
     def assign(self, x: np.ndarray | None = None, embedding: np.ndarray | None = None) -> np.ndarray:

@@ -45,3 +45,14 @@ def test_bad_input():
         region_verdicts(other, regions)
     with pytest.raises(InvalidArgument, match="rows"):
         find_issues(table, np.zeros((3, 64)))
+
+
+def test_large_tables_are_checked_on_a_seeded_sample():
+    bench, table, regions = _scored("digits-noise", 202)
+    issues = find_issues(table, bench.x_train, seed=1, max_samples=600)
+    again = find_issues(table, bench.x_train, seed=1, max_samples=600)
+    assert issues.checked.sum() == 600 and np.array_equal(issues.checked, again.checked)
+    assert not issues.issues[~issues.checked].any() and np.all(issues.suggested[~issues.checked] == -1)
+    verdicts = region_verdicts(table, regions, bench.x_train, issues=issues)
+    assert any(v.noisy for v in verdicts)
+    assert "600 of" in verdicts[0].method
