@@ -304,8 +304,11 @@ class Workbench:
             if resolution.optimizer is not None:
                 ctx.optimizer.load_state_dict(resolution.optimizer.state_dict())
             record = self._record(ctx, resolution, replaced, "weights", None)
+            built = self.comparison().step
             message = (f"swapped in {resolution.name}'s weights ({resolution.state_hash[:12]}) "
-                       f"{'and optimizer state ' if resolution.optimizer is not None else ''}at step {ctx.step}")
+                       f"{'and optimizer state ' if resolution.optimizer is not None else ''}at step {ctx.step}"
+                       + (f" (built from the generalist of step {built}; the {ctx.step - built} step(s) since are "
+                          "replaced)" if ctx.step != built else ""))
             kind = "weights"
         applied = Applied(cmd.resolution, ctx.step, resolution.state_hash, replaced, kind, record, message)
         node = f"applied:{cmd.resolution}@{ctx.step}"
