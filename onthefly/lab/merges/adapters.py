@@ -13,14 +13,14 @@ One adapter set per region is trained on the region with ``replay_fraction`` of 
 sample-gradients (conservative; the protocol's rule). The optimizer is the generalist's class and
 hyperparameters with fresh state (the adapter weights are new parameters) and ``LR_SCALE`` times its
 learning rate (``lr=`` sets it): low-rank adapters are usually trained at several times a full
-fine-tune's rate, and at the generalist's own rate they barely moved (digits-shift validation, fused, replay 0.5:
-worst group 54% on average over seeds 201-205 against 80% at 10x).
+fine-tune's rate, and at the generalist's own rate they barely moved (digits-shift validation, fused,
+replay 0.5: worst group 54% on average over seeds 201-205 against 80% at 10x).
 
 The defaults (replay 0.7, 20x) were chosen on VALIDATION data with ``benchmarks/bench_lab_adapters.py``
 (seeds 201-205, E = 0.5 x base; points against continuing the generalist, overall / worst group):
 replay 0.5 at 10x: digits-shift -2.1 / +28.5, mixture -0.0 / +15.3, imbalanced -3.0 / -5.0;
 replay 0.6 at 20x: +0.8 / +26.3, +0.1 / +13.9, -1.7 / +0.0; replay 0.7 at 20x: +3.3 / +23.0, -0.1 / +10.4,
-+1.0 / +5.6 — the only setting not worse overall than continuing on any of the three.
++1.0 / +5.6: the only setting within 0.1 point of continuing overall, or better, on all three.
 
 - ``mode="fused"``: every region's ``B @ A`` is added into the generalist's weights: one plain model of the
   user's architecture, one model's inference cost.
