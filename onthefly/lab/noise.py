@@ -32,6 +32,7 @@ from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
 
 NOISE = "likely label noise - do not upweight"
 REGIME = "regime"
+UNCHECKED = "unchecked"
 MIN_FRACTION = 0.15
 MIN_LIFT = 2.0
 CLASSIFIERS = ("knn", "logistic")
@@ -60,7 +61,7 @@ class RegionVerdict:
 
     region_id: str
     noisy: bool
-    verdict: str  # NOISE or REGIME
+    verdict: str  # NOISE, REGIME, or UNCHECKED (too few samples per class to cross-validate)
     noise_fraction: float  # members flagged as label issues
     rest_fraction: float  # non-members flagged (the baseline)
     flagged: int  # members flagged
@@ -99,7 +100,11 @@ def find_issues(table: ScoreTable, x: np.ndarray | None = None, *, seed: int = 0
         features = space.transform(x if space.uses_input else None, embedding if space.uses_embedding else None)
     labels = table.label[rows]
     probs, used_folds = _out_of_sample_probs(features[rows], labels, classes, seed, folds, classifier)
-    found = find_label_issues(labels=labels, pred_probs=probs, filter_by="prune_by_noise_rate")
+    # Confident learning over the classes that occur: a model class no sample carries has no threshold.
+    present = np.unique(labels)
+    compact = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+    found = find_label_issues(labels=np.searchsorted(present, labels), pred_probs=compact,
+                              filter_by="prune_by_noise_rate")
     issues, given, suggested, checked = (np.zeros(n, bool), np.full(n, np.nan, np.float32),
                                          np.full(n, -1, np.int64), np.zeros(n, bool))
     issues[rows], checked[rows] = np.asarray(found, dtype=bool), True
@@ -116,8 +121,14 @@ def region_verdicts(table: ScoreTable, regions: RegionSet, x: np.ndarray | None 
     if len(regions.index) != len(table) or not np.array_equal(regions.index, table.index):
         raise InvalidArgument("these regions were discovered on another score table; pass the table they came from")
     if issues is None:
-        issues = find_issues(table, x, seed=seed, folds=folds, classifier=classifier, space=regions.space,
-                             use_embedding=regions.space.uses_embedding)
+        try:
+            issues = find_issues(table, x, seed=seed, folds=folds, classifier=classifier, space=regions.space,
+                                 use_embedding=regions.space.uses_embedding)
+        except FailedPrecondition as exc:  # too few samples per class to cross-validate: say so per region
+            return [RegionVerdict(region_id=r.id, noisy=False, verdict=UNCHECKED, noise_fraction=float("nan"),
+                                  rest_fraction=float("nan"), flagged=0, size=r.size, examples=(),
+                                  reason=f"not checked for label noise: {exc}", method="none")
+                    for r in regions.regions]
     sampled = "" if issues.checked.all() else f" (a random {int(issues.checked.sum())} of {len(table)} samples)"
     method = (f"cleanlab find_label_issues (prune_by_noise_rate) on {issues.folds}-fold cross-validated "
               f"{issues.classifier} probabilities{sampled}")

@@ -56,3 +56,20 @@ def test_large_tables_are_checked_on_a_seeded_sample():
     verdicts = region_verdicts(table, regions, bench.x_train, issues=issues)
     assert any(v.noisy for v in verdicts)
     assert "600 of" in verdicts[0].method
+
+
+def test_too_few_samples_per_class_gives_unchecked_verdicts_not_an_error():
+    import torch
+
+    from onthefly.demos.boring import BoringModel, boring_dataset
+    from onthefly.lab.noise import UNCHECKED
+
+    torch.manual_seed(0)
+    data = boring_dataset(40, seed=0)
+    data.tensors[1][:] = 0
+    data.tensors[1][0] = 1  # one sample of label 1: nothing to cross-validate it against
+    table = score(BoringModel(), data)
+    regions = discover_regions(table, None, k=2, ratio=0.5)
+    verdicts = region_verdicts(table, regions)
+    assert verdicts and all(v.verdict == UNCHECKED and not v.noisy for v in verdicts)
+    assert "2 classes with 2 samples" in verdicts[0].reason
