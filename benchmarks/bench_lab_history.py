@@ -12,7 +12,9 @@
 2. Overhead (``--only overhead``): an MLP 784-256-10, batch 128, 1 torch thread, ``--overhead-samples``
    samples (one epoch); per rep, in random order, the bare loop, Trainer (no server; its default session),
    and Trainer with a Lab (history and sketches fed from the pump). Prints the median of per-rep ratios of
-   per-step wall time and of training-thread CPU time: lab / trainer (what the lab adds) and trainer / bare.
+   per-step wall time and of training-thread CPU time: lab / trainer (what the lab adds) and trainer / bare,
+   and the CPU time per step the lab's own threads spend (the pump in its observer, the history writer):
+   the figure a loaded machine does not move much, since it is thread CPU time, not wall time.
 """
 
 from __future__ import annotations
@@ -124,12 +126,50 @@ class _Rows(torch.utils.data.Dataset):
         return self.base[i % 4096] + 0.1 * self.y[i], self.y[i]
 
 
+class _Spent:
+    """CPU seconds the lab's own threads spend: the pump in the lab's observer, the history's writer."""
+
+    def __init__(self) -> None:
+        self.pump = 0.0
+        self.writer = 0.0
+
+
+def _timed_lab(spent: _Spent):
+    from onthefly.lab.history import SampleHistory
+    from onthefly.lab.lab import Lab
+
+    class TimedHistory(SampleHistory):
+        def _write(self, split, buffer):
+            t = time.thread_time()
+            try:
+                super()._write(split, buffer)
+            finally:
+                spent.writer += time.thread_time() - t
+
+    class TimedLab(Lab):
+        def _observe(self, events):
+            t = time.thread_time()
+            super()._observe(events)
+            spent.pump += time.thread_time() - t
+
+        def _attach_history(self):
+            import onthefly.lab.lab as lab_module
+
+            saved = lab_module.SampleHistory
+            lab_module.SampleHistory = TimedHistory
+            try:
+                super()._attach_history()
+            finally:
+                lab_module.SampleHistory = saved
+
+    return TimedLab()
+
+
 def bench_overhead(reps: int, n: int) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_overhead import Stamps, bare_loop, make_model, per_step
 
     from onthefly import Trainer
-    from onthefly.lab.lab import Lab
     from onthefly.sessions import Sessions
 
     torch.set_num_threads(1)
@@ -140,6 +180,9 @@ def bench_overhead(reps: int, n: int) -> dict:
     ratios: dict[str, list[float]] = {"lab/trainer": [], "trainer/bare": [], "lab/bare": []}
     cpu: dict[str, list[float]] = {k: [] for k in ratios}
     ms: dict[str, list[float]] = {"bare": [], "trainer": [], "lab": []}
+    cpu_ms: dict[str, list[float]] = {"bare": [], "trainer": [], "lab": []}
+    pump_us: list[float] = []
+    writer_us: list[float] = []
     order = random.Random(0)
     try:
         for _ in range(reps):
@@ -152,14 +195,19 @@ def bench_overhead(reps: int, n: int) -> dict:
                     continue
                 model, opt, loss_fn = make_model()
                 hook = Stamps()
-                hooks = [Sessions(store=store), hook] + ([Lab()] if side == "lab" else [])
+                spent = _Spent()
+                hooks = [Sessions(store=store), hook] + ([_timed_lab(spent)] if side == "lab" else [])
                 Trainer("bench", side, max_steps=steps, serve=False, verbose=False, capture_logging=False,
                         hooks=hooks).fit(model, opt, loss_fn, loader)
                 stamps[side] = hook.stamps
+                if side == "lab":
+                    pump_us.append(spent.pump / steps * 1e6)
+                    writer_us.append(spent.writer / steps * 1e6)
             wall = {s: per_step(st, warmup) for s, st in stamps.items()}
             thread = {s: per_step(st, warmup, 1) for s, st in stamps.items()}
             for s in ms:
                 ms[s].append(wall[s] * 1e3)
+                cpu_ms[s].append(thread[s] * 1e3)
             for key in ratios:
                 a, b = key.split("/")
                 ratios[key].append(wall[a] / wall[b])
@@ -167,6 +215,8 @@ def bench_overhead(reps: int, n: int) -> dict:
     finally:
         shutil.rmtree(store, ignore_errors=True)
     return {"samples": n, "steps": steps, "reps": reps, "ms_per_step": {k: statistics.median(v) for k, v in ms.items()},
+            "cpu_ms_per_step": {k: statistics.median(v) for k, v in cpu_ms.items()},
+            "lab_pump_us_per_step": statistics.median(pump_us), "lab_writer_us_per_step": statistics.median(writer_us),
             "ratio": {k: statistics.median(v) for k, v in ratios.items()},
             "cpu_ratio": {k: statistics.median(v) for k, v in cpu.items()}}
 
@@ -198,6 +248,10 @@ def main() -> None:
               + ", ".join(f"{k} {v:.3f}" for k, v in o["ms_per_step"].items()))
         for key in o["ratio"]:
             print(f"  {key:13} wall {o['ratio'][key]:.3f}   training-thread CPU {o['cpu_ratio'][key]:.3f}")
+        step_cpu = o["cpu_ms_per_step"]["trainer"] * 1e3
+        print(f"  the lab's own threads, CPU per step: pump (history + sketches) {o['lab_pump_us_per_step']:.1f} us, "
+              f"history writer {o['lab_writer_us_per_step']:.1f} us; the training thread runs none of it "
+              f"(its CPU per step under Trainer: {step_cpu:.0f} us)")
 
 
 if __name__ == "__main__":
