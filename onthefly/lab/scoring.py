@@ -118,7 +118,7 @@ def score(model: nn.Module, dataset: Dataset, *, loss_fn: Callable[..., torch.Te
     def keep(_module: nn.Module, args: tuple, output: Any = None) -> None:
         value = args[0] if use_input else output
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"layer {layer_name!r} produced {type(value).__name__}, not a tensor; name another layer")
+            raise InvalidArgument(f"layer {layer_name!r} produced {type(value).__name__}, not a tensor; name another layer")
         captured.append(value.detach().reshape(value.shape[0], -1).float().cpu())
 
     handle = hooked.register_forward_pre_hook(keep) if use_input else hooked.register_forward_hook(keep)
@@ -128,12 +128,12 @@ def score(model: nn.Module, dataset: Dataset, *, loss_fn: Callable[..., torch.Te
         with _preserved(model, seed), torch.no_grad():
             for batch in loader:
                 if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                    raise TypeError("score() needs batches of (inputs, targets, ...); got "
-                                    f"{type(batch).__name__}")
+                    raise InvalidArgument(f"score() needs batches of (inputs, targets, ...); got {type(batch).__name__}")
                 inputs, targets = _to(batch[0], device), _to(batch[1], device)
                 outputs = model(inputs)
-                if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
-                    raise TypeError("score() needs a classifier returning (batch, classes) logits")
+                if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2 or outputs.shape[1] < 2:
+                    raise InvalidArgument("score() needs a classifier returning (batch, classes) logits with at "
+                                          "least 2 classes")
                 losses.append(per_sample(outputs, targets).float().cpu())
                 probs.append(torch.softmax(outputs.float(), dim=1).cpu())
                 labels.append(targets.reshape(-1).long().cpu())

@@ -87,3 +87,11 @@ def test_bad_input_names_the_fix():
         score(nn.Sequential(nn.Flatten()), data)
     with pytest.raises(InvalidArgument, match="batch_size"):
         score(model, data, batch_size=0)
+
+
+def test_unsupported_models_and_batches_are_refused_clearly():
+    data = boring_dataset(10, seed=0)
+    with pytest.raises(InvalidArgument, match="at least 2 classes"):
+        score(nn.Sequential(nn.Linear(16, 1)), data)
+    with pytest.raises(InvalidArgument, match="batches of \\(inputs, targets"):
+        score(_model(), data.tensors[0])
