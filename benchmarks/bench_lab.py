@@ -104,10 +104,21 @@ def interval(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(data.mean()), "ci95": half, "n": int(len(data))}
 
 
+def proportion(count: int, n: int) -> dict[str, float]:
+    """A count of seeds as a rate with its exact (Clopper-Pearson) 95% interval."""
+    from scipy import stats
+
+    low, high = stats.binomtest(count, n).proportion_ci(0.95, method="exact") if n else (float("nan"),) * 2
+    return {"count": int(count), "n": int(n), "rate": count / n if n else float("nan"), "low": float(low),
+            "high": float(high)}
+
+
 def summarize_discovery(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(seeds)
     return {
         "seeds_found": sum(s["found"] for s in seeds), "seeds": n,
+        "found_rate": proportion(sum(s["found"] for s in seeds), n),
+        "noise_flagged_rate": proportion(sum(s["noise_flagged"] for s in seeds), n),
         "bar": f"union of regions >= {PURITY_BAR:.0%} pure and >= {RECALL_BAR:.0%} recall of the hard slice",
         "union_purity": interval([s["union_purity"] for s in seeds]),
         "union_recall": interval([s["union_recall"] for s in seeds]),
@@ -178,11 +189,13 @@ def render(result: dict[str, Any]) -> str:
     d = result["discovery"]
     ci = lambda s: f"{s['mean']:.3f} ± {s['ci95']:.3f}"  # noqa: E731
     lines = [f"== {result['benchmark']} (seeds {result['seeds'][0]}-{result['seeds'][-1]})",
-             f"  slice found ({d['bar']}): {d['seeds_found']}/{d['seeds']} seeds",
+             f"  slice found ({d['bar']}): {d['seeds_found']}/{d['seeds']} seeds "
+             f"(95% CI {d['found_rate']['low']:.2f}-{d['found_rate']['high']:.2f})",
              f"  union purity {ci(d['union_purity'])}, recall {ci(d['union_recall'])}; "
              f"r1 purity {ci(d['r1_purity'])}, recall {ci(d['r1_recall'])}",
              f"  regions per seed {ci(d['regions_per_seed'])} (some region in {d['seeds_with_regions']}/{d['seeds']})",
-             f"  noise: a region flagged in {d['seeds_noise_flagged']}/{d['seeds']} seeds; the slice's region "
+             f"  noise: a region flagged in {d['seeds_noise_flagged']}/{d['seeds']} seeds (95% CI "
+             f"{d['noise_flagged_rate']['low']:.2f}-{d['noise_flagged_rate']['high']:.2f}); the slice's region "
              f"flagged in {d['seeds_slice_region_flagged']}/{d['seeds']}"]
     if d["issue_precision"]["n"]:
         lines.append(f"  label issues: precision {ci(d['issue_precision'])}, recall {ci(d['issue_recall'])}")
