@@ -1,6 +1,6 @@
 """Error-region discovery (PROTOCOL finding 2): cluster ALL samples label-free, keep the high-loss clusters.
 
-    regions = discover_regions(table, x=inputs, k=8, ratio=2.0, max_regions=4, seed=0)
+    regions = discover_regions(table, x=inputs, k=8, ratio=1.5, max_regions=4, seed=0)
     where = regions.assign(x_test, embed(model, x_test))     # region position per sample, -1 = rest
 
 Every scored sample is placed in a label-free space (``features.py``: PCA-8 of the inputs beside PCA-8
