@@ -48,20 +48,23 @@ class CentroidRouter(nn.Module):
 
     The feature map is affine per block and only the nearest centroid matters, so the squared distance
     ``|f|^2 - 2 f.c_k + |c_k|^2`` loses its per-sample term and the rest folds into one linear score per
-    centroid: ``x @ input_weight.T + embedding @ embedding_weight.T + bias``, lowest wins (two small
-    matmuls instead of a projection and a (batch, clusters, dims) distance tensor; weights are stored
-    (clusters, features) like ``nn.Linear``'s, whose kernel is faster here than a matmul into 8 columns). A
-    block with no features is unused.
+    centroid: ``(x - input_mean) @ input_weight.T + (embedding - embedding_mean) @ embedding_weight.T +
+    bias``, lowest wins (two small matmuls instead of a projection and a (batch, clusters, dims) distance
+    tensor; weights are stored (clusters, features) like ``nn.Linear``'s, whose kernel is faster here than a
+    matmul into 8 columns). Centring first keeps float32 exact for inputs far from zero (folding the mean
+    into the bias would cancel large numbers). A block with no features is unused.
     ``cluster_expert[c]`` is the expert of centroid ``c``. Scores are float32, like the models: squared
     distances in this unit-variance space are O(1) apart and float32's error is about 1e-6, so a route
     differs from ``RegionSet.assign``'s float64 one only at an exact tie (none in the tests' samples).
     """
 
-    def __init__(self, input_weight: torch.Tensor, embedding_weight: torch.Tensor, bias: torch.Tensor,
-                 cluster_expert: torch.Tensor) -> None:
+    def __init__(self, input_mean: torch.Tensor, input_weight: torch.Tensor, embedding_mean: torch.Tensor,
+                 embedding_weight: torch.Tensor, bias: torch.Tensor, cluster_expert: torch.Tensor) -> None:
         super().__init__()
         f32 = torch.float32
+        self.register_buffer("input_mean", input_mean.to(f32).reshape(-1))
         self.register_buffer("input_weight", input_weight.to(f32))
+        self.register_buffer("embedding_mean", embedding_mean.to(f32).reshape(-1))
         self.register_buffer("embedding_weight", embedding_weight.to(f32))
         self.register_buffer("bias", bias.to(f32).reshape(-1))
         self.register_buffer("cluster_expert", cluster_expert.to(torch.int64).reshape(-1))
@@ -70,6 +73,9 @@ class CentroidRouter(nn.Module):
             w = getattr(self, name)
             if w.dim() != 2 or w.shape[0] != k:
                 raise InvalidArgument(f"{name} must be ({k}, features) for {k} centroids, got {tuple(w.shape)}")
+        if self.input_mean.numel() != self.input_weight.shape[1] or \
+                self.embedding_mean.numel() != self.embedding_weight.shape[1]:
+            raise InvalidArgument("each block's mean needs one value per feature of its weight")
         if self.cluster_expert.numel() != k:
             raise InvalidArgument("cluster_expert needs one expert index per centroid")
         if not (self.uses_input or self.uses_embedding):
@@ -78,7 +84,7 @@ class CentroidRouter(nn.Module):
     @classmethod
     def shaped_like(cls, state: dict[str, torch.Tensor], prefix: str = "") -> "CentroidRouter":
         """An empty router with the shapes of a saved one (then ``load_state_dict`` fills it)."""
-        names = ("input_weight", "embedding_weight", "bias", "cluster_expert")
+        names = ("input_mean", "input_weight", "embedding_mean", "embedding_weight", "bias", "cluster_expert")
         try:
             return cls(*(torch.ones_like(state[prefix + n]) for n in names))
         except KeyError as exc:
@@ -97,10 +103,11 @@ class CentroidRouter(nn.Module):
         """(batch, centroids): squared distance to each centroid minus the sample's own squared norm."""
         out = None
         if self.uses_input:
-            out = F.linear(x.reshape(x.shape[0], -1).to(torch.float32), self.input_weight, self.bias)
+            a = x.reshape(x.shape[0], -1).to(torch.float32) - self.input_mean
+            out = F.linear(a, self.input_weight, self.bias)
         if self.uses_embedding:
-            e = F.linear(embedding.reshape(embedding.shape[0], -1).to(torch.float32), self.embedding_weight,
-                         None if out is not None else self.bias)
+            e = embedding.reshape(embedding.shape[0], -1).to(torch.float32) - self.embedding_mean
+            e = F.linear(e, self.embedding_weight, None if out is not None else self.bias)
             out = e if out is None else out + e
         assert out is not None  # the constructor refuses an empty feature space
         return out
@@ -205,18 +212,20 @@ def router_from_space(space: Any, centroids: np.ndarray, cluster_expert: np.ndar
     centroids = np.asarray(centroids, dtype=np.float64)
     bias = (centroids ** 2).sum(axis=1)
     weights = {"input": np.zeros((len(centroids), 0)), "embedding": np.zeros((len(centroids), 0))}
+    means = {"input": np.zeros(0), "embedding": np.zeros(0)}
     at = 0
     for block in space.blocks:
         components = np.asarray(block.components, dtype=np.float64)
         p = components.shape[0]
-        # -2 f.c_k with f = (a - mean) @ components.T / scale  ->  a @ w + (-mean @ w)
+        # -2 f.c_k with f = (a - mean) @ components.T / scale  ->  (a - mean) @ w
         w = -2.0 * components.T @ centroids[:, at:at + p].T / float(block.scale)
         weights[block.name] = w.T
-        bias = bias - np.asarray(block.mean, dtype=np.float64) @ w
+        means[block.name] = np.asarray(block.mean, dtype=np.float64)
         at += p
     if at != centroids.shape[1]:
         raise InvalidArgument(f"centroids have {centroids.shape[1]} dimensions but the feature space has {at}")
-    return CentroidRouter(torch.as_tensor(weights["input"]), torch.as_tensor(weights["embedding"]),
+    return CentroidRouter(torch.as_tensor(means["input"]), torch.as_tensor(weights["input"]),
+                          torch.as_tensor(means["embedding"]), torch.as_tensor(weights["embedding"]),
                           torch.as_tensor(bias), torch.as_tensor(np.asarray(cluster_expert, dtype=np.int64)))
 
 

@@ -179,3 +179,18 @@ def test_router_built_from_discovered_regions_routes_exactly_as_regionset_assign
     assert np.array_equal(routed.route(x_test).numpy(), want)
     with pytest.raises(InvalidArgument, match="one specialist per region"):
         build_routed(generalist, specialists + [generalist], regions)
+
+
+def test_router_stays_exact_for_inputs_far_from_zero():
+    """float32 scores: centring before the matmul keeps routes right when features carry a large offset."""
+    torch.manual_seed(0)
+    generalist = BoringModel().eval()
+    x = boring_dataset(300, seed=4).tensors[0].double() * 0.01 + 1e4  # tiny spread around a huge offset
+    emb = embed(generalist, x.float())
+    space = fit_space(x.numpy(), emb)
+    km = KMeans(n_clusters=5, n_init=4, random_state=0).fit(space.transform(x.numpy(), emb))
+    cluster_expert = np.arange(5) % 2
+    router = router_from_space(space, km.cluster_centers_, cluster_expert)
+    want = cluster_expert[km.predict(space.transform(x.numpy(), emb))]
+    got = router(x.float(), torch.from_numpy(emb)).numpy()
+    assert np.array_equal(got, want)  # folding the mean into the bias instead misroutes 2 of these 300
