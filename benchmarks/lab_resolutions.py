@@ -14,6 +14,18 @@ spent, inference cost (FLOPs and measured time per sample relative to one genera
 recommended resolution; plus paired differences (fork + route against (a) and (b); the recommendation
 against the best of (a)/(b)/(b') of each seed). ``bench_lab.py`` merges ``run_benchmark``'s dict into its
 JSON object per benchmark.
+
+Measured at f1e6f9c (seeds 200-214, 2-core shared VM, one torch thread; mean ± 95% t-CI over seeds; accuracy
+in points; FLOPs per sample relative to one generalist; seeds where no region was found run no region
+resolution):
+- digits-shift: fork + route - (a) worst group +24.6 ± 3.1, - (b) +16.0 ± 3.3, - (b') +1.1 ± 1.4, overall
+  -0.1 ± 0.8, 1.35x FLOPs (measured time 4.0x: the router's float64 feature map costs more than a 64-32-32-10
+  MLP). Recommended: worst group 69.0 against (b')'s 71.6, overall -0.3 ± 0.7 against (a).
+- mixture: recommended worst 81.7 against (b')'s 82.5, overall +0.2 ± 0.5.
+- imbalanced: (b) is the only resolution that lifts the rare class (5.7 -> 23.8) and it costs 7.5 points
+  overall; the recommendation keeps (a) in 12/15 seeds (worst 6.3, overall -0.1).
+- digits-noise: regions flagged as noise in 14/15 seeds, (b) blocked in 13/15; recommended worst 59.2
+  against (a)'s 60.1, overall -0.3 ± 0.6.
 """
 
 from __future__ import annotations
