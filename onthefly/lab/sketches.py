@@ -31,6 +31,7 @@ MAX_EVAL_SKETCHES = 64
 SCOPES = ("run", "epoch", "latest", "eval")
 MAX_BINS = 10_000
 MAX_TOPK = 100_000
+FOLD_ROWS = 16_384  # rows queued before the pump folds them in (a query folds at once)
 
 
 def _kll():
@@ -140,26 +141,35 @@ class LossSketches:
         self._step_values = array.array("f")
         self._current_step: int | None = None
         self._current: list[np.ndarray] = []
+        self._waiting: dict[str, list] = {}  # split -> batches observed, not folded in yet
+        self._waiting_rows = 0
 
     # -- pump thread -----------------------------------------------------------------------------
     def observe(self, events: list[Event]) -> None:
-        """Fold a drain's SAMPLE_LOSSES events in. Per drain, not per event: one KLL update per sketch, one
-        per-sample update per split, the finished steps' quantiles in one call (the pump shares the GIL with
-        the training thread, so its numpy calls are few and large)."""
-        rows: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
-        for event in events:
-            if event.kind is not EventKind.SAMPLE_LOSSES:
-                continue
-            p = event.payload
-            losses = np.asarray(p.losses, dtype=np.float32)
-            if not len(losses):
-                continue
-            split = p.split if p.split in SPLITS else "train"
-            rows.setdefault(split, []).append((event.step, event.epoch, np.asarray(p.indices, dtype=np.int64), losses))
-        if not rows:
-            return
+        """Queue a drain's SAMPLE_LOSSES batches; fold them in once ``FOLD_ROWS`` rows wait (or a query asks).
+        The pump shares the GIL with the training thread, so its numpy calls are few and large: per fold, one
+        KLL update per epoch sketch, one per-sample update per split, the finished steps' quantiles in one sort."""
+        rows = 0
         with self._lock:
-            for split, batches in rows.items():
+            waiting = self._waiting
+            for event in events:
+                if event.kind is not EventKind.SAMPLE_LOSSES:
+                    continue
+                p = event.payload
+                split = p.split if p.split in SPLITS else "train"
+                waiting.setdefault(split, []).append((event.step, event.epoch, p.indices, p.losses))
+                rows += len(p.losses)
+            self._waiting_rows += rows
+            if self._waiting_rows >= FOLD_ROWS:
+                self._fold_waiting()
+
+    def _fold_waiting(self) -> None:
+        """Fold every queued batch in (holding the lock)."""
+        waiting, self._waiting, self._waiting_rows = self._waiting, {}, 0
+        for split, batches in waiting.items():
+            batches = [(s, e, np.asarray(i, dtype=np.int64), np.asarray(v, dtype=np.float32))
+                       for s, e, i, v in batches if len(v)]
+            if batches:
                 self._fold(split, batches)
 
     def _fold(self, split: str, batches: list[tuple[int, int, np.ndarray, np.ndarray]]) -> None:
@@ -196,25 +206,23 @@ class LossSketches:
         self._fold_steps(step, losses)
 
     def _fold_steps(self, step: np.ndarray, losses: np.ndarray) -> None:
-        """Close every step this drain finished (all but its last, which a later drain may continue)."""
+        """Close every step these rows finished (all but the last, which later rows may continue)."""
         bounds = np.flatnonzero(np.diff(step)) + 1
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(step)]])
-        first_step = int(step[0])
-        if self._current_step is not None and first_step != self._current_step:
-            self._close_step()
-        if self._current_step == first_step and self._current:  # the step the last drain left open
-            head = np.concatenate([*self._current, losses[:ends[0]]])
-        else:
-            head = losses[:ends[0]]
-        self._current, self._current_step = [], None
-        if len(starts) == 1:
-            self._current, self._current_step = [head], first_step
+        groups = [losses[a:b] for a, b in zip(starts, ends)]
+        ids = [int(step[a]) for a in starts]
+        if self._current_step is not None and self._current:  # the step earlier rows left open
+            if ids[0] == self._current_step:
+                groups[0] = np.concatenate([*self._current, groups[0]])
+            else:
+                groups.insert(0, np.concatenate(self._current))
+                ids.insert(0, self._current_step)
+        self._current, self._current_step = [groups[-1]], ids[-1]
+        groups, ids = groups[:-1], ids[:-1]
+        if not groups:
             return
-        groups = [head] + [losses[a:b] for a, b in zip(starts[1:-1], ends[1:-1])]
-        ids = [first_step] + [int(step[a]) for a in starts[1:-1]]
-        sizes = {len(g) for g in groups}
-        if len(sizes) == 1:  # the usual case: equal batches, one sort (np.quantile's linear interpolation)
+        if len({len(g) for g in groups}) == 1:  # the usual case: equal batches, one sort (np.quantile's rule)
             ordered = np.sort(np.stack(groups), axis=1)
             at = np.asarray(STEP_QUANTILES) * (ordered.shape[1] - 1)
             low = np.floor(at).astype(np.int64)
@@ -224,15 +232,6 @@ class LossSketches:
             values = np.stack([np.quantile(g, STEP_QUANTILES) for g in groups])
         self._step_ids.extend(ids)
         self._step_values.extend(values.astype(np.float32).reshape(-1).tolist())
-        self._current, self._current_step = [losses[starts[-1]:]], int(step[starts[-1]])
-
-    def _close_step(self) -> None:
-        if self._current_step is None or not self._current:
-            return
-        values = np.quantile(np.concatenate(self._current), STEP_QUANTILES)
-        self._step_ids.append(self._current_step)
-        self._step_values.extend(values.astype(np.float32).tolist())
-        self._current = []
 
     # -- queries ---------------------------------------------------------------------------------
     def _sketch(self, split: str, scope: str, epoch: int | None, step: int | None):
@@ -279,6 +278,7 @@ class LossSketches:
         if any(not 0.0 <= r <= 1.0 for r in ranks):
             raise InvalidArgument(f"quantile ranks must lie in [0, 1], got {list(ranks)}")
         with self._lock:
+            self._fold_waiting()
             if scope == "latest":
                 _, values = self._latest(split)
                 if not len(values):
@@ -299,6 +299,7 @@ class LossSketches:
         if not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
             raise InvalidArgument(f"bins must be an integer in 1..{MAX_BINS}, got {bins!r}")
         with self._lock:
+            self._fold_waiting()
             if scope == "latest":
                 _, values = self._latest(split)
                 if not len(values):
@@ -331,6 +332,7 @@ class LossSketches:
         if by not in ("latest", "mean"):
             raise InvalidArgument(f"rank samples by 'latest' or 'mean' loss, got '{by}'")
         with self._lock:
+            self._fold_waiting()
             state = self._samples[split]
             seen = state.seen()
             if not len(seen):
@@ -347,6 +349,7 @@ class LossSketches:
         """(base indices seen, latest loss, times seen, mean loss) for ``split``: copies."""
         _check(split)
         with self._lock:
+            self._fold_waiting()
             state = self._samples[split]
             seen = state.seen()
             return seen, state.last[seen].copy(), state.count[seen].copy(), state.total[seen] / state.count[seen]
@@ -357,6 +360,7 @@ class LossSketches:
         if not isinstance(max_points, int) or max_points < 1:
             raise InvalidArgument(f"max_points must be a positive integer, got {max_points!r}")
         with self._lock:
+            self._fold_waiting()
             steps = np.frombuffer(self._step_ids, dtype=np.int64).copy()
             values = np.frombuffer(self._step_values, dtype=np.float32).reshape(-1, len(STEP_QUANTILES)).copy()
             if self._current_step is not None and self._current:
