@@ -94,3 +94,32 @@ def test_step_bands_follow_each_step(fitted):
     assert np.allclose(bands.values[4], exact, atol=1e-6)
     thin = lab.sketches.step_bands(max_points=7)
     assert len(thin.step) == 7 and thin.step[0] == bands.step[0] and thin.step[-1] == bands.step[-1]
+
+
+def test_folds_carry_an_open_step_and_keep_every_loss(monkeypatch):
+    """Batches folded in many small folds (a step's micro-batches split across them, uneven sizes, a
+    sample repeated in one fold) give the same figures as the exact computation."""
+    from onthefly.lab import sketches as module
+    from onthefly.runtime.events import Event, EventKind, SampleLosses
+
+    monkeypatch.setattr(module, "FOLD_ROWS", 50)
+    rng = np.random.default_rng(3)
+    sk = LossSketches()
+    per_step, every, last = {}, [], {}
+    for step in range(40):
+        for micro in range(3):  # accumulate_grad_batches=3: three events share a step
+            n = int(rng.integers(5, 30))
+            index = rng.integers(0, 60, n)
+            losses = rng.gamma(2.0, 1.0, n).astype(np.float32)
+            sk.observe([Event(EventKind.SAMPLE_LOSSES, step, step // 20, 0.0, SampleLosses("train", index, losses))])
+            per_step.setdefault(step, []).append(losses)
+            every.append(losses)
+            last.update(zip(index.tolist(), losses.tolist()))
+    bands = sk.step_bands(max_points=1000)
+    assert bands.step.tolist() == list(range(40))
+    exact = np.stack([np.quantile(np.concatenate(per_step[s]), bands.ranks) for s in range(40)])
+    assert np.allclose(bands.values, exact, atol=1e-5)
+    assert sk.quantiles("train", scope="run").count == sum(len(v) for v in every)
+    indices, latest, counts, _ = sk.per_sample("train")
+    assert dict(zip(indices.tolist(), latest.tolist())) == pytest.approx(last)
+    assert counts.sum() == sum(len(v) for v in every)
