@@ -15,17 +15,19 @@ recommended resolution; plus paired differences (fork + route against (a) and (b
 against the best of (a)/(b)/(b') of each seed). ``bench_lab.py`` merges ``run_benchmark``'s dict into its
 JSON object per benchmark.
 
-Measured at f1e6f9c (seeds 200-214, 2-core shared VM, one torch thread; mean ± 95% t-CI over seeds; accuracy
+Measured at 0c3aa56 (seeds 200-214, 2-core shared VM, one torch thread; mean ± 95% t-CI over seeds; accuracy
 in points; FLOPs per sample relative to one generalist; seeds where no region was found run no region
 resolution):
 - digits-shift: fork + route - (a) worst group +24.6 ± 3.1, - (b) +16.0 ± 3.3, - (b') +1.1 ± 1.4, overall
-  -0.1 ± 0.8, 1.35x FLOPs (measured time 4.0x: the router's float64 feature map costs more than a 64-32-32-10
-  MLP). Recommended: worst group 69.0 against (b')'s 71.6, overall -0.3 ± 0.7 against (a).
-- mixture: recommended worst 81.7 against (b')'s 82.5, overall +0.2 ± 0.5.
+  -0.1 ± 0.8, 1.35x FLOPs (measured time 2.9x: the router's feature map costs about as much as a 64-32-32-10
+  MLP). Recommended: worst group 67.3 against (b')'s 71.6 (per seed -4.3 ± 5.0 against the seed's best
+  of (a)/(b)/(b')), overall +0.6 ± 0.7 against (a). At f1e6f9c, before the adapters' new defaults
+  (0f4d45f), it was 69.0 and -0.3: the adapters now trade worst group for overall accuracy on validation.
+- mixture: recommended worst 80.9 against (b')'s 82.5 (per seed -1.3 ± 3.4), overall +0.1 ± 0.5.
 - imbalanced: (b) is the only resolution that lifts the rare class (5.7 -> 23.8) and it costs 7.5 points
-  overall; the recommendation keeps (a) in 12/15 seeds (worst 6.3, overall -0.1).
-- digits-noise: regions flagged as noise in 14/15 seeds, (b) blocked in 13/15; recommended worst 59.2
-  against (a)'s 60.1, overall -0.3 ± 0.6.
+  overall; the recommendation keeps (a) in 11/15 seeds (worst 6.3, overall +0.4 ± 0.6).
+- digits-noise: regions flagged as noise in 14/15 seeds, (b) blocked in 13/15; recommended worst 58.7
+  against (a)'s 60.1 (per seed -4.4 ± 4.7), overall -0.1 ± 0.3.
 """
 
 from __future__ import annotations
