@@ -297,7 +297,8 @@ def cmd_sample(args) -> int:
 def register(subparsers) -> None:
     """Add `onthefly lab ...` to the CLI's subcommands."""
     lab = subparsers.add_parser("lab", help="find where the model fails: scoring, regions, slices, statistics",
-                                description=__doc__.split("\n\n")[0])
+                                description="Find where a running model fails: scoring passes, error regions, "
+                                            "slices, and loss statistics computed by the run.")
     sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
 
     def add(name: str, help_text: str, func):
