@@ -6,6 +6,7 @@ Methods that read or change the loop's state take the LoopContext and run on the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -97,6 +98,9 @@ class Session:
         self.durable = durable
         self.history = History(folder, folder.session_id, record_samples)
         self.lineage: list[dict[str, Any]] = [lineage_entry(folder.session_id, identity, "new")]
+        # Other writers of history/ files (the lab's sample history): paused() writes what they buffer and
+        # holds back new files while a bundle is written, so the export lists only complete files.
+        self.history_writers: list[Any] = []
         self._ring: list[ck.CheckpointInfo] = []
         self._lock = threading.RLock()
         self._write_session_file()
@@ -165,8 +169,10 @@ class Session:
     # -- export ----------------------------------------------------------------------------------
     def export(self, path: str | os.PathLike, newest: ck.Checkpoint, overwrite: bool = False) -> BundleInfo:
         """Write one bundle: every ring checkpoint, ``newest`` (the state now), history and lineage."""
-        with self._lock:
+        with self._lock, contextlib.ExitStack() as held:
             self.history.flush()
+            for other in self.history_writers:
+                held.enter_context(other.paused())
             writer = BundleWriter(path, overwrite, self.durable)
             try:
                 entries = []

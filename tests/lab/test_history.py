@@ -1,0 +1,103 @@
+"""The lab's per-sample history: keyed by base index through random_split, written off the training
+thread in Parquet parts, readable while the run goes on, carried by session export and import."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, random_split
+
+from onthefly import Trainer
+from onthefly.demos.boring import BoringModel, boring_dataset
+from onthefly.lab.lab import Lab
+from onthefly.runtime.errors import InvalidArgument
+from onthefly.sessions import Sessions
+
+
+def _fit(tmp_path, lab: Lab, epochs: int = 3, seed: int = 0, n: int = 200, **fit):
+    torch.manual_seed(seed)
+    base = boring_dataset(n, seed=seed)
+    train, val = random_split(base, [0.7, 0.3], generator=torch.Generator().manual_seed(seed))
+    model = BoringModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = Trainer("t", "hist", max_epochs=epochs, seed=seed, serve=False, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "store"), lab])
+    trainer.fit(model, opt, torch.nn.CrossEntropyLoss(), DataLoader(train, batch_size=16, shuffle=True),
+                val_loader=DataLoader(val, batch_size=32), **fit)
+    return trainer, train, val
+
+
+def test_history_is_keyed_by_base_index_through_random_split(tmp_path):
+    lab = Lab(part_rows=100)  # several parts per epoch, so reads cross part files and memory
+    trainer, train, val = _fit(tmp_path, lab, epochs=3)
+    history = lab.history
+    table = history.table("train")
+    assert table.num_rows == 3 * len(train)
+    seen = np.unique(table.column("index").to_numpy())
+    assert seen.tolist() == sorted(train.indices)  # base indices, not positions in the subset
+    assert len(history.parts()) >= 6
+    i = train.indices[5]
+    traj = history.trajectory(i)
+    assert len(traj.splits["train"]) == 3  # once per epoch
+    assert np.all(np.diff(traj.splits["train"].step) > 0)
+    assert traj.splits["train"].epoch.tolist() == [0, 1, 2]
+    assert len(traj.splits["val"]) == 0  # a train sample is never in val
+    j = val.indices[3]
+    vt = history.trajectory(j)
+    assert len(vt.splits["val"]) == 3 and len(vt.splits["train"]) == 0
+    # a step's losses are the batch trained at that step, under base indices of the train subset
+    step = int(traj.splits["train"].step[1])
+    at = history.step_losses(step)
+    assert i in at.index.tolist() and set(at.index.tolist()) <= set(train.indices)
+    k = at.index.tolist().index(i)
+    assert at.loss[k] == traj.splits["train"].loss[1]
+
+
+def test_history_answers_while_the_run_goes_on_and_in_memory_rows_count(tmp_path):
+    lab = Lab(part_rows=10_000)  # nothing reaches a part before the end: every answer comes from memory
+    seen = {}
+
+    class Probe(Lab.__mro__[1]):  # a RunHook that queries the history mid-run
+        def on_epoch_start(self, ctx):
+            if ctx.epoch == 2:
+                ctx.run.bus.drain()
+                seen["rows"] = lab.history.table("train").num_rows
+                seen["parts"] = len(lab.history.parts())
+
+    torch.manual_seed(0)
+    data = boring_dataset(64)
+    model = BoringModel()
+    trainer = Trainer("t", "live", max_epochs=3, serve=False, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "s"), lab, Probe()])
+    trainer.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
+                DataLoader(data, batch_size=8, shuffle=True))
+    assert seen == {"rows": 128, "parts": 0}
+    assert lab.history.table("train").num_rows == 192 and len(lab.history.parts()) == 1  # flushed at fit end
+
+
+def test_history_travels_in_a_session_export_and_comes_back_on_import(tmp_path):
+    from onthefly.sessions import export_session
+
+    lab = Lab(part_rows=50)
+    trainer, train, _ = _fit(tmp_path, lab, epochs=2)
+    bundle = tmp_path / "run.onthefly"
+    export_session(trainer, bundle)
+    before = lab.history.table("train")
+    lab2 = Lab(part_rows=50)
+    _fit(tmp_path, lab2, epochs=3, resume_from=bundle)
+    after = lab2.history.table("train")
+    # the imported history (2 epochs) plus the third epoch trained after resuming
+    assert after.num_rows == before.num_rows + len(train)
+    i = train.indices[0]
+    assert lab2.history.trajectory(i).splits["train"].epoch.tolist() == [0, 1, 2]
+
+
+def test_bad_queries_are_clear(tmp_path):
+    lab = Lab(part_rows=100)
+    _fit(tmp_path, lab, epochs=1)
+    with pytest.raises(InvalidArgument, match="unknown split"):
+        lab.history.table("training")
+    with pytest.raises(InvalidArgument, match="index >= 0"):
+        lab.history.trajectory(-3)
+    assert len(lab.history.trajectory(10**9).splits["train"]) == 0

@@ -1,0 +1,85 @@
+"""The menu: every resolution spends exactly E from the same fork; the generalist is untouched; regions
+flagged as label noise are never acted on; the comparison scores every slice with its inference cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from onthefly.demos.boring import boring_dataset
+from onthefly.lab.budget import Ledger
+from onthefly.lab.compare import compare, evaluation_slices
+from onthefly.lab.lineage import Lineage
+from onthefly.lab.regions import discover_regions
+from onthefly.lab.resolutions import CONTINUE, HARD, MENU, MERGE_FISHER, REGION, ROUTE, ForkPoint, run_menu
+from onthefly.lab.scoring import embed, score, state_dict_hash
+from onthefly.lab.train_steps import DataSource, train_steps, uniform
+from onthefly.runtime.errors import InvalidArgument
+
+
+@pytest.fixture(scope="module")
+def point():
+    torch.manual_seed(0)
+    dataset = boring_dataset(200, seed=1)
+    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    data = DataSource(dataset, batch_size=32)
+    train_steps(model, optimizer, data, uniform(data.all_indices()), sample_gradients=400, ledger=Ledger(), seed=0,
+                loss_fn=nn.CrossEntropyLoss())
+    table = score(model, dataset)
+    x = dataset.tensors[0].numpy()
+    regions = discover_regions(table, x=x, k=4, ratio=1.0, max_regions=2, seed=0)
+    assert regions.regions
+    return ForkPoint(model, optimizer, data, data.all_indices(), table, regions, loss_fn=nn.CrossEntropyLoss(),
+                     step=12, seed=3), x, dataset
+
+
+def test_every_resolution_spends_exactly_E_and_leaves_the_generalist_alone(point):
+    fork, x, dataset = point
+    before = state_dict_hash(fork.model)
+    moments = fork.optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    lineage = Lineage()
+    menu = run_menu(fork, 150, MENU, lineage=lineage)
+    built = {r.name for r in menu.resolutions}
+    assert {CONTINUE, HARD, REGION, ROUTE} <= built
+    # At this small E the merge phase (E/4) cannot pay for 128 Fisher samples per model: skipped, with why.
+    assert set(menu.skipped) <= {MERGE_FISHER} and all("budget" in why for why in menu.skipped.values())
+    for r in menu.resolutions:
+        assert r.spent.sample_gradients == 150, r.name
+        assert r.state_hash == state_dict_hash(r.model) != before
+        assert lineage.get(r.lineage_id).parents[0] == "generalist@12"
+    assert state_dict_hash(fork.model) == before
+    assert torch.equal(fork.optimizer.state_dict()["state"][0]["exp_avg"], moments)
+    route = menu.get(ROUTE)
+    assert route.routed and route.details["specialist_sample_gradients"] == 112  # 0.75 E between the specialists
+
+    y = dataset.tensors[1].numpy()
+    slices = evaluation_slices(fork.regions, x, embedding=embed(fork.model, x), y=y, n_classes=3)
+    names = [s.name for s in slices]
+    assert names[0] == "overall" and "rest" in names and "class 2" in names
+    assert any(n.startswith("region r") for n in names)
+    table = compare(menu.resolutions, x, y, slices, reference=fork.model, split="val", cost_repeats=1)
+    assert {row.name for row in table.rows} == built
+    route_row = table.row(ROUTE)
+    assert 1.0 < route_row.flops_ratio < 2.0  # the generalist, plus a specialist only on routed samples
+    assert table.row(CONTINUE).flops_ratio == pytest.approx(1.0)
+    assert table.best["worst"] in built
+
+
+def test_regions_flagged_as_noise_are_never_acted_on(point):
+    fork, _, _ = point
+    everything = frozenset(r.id for r in fork.regions.regions)
+    noisy = ForkPoint(**{**fork.__dict__, "noisy_regions": everything})
+    menu = run_menu(noisy, 64, (CONTINUE, HARD, REGION, ROUTE))
+    assert [r.name for r in menu.resolutions] == [CONTINUE, HARD]
+    assert "label noise" in menu.skipped[REGION] and "label noise" in menu.skipped[ROUTE]
+    assert HARD in menu.blocked  # its top-loss set lies in the flagged regions
+
+
+def test_bad_menus_are_refused(point):
+    fork, _, _ = point
+    with pytest.raises(InvalidArgument, match="menu"):
+        run_menu(fork, 64, ("continue", "magic"))
+    with pytest.raises(InvalidArgument, match="positive"):
+        run_menu(fork, 0, (CONTINUE,))
