@@ -1,0 +1,55 @@
+"""Fixtures: a DDP job of N CPU ranks (gloo) launched by torchrun, each rank reporting to a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+WORKER = pathlib.Path(__file__).with_name("ddp_worker.py")
+
+
+class Job:
+    """``torchrun --standalone --nproc-per-node N ddp_worker.py ARGS`` writing rank reports into ``out``."""
+
+    def __init__(self, out: pathlib.Path, nproc: int, *args: str) -> None:
+        self.out, self.nproc = out, nproc
+        out.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self._log = open(out / "job.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+             str(WORKER), *args, str(out)], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return (self.out / "job.log").read_text()[-4000:]
+
+    def wait(self, timeout: float = 180) -> list[dict]:
+        """Wait for the job to end well; every rank's report, by rank."""
+        assert self.proc.wait(timeout) == 0, self.log()
+        return [json.loads((self.out / f"rank{r}.json").read_text()) for r in range(self.nproc)]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self._log.close()
+
+
+@pytest.fixture
+def ddp_job(tmp_path):
+    """Factory: ddp_job(nproc, mode, *args) -> Job (killed at teardown if still running)."""
+    jobs: list[Job] = []
+
+    def start(nproc: int, mode: str, *args: str, name: str = "") -> Job:
+        job = Job(tmp_path / (name or f"{mode}{len(jobs)}"), nproc, mode, *args)
+        jobs.append(job)
+        return job
+
+    yield start
+    for job in jobs:
+        job.close()

@@ -1,0 +1,95 @@
+"""One rank of a DDP job on CPU (gloo); run by torchrun from the tests in this folder.
+
+    torchrun --standalone --nproc-per-node N ddp_worker.py MODE [STEPS] OUT
+
+MODE ``bare``: the user's plain DDP loop for STEPS steps. MODE ``trainer``: the same model, optimizer,
+DistributedSampler and loss under onthefly's Trainer (max_steps=STEPS, no client needed).
+MODE ``steer``: Trainer started paused, steered by the test's client until it stops.
+Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from onthefly.demos.boring import BoringModel, boring_dataset
+from onthefly.runtime.hooks import RunHook
+
+
+class Record(RunHook):
+    """What a rank saw: the step of every pause and the lr each step ran with."""
+
+    def __init__(self) -> None:
+        self.pauses: list[int] = []
+        self.lrs: list[tuple[int, float]] = []
+        self._lr = None
+
+    def on_before_optimizer_step(self, ctx, loss) -> bool:
+        self._lr = ctx.optimizer.param_groups[0]["lr"]
+        return True
+
+    def on_step_end(self, ctx) -> None:
+        self.lrs.append((ctx.step, self._lr))
+
+    def on_pause(self, ctx) -> None:
+        self.pauses.append(ctx.step)
+
+
+def setup(rank: int, world: int):
+    torch.manual_seed(0)
+    model = DDP(BoringModel())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dataset = boring_dataset(96)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=0)
+    loader = DataLoader(dataset, batch_size=8, sampler=sampler)
+    torch.manual_seed(1 + rank)  # dropout differs per rank, as in a real job
+    return model, optimizer, torch.nn.CrossEntropyLoss(), loader, sampler
+
+
+def bare(steps: int, model, optimizer, loss_fn, loader, sampler) -> None:
+    step, epoch = 0, 0
+    while step < steps:
+        sampler.set_epoch(epoch)
+        for x, y in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            step += 1
+            if step == steps:
+                return
+        epoch += 1
+
+
+def main(mode: str, out: str, steps: int) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model, optimizer, loss_fn, loader, sampler = setup(rank, world)
+    record = Record()
+    report: dict = {"rank": rank, "pid": os.getpid()}
+    if mode == "bare":
+        bare(steps, model, optimizer, loss_fn, loader, sampler)
+    else:
+        from onthefly.trainer.trainer import Trainer
+
+        steer = mode == "steer"
+        trainer = Trainer("ddp", "native", max_steps=10_000 if steer else steps, port=0, verbose=False,
+                          start_paused=steer, hooks=[record])
+        result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu")
+        report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,
+                      lrs=record.lrs, server_code_loaded="onthefly.server.host" in sys.modules)
+    report["weights"] = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(report, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[-1], int(sys.argv[2]) if len(sys.argv) > 3 else 0)
