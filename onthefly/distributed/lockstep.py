@@ -6,7 +6,7 @@ device synchronisation for the host read. A control word riding the gradient all
 comm hook (one per model, which the user may already own) and changes the all-reduce's size, so
 its chunking and hence its summation order: not the user's numbers. Instead rank 0 grants the peers
 a *horizon*: a step below which it promises no decision. A background thread on rank 0 moves the
-horizon forward (~0.1 s of steps at a time) through the job's torch.distributed store; a background
+horizon forward (~0.25 s of steps at a time, at least 8) through the job's torch.distributed store; a background
 thread on every other rank reads it. A peer's training thread compares its step with the horizon it
 holds: one comparison per step. Only a peer that outran the horizon waits, and it waits for a store
 message, never inside a collective.
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("onthefly")
 
-LEAD_SECONDS = 0.1  # how far ahead of rank 0 a horizon reaches: a held command waits at most this long
-MIN_LEAD = 4  # steps, whatever the step time
+LEAD_SECONDS = 0.25  # how far ahead of rank 0 a horizon reaches: a held command waits at most about this long
+MIN_LEAD = 8  # steps, whatever the step time: slow steps still get a grant every few steps, not each
 MAX_LEAD = 1_000_000
 HEARTBEAT = 0.2  # while paused, how often rank 0 looks for a change to send (commands wake it sooner)
 
@@ -50,8 +50,9 @@ HEARTBEAT = 0.2  # while paused, how often rank 0 looks for a change to send (co
 class Leader:
     """Rank 0: hosts the API, decides, and grants horizons. ``boundary`` runs on the training thread."""
 
-    def __init__(self, world: "World") -> None:
+    def __init__(self, world: "World", heartbeat: float = HEARTBEAT) -> None:
         self.world = world
+        self.heartbeat = heartbeat
         self._store = world.connect_store()
         self._lock = threading.Lock()  # one writer of the message sequence at a time
         self.horizon = 0  # peers may run freely below this step
@@ -93,7 +94,7 @@ class Leader:
                 before = snapshot(ctx)
                 stop = control.boundary(ctx, max_wait=wait)
                 after = snapshot(ctx)
-                wait = HEARTBEAT
+                wait = self.heartbeat
                 paused = after[1] and not stop
                 if after != before:
                     horizon = step if paused or stop else max(self.horizon, step + self._lead)
@@ -231,5 +232,6 @@ def inbox_key(rank: int) -> str:
     return f"q/{rank}"
 
 
-def lockstep(world: "World") -> Leader | Follower:
-    return Leader(world) if world.leader else Follower(world)
+def lockstep(world: "World", heartbeat: float = HEARTBEAT) -> Leader | Follower:
+    """This rank's side of the lockstep: ``boundary(ctx) -> stop?`` at every step boundary, ``close()`` at the end."""
+    return Leader(world, heartbeat) if world.leader else Follower(world)

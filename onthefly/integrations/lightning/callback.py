@@ -7,7 +7,8 @@ applies commands and blocks while paused. A stop sets ``trainer.should_stop``; a
 hook refuses (the NumericsGuard) is skipped by dropping its gradients before the optimizer runs.
 
 Under distributed training only rank 0 starts the server (and writes the discovery file); every rank
-takes rank 0's decisions at the same boundary through ``RankSync``.
+takes rank 0's decisions at the same step through ``onthefly.distributed.lockstep`` (as the native
+Trainer does): nothing per step beyond one comparison, no collective of ours.
 
 Sessions (checkpoints on request, on pause, after a test and on a schedule; export to one bundle) are
 the native Trainer's ``onthefly.sessions``, attached on rank 0 when training starts. Lightning owns the
@@ -26,11 +27,11 @@ import time
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from onthefly.integrations.lightning.samples import LossTap, epoch_index_batches, find_loss, step_output_values
-from onthefly.integrations.lightning.sync import RankSync
+from onthefly.distributed.lockstep import Follower, Leader, lockstep
+from onthefly.distributed.world import current_world
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
 from onthefly.runtime.errors import CommandRejected
@@ -133,7 +134,7 @@ class OnTheFlyCallback(Callback):
         self._reset_fit_state()
 
     def _reset_fit_state(self) -> None:
-        self._sync: RankSync | None = None
+        self._sync: Leader | Follower | None = None
         self._tap: LossTap | None = None
         self._capture: LogCapture | None = None
         self._stats: StatsSampler | None = None
@@ -162,8 +163,8 @@ class OnTheFlyCallback(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         self._reset_fit_state()
         self.chief = trainer.global_rank == 0
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            self._sync = RankSync(self.heartbeat)
+        world = current_world() if trainer.world_size > 1 else None
+        self._sync = lockstep(world, self.heartbeat) if world is not None else None
         run = Run(self.project, self.run_name, EventBus(history_events=self.history_events))
         run.device = str(pl_module.device)
         run.max_steps = trainer.max_steps if (trainer.max_steps or -1) > 0 else 0
@@ -244,7 +245,7 @@ class OnTheFlyCallback(Callback):
         if self.chief:
             self._attach_sessions(run, ctx)
         self.ready.set()
-        if self.start_paused and self.chief:
+        if self.start_paused:  # on every rank: each pauses at step 0 and waits for rank 0's word
             run.control.enter_pause(ctx, "started paused: resume to begin")
         if self._boundary():
             trainer.should_stop = True
@@ -322,8 +323,7 @@ class OnTheFlyCallback(Callback):
         self._samples = 0
         self._grad_norm = None
         run.hooks.on_step_end(ctx)
-        if self.chief:
-            run.control.step_done(ctx)
+        run.control.step_done(ctx)  # every rank counts a step budget down alike
         if self._boundary():
             trainer.should_stop = True
         self._tick = time.perf_counter()
@@ -415,6 +415,9 @@ class OnTheFlyCallback(Callback):
             return
         self._finished = True
         run.end(ctx, error)
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
         if self._tap is not None:
             self._tap.remove()
         if self._stats is not None:
