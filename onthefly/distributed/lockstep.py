@@ -6,7 +6,7 @@ device synchronisation for the host read. A control word riding the gradient all
 comm hook (one per model, which the user may already own) and changes the all-reduce's size, so
 its chunking and hence its summation order: not the user's numbers. Instead rank 0 grants the peers
 a *horizon*: a step below which it promises no decision. A background thread on rank 0 moves the
-horizon forward (~0.25 s of steps at a time, at least 8) through the job's torch.distributed store; a background
+horizon forward (~0.25 s of steps at a time, at least 2) through the job's torch.distributed store; a background
 thread on every other rank reads it. A peer's training thread compares its step with the horizon it
 holds: one comparison per step. Only a peer that outran the horizon waits, and it waits for a store
 message, never inside a collective.
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("onthefly")
 
 LEAD_SECONDS = 0.25  # how far ahead of rank 0 a horizon reaches: a held command waits at most about this long
-MIN_LEAD = 8  # steps, whatever the step time: slow steps still get a grant every few steps, not each
+MIN_LEAD = 2  # steps: a slow step (over LEAD_SECONDS / 2) leaves the background threads a whole step to deliver
 MAX_LEAD = 1_000_000
 HEARTBEAT = 0.2  # while paused, how often rank 0 looks for a change to send (commands wake it sooner)
 
