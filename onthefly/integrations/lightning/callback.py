@@ -29,7 +29,9 @@ from typing import Any, Callable
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from onthefly.integrations.lightning.samples import LossTap, epoch_index_batches, find_loss, step_output_values
+from onthefly.integrations.lightning.samples import (
+    LossTap, SamplerTap, epoch_index_batches, find_loss, step_output_values,
+)
 from onthefly.distributed.lockstep import Follower, Leader, lockstep
 from onthefly.distributed.world import current_world
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
@@ -136,6 +138,7 @@ class OnTheFlyCallback(Callback):
     def _reset_fit_state(self) -> None:
         self._sync: Leader | Follower | None = None
         self._tap: LossTap | None = None
+        self._order: SamplerTap | None = None  # follows a shuffled train loader's order (one device)
         self._capture: LogCapture | None = None
         self._stats: StatsSampler | None = None
         self._params: list[torch.Tensor] = []
@@ -194,6 +197,10 @@ class OnTheFlyCallback(Callback):
         self._params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
         if self.per_sample_loss and self.chief and isinstance(loss_fn, torch.nn.Module):
             self._tap = LossTap(loss_fn)
+        if self.chief and self.per_sample_loss:
+            # As early as the loader is known: Lightning creates the first epoch's iterator (and, with
+            # workers, draws its first batches of indices) before on_train_start.
+            self._follow_order(getattr(getattr(trainer.fit_loop, "_data_source", None), "instance", None))
         if self.chief:
             self._start_server(run)
             self._capture = LogCapture(run, self.capture_logging, self.capture_prints)
@@ -243,12 +250,21 @@ class OnTheFlyCallback(Callback):
         ctx.step = run.step = trainer.global_step
         ctx.epoch = run.epoch = trainer.current_epoch
         if self.chief:
+            if self.per_sample_loss:
+                self._follow_order(ctx.train_loader)  # a loader from train_dataloader(): known only now
             self._attach_sessions(run, ctx)
         self.ready.set()
         if self.start_paused:  # on every rank: each pauses at step 0 and waits for rank 0's word
             run.control.enter_pause(ctx, "started paused: resume to begin")
         if self._boundary():
             trainer.should_stop = True
+
+    def _follow_order(self, loader: Any) -> None:
+        if self._order is not None and self._order.loader is not loader:
+            self._order.remove()  # Lightning trains on another loader than the one given to fit
+            self._order = None
+        if self._order is None and SamplerTap.applies(loader):
+            self._order = SamplerTap(loader)
 
     def _attach_sessions(self, run: Run, ctx: LoopContext) -> None:
         """Rank 0's session store, once the train loader is known (checkpoints record its position)."""
@@ -306,7 +322,9 @@ class OnTheFlyCallback(Callback):
         self._samples += batch_len(batch)
         ctx.batch_in_epoch = batch_idx + 1
         if self.chief:
-            self._publish_samples("train", outputs, batch, batch_idx, self._epoch_batches)
+            # Every batch takes its indices from the tap, whether or not it yields per-sample losses.
+            order = self._order.take(batch_len(batch)) if self._order is not None else None
+            self._publish_samples("train", outputs, batch, batch_idx, self._epoch_batches, order)
         if trainer.global_step == self._last_global_step:
             return  # accumulating gradients: not a step boundary
         self._last_global_step = trainer.global_step
@@ -333,7 +351,8 @@ class OnTheFlyCallback(Callback):
             return self._sync.boundary(self.ctx)
         return self.run.control.boundary(self.ctx)
 
-    def _publish_samples(self, split: str, outputs: Any, batch: Any, batch_idx: int, epoch_batches) -> tuple:
+    def _publish_samples(self, split: str, outputs: Any, batch: Any, batch_idx: int, epoch_batches,
+                         followed: Any = None) -> tuple:
         per_sample, indices = step_output_values(outputs)
         pred = target = None
         if self._tap is not None:
@@ -344,6 +363,8 @@ class OnTheFlyCallback(Callback):
             return None, pred, target
         if indices is None and epoch_batches is not None and batch_idx < len(epoch_batches):
             indices = epoch_batches[batch_idx]
+        if indices is None:
+            indices = followed
         self.run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices_now(indices),
                                                                   array_later(per_sample.detach())))
         return per_sample, pred, target
@@ -420,6 +441,9 @@ class OnTheFlyCallback(Callback):
             self._sync = None
         if self._tap is not None:
             self._tap.remove()
+        if self._order is not None:
+            self._order.remove()
+            self._order = None
         if self._stats is not None:
             self._stats.stop()
         if self._capture is not None:
