@@ -37,7 +37,8 @@ SERVER_OPTIONS = [
 # Extra servicers other features register: callables (server, run) -> list of service full names.
 _EXTENSIONS: list = []
 # Feature servicer modules that call register_extension when imported; absent ones are skipped.
-FEATURE_SERVICERS = ("onthefly.server.diagnostics_servicer", "onthefly.server.sessions_servicer")
+FEATURE_SERVICERS = ("onthefly.server.diagnostics_servicer", "onthefly.server.sessions_servicer",
+                     "onthefly.server.coordinator_servicer")
 
 
 def _load_features() -> None:

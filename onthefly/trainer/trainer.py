@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from onthefly.distributed.lockstep import lockstep
+from onthefly.distributed.job import Job
 from onthefly.distributed.peers import quiet_sessions, refuse_live_restore
 from onthefly.distributed.world import World, current_world
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
@@ -127,7 +127,7 @@ class Trainer:
         self.server: Any = None
         self.ready = threading.Event()  # set once the server is up (or skipped) and training starts
         self.world: World | None = None  # under torch.distributed with several ranks: this rank's place
-        self._lockstep: Any = None  # then: rank 0's decisions reach every rank at the same step
+        self._job: Job | None = None  # then: this rank's part (rank 0's decisions at one step everywhere)
 
     # -- public ----------------------------------------------------------------------------------
     @property
@@ -198,7 +198,7 @@ class Trainer:
             attach_sessions(ctx, resume_from)  # the run's session store; restores resume_from, if given
             if world is not None:
                 refuse_live_restore(ctx)
-                self._lockstep = lockstep(world)
+                self._job = Job(world, run, ctx)
             run.control.state = RunState.RUNNING
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.STARTED, RunState.RUNNING, "", run.identity))
             run.hooks.on_fit_start(ctx)
@@ -210,6 +210,8 @@ class Trainer:
             # (running, or paused when start_paused), never a half-initialised one.
             if chief:
                 self._start_server(run)
+            if self._job is not None:
+                self._job.served(self.address, self.token)
             self.ready.set()
             result_val = self._train(ctx, forward, autocast)
             if do_test_after and test_loader is not None and not run.control.skip_test:
@@ -225,7 +227,7 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------
     def _train(self, ctx: LoopContext, forward: Forward, autocast: Callable[[], Any]) -> EvalResult | None:
         run, control, hooks = ctx.run, ctx.run.control, ctx.run.hooks
-        boundary = control.boundary if self._lockstep is None else self._lockstep.boundary
+        boundary = control.boundary if self._job is None else self._job.boundary
         model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
         params = [p for group in optimizer.param_groups for p in group["params"]]
         tapped = ctx.train_batches = TappedLoader(ctx.train_loader)
@@ -344,10 +346,10 @@ class Trainer:
 
     def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
                 stats: StatsSampler) -> None:
+        if self._job is not None:
+            self._job.close(self.shutdown_grace)
+            self._job = None
         run.end(ctx, error)
-        if self._lockstep is not None:
-            self._lockstep.close()
-            self._lockstep = None
         stats.stop()
         capture.close()
         run.bus.close()

@@ -4,7 +4,8 @@
 
 MODE ``bare``: the user's plain DDP loop for STEPS steps. MODE ``trainer``: the same model, optimizer,
 DistributedSampler and loss under onthefly's Trainer (max_steps=STEPS, no client needed).
-MODE ``steer``: Trainer started paused, steered by the test's client until it stops.
+MODE ``steer``: Trainer started paused, steered by the test's client until it stops. MODE ``epoch``:
+Trainer started paused, one epoch once the test's client resumes it.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
 """
 
@@ -79,9 +80,9 @@ def main(mode: str, out: str, steps: int) -> None:
     else:
         from onthefly.trainer.trainer import Trainer
 
-        steer = mode == "steer"
-        trainer = Trainer("ddp", "native", max_steps=10_000 if steer else steps, port=0, verbose=False,
-                          start_paused=steer, hooks=[record])
+        budget = {"steer": {"max_steps": 10_000}, "epoch": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
+        trainer = Trainer("ddp", "native", port=0, verbose=False, start_paused=mode in ("steer", "epoch"),
+                          hooks=[record], **budget)
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu")
         report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,
                       lrs=record.lrs, server_code_loaded="onthefly.server.host" in sys.modules)

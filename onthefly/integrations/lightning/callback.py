@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from onthefly.integrations.lightning.samples import (
     LossTap, SamplerTap, epoch_index_batches, find_loss, step_output_values,
 )
-from onthefly.distributed.lockstep import Follower, Leader, lockstep
+from onthefly.distributed.job import Job
 from onthefly.distributed.world import current_world
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
@@ -136,7 +136,7 @@ class OnTheFlyCallback(Callback):
         self._reset_fit_state()
 
     def _reset_fit_state(self) -> None:
-        self._sync: Leader | Follower | None = None
+        self._sync: Job | None = None
         self._tap: LossTap | None = None
         self._order: SamplerTap | None = None  # follows a shuffled train loader's order (one device)
         self._capture: LogCapture | None = None
@@ -167,7 +167,6 @@ class OnTheFlyCallback(Callback):
         self._reset_fit_state()
         self.chief = trainer.global_rank == 0
         world = current_world() if trainer.world_size > 1 else None
-        self._sync = lockstep(world, self.heartbeat) if world is not None else None
         run = Run(self.project, self.run_name, EventBus(history_events=self.history_events))
         run.device = str(pl_module.device)
         run.max_steps = trainer.max_steps if (trainer.max_steps or -1) > 0 else 0
@@ -194,6 +193,7 @@ class OnTheFlyCallback(Callback):
         ctx.evaluate = self._evaluate
         self.ctx = ctx
         run.control.ctx = ctx
+        self._sync = Job(world, run, ctx, self.heartbeat) if world is not None else None
         self._params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
         if self.per_sample_loss and self.chief and isinstance(loss_fn, torch.nn.Module):
             self._tap = LossTap(loss_fn)
@@ -203,6 +203,9 @@ class OnTheFlyCallback(Callback):
             self._follow_order(getattr(getattr(trainer.fit_loop, "_data_source", None), "instance", None))
         if self.chief:
             self._start_server(run)
+        if self._sync is not None:
+            self._sync.served(self.address, self.token)
+        if self.chief:
             self._capture = LogCapture(run, self.capture_logging, self.capture_prints)
             self._capture.open()
             self._stats = StatsSampler(run)
@@ -435,10 +438,10 @@ class OnTheFlyCallback(Callback):
         if run is None or self._finished:
             return
         self._finished = True
-        run.end(ctx, error)
         if self._sync is not None:
-            self._sync.close()
+            self._sync.close(self.shutdown_grace)
             self._sync = None
+        run.end(ctx, error)
         if self._tap is not None:
             self._tap.remove()
         if self._order is not None:

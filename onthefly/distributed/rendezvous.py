@@ -1,0 +1,33 @@
+"""How the other ranks find rank 0's API: its address and token, through the job's torch.distributed store.
+
+Never a command line or a file: the store is the job's own rendezvous, which every rank already trusts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onthefly.distributed.world import World
+
+API_KEY = "api"
+POLL_SECONDS = 0.05
+
+
+def publish_api(store: Any, address: str | None, token: str | None) -> None:
+    """Rank 0, once its server is up (or with None when it does not serve): tell the other ranks."""
+    body = {"address": address, "token": token} if address else {}
+    store.set(API_KEY, json.dumps(body).encode())
+
+
+def read_api(world: "World", stop: threading.Event) -> tuple[str, str] | None:
+    """Another rank: rank 0's (address, token), waiting until rank 0 published it; None when rank 0 does
+    not serve or ``stop`` was set first. Polls (a non-blocking check) so that it can be given up."""
+    store = world.connect_store()
+    while not store.check([API_KEY]):
+        if stop.wait(POLL_SECONDS):
+            return None
+    body = json.loads(store.get(API_KEY))
+    return (body["address"], body["token"]) if body else None
