@@ -18,7 +18,8 @@ from onthefly.server.discovery import live_runs
 from onthefly.v1 import control_pb2, receipt_pb2, telemetry_pb2
 
 # Feature modules that add subcommands through register(subparsers); absent ones are skipped.
-FEATURE_COMMANDS = ("onthefly.cli.sessions_cmds", "onthefly.cli.health_cmds", "onthefly.cli.tracking_cmds")
+FEATURE_COMMANDS = ("onthefly.cli.sessions_cmds", "onthefly.cli.health_cmds", "onthefly.cli.tracking_cmds",
+                    "onthefly.cli.ranks_cmds")
 
 
 class CliError(Exception):

@@ -117,7 +117,6 @@ class Roster:
             self._entries[rank] = replace(entry, state=RankState.LOST, message=why)
             self._cond.notify_all()
         message = (f"rank {rank} (pid {entry.pid} on {entry.host or '?'}) was lost after step {entry.step}: {why}")
-        logging.getLogger("onthefly").warning("onthefly: %s", message)
         self.run.publish(EventKind.LOG, LogRecord(logging.ERROR, "onthefly.distributed", message))
 
     def ranks(self) -> list[RankEntry]:

@@ -53,9 +53,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 with domain_errors(context):
                     roster.accept(request.rank, events, request.dropped_at_source)
                 received += len(events)
-        except grpc.RpcError as exc:  # the rank's side went away mid-stream
+        except grpc.RpcError:  # the rank's side went away mid-stream
             if rank is not None:
-                roster.lost(rank, f"its report stream broke ({exc.code().name if hasattr(exc, 'code') else exc})")
+                roster.lost(rank, "its report stream broke (the process died or lost its connection to rank 0)")
             raise
         if rank is not None:
             if context.is_active():

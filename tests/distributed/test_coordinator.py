@@ -3,6 +3,8 @@ client on rank 0's one stream, tagged with the rank."""
 
 from __future__ import annotations
 
+import os
+
 from onthefly.client import connect, sample_arrays
 from onthefly.server.discovery import live_runs
 from onthefly.v1 import control_pb2, coordinator_pb2, coordinator_pb2_grpc, run_pb2, telemetry_pb2
@@ -53,3 +55,56 @@ def test_every_index_of_the_epoch_reaches_the_client_once_across_ranks(ddp_job):
     assert steps[0] == steps[1] == list(range(1, 7))
     seqs = [e.seq for e in events]
     assert seqs == sorted(seqs)  # one stream, in rank 0's order
+
+
+def test_a_killed_rank_is_reported_and_rank0_stays_up(ddp_job, capsys):
+    import signal
+
+    from onthefly.cli.main import main as cli
+
+    job = ddp_job(2, "steer", separate=True)
+
+    def serving():
+        assert job.proc.poll() is None, job.log()
+        return live_runs()
+
+    runs = wait_until(serving, timeout=120, interval=0.1, what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        ranks = coordinator_pb2_grpc.CoordinatorServiceStub(client.channel)
+
+        def listed():
+            return ranks.ListRanks(coordinator_pb2.ListRanksRequest()).ranks
+
+        wait_until(lambda: listed()[1].state == coordinator_pb2.RANK_STATE_TRAINING, timeout=60, what="rank 1 to join")
+        client.control.Step(control_pb2.StepRequest(steps=4))
+        wait_until(lambda: listed()[1].step == 4, what="rank 1 to report step 4")
+        stream = client.telemetry.Subscribe(T.SubscribeRequest(from_latest=True, kinds=[T.EVENT_KIND_LOG]))
+        os.kill(job.ranks[1].pid, signal.SIGKILL)
+        job.ranks[1].wait(30)
+        lost = next(e for frame in stream for e in frame.events if "rank 1" in e.log.message)
+        stream.cancel()
+        assert lost.log.level == T.LOG_LEVEL_ERROR and "was lost after step 4" in lost.log.message
+        entry = listed()[1]
+        assert entry.state == coordinator_pb2.RANK_STATE_LOST and entry.pid == job.ranks[1].pid
+        capsys.readouterr()
+        assert cli(["--address", runs[0].address, "--token", runs[0].token, "ranks"]) == 2  # a rank is lost
+        out = capsys.readouterr().out
+        assert "lost" in out and "training" in out
+        status = client.control.GetStatus(control_pb2.GetStatusRequest()).status
+        assert status.state == run_pb2.RUN_STATE_PAUSED and status.step == 4  # rank 0's API still answers
+        assert client.control.Stop(control_pb2.StopRequest()).receipt.applied_step == 4
+    assert job.proc.wait(60) == 0, job.log()
+
+
+def test_ranks_command_on_a_single_process_run(live_run, capsys):
+    from onthefly.cli.main import main as cli
+    from onthefly.demos.boring import boring_setup
+    from onthefly.trainer.trainer import Trainer
+
+    model, optimizer, loss_fn, loader = boring_setup()
+    run = live_run(Trainer("single", "ranks", max_steps=5, port=0, start_paused=True, verbose=False),
+                   model, optimizer, loss_fn, loader)
+    capsys.readouterr()
+    assert cli(["--address", run.trainer.address, "--token", run.trainer.token, "ranks", "--json"]) == 0
+    rows = [__import__("json").loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["rank"], r["state"], r["pid"]) for r in rows] == [(0, "training", os.getpid())]
