@@ -1,6 +1,7 @@
 """Job: this rank's part in a distributed run, for a training loop (the native Trainer or Lightning).
 
-Every rank: the lockstep (rank 0's decisions at the same step everywhere). Rank 0: the roster the
+Every rank: the lockstep (rank 0's decisions at the same step everywhere) and the cross-rank parity
+check (``RankParity``). Rank 0: the roster the
 CoordinatorService serves, and its API's address and token put in the job's store once it serves.
 Other ranks: a reporter that joins rank 0's run and streams this rank's telemetry there.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from onthefly.distributed.lockstep import HEARTBEAT, lockstep
+from onthefly.distributed.parity import RankParity
 from onthefly.distributed.rendezvous import publish_api
 from onthefly.distributed.roster import ROSTER, Roster
 
@@ -32,6 +34,13 @@ class Job:
             from onthefly.server.rank_reporter import RankReporter  # a client of rank 0's API
 
             self._reporter = RankReporter(world, run)
+        # Cross-rank parity of weights and gradients: the user's RankParity(every=K) in hooks=, else ours.
+        parity = next((h for h in run.hooks.hooks if isinstance(h, RankParity)), None)
+        if parity is None:
+            parity = RankParity()
+            run.hooks.add(parity)
+        parity.bind(world, run, self.roster)
+        self._parity = parity
 
     def served(self, address: str | None, token: str | None) -> None:
         """Rank 0, once its server is up (None when it does not serve): the other ranks may join."""
@@ -44,6 +53,7 @@ class Job:
         """The loop is over: release the peers; a rank sends its last events, rank 0 waits up to ``grace``
         seconds for them (so they precede the run's end on its stream)."""
         self.lockstep.close()
+        self._parity.close(grace)
         if self._reporter is not None:
             self._reporter.close(grace)
         if self.roster is not None:

@@ -119,6 +119,11 @@ class Roster:
         message = (f"rank {rank} (pid {entry.pid} on {entry.host or '?'}) was lost after step {entry.step}: {why}")
         self.run.publish(EventKind.LOG, LogRecord(logging.ERROR, "onthefly.distributed", message))
 
+    def note(self, rank: int, message: str) -> None:
+        """A finding about the rank (a cross-rank check), shown with it in ``onthefly ranks``."""
+        with self._cond:
+            self._entries[rank] = replace(self._entries[rank], message=message)
+
     def ranks(self) -> list[RankEntry]:
         with self._cond:
             return [self._entries[r] for r in sorted(self._entries)]

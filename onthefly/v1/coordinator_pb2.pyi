@@ -247,7 +247,7 @@ class RankInfo(_message.Message):
     last_seen_unix: _builtins.float
     """last_seen_unix is when rank 0 last heard from the rank, in seconds since the epoch; 0 if never."""
     message: _builtins.str
-    """message says why the rank is lost, or is empty."""
+    """message says why the rank is lost, or what a cross-rank check found on it (a diverged rank names its first differing tensor); empty when nothing is wrong."""
     dropped_at_source: _builtins.int
     """dropped_at_source counts events the rank dropped because its report queue was full."""
     def __init__(

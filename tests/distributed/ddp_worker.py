@@ -5,7 +5,8 @@
 MODE ``bare``: the user's plain DDP loop for STEPS steps. MODE ``trainer``: the same model, optimizer,
 DistributedSampler and loss under onthefly's Trainer (max_steps=STEPS, no client needed).
 MODE ``steer``: Trainer started paused, steered by the test's client until it stops. MODE ``epoch``:
-Trainer started paused, one epoch once the test's client resumes it.
+Trainer started paused, one epoch once the test's client resumes it. MODE ``nudge``: like ``trainer``,
+started paused, with rank 1's first weight moved after step 12 and parity checked every 5 steps.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
 """
 
@@ -44,6 +45,18 @@ class Record(RunHook):
         self.pauses.append(ctx.step)
 
 
+class Nudge(RunHook):
+    """On rank 1 only: a DDP bug in miniature, one weight moved on one rank after a step."""
+
+    def __init__(self, rank: int, at_step: int) -> None:
+        self.rank, self.at_step = rank, at_step
+
+    def on_step_end(self, ctx) -> None:
+        if self.rank == 1 and ctx.step == self.at_step:
+            with torch.no_grad():
+                next(ctx.model.parameters())[0, 0] += 1e-3
+
+
 def setup(rank: int, world: int):
     torch.manual_seed(0)
     model = DDP(BoringModel())
@@ -80,9 +93,14 @@ def main(mode: str, out: str, steps: int) -> None:
     else:
         from onthefly.trainer.trainer import Trainer
 
+        from onthefly.distributed.parity import RankParity
+
         budget = {"steer": {"max_steps": 10_000}, "epoch": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
-        trainer = Trainer("ddp", "native", port=0, verbose=False, start_paused=mode in ("steer", "epoch"),
-                          hooks=[record], **budget)
+        hooks = [record]
+        if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
+            hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
+        trainer = Trainer("ddp", "native", port=0, verbose=False,
+                          start_paused=mode in ("steer", "epoch", "nudge"), hooks=hooks, **budget)
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu")
         report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,
                       lrs=record.lrs, server_code_loaded="onthefly.server.host" in sys.modules)

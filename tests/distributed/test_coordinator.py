@@ -108,3 +108,28 @@ def test_ranks_command_on_a_single_process_run(live_run, capsys):
     assert cli(["--address", run.trainer.address, "--token", run.trainer.token, "ranks", "--json"]) == 0
     rows = [__import__("json").loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["rank"], r["state"], r["pid"]) for r in rows] == [(0, "training", os.getpid())]
+
+
+def test_a_rank_whose_weights_drift_is_named_with_the_first_differing_tensor(ddp_job):
+    job = ddp_job(2, "nudge", "30")
+
+    def serving():
+        assert job.proc.poll() is None, job.log()
+        return live_runs()
+
+    runs = wait_until(serving, timeout=120, interval=0.1, what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        stream = client.telemetry.Subscribe(T.SubscribeRequest(after_seq=0))
+        client.control.Resume(control_pb2.ResumeRequest())
+        findings = []
+        for frame in stream:
+            findings += [e.log.message for e in frame.events
+                         if e.WhichOneof("payload") == "log" and e.log.logger == "onthefly.health"]
+            if any(e.WhichOneof("payload") == "lifecycle" and e.lifecycle.kind == T.LIFECYCLE_KIND_FINISHED
+                   for e in frame.events):
+                break
+        stream.cancel()
+    ranks = job.wait()
+    # Checked at steps 5, 10 (equal), 15 (rank 1 moved after step 12): named once, with the tensor.
+    assert findings == ["rank 1 diverged from rank 0 by step 15: first differing tensor is parameter 'module.0.weight'"]
+    assert ranks[0]["weights"] != ranks[1]["weights"]
