@@ -22,7 +22,7 @@ class Job:
     def __init__(self, out: pathlib.Path, nproc: int, *args: str, separate: bool = False) -> None:
         self.out, self.nproc = out, nproc
         out.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", ONTHEFLY_STORE=str(out / "store"))
         self._log = open(out / "job.log", "w")
         self.ranks: list[subprocess.Popen] = []
         if not separate:
