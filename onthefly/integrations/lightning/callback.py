@@ -132,6 +132,7 @@ class OnTheFlyCallback(Callback):
         self.ctx: LoopContext | None = None
         self.server: Any = None
         self.chief = True
+        self._telemetry = True
         self.ready = threading.Event()  # set once the server is up (rank 0) and training starts
         self._reset_fit_state()
 
@@ -194,8 +195,10 @@ class OnTheFlyCallback(Callback):
         self.ctx = ctx
         run.control.ctx = ctx
         self._sync = Job(world, run, ctx, self.heartbeat) if world is not None else None
+        # Rank 0 serves; under DDP every rank measures its own steps and samples and reports them there.
+        self._telemetry = self.chief or self._sync is not None
         self._params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
-        if self.per_sample_loss and self.chief and isinstance(loss_fn, torch.nn.Module):
+        if self.per_sample_loss and self._telemetry and isinstance(loss_fn, torch.nn.Module):
             self._tap = LossTap(loss_fn)
         if self.chief and self.per_sample_loss:
             # As early as the loader is known: Lightning creates the first epoch's iterator (and, with
@@ -291,7 +294,7 @@ class OnTheFlyCallback(Callback):
         ctx.extras[ITERATOR_PENDING] = self._epochs_started > 0 and not _reuses_iterator(ctx.train_loader)
         self._epochs_started += 1
         run.hooks.on_epoch_start(ctx)
-        if self.chief:
+        if self._telemetry:
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, run.control.state,
                                                        str(ctx.epoch)))
             self._epoch_batches = epoch_index_batches(ctx.train_loader) if self.per_sample_loss else None
@@ -324,7 +327,7 @@ class OnTheFlyCallback(Callback):
         ctx, run = self.ctx, self.run
         self._samples += batch_len(batch)
         ctx.batch_in_epoch = batch_idx + 1
-        if self.chief:
+        if self._telemetry:
             # Every batch takes its indices from the tap, whether or not it yields per-sample losses.
             order = self._order.take(batch_len(batch)) if self._order is not None else None
             self._publish_samples("train", outputs, batch, batch_idx, self._epoch_batches, order)
@@ -333,7 +336,7 @@ class OnTheFlyCallback(Callback):
         self._last_global_step = trainer.global_step
         ctx.step = run.step = trainer.global_step
         step_seconds = time.perf_counter() - self._tick
-        if self.chief:
+        if self._telemetry:
             accumulate = trainer.accumulate_grad_batches
             loss = self._loss * accumulate if (self._loss is not None and accumulate > 1) else self._loss
             lr = float(ctx.optimizer.param_groups[0]["lr"]) if ctx.optimizer is not None else math.nan
