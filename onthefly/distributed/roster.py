@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
 from onthefly.runtime.events import Event, EventKind, LogRecord
 
@@ -59,13 +61,44 @@ class Roster:
         self._cond = threading.Condition()
         self._entries = {r: RankEntry(r, RankState.PENDING) for r in range(world.world_size)}
         self._entries[0] = RankEntry(0, RankState.TRAINING, world.host, device, os.getpid(), last_seen=time.time())
-        run.bus.observe(self._own)
+        # Data-order parity: each epoch's train indices per rank, checked once every rank is past the epoch.
+        self._order: dict[int, dict[int, list[np.ndarray]]] = {}
+        self._epoch_of = [0] * world.world_size
+        self._checked_below = 0
+        self._order_lock = threading.Lock()  # the pump thread adds; the end of the run checks what is left
+        run.bus.observe(self._observe)
 
-    def _own(self, events: list[Event]) -> None:
-        # Rank 0's own figures, from its bus's pump thread (rank-tagged events are the others').
+    def _observe(self, events: list[Event]) -> None:
+        # On rank 0's pump thread, for its own events and the others' republished ones alike.
         for event in events:
             if event.kind is EventKind.STEP_METRICS and event.rank == 0:
                 self._seen(0, event)
+            elif event.kind is EventKind.SAMPLE_LOSSES and event.payload.split == "train":
+                with self._order_lock:
+                    self._order.setdefault(event.epoch, {}).setdefault(event.rank, []).append(event.payload.indices)
+                self._epoch_of[event.rank] = max(self._epoch_of[event.rank], event.epoch)
+        done = min(self._epoch_of)
+        while self._checked_below < done:
+            self._check_order(self._checked_below)
+            self._checked_below += 1
+
+    def _check_order(self, epoch: int) -> None:
+        """Every rank's samples of ``epoch`` must be its own: a DistributedSampler pads with at most
+        world_size - 1 repeats, so more shared indices mean ranks train on the same data."""
+        with self._order_lock:
+            per_rank = self._order.pop(epoch, {})
+        if len(per_rank) < 2:
+            return
+        sets = [np.unique(np.concatenate(batches)) for batches in per_rank.values()]
+        sets = [s[s >= 0] for s in sets]
+        values, counts = np.unique(np.concatenate(sets), return_counts=True)
+        shared = values[counts > 1]
+        if len(shared) > self.world_size - 1:
+            example = ", ".join(str(int(i)) for i in shared[:5])
+            self.run.publish(EventKind.LOG, LogRecord(logging.ERROR, "onthefly.health", (
+                f"data order: in epoch {epoch}, {len(shared)} samples were trained on by more than one rank "
+                f"(dataset indices {example}, ...); give each rank's DistributedSampler its own rank= "
+                f"(and call set_epoch), or the ranks repeat each other's work")))
 
     def _seen(self, rank: int, event: Event) -> None:
         with self._cond:
@@ -136,6 +169,13 @@ class Roster:
             while any(e.state in (RankState.PENDING, RankState.TRAINING) for r, e in self._entries.items() if r):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
+                    break
                 self._cond.wait(left)
-            return True
+            complete = not any(e.state in (RankState.PENDING, RankState.TRAINING)
+                               for r, e in self._entries.items() if r)
+        self.run.bus.drain()  # every event published so far, through _observe: then the last epochs
+        with self._order_lock:
+            left = sorted(self._order)
+        for epoch in left:
+            self._check_order(epoch)
+        return complete

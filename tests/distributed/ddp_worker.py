@@ -9,6 +9,7 @@ Trainer started paused, one epoch once the test's client resumes it. MODE ``nudg
 started paused, with rank 1's first weight moved after step 12 and parity checked every 5 steps.
 MODE ``export``: like ``steer``, every rank seeded alike. MODE ``resume``: every rank resumes from
 OUT/../run.onthefly up to STEPS. MODE ``baseline``: ``trainer`` with every rank seeded alike.
+MODE ``overlap``: ``epoch`` with every rank's DistributedSampler wrongly given rank=0.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
 """
 
@@ -59,12 +60,13 @@ class Nudge(RunHook):
                 next(ctx.model.parameters())[0, 0] += 1e-3
 
 
-def setup(rank: int, world: int, same_seed: bool = False):
+def setup(rank: int, world: int, same_seed: bool = False, overlap: bool = False):
     torch.manual_seed(0)
     model = DDP(BoringModel())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     dataset = boring_dataset(96)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=0)
+    # MODE overlap: the classic mistake, every rank given rank=0, so all train on the same shard.
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=0 if overlap else rank, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=8, sampler=sampler)
     # Dropout differs per rank (seed + rank), or every rank seeds alike, as many scripts do.
     torch.manual_seed(1 if same_seed else 1 + rank)
@@ -88,7 +90,8 @@ def bare(steps: int, model, optimizer, loss_fn, loader, sampler) -> None:
 def main(mode: str, out: str, steps: int) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, optimizer, loss_fn, loader, sampler = setup(rank, world, same_seed=mode in ("export", "resume", "baseline"))
+    model, optimizer, loss_fn, loader, sampler = setup(rank, world, same_seed=mode in ("export", "resume", "baseline"),
+                                                          overlap=mode == "overlap")
     record = Record()
     report: dict = {"rank": rank, "pid": os.getpid()}
     if mode == "bare":
@@ -99,12 +102,12 @@ def main(mode: str, out: str, steps: int) -> None:
         from onthefly.distributed.parity import RankParity
 
         budget = {"steer": {"max_steps": 10_000}, "export": {"max_steps": 10_000},
-                  "epoch": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
+                  "epoch": {"max_epochs": 1}, "overlap": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
         hooks = [record]
         if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
             hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
         trainer = Trainer("ddp", "native", port=0, verbose=False,
-                          start_paused=mode in ("steer", "epoch", "nudge", "export"), hooks=hooks, **budget)
+                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap"), hooks=hooks, **budget)
         bundle = os.path.join(out, "..", "run.onthefly") if mode == "resume" else None
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu", resume_from=bundle)
         report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,

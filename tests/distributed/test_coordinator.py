@@ -13,6 +13,33 @@ from support import wait_until
 T = telemetry_pb2
 
 
+def _one_epoch(job) -> list:
+    """Every event of a job started paused in an ``epoch``-like mode, from resume to FINISHED."""
+    runs = wait_until(lambda: job.proc.poll() is None and live_runs(), timeout=120, interval=0.1,
+                      what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        stream = client.telemetry.Subscribe(T.SubscribeRequest(after_seq=0))
+        client.control.Resume(control_pb2.ResumeRequest())
+        events = []
+        for frame in stream:
+            events.extend(frame.events)
+            if any(e.WhichOneof("payload") == "lifecycle" and e.lifecycle.kind == T.LIFECYCLE_KIND_FINISHED
+                   for e in frame.events):
+                break
+        stream.cancel()
+    job.wait()
+    return events
+
+
+def _health(events) -> list[str]:
+    return [e.log.message for e in events if e.WhichOneof("payload") == "log" and e.log.logger == "onthefly.health"]
+
+
+def test_ranks_training_on_the_same_samples_are_found(ddp_job):
+    findings = _health(_one_epoch(ddp_job(2, "overlap")))
+    assert len(findings) == 1 and findings[0].startswith("data order: in epoch 0, 48 samples were trained on by more")
+
+
 def test_every_index_of_the_epoch_reaches_the_client_once_across_ranks(ddp_job):
     job = ddp_job(2, "epoch")
 
@@ -53,6 +80,7 @@ def test_every_index_of_the_epoch_reaches_the_client_once_across_ranks(ddp_job):
     assert not set(by_rank[0]) & set(by_rank[1])
     assert sorted(by_rank[0] + by_rank[1]) == list(range(96))  # the epoch, every index exactly once
     assert steps[0] == steps[1] == list(range(1, 7))
+    assert _health(events) == []  # disjoint shards: data-order parity finds nothing
     seqs = [e.seq for e in events]
     assert seqs == sorted(seqs)  # one stream, in rank 0's order
 
