@@ -27,6 +27,7 @@ the horizon ``h`` has read every directive for a step below ``h``. A pause a ste
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -92,7 +93,8 @@ class Leader:
             wait = 0.0  # the first call applies what is queued and returns: a pause goes out at once
             while True:
                 before = snapshot(ctx)
-                stop = control.boundary(ctx, max_wait=wait)
+                with _local_only(ctx.model):
+                    stop = control.boundary(ctx, max_wait=wait)
                 after = snapshot(ctx)
                 wait = self.heartbeat
                 paused = after[1] and not stop
@@ -225,6 +227,14 @@ class Follower:
                 self._cond.notify_all()
             if message.end:
                 return
+
+
+def _local_only(model: Any) -> Any:
+    """Commands run on rank 0 alone (a health check's backward, test now): under DDP their backward must
+    not start the gradient all-reduce the other ranks will never join, nor their forward a buffer
+    broadcast. ``no_sync`` turns both off for work done inside it; training steps never run there."""
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if callable(no_sync) else contextlib.nullcontext()
 
 
 def inbox_key(rank: int) -> str:

@@ -71,3 +71,28 @@ def test_every_rank_takes_rank0_decisions_at_the_same_step(ddp_job, nproc):
         expected = [(s, 0.05 if s <= 3 else 0.0125 if s <= final else 0.02) for s in range(1, final + 3)]
         assert [tuple(row) for row in r["lrs"]] == expected
         assert r["weights"] == ranks[0]["weights"]
+
+
+def test_health_checks_on_rank0_alone_leave_ddp_in_step(ddp_job):
+    from onthefly.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+
+    job = ddp_job(2, "steer")
+    runs = wait_until(lambda: job.proc.poll() is None and live_runs(), timeout=120, interval=0.1,
+                      what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        control = client.control
+
+        def status():
+            return control.GetStatus(control_pb2.GetStatusRequest()).status
+
+        control.Step(control_pb2.StepRequest(steps=3))
+        wait_until(lambda: status().state == PAUSED and status().step == 3, what="3 steps")
+        health = diagnostics_pb2_grpc.DiagnosticsServiceStub(client.channel)
+        checks = [diagnostics_pb2.HEALTH_CHECK_GRADIENTS, diagnostics_pb2.HEALTH_CHECK_DETERMINISM]
+        report = health.RunHealthCheck(diagnostics_pb2.RunHealthCheckRequest(checks=checks), timeout=120)
+        assert report.receipt.status == APPLIED and report.receipt.applied_step == 3  # a backward, no all-reduce
+        control.Step(control_pb2.StepRequest(steps=2))
+        wait_until(lambda: status().state == PAUSED and status().step == 5, what="2 more steps after the checks")
+        control.Stop(control_pb2.StopRequest())
+    ranks = job.wait()
+    assert ranks[0]["weights"] == ranks[1]["weights"]
