@@ -80,6 +80,13 @@ class RankParity(RunHook):
         self._thread = threading.Thread(target=self._loop, name="onthefly-rank-parity", daemon=True)
         self._thread.start()
 
+    def on_fit_start(self, ctx: "LoopContext") -> None:
+        if self._world is not None and not replicated(ctx.model):
+            # FSDP shards parameters: each rank holds different values by design. Nothing to compare.
+            logging.getLogger("onthefly").info("onthefly: parameters are sharded (FSDP): no cross-rank parity check")
+            self.close()
+            self._world = None
+
     def on_step_end(self, ctx: "LoopContext") -> None:
         if self._world is None or ctx.step % self.every:
             return
@@ -132,6 +139,17 @@ class RankParity(RunHook):
                 if self._roster is not None:
                     self._roster.note(rank, message)
                 self._run.publish(EventKind.LOG, LogRecord(logging.ERROR, "onthefly.health", message))
+
+
+def replicated(model: torch.nn.Module) -> bool:
+    """False when the model's parameters are sharded across ranks (FSDP, or DTensor parameters)."""
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:  # a torch without FSDP
+        FullyShardedDataParallel = ()
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        return False
+    return not any(type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in model.parameters())
 
 
 def _key(step: int, rank: int) -> str:

@@ -6,6 +6,8 @@ Never a command line or a file: the store is the job's own rendezvous, which eve
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +20,7 @@ POLL_SECONDS = 0.05
 
 def publish_api(store: Any, address: str | None, token: str | None) -> None:
     """Rank 0, once its server is up (or with None when it does not serve): tell the other ranks."""
-    body = {"address": address, "token": token} if address else {}
+    body = {"address": address, "token": token, "host": socket.gethostname()} if address else {}
     store.set(API_KEY, json.dumps(body).encode())
 
 
@@ -30,4 +32,13 @@ def read_api(world: "World", stop: threading.Event) -> tuple[str, str] | None:
         if stop.wait(POLL_SECONDS):
             return None
     body = json.loads(store.get(API_KEY))
-    return (body["address"], body["token"]) if body else None
+    if not body:
+        return None
+    if body.get("host") != socket.gethostname():
+        # Rank 0 listens on its own loopback; a rank on another host cannot reach it (a coordinator
+        # listening beyond loopback, with TLS, is not built yet). Training is unaffected.
+        logging.getLogger("onthefly").info(
+            "onthefly: rank %d runs on %s, rank 0 on %s: this rank's telemetry stays local (multi-node "
+            "reporting is not supported yet)", world.rank, socket.gethostname(), body.get("host"))
+        return None
+    return body["address"], body["token"]

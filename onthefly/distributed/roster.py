@@ -162,17 +162,17 @@ class Roster:
             return [self._entries[r] for r in sorted(self._entries)]
 
     def wait_reports(self, timeout: float) -> bool:
-        """Wait until every other rank has closed or lost its report stream; False on timeout.
+        """Wait until every rank that joined has closed or lost its report stream; False on timeout.
         Rank 0 calls it before it ends the run, so the other ranks' last events precede FINISHED."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while any(e.state in (RankState.PENDING, RankState.TRAINING) for r, e in self._entries.items() if r):
+            # Ranks that never joined (on another host, or rank 0 does not serve) send nothing to wait for.
+            while any(e.state is RankState.TRAINING for e in self._entries.values() if e.rank):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            complete = not any(e.state in (RankState.PENDING, RankState.TRAINING)
-                               for r, e in self._entries.items() if r)
+            complete = not any(e.state is RankState.TRAINING for e in self._entries.values() if e.rank)
         self.run.bus.drain()  # every event published so far, through _observe: then the last epochs
         with self._order_lock:
             left = sorted(self._order)

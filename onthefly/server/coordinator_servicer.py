@@ -44,7 +44,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def ReportRank(self, request_iterator, context: grpc.ServicerContext):
         with domain_errors(context):
             roster = self._roster()
-        rank, received = None, 0
+        rank, received, final = None, 0, False
         try:
             for request in request_iterator:
                 if rank is None:
@@ -53,15 +53,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 with domain_errors(context):
                     roster.accept(request.rank, events, request.dropped_at_source)
                 received += len(events)
+                final = final or request.final
         except grpc.RpcError:  # the rank's side went away mid-stream
-            if rank is not None:
-                roster.lost(rank, "its report stream broke (the process died or lost its connection to rank 0)")
-            raise
+            pass
         if rank is not None:
-            if context.is_active():
+            if final:
                 roster.finished(rank)
-            else:
-                roster.lost(rank, "its report stream was cut")
+            else:  # whether the iterator raised or just ended: without the final message the rank is gone
+                roster.lost(rank, "its report stream broke (the process died or lost its connection to rank 0)")
         return coordinator_pb2.ReportRankResponse(events_received=received)
 
     def ListRanks(self, request, context: grpc.ServicerContext):

@@ -60,8 +60,9 @@ class RankReporter:
             with self._cond:
                 while not self._queue and not self._closing.is_set():
                     self._cond.wait(0.5)
-                if not self._queue:
-                    return  # closing, everything sent
+                if not self._queue:  # closing, everything sent: the final message tells rank 0 we ended well
+                    yield coordinator_pb2.ReportRankRequest(rank=rank, dropped_at_source=self.dropped, final=True)
+                    return
                 batch = self._queue.popleft()
                 dropped = self.dropped
             yield coordinator_pb2.ReportRankRequest(rank=rank, events=batch, dropped_at_source=dropped)

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from onthefly.v1 import telemetry_pb2 as onthefly_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1donthefly/v1/coordinator.proto\x12\x0bonthefly.v1\x1a\x1bonthefly/v1/telemetry.proto\"^\n\x0fJoinRankRequest\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x12\n\nworld_size\x18\x02 \x01(\x05\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\"\"\n\x10JoinRankResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"`\n\x11ReportRankRequest\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\"\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x12.onthefly.v1.Event\x12\x19\n\x11\x64ropped_at_source\x18\x03 \x01(\x04\"-\n\x12ReportRankResponse\x12\x17\n\x0f\x65vents_received\x18\x01 \x01(\x04\"\x12\n\x10ListRanksRequest\"M\n\x11ListRanksResponse\x12\x12\n\nworld_size\x18\x01 \x01(\x05\x12$\n\x05ranks\x18\x02 \x03(\x0b\x32\x15.onthefly.v1.RankInfo\"\xee\x01\n\x08RankInfo\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.onthefly.v1.RankState\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x0c\n\x04step\x18\x06 \x01(\x03\x12\x1a\n\x12samples_per_second\x18\x07 \x01(\x01\x12\x14\n\x0c\x64\x61ta_seconds\x18\x08 \x01(\x01\x12\x16\n\x0elast_seen_unix\x18\t \x01(\x01\x12\x0f\n\x07message\x18\n \x01(\t\x12\x19\n\x11\x64ropped_at_source\x18\x0b \x01(\x04*\x86\x01\n\tRankState\x12\x1a\n\x16RANK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12RANK_STATE_PENDING\x10\x01\x12\x17\n\x13RANK_STATE_TRAINING\x10\x02\x12\x17\n\x13RANK_STATE_FINISHED\x10\x03\x12\x13\n\x0fRANK_STATE_LOST\x10\x04\x32\xfa\x01\n\x12\x43oordinatorService\x12G\n\x08JoinRank\x12\x1c.onthefly.v1.JoinRankRequest\x1a\x1d.onthefly.v1.JoinRankResponse\x12O\n\nReportRank\x12\x1e.onthefly.v1.ReportRankRequest\x1a\x1f.onthefly.v1.ReportRankResponse(\x01\x12J\n\tListRanks\x12\x1d.onthefly.v1.ListRanksRequest\x1a\x1e.onthefly.v1.ListRanksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1donthefly/v1/coordinator.proto\x12\x0bonthefly.v1\x1a\x1bonthefly/v1/telemetry.proto\"^\n\x0fJoinRankRequest\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x12\n\nworld_size\x18\x02 \x01(\x05\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\"\"\n\x10JoinRankResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"o\n\x11ReportRankRequest\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\"\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x12.onthefly.v1.Event\x12\x19\n\x11\x64ropped_at_source\x18\x03 \x01(\x04\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\"-\n\x12ReportRankResponse\x12\x17\n\x0f\x65vents_received\x18\x01 \x01(\x04\"\x12\n\x10ListRanksRequest\"M\n\x11ListRanksResponse\x12\x12\n\nworld_size\x18\x01 \x01(\x05\x12$\n\x05ranks\x18\x02 \x03(\x0b\x32\x15.onthefly.v1.RankInfo\"\xee\x01\n\x08RankInfo\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.onthefly.v1.RankState\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x0c\n\x04step\x18\x06 \x01(\x03\x12\x1a\n\x12samples_per_second\x18\x07 \x01(\x01\x12\x14\n\x0c\x64\x61ta_seconds\x18\x08 \x01(\x01\x12\x16\n\x0elast_seen_unix\x18\t \x01(\x01\x12\x0f\n\x07message\x18\n \x01(\t\x12\x19\n\x11\x64ropped_at_source\x18\x0b \x01(\x04*\x86\x01\n\tRankState\x12\x1a\n\x16RANK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12RANK_STATE_PENDING\x10\x01\x12\x17\n\x13RANK_STATE_TRAINING\x10\x02\x12\x17\n\x13RANK_STATE_FINISHED\x10\x03\x12\x13\n\x0fRANK_STATE_LOST\x10\x04\x32\xfa\x01\n\x12\x43oordinatorService\x12G\n\x08JoinRank\x12\x1c.onthefly.v1.JoinRankRequest\x1a\x1d.onthefly.v1.JoinRankResponse\x12O\n\nReportRank\x12\x1e.onthefly.v1.ReportRankRequest\x1a\x1f.onthefly.v1.ReportRankResponse(\x01\x12J\n\tListRanks\x12\x1d.onthefly.v1.ListRanksRequest\x1a\x1e.onthefly.v1.ListRanksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onthefly.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RANKSTATE']._serialized_start=693
-  _globals['_RANKSTATE']._serialized_end=827
+  _globals['_RANKSTATE']._serialized_start=708
+  _globals['_RANKSTATE']._serialized_end=842
   _globals['_JOINRANKREQUEST']._serialized_start=75
   _globals['_JOINRANKREQUEST']._serialized_end=169
   _globals['_JOINRANKRESPONSE']._serialized_start=171
   _globals['_JOINRANKRESPONSE']._serialized_end=205
   _globals['_REPORTRANKREQUEST']._serialized_start=207
-  _globals['_REPORTRANKREQUEST']._serialized_end=303
-  _globals['_REPORTRANKRESPONSE']._serialized_start=305
-  _globals['_REPORTRANKRESPONSE']._serialized_end=350
-  _globals['_LISTRANKSREQUEST']._serialized_start=352
-  _globals['_LISTRANKSREQUEST']._serialized_end=370
-  _globals['_LISTRANKSRESPONSE']._serialized_start=372
-  _globals['_LISTRANKSRESPONSE']._serialized_end=449
-  _globals['_RANKINFO']._serialized_start=452
-  _globals['_RANKINFO']._serialized_end=690
-  _globals['_COORDINATORSERVICE']._serialized_start=830
-  _globals['_COORDINATORSERVICE']._serialized_end=1080
+  _globals['_REPORTRANKREQUEST']._serialized_end=318
+  _globals['_REPORTRANKRESPONSE']._serialized_start=320
+  _globals['_REPORTRANKRESPONSE']._serialized_end=365
+  _globals['_LISTRANKSREQUEST']._serialized_start=367
+  _globals['_LISTRANKSREQUEST']._serialized_end=385
+  _globals['_LISTRANKSRESPONSE']._serialized_start=387
+  _globals['_LISTRANKSRESPONSE']._serialized_end=464
+  _globals['_RANKINFO']._serialized_start=467
+  _globals['_RANKINFO']._serialized_end=705
+  _globals['_COORDINATORSERVICE']._serialized_start=845
+  _globals['_COORDINATORSERVICE']._serialized_end=1095
 # @@protoc_insertion_point(module_scope)

@@ -121,10 +121,13 @@ class ReportRankRequest(_message.Message):
     RANK_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     DROPPED_AT_SOURCE_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
     rank: _builtins.int
     """rank is the joined rank these events come from; every message of a stream names the same rank."""
     dropped_at_source: _builtins.int
     """dropped_at_source counts the rank's events dropped so far because its report queue was full."""
+    final: _builtins.bool
+    """final is set on the last message of the stream, once the rank's training has ended; a stream that ends without it marks the rank lost."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_telemetry_pb2.Event]:
         """events are the rank's own events in the order it published them (their seq is the rank's own and is replaced by rank 0's)."""
@@ -135,10 +138,11 @@ class ReportRankRequest(_message.Message):
         rank: _builtins.int = ...,
         events: _abc.Iterable[_telemetry_pb2.Event] | None = ...,
         dropped_at_source: _builtins.int = ...,
+        final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_at_source", b"dropped_at_source", "events", b"events", "rank", b"rank"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_at_source", b"dropped_at_source", "events", b"events", "final", b"final", "rank", b"rank"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -70,7 +70,7 @@ class CoordinatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportRank(self, request_iterator, context):
-        """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream when its training ends, and a stream that breaks first marks the rank lost.
+        """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream with a final message when its training ends, and a stream that ends without one marks the rank lost.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

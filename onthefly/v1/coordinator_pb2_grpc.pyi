@@ -40,7 +40,7 @@ class CoordinatorServiceStub:
     JoinRank: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.JoinRankRequest, _coordinator_pb2.JoinRankResponse]
     """JoinRank registers one rank with rank 0 (joining again replaces that rank's entry); FAILED_PRECONDITION when rank 0's run is not distributed, INVALID_ARGUMENT when rank or world size do not match the job."""
     ReportRank: _grpc.StreamUnaryMultiCallable[_coordinator_pb2.ReportRankRequest, _coordinator_pb2.ReportRankResponse]
-    """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream when its training ends, and a stream that breaks first marks the rank lost."""
+    """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream with a final message when its training ends, and a stream that ends without one marks the rank lost."""
     ListRanks: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListRanksRequest, _coordinator_pb2.ListRanksResponse]
     """ListRanks returns every rank of the job as rank 0 knows it, rank 0 included; it never waits for the training thread."""
 
@@ -56,7 +56,7 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     JoinRank: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.JoinRankRequest, _coordinator_pb2.JoinRankResponse]  # type: ignore[assignment]
     """JoinRank registers one rank with rank 0 (joining again replaces that rank's entry); FAILED_PRECONDITION when rank 0's run is not distributed, INVALID_ARGUMENT when rank or world size do not match the job."""
     ReportRank: _aio.StreamUnaryMultiCallable[_coordinator_pb2.ReportRankRequest, _coordinator_pb2.ReportRankResponse]  # type: ignore[assignment]
-    """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream when its training ends, and a stream that breaks first marks the rank lost."""
+    """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream with a final message when its training ends, and a stream that ends without one marks the rank lost."""
     ListRanks: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListRanksRequest, _coordinator_pb2.ListRanksResponse]  # type: ignore[assignment]
     """ListRanks returns every rank of the job as rank 0 knows it, rank 0 included; it never waits for the training thread."""
 
@@ -81,7 +81,7 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_coordinator_pb2.ReportRankRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ReportRankResponse, _abc.Awaitable[_coordinator_pb2.ReportRankResponse]]:
-        """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream when its training ends, and a stream that breaks first marks the rank lost."""
+        """ReportRank streams one joined rank's telemetry to rank 0, which publishes every event on its own Subscribe stream tagged with the rank; the rank ends the stream with a final message when its training ends, and a stream that ends without one marks the rank lost."""
 
     @_abc_1.abstractmethod
     def ListRanks(

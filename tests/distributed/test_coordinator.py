@@ -106,7 +106,7 @@ def test_a_killed_rank_is_reported_and_rank0_stays_up(ddp_job, capsys):
         wait_until(lambda: listed()[1].state == coordinator_pb2.RANK_STATE_TRAINING, timeout=60, what="rank 1 to join")
         client.control.Step(control_pb2.StepRequest(steps=4))
         wait_until(lambda: listed()[1].step == 4, what="rank 1 to report step 4")
-        stream = client.telemetry.Subscribe(T.SubscribeRequest(from_latest=True, kinds=[T.EVENT_KIND_LOG]))
+        stream = client.telemetry.Subscribe(T.SubscribeRequest(from_latest=True, kinds=[T.EVENT_KIND_LOG]), timeout=60)
         os.kill(job.ranks[1].pid, signal.SIGKILL)
         job.ranks[1].wait(30)
         lost = next(e for frame in stream for e in frame.events if "rank 1" in e.log.message)
