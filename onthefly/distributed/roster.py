@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 # ctx.extras key of rank 0's Roster (the coordinator servicer finds it there).
 ROSTER = "distributed.roster"
 
+# A data-loading straggler: over at least STRAGGLER_STEPS steps, a rank's average wait for its batch
+# exceeds both STRAGGLER_FACTOR x the other ranks' median and that median plus STRAGGLER_MARGIN seconds. (Under
+# DDP every rank's step takes as long as the slowest one's, so the batch wait is what tells them apart.)
+STRAGGLER_STEPS = 20
+STRAGGLER_FACTOR = 2.0
+STRAGGLER_MARGIN = 0.005
+
 
 class RankState(enum.IntEnum):
     """Same numbering as onthefly.v1.RankState."""
@@ -66,13 +73,15 @@ class Roster:
         self._epoch_of = [0] * world.world_size
         self._checked_below = 0
         self._order_lock = threading.Lock()  # the pump thread adds; the end of the run checks what is left
+        self._data_wait = [[0.0, 0] for _ in range(world.world_size)]  # per rank: total batch wait, steps
+        self._stragglers: set[int] = set()
         run.bus.observe(self._observe)
 
     def _observe(self, events: list[Event]) -> None:
         # On rank 0's pump thread, for its own events and the others' republished ones alike.
         for event in events:
-            if event.kind is EventKind.STEP_METRICS and event.rank == 0:
-                self._seen(0, event)
+            if event.kind is EventKind.STEP_METRICS:
+                self._seen(event.rank, event)
             elif event.kind is EventKind.SAMPLE_LOSSES and event.payload.split == "train":
                 with self._order_lock:
                     self._order.setdefault(event.epoch, {}).setdefault(event.rank, []).append(event.payload.indices)
@@ -101,11 +110,32 @@ class Roster:
                 f"(and call set_epoch), or the ranks repeat each other's work")))
 
     def _seen(self, rank: int, event: Event) -> None:
+        p = event.payload
         with self._cond:
             entry = self._entries[rank]
-            p = event.payload
             self._entries[rank] = replace(entry, step=event.step, samples_per_second=p.samples_per_second,
                                           data_seconds=p.data_seconds, last_seen=time.time())
+            wait = self._data_wait[rank]
+            wait[0] += p.data_seconds
+            wait[1] += 1
+            slow = self._straggler(rank)
+        if slow is not None:
+            self.note(rank, slow)
+            self.run.publish(EventKind.LOG, LogRecord(logging.WARNING, "onthefly.health", slow))
+
+    def _straggler(self, rank: int) -> str | None:
+        """A finding when ``rank`` has become a data-loading straggler (once per rank; under _cond)."""
+        if rank in self._stragglers or any(n < STRAGGLER_STEPS for _, n in self._data_wait):
+            return None
+        means = [total / n for total, n in self._data_wait]
+        mine = means.pop(rank)
+        median = float(np.median(means))  # of the other ranks
+        if mine <= max(STRAGGLER_FACTOR * median, median + STRAGGLER_MARGIN):
+            return None
+        self._stragglers.add(rank)
+        return (f"rank {rank} is a data-loading straggler: it waits {mine * 1e3:.1f} ms per step for its batch, "
+                f"the other ranks {median * 1e3:.1f} ms (median), and every rank's step waits for it (more DataLoader "
+                f"workers on that rank, or a faster source for its shard)")
 
     # -- the coordinator servicer's calls --------------------------------------------------------
     def join(self, rank: int, world_size: int, host: str, device: str, pid: int) -> str:
@@ -129,9 +159,7 @@ class Roster:
             self._entries[rank] = replace(entry, last_seen=time.time(), dropped_at_source=dropped_at_source)
         publish = self.run.bus.publish
         for event in events:
-            event.rank = rank
-            if event.kind is EventKind.STEP_METRICS:
-                self._seen(rank, event)
+            event.rank = rank  # its figures are taken when it passes rank 0's pump (_observe)
             publish(event)
 
     def finished(self, rank: int) -> None:

@@ -9,7 +9,8 @@ Trainer started paused, one epoch once the test's client resumes it. MODE ``nudg
 started paused, with rank 1's first weight moved after step 12 and parity checked every 5 steps.
 MODE ``export``: like ``steer``, every rank seeded alike. MODE ``resume``: every rank resumes from
 OUT/../run.onthefly up to STEPS. MODE ``baseline``: ``trainer`` with every rank seeded alike.
-MODE ``overlap``: ``epoch`` with every rank's DistributedSampler wrongly given rank=0.
+MODE ``overlap``: ``epoch`` with every rank's DistributedSampler wrongly given rank=0. MODE ``slowdata``:
+``trainer`` started paused, rank 1's samples each fetched 3 ms late.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -60,11 +62,27 @@ class Nudge(RunHook):
                 next(ctx.model.parameters())[0, 0] += 1e-3
 
 
-def setup(rank: int, world: int, same_seed: bool = False, overlap: bool = False):
+class SlowItems(torch.utils.data.Dataset):
+    """The same samples, each fetched 3 ms late: one rank's slow data source."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        time.sleep(0.003)
+        return self.inner[i]
+
+
+def setup(rank: int, world: int, same_seed: bool = False, overlap: bool = False, slow: bool = False):
     torch.manual_seed(0)
     model = DDP(BoringModel())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     dataset = boring_dataset(96)
+    if slow:
+        dataset = SlowItems(dataset)
     # MODE overlap: the classic mistake, every rank given rank=0, so all train on the same shard.
     sampler = DistributedSampler(dataset, num_replicas=world, rank=0 if overlap else rank, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=8, sampler=sampler)
@@ -91,7 +109,7 @@ def main(mode: str, out: str, steps: int) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     model, optimizer, loss_fn, loader, sampler = setup(rank, world, same_seed=mode in ("export", "resume", "baseline"),
-                                                          overlap=mode == "overlap")
+                                                          overlap=mode == "overlap", slow=mode == "slowdata" and rank == 1)
     record = Record()
     report: dict = {"rank": rank, "pid": os.getpid()}
     if mode == "bare":
@@ -107,7 +125,7 @@ def main(mode: str, out: str, steps: int) -> None:
         if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
             hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
         trainer = Trainer("ddp", "native", port=0, verbose=False,
-                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap"), hooks=hooks, **budget)
+                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata"), hooks=hooks, **budget)
         bundle = os.path.join(out, "..", "run.onthefly") if mode == "resume" else None
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu", resume_from=bundle)
         report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,

@@ -40,6 +40,11 @@ def test_ranks_training_on_the_same_samples_are_found(ddp_job):
     assert len(findings) == 1 and findings[0].startswith("data order: in epoch 0, 48 samples were trained on by more")
 
 
+def test_a_rank_slow_to_load_its_batches_is_named(ddp_job):
+    findings = _health(_one_epoch(ddp_job(2, "slowdata", "24")))
+    assert len(findings) == 1 and findings[0].startswith("rank 1 is a data-loading straggler: it waits")
+
+
 def test_every_index_of_the_epoch_reaches_the_client_once_across_ranks(ddp_job):
     job = ddp_job(2, "epoch")
 
