@@ -164,5 +164,6 @@ def test_a_rank_whose_weights_drift_is_named_with_the_first_differing_tensor(ddp
         stream.cancel()
     ranks = job.wait()
     # Checked at steps 5, 10 (equal), 15 (rank 1 moved after step 12): named once, with the tensor.
-    assert findings == ["rank 1 diverged from rank 0 by step 15: first differing tensor is parameter 'module.0.weight'"]
+    diverged = [f for f in findings if "diverged" in f]  # (a busy machine may add a straggler warning)
+    assert diverged == ["rank 1 diverged from rank 0 by step 15: first differing tensor is parameter 'module.0.weight'"]
     assert ranks[0]["weights"] != ranks[1]["weights"]
