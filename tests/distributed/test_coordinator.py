@@ -167,3 +167,34 @@ def test_a_rank_whose_weights_drift_is_named_with_the_first_differing_tensor(ddp
     diverged = [f for f in findings if "diverged" in f]  # (a busy machine may add a straggler warning)
     assert diverged == ["rank 1 diverged from rank 0 by step 15: first differing tensor is parameter 'module.0.weight'"]
     assert ranks[0]["weights"] != ranks[1]["weights"]
+
+
+def test_tail_shows_one_ranks_events(ddp_job, capsys):
+    import json
+    import threading
+
+    from onthefly.cli.main import main as cli
+
+    job = ddp_job(2, "steer")
+    runs = wait_until(lambda: job.proc.poll() is None and live_runs(), timeout=120, interval=0.1,
+                      what="rank 0 to serve")
+    address, token = runs[0].address, runs[0].token
+    with connect(address=address, token=token) as client:
+        client.control.Step(control_pb2.StepRequest(steps=6))
+        capsys.readouterr()
+        tail = threading.Thread(target=cli, args=(["--address", address, "--token", token, "tail", "--json",
+                                                   "--rank", "1", "--kind", "step_metrics"],), daemon=True)
+        tail.start()
+        out: list[str] = []
+
+        def printed_six():
+            out.extend(capsys.readouterr().out.splitlines())
+            return len(out) >= 6
+
+        wait_until(printed_six, timeout=60, what="tail to print rank 1's six steps")
+        client.control.Stop(control_pb2.StopRequest())  # the stream ends with the run, and tail with it
+        tail.join(60)
+    job.wait()
+    out.extend(capsys.readouterr().out.splitlines())
+    rows = [json.loads(line) for line in out]
+    assert [(r["rank"], r["step"]) for r in rows] == [(1, s) for s in range(1, 7)]
