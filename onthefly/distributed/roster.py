@@ -71,6 +71,7 @@ class Roster:
         # Data-order parity: each epoch's train indices per rank, checked once every rank is past the epoch.
         self._order: dict[int, dict[int, list[np.ndarray]]] = {}
         self._epoch_of = [0] * world.world_size
+        self._sampled: set[int] = set()  # ranks that have reported train samples
         self._checked_below = 0
         self._order_lock = threading.Lock()  # the pump thread adds; the end of the run checks what is left
         self._data_wait = [[0.0, 0] for _ in range(world.world_size)]  # per rank: total batch wait, steps
@@ -86,7 +87,12 @@ class Roster:
                 with self._order_lock:
                     self._order.setdefault(event.epoch, {}).setdefault(event.rank, []).append(event.payload.indices)
                 self._epoch_of[event.rank] = max(self._epoch_of[event.rank], event.epoch)
-        done = min(self._epoch_of)
+                self._sampled.add(event.rank)
+        # An epoch is complete once every rank that reports samples (and is not lost) is past it; ranks
+        # that report none never hold it open, so rank 0 keeps at most the epochs still in progress.
+        with self._cond:
+            active = [r for r in self._sampled if self._entries[r].state is not RankState.LOST]
+        done = min((self._epoch_of[r] for r in active), default=0)
         while self._checked_below < done:
             self._check_order(self._checked_below)
             self._checked_below += 1
