@@ -49,7 +49,8 @@ def make(rank: int, steps: int):
     model = DDP(nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(64 * WORLD * steps, 784, generator=g), torch.randint(0, 10, (64 * WORLD * steps,), generator=g))
+    n = 64 * WORLD * steps
+    data = TensorDataset(torch.randn(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g))
     sampler = DistributedSampler(data, num_replicas=WORLD, rank=rank, shuffle=False)
     return model, optimizer, nn.CrossEntropyLoss(), DataLoader(data, batch_size=64, sampler=sampler)
 
@@ -113,7 +114,8 @@ class BackgroundCpu(RunHook):
         if ctx.step == WARMUP:
             self._start = sum(thread_cpu(name) for name in COORDINATION_THREADS)
         elif ctx.step == self.steps:
-            self.seconds = (sum(thread_cpu(name) for name in COORDINATION_THREADS) - self._start) / (self.steps - WARMUP)
+            spent = sum(thread_cpu(name) for name in COORDINATION_THREADS) - self._start
+            self.seconds = spent / (self.steps - WARMUP)
 
 
 def under_trainer(model, optimizer, loss_fn, loader, steps: int, telemetry: bool = True) -> tuple[tuple, float, float]:

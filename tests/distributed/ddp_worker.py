@@ -108,8 +108,9 @@ def bare(steps: int, model, optimizer, loss_fn, loader, sampler) -> None:
 def main(mode: str, out: str, steps: int) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, optimizer, loss_fn, loader, sampler = setup(rank, world, same_seed=mode in ("export", "resume", "baseline"),
-                                                          overlap=mode == "overlap", slow=mode == "slowdata" and rank == 1)
+    model, optimizer, loss_fn, loader, sampler = setup(
+        rank, world, same_seed=mode in ("export", "resume", "baseline"), overlap=mode == "overlap",
+        slow=mode == "slowdata" and rank == 1)
     record = Record()
     report: dict = {"rank": rank, "pid": os.getpid()}
     if mode == "bare":
@@ -125,7 +126,8 @@ def main(mode: str, out: str, steps: int) -> None:
         if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
             hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
         trainer = Trainer("ddp", "native", port=0, verbose=False,
-                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata"), hooks=hooks, **budget)
+                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata"),
+                          hooks=hooks, **budget)
         bundle = os.path.join(out, "..", "run.onthefly") if mode == "resume" else None
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu", resume_from=bundle)
         report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,
