@@ -14,10 +14,10 @@ def event_type(event: telemetry_pb2.Event) -> str:
 
 
 def event_dict(event: telemetry_pb2.Event) -> dict[str, Any]:
-    """{seq, type, step, epoch, time, <payload fields>} with proto field names."""
+    """{seq, type, step, epoch, time, rank, <payload fields>} with proto field names."""
     kind = event_type(event)
     out: dict[str, Any] = {"seq": event.seq, "type": kind, "step": event.step, "epoch": event.epoch,
-                           "time": event.time_unix}
+                           "time": event.time_unix, "rank": event.rank}
     if kind != "unknown":
         payload = MessageToDict(getattr(event, kind), preserving_proto_field_name=True,
                                 always_print_fields_with_no_presence=True)
@@ -33,7 +33,7 @@ def state_name(state: int) -> str:
 
 def event_line(event: telemetry_pb2.Event) -> str:
     kind = event_type(event)
-    head = f"#{event.seq:<7} step {event.step:<7}"
+    head = f"#{event.seq:<7} step {event.step:<7}" + (f" rank {event.rank}" if event.rank else "")
     if kind == "step_metrics":
         m = event.step_metrics
         return f"{head} loss {m.loss:.5g}  lr {m.lr:.3g}  grad_norm {m.grad_norm:.3g}  {m.samples_per_second:,.0f} samples/s"

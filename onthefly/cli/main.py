@@ -19,7 +19,7 @@ from onthefly.v1 import control_pb2, receipt_pb2, telemetry_pb2
 
 # Feature modules that add subcommands through register(subparsers); absent ones are skipped.
 FEATURE_COMMANDS = ("onthefly.cli.sessions_cmds", "onthefly.cli.health_cmds", "onthefly.cli.tracking_cmds",
-                    "onthefly.cli.lab_cmds")
+                    "onthefly.cli.lab_cmds", "onthefly.cli.ranks_cmds")
 
 
 class CliError(Exception):
@@ -126,6 +126,8 @@ def cmd_tail(args) -> int:
                        "reason": frame.gap.reason, "seq": frame.gap.last_seq, "step": None}
                 print(json.dumps(gap) if args.json else f"!! missed events {gap['first_seq']}..{gap['last_seq']}: {gap['reason']}")
             for event in frame.events:
+                if args.rank is not None and event.rank != args.rank:
+                    continue
                 print(json.dumps(event_dict(event)) if args.json else event_line(event))
             sys.stdout.flush()
     return 0
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="start after this seq (default: oldest kept)")
     p.add_argument("--follow-only", action="store_true", help="skip history, print only new events")
     p.add_argument("--kind", action="append", dest="kinds", help="only this kind (repeatable), e.g. step_metrics")
+    p.add_argument("--rank", type=int, help="only the events of this rank of a distributed run")
     p.set_defaults(func=cmd_tail)
 
     sub.add_parser("watch", help="live terminal view of a run").set_defaults(func=cmd_watch)

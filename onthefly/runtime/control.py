@@ -57,6 +57,11 @@ class Control:
     def finished(self) -> bool:
         return self.state in _TERMINAL
 
+    @property
+    def has_work(self) -> bool:
+        """True when a boundary has something to do: a command is queued or the run is paused."""
+        return bool(self._queue) or self.state is RunState.PAUSED
+
     def submit(self, command: Command) -> PendingCommand:
         """Validate ``command`` on the caller's thread and queue it; raises on bad input."""
         with self._cond:

@@ -158,6 +158,8 @@ class Event:
     time: float
     payload: Any
     seq: int = 0
+    # The torch.distributed rank that produced the event (rank 0 republishes the other ranks' events).
+    rank: int = 0
     # Opaque per-event cache for the transport layer (its encoded form), so an event is encoded once
     # however many subscribers read it. Domain code never reads it.
     encoded: Any = None

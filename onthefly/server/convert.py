@@ -64,7 +64,7 @@ def event(value: d.Event) -> ProtoEvent:
     cached = value.encoded
     if cached is not None:
         return cached
-    msg = ProtoEvent(seq=value.seq, step=value.step, time_unix=value.time, epoch=value.epoch)
+    msg = ProtoEvent(seq=value.seq, step=value.step, time_unix=value.time, epoch=value.epoch, rank=value.rank)
     p = value.payload
     kind = value.kind
     if kind is d.EventKind.SAMPLE_LOSSES:

@@ -39,7 +39,7 @@ _EXTENSIONS: list = []
 # Feature servicer modules that call register_extension when imported; absent ones are skipped.
 FEATURE_SERVICERS = ("onthefly.server.diagnostics_servicer", "onthefly.server.sessions_servicer",
                      "onthefly.server.history_servicer", "onthefly.server.lab_servicer",
-                     "onthefly.server.resolution_servicer")
+                     "onthefly.server.resolution_servicer", "onthefly.server.coordinator_servicer")
 
 
 def _load_features() -> None:

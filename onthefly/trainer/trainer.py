@@ -20,7 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.data.distributed import DistributedSampler
 
+from onthefly.distributed.job import Job
+from onthefly.distributed.peers import quiet_sessions, refuse_live_restore
+from onthefly.distributed.world import World, current_world
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
 from onthefly.runtime.events import (
@@ -122,6 +126,8 @@ class Trainer:
         self.run: Run | None = None
         self.server: Any = None
         self.ready = threading.Event()  # set once the server is up (or skipped) and training starts
+        self.world: World | None = None  # under torch.distributed with several ranks: this rank's place
+        self._job: Job | None = None  # then: this rank's part (rank 0's decisions at one step everywhere)
 
     # -- public ----------------------------------------------------------------------------------
     @property
@@ -165,7 +171,10 @@ class Trainer:
         run.total_steps = self._planned_steps(train_loader)
         for hook in self._extra_hooks:
             run.hooks.add(hook)
-        tracking = tracking_hook(self.track, self, run)
+        # Under torch.distributed rank 0 serves, tracks and writes sessions; every rank trains the same.
+        world = self.world = current_world()
+        chief = world is None or world.leader
+        tracking = tracking_hook(self.track, self, run) if chief else None
         if tracking is not None:
             run.hooks.add(tracking)
             self.experiment = tracking.experiment
@@ -184,7 +193,12 @@ class Trainer:
         result_val: EvalResult | None = None
         result_test: EvalResult | None = None
         try:
+            if not chief:
+                quiet_sessions(run)
             attach_sessions(ctx, resume_from)  # the run's session store; restores resume_from, if given
+            if world is not None:
+                refuse_live_restore(ctx)
+                self._job = Job(world, run, ctx)
             run.control.state = RunState.RUNNING
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.STARTED, RunState.RUNNING, "", run.identity))
             run.hooks.on_fit_start(ctx)
@@ -194,7 +208,10 @@ class Trainer:
             stats.start()
             # The server opens last: the first client already sees the run in its starting state
             # (running, or paused when start_paused), never a half-initialised one.
-            self._start_server(run)
+            if chief:
+                self._start_server(run)
+            if self._job is not None:
+                self._job.served(self.address, self.token)
             self.ready.set()
             result_val = self._train(ctx, forward, autocast)
             if do_test_after and test_loader is not None and not run.control.skip_test:
@@ -210,6 +227,7 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------
     def _train(self, ctx: LoopContext, forward: Forward, autocast: Callable[[], Any]) -> EvalResult | None:
         run, control, hooks = ctx.run, ctx.run.control, ctx.run.hooks
+        boundary = control.boundary if self._job is None else self._job.boundary
         model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
         params = [p for group in optimizer.param_groups for p in group["params"]]
         tapped = ctx.train_batches = TappedLoader(ctx.train_loader)
@@ -218,7 +236,7 @@ class Trainer:
         last_val: EvalResult | None = None
         non_blocking = ctx.device.type == "cuda"
         move = ctx.device.type != "cpu"  # CPU batches are used as they come: no per-step walk
-        if control.boundary(ctx):
+        if boundary(ctx):
             return None
         while True:
             # Where training (re)starts: epoch 0 batch 0, or the position a resumed or imported session set.
@@ -226,6 +244,7 @@ class Trainer:
             ctx.repositioned = False
             if self._budget_spent(ctx) or (self.max_epochs is not None and epoch >= self.max_epochs):
                 return last_val
+            _set_sampler_epoch(ctx.train_loader, epoch)
             hooks.on_epoch_start(ctx)
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, control.state, str(epoch)))
             micro = samples = 0
@@ -280,7 +299,7 @@ class Trainer:
                 samples = 0
                 hooks.on_step_end(ctx)
                 control.step_done(ctx)
-                if control.boundary(ctx) or self._budget_spent(ctx):
+                if boundary(ctx) or self._budget_spent(ctx):
                     return last_val
                 if ctx.repositioned:  # an import or restore at this boundary moved the loop
                     break
@@ -297,7 +316,7 @@ class Trainer:
             ctx.batch_in_epoch = 0
             if self.max_epochs is not None and ctx.epoch >= self.max_epochs:
                 return last_val
-            if control.boundary(ctx):
+            if boundary(ctx):
                 return last_val
 
     def _budget_spent(self, ctx: LoopContext) -> bool:
@@ -328,12 +347,23 @@ class Trainer:
     def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
                 stats: StatsSampler) -> None:
         stats.stop()  # first: a sample published after FINISHED would make it not the run's final event
+        if self._job is not None:
+            self._job.close(self.shutdown_grace)
+            self._job = None
         run.end(ctx, error)
         capture.close()
         run.bus.close()
         if self.server is not None:
             run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
             self.server.stop(grace=self.shutdown_grace)
+
+
+def _set_sampler_epoch(loader: Any, epoch: int) -> None:
+    # A DistributedSampler draws each epoch's order from its seed and the epoch it was told: every DDP
+    # loop (and Lightning) calls set_epoch before iterating, so the Trainer does it for the user.
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
 
 
 def _default_device() -> torch.device:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from onthefly.v1 import run_pb2 as onthefly_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bonthefly/v1/telemetry.proto\x12\x0bonthefly.v1\x1a\x15onthefly/v1/run.proto\"a\n\x10SubscribeRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12%\n\x05kinds\x18\x02 \x03(\x0e\x32\x16.onthefly.v1.EventKind\x12\x13\n\x0b\x66rom_latest\x18\x03 \x01(\x08\"\x83\x01\n\x11SubscribeResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.onthefly.v1.Event\x12\x1d\n\x03gap\x18\x02 \x01(\x0b\x32\x10.onthefly.v1.Gap\x12\x19\n\x11\x64ropped_at_source\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\":\n\x03Gap\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x97\x03\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x11\n\ttime_unix\x18\x03 \x01(\x01\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x30\n\x0cstep_metrics\x18\n \x01(\x0b\x32\x18.onthefly.v1.StepMetricsH\x00\x12\x32\n\rsample_losses\x18\x0b \x01(\x0b\x32\x19.onthefly.v1.SampleLossesH\x00\x12.\n\x0b\x65val_result\x18\x0c \x01(\x0b\x32\x17.onthefly.v1.EvalResultH\x00\x12%\n\x03log\x18\r \x01(\x0b\x32\x16.onthefly.v1.LogRecordH\x00\x12,\n\x07runtime\x18\x0e \x01(\x0b\x32\x19.onthefly.v1.RuntimeStatsH\x00\x12+\n\tlifecycle\x18\x0f \x01(\x0b\x32\x16.onthefly.v1.LifecycleH\x00\x12.\n\x07\x63ommand\x18\x10 \x01(\x0b\x32\x1b.onthefly.v1.CommandAppliedH\x00\x42\t\n\x07payload\"\xf8\x01\n\x0bStepMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x11\n\tgrad_norm\x18\x03 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\x03\x12\x14\n\x0cstep_seconds\x18\x06 \x01(\x01\x12\x14\n\x0c\x64\x61ta_seconds\x18\x07 \x01(\x01\x12\x32\n\x05\x65xtra\x18\x08 \x03(\x0b\x32#.onthefly.v1.StepMetrics.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\">\n\x0cSampleLosses\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0f\n\x07indices\x18\x02 \x03(\x10\x12\x0e\n\x06losses\x18\x03 \x03(\x02\"\xc2\x01\n\nEvalResult\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x35\n\x07metrics\x18\x04 \x03(\x0b\x32$.onthefly.v1.EvalResult.MetricsEntry\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\x0e\n\x06reason\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"R\n\tLogRecord\x12$\n\x05level\x18\x01 \x01(\x0e\x32\x15.onthefly.v1.LogLevel\x12\x0e\n\x06logger\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x87\x01\n\x0cRuntimeStats\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\trss_bytes\x18\x02 \x01(\x03\x12#\n\x04gpus\x18\x03 \x03(\x0b\x32\x15.onthefly.v1.GpuStats\x12\x19\n\x11\x64ropped_at_source\x18\x04 \x01(\x04\x12\x0f\n\x07threads\x18\x05 \x01(\x05\"\x9a\x01\n\x08GpuStats\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1b\n\x13utilization_percent\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x03\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x03\x12\x1d\n\x15torch_allocated_bytes\x18\x06 \x01(\x03\"\x98\x01\n\tLifecycle\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.onthefly.v1.LifecycleKind\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.onthefly.v1.RunState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x08identity\x18\x04 \x01(\x0b\x32\x18.onthefly.v1.RunIdentity\"S\n\x0e\x43ommandApplied\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t*\xe2\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_KIND_STEP_METRICS\x10\x01\x12\x1c\n\x18\x45VENT_KIND_SAMPLE_LOSSES\x10\x02\x12\x1a\n\x16\x45VENT_KIND_EVAL_RESULT\x10\x03\x12\x12\n\x0e\x45VENT_KIND_LOG\x10\x04\x12\x1c\n\x18\x45VENT_KIND_RUNTIME_STATS\x10\x05\x12\x18\n\x14\x45VENT_KIND_LIFECYCLE\x10\x06\x12\x16\n\x12\x45VENT_KIND_COMMAND\x10\x07*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05*\x9f\x02\n\rLifecycleKind\x12\x1e\n\x1aLIFECYCLE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIFECYCLE_KIND_STARTED\x10\x01\x12\x19\n\x15LIFECYCLE_KIND_PAUSED\x10\x02\x12\x1a\n\x16LIFECYCLE_KIND_RESUMED\x10\x03\x12\x1f\n\x1bLIFECYCLE_KIND_TEST_STARTED\x10\x04\x12 \n\x1cLIFECYCLE_KIND_TEST_FINISHED\x10\x05\x12\x1b\n\x17LIFECYCLE_KIND_FINISHED\x10\x06\x12\x19\n\x15LIFECYCLE_KIND_FAILED\x10\x07\x12 \n\x1cLIFECYCLE_KIND_EPOCH_STARTED\x10\x08\x32`\n\x10TelemetryService\x12L\n\tSubscribe\x12\x1d.onthefly.v1.SubscribeRequest\x1a\x1e.onthefly.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bonthefly/v1/telemetry.proto\x12\x0bonthefly.v1\x1a\x15onthefly/v1/run.proto\"a\n\x10SubscribeRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12%\n\x05kinds\x18\x02 \x03(\x0e\x32\x16.onthefly.v1.EventKind\x12\x13\n\x0b\x66rom_latest\x18\x03 \x01(\x08\"\x83\x01\n\x11SubscribeResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.onthefly.v1.Event\x12\x1d\n\x03gap\x18\x02 \x01(\x0b\x32\x10.onthefly.v1.Gap\x12\x19\n\x11\x64ropped_at_source\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\":\n\x03Gap\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa5\x03\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x11\n\ttime_unix\x18\x03 \x01(\x01\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x0c\n\x04rank\x18\x05 \x01(\x05\x12\x30\n\x0cstep_metrics\x18\n \x01(\x0b\x32\x18.onthefly.v1.StepMetricsH\x00\x12\x32\n\rsample_losses\x18\x0b \x01(\x0b\x32\x19.onthefly.v1.SampleLossesH\x00\x12.\n\x0b\x65val_result\x18\x0c \x01(\x0b\x32\x17.onthefly.v1.EvalResultH\x00\x12%\n\x03log\x18\r \x01(\x0b\x32\x16.onthefly.v1.LogRecordH\x00\x12,\n\x07runtime\x18\x0e \x01(\x0b\x32\x19.onthefly.v1.RuntimeStatsH\x00\x12+\n\tlifecycle\x18\x0f \x01(\x0b\x32\x16.onthefly.v1.LifecycleH\x00\x12.\n\x07\x63ommand\x18\x10 \x01(\x0b\x32\x1b.onthefly.v1.CommandAppliedH\x00\x42\t\n\x07payload\"\xf8\x01\n\x0bStepMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x11\n\tgrad_norm\x18\x03 \x01(\x01\x12\x1a\n\x12samples_per_second\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\x03\x12\x14\n\x0cstep_seconds\x18\x06 \x01(\x01\x12\x14\n\x0c\x64\x61ta_seconds\x18\x07 \x01(\x01\x12\x32\n\x05\x65xtra\x18\x08 \x03(\x0b\x32#.onthefly.v1.StepMetrics.ExtraEntry\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\">\n\x0cSampleLosses\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0f\n\x07indices\x18\x02 \x03(\x10\x12\x0e\n\x06losses\x18\x03 \x03(\x02\"\xc2\x01\n\nEvalResult\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x0f\n\x07samples\x18\x03 \x01(\x03\x12\x35\n\x07metrics\x18\x04 \x03(\x0b\x32$.onthefly.v1.EvalResult.MetricsEntry\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\x0e\n\x06reason\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"R\n\tLogRecord\x12$\n\x05level\x18\x01 \x01(\x0e\x32\x15.onthefly.v1.LogLevel\x12\x0e\n\x06logger\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x87\x01\n\x0cRuntimeStats\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\trss_bytes\x18\x02 \x01(\x03\x12#\n\x04gpus\x18\x03 \x03(\x0b\x32\x15.onthefly.v1.GpuStats\x12\x19\n\x11\x64ropped_at_source\x18\x04 \x01(\x04\x12\x0f\n\x07threads\x18\x05 \x01(\x05\"\x9a\x01\n\x08GpuStats\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1b\n\x13utilization_percent\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x03\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x03\x12\x1d\n\x15torch_allocated_bytes\x18\x06 \x01(\x03\"\x98\x01\n\tLifecycle\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.onthefly.v1.LifecycleKind\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.onthefly.v1.RunState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12*\n\x08identity\x18\x04 \x01(\x0b\x32\x18.onthefly.v1.RunIdentity\"S\n\x0e\x43ommandApplied\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t*\xe2\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_KIND_STEP_METRICS\x10\x01\x12\x1c\n\x18\x45VENT_KIND_SAMPLE_LOSSES\x10\x02\x12\x1a\n\x16\x45VENT_KIND_EVAL_RESULT\x10\x03\x12\x12\n\x0e\x45VENT_KIND_LOG\x10\x04\x12\x1c\n\x18\x45VENT_KIND_RUNTIME_STATS\x10\x05\x12\x18\n\x14\x45VENT_KIND_LIFECYCLE\x10\x06\x12\x16\n\x12\x45VENT_KIND_COMMAND\x10\x07*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x05*\x9f\x02\n\rLifecycleKind\x12\x1e\n\x1aLIFECYCLE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIFECYCLE_KIND_STARTED\x10\x01\x12\x19\n\x15LIFECYCLE_KIND_PAUSED\x10\x02\x12\x1a\n\x16LIFECYCLE_KIND_RESUMED\x10\x03\x12\x1f\n\x1bLIFECYCLE_KIND_TEST_STARTED\x10\x04\x12 \n\x1cLIFECYCLE_KIND_TEST_FINISHED\x10\x05\x12\x1b\n\x17LIFECYCLE_KIND_FINISHED\x10\x06\x12\x19\n\x15LIFECYCLE_KIND_FAILED\x10\x07\x12 \n\x1cLIFECYCLE_KIND_EPOCH_STARTED\x10\x08\x32`\n\x10TelemetryService\x12L\n\tSubscribe\x12\x1d.onthefly.v1.SubscribeRequest\x1a\x1e.onthefly.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPMETRICS_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_EVALRESULT_METRICSENTRY']._loaded_options = None
   _globals['_EVALRESULT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTKIND']._serialized_start=1902
-  _globals['_EVENTKIND']._serialized_end=2128
-  _globals['_LOGLEVEL']._serialized_start=2131
-  _globals['_LOGLEVEL']._serialized_end=2277
-  _globals['_LIFECYCLEKIND']._serialized_start=2280
-  _globals['_LIFECYCLEKIND']._serialized_end=2567
+  _globals['_EVENTKIND']._serialized_start=1916
+  _globals['_EVENTKIND']._serialized_end=2142
+  _globals['_LOGLEVEL']._serialized_start=2145
+  _globals['_LOGLEVEL']._serialized_end=2291
+  _globals['_LIFECYCLEKIND']._serialized_start=2294
+  _globals['_LIFECYCLEKIND']._serialized_end=2581
   _globals['_SUBSCRIBEREQUEST']._serialized_start=67
   _globals['_SUBSCRIBEREQUEST']._serialized_end=164
   _globals['_SUBSCRIBERESPONSE']._serialized_start=167
@@ -49,27 +49,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GAP']._serialized_start=300
   _globals['_GAP']._serialized_end=358
   _globals['_EVENT']._serialized_start=361
-  _globals['_EVENT']._serialized_end=768
-  _globals['_STEPMETRICS']._serialized_start=771
-  _globals['_STEPMETRICS']._serialized_end=1019
-  _globals['_STEPMETRICS_EXTRAENTRY']._serialized_start=975
-  _globals['_STEPMETRICS_EXTRAENTRY']._serialized_end=1019
-  _globals['_SAMPLELOSSES']._serialized_start=1021
-  _globals['_SAMPLELOSSES']._serialized_end=1083
-  _globals['_EVALRESULT']._serialized_start=1086
-  _globals['_EVALRESULT']._serialized_end=1280
-  _globals['_EVALRESULT_METRICSENTRY']._serialized_start=1234
-  _globals['_EVALRESULT_METRICSENTRY']._serialized_end=1280
-  _globals['_LOGRECORD']._serialized_start=1282
-  _globals['_LOGRECORD']._serialized_end=1364
-  _globals['_RUNTIMESTATS']._serialized_start=1367
-  _globals['_RUNTIMESTATS']._serialized_end=1502
-  _globals['_GPUSTATS']._serialized_start=1505
-  _globals['_GPUSTATS']._serialized_end=1659
-  _globals['_LIFECYCLE']._serialized_start=1662
-  _globals['_LIFECYCLE']._serialized_end=1814
-  _globals['_COMMANDAPPLIED']._serialized_start=1816
-  _globals['_COMMANDAPPLIED']._serialized_end=1899
-  _globals['_TELEMETRYSERVICE']._serialized_start=2569
-  _globals['_TELEMETRYSERVICE']._serialized_end=2665
+  _globals['_EVENT']._serialized_end=782
+  _globals['_STEPMETRICS']._serialized_start=785
+  _globals['_STEPMETRICS']._serialized_end=1033
+  _globals['_STEPMETRICS_EXTRAENTRY']._serialized_start=989
+  _globals['_STEPMETRICS_EXTRAENTRY']._serialized_end=1033
+  _globals['_SAMPLELOSSES']._serialized_start=1035
+  _globals['_SAMPLELOSSES']._serialized_end=1097
+  _globals['_EVALRESULT']._serialized_start=1100
+  _globals['_EVALRESULT']._serialized_end=1294
+  _globals['_EVALRESULT_METRICSENTRY']._serialized_start=1248
+  _globals['_EVALRESULT_METRICSENTRY']._serialized_end=1294
+  _globals['_LOGRECORD']._serialized_start=1296
+  _globals['_LOGRECORD']._serialized_end=1378
+  _globals['_RUNTIMESTATS']._serialized_start=1381
+  _globals['_RUNTIMESTATS']._serialized_end=1516
+  _globals['_GPUSTATS']._serialized_start=1519
+  _globals['_GPUSTATS']._serialized_end=1673
+  _globals['_LIFECYCLE']._serialized_start=1676
+  _globals['_LIFECYCLE']._serialized_end=1828
+  _globals['_COMMANDAPPLIED']._serialized_start=1830
+  _globals['_COMMANDAPPLIED']._serialized_end=1913
+  _globals['_TELEMETRYSERVICE']._serialized_start=2583
+  _globals['_TELEMETRYSERVICE']._serialized_end=2679
 # @@protoc_insertion_point(module_scope)

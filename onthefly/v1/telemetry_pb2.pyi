@@ -258,6 +258,7 @@ class Event(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     TIME_UNIX_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
     STEP_METRICS_FIELD_NUMBER: _builtins.int
     SAMPLE_LOSSES_FIELD_NUMBER: _builtins.int
     EVAL_RESULT_FIELD_NUMBER: _builtins.int
@@ -273,6 +274,8 @@ class Event(_message.Message):
     """time_unix is the wall-clock time of the event in seconds since the epoch."""
     epoch: _builtins.int
     """epoch is the zero-based epoch when the event was produced."""
+    rank: _builtins.int
+    """rank is the torch.distributed rank that produced the event: 0 in a run that is not distributed."""
     @_builtins.property
     def step_metrics(self) -> Global___StepMetrics:
         """step_metrics summarises one optimizer step."""
@@ -308,6 +311,7 @@ class Event(_message.Message):
         step: _builtins.int = ...,
         time_unix: _builtins.float = ...,
         epoch: _builtins.int = ...,
+        rank: _builtins.int = ...,
         step_metrics: Global___StepMetrics | None = ...,
         sample_losses: Global___SampleLosses | None = ...,
         eval_result: Global___EvalResult | None = ...,
@@ -318,7 +322,7 @@ class Event(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "eval_result", b"eval_result", "lifecycle", b"lifecycle", "log", b"log", "payload", b"payload", "runtime", b"runtime", "sample_losses", b"sample_losses", "step_metrics", b"step_metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "epoch", b"epoch", "eval_result", b"eval_result", "lifecycle", b"lifecycle", "log", b"log", "payload", b"payload", "runtime", b"runtime", "sample_losses", b"sample_losses", "seq", b"seq", "step", b"step", "step_metrics", b"step_metrics", "time_unix", b"time_unix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "epoch", b"epoch", "eval_result", b"eval_result", "lifecycle", b"lifecycle", "log", b"log", "payload", b"payload", "rank", b"rank", "runtime", b"runtime", "sample_losses", b"sample_losses", "seq", b"seq", "step", b"step", "step_metrics", b"step_metrics", "time_unix", b"time_unix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["step_metrics", "sample_losses", "eval_result", "log", "runtime", "lifecycle", "command"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

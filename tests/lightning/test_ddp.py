@@ -7,12 +7,13 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from onthefly.client import connect
+from onthefly.client import connect, sample_arrays
 from onthefly.server.discovery import live_runs
-from onthefly.v1 import control_pb2, receipt_pb2, run_pb2
+from onthefly.v1 import control_pb2, receipt_pb2, run_pb2, telemetry_pb2
 from support import wait_until
 
 WORKER = pathlib.Path(__file__).with_name("ddp_worker.py")
@@ -45,6 +46,17 @@ def test_rank0_serves_and_every_rank_follows_its_decisions(ddp):
             return client.control.GetStatus(control_pb2.GetStatusRequest()).status
 
         wait_until(lambda: status().state == PAUSED, what="the run to start paused")
+        events: list = []
+
+        def read_all():
+            for frame in client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest(after_seq=0)):
+                events.extend(frame.events)
+                if any(e.lifecycle.kind == telemetry_pb2.LIFECYCLE_KIND_FINISHED for e in frame.events
+                       if e.WhichOneof("payload") == "lifecycle"):
+                    return
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
         client.control.Step(control_pb2.StepRequest(steps=3))
         wait_until(lambda: status().state == PAUSED and status().step == 3, what="3 steps on every rank")
         changed = client.control.SetHyperparameters(control_pb2.SetHyperparametersRequest(values={"lr": 0.0125}))
@@ -56,6 +68,7 @@ def test_rank0_serves_and_every_rank_follows_its_decisions(ddp):
         wait_until(lambda: status().state == PAUSED and status().step == pause + 2, what="2 more steps")
         assert len(live_runs()) == 1  # rank 1 never wrote a discovery file
         client.control.Stop(control_pb2.StopRequest())
+        reader.join(60)
     assert proc.wait(120) == 0, (out / "worker.log").read_text()[-3000:]
 
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -69,3 +82,11 @@ def test_rank0_serves_and_every_rank_follows_its_decisions(ddp):
         assert [tuple(row) for row in r["lrs"]] == expected_lrs  # the new lr from step 4 on, on every rank
         assert r["pauses"] == [0, 3, pause, final]  # each pause at the same global step on every rank
     assert ranks[0]["weights"] == ranks[1]["weights"]
+    # Rank 1's own telemetry reached the client through rank 0, tagged with its rank: the same steps,
+    # and per step the other half of the samples (its DistributedSampler shard).
+    steps = {r: [e.step for e in events if e.WhichOneof("payload") == "step_metrics" and e.rank == r] for r in (0, 1)}
+    assert steps[0] == steps[1] == list(range(1, final + 1))
+    samples = {(e.rank, e.step): set(sample_arrays(e.sample_losses)[0].tolist()) for e in events
+               if e.WhichOneof("payload") == "sample_losses" and e.sample_losses.split == "train"}
+    for step in range(final):
+        assert len(samples[0, step]) == len(samples[1, step]) == 8 and not samples[0, step] & samples[1, step]

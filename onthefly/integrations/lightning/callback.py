@@ -7,7 +7,8 @@ applies commands and blocks while paused. A stop sets ``trainer.should_stop``; a
 hook refuses (the NumericsGuard) is skipped by dropping its gradients before the optimizer runs.
 
 Under distributed training only rank 0 starts the server (and writes the discovery file); every rank
-takes rank 0's decisions at the same boundary through ``RankSync``.
+takes rank 0's decisions at the same step through ``onthefly.distributed.lockstep`` (as the native
+Trainer does): nothing per step beyond one comparison, no collective of ours.
 
 Sessions (checkpoints on request, on pause, after a test and on a schedule; export to one bundle) are
 the native Trainer's ``onthefly.sessions``, attached on rank 0 when training starts. Lightning owns the
@@ -26,11 +27,13 @@ import time
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
-from onthefly.integrations.lightning.samples import LossTap, epoch_index_batches, find_loss, step_output_values
-from onthefly.integrations.lightning.sync import RankSync
+from onthefly.integrations.lightning.samples import (
+    LossTap, SamplerTap, epoch_index_batches, find_loss, step_output_values,
+)
+from onthefly.distributed.job import Job
+from onthefly.distributed.world import current_world
 from onthefly.runtime.bus import DEFAULT_HISTORY_EVENTS, EventBus
 from onthefly.runtime.context import LoopContext
 from onthefly.runtime.errors import CommandRejected
@@ -129,12 +132,14 @@ class OnTheFlyCallback(Callback):
         self.ctx: LoopContext | None = None
         self.server: Any = None
         self.chief = True
+        self._telemetry = True
         self.ready = threading.Event()  # set once the server is up (rank 0) and training starts
         self._reset_fit_state()
 
     def _reset_fit_state(self) -> None:
-        self._sync: RankSync | None = None
+        self._sync: Job | None = None
         self._tap: LossTap | None = None
+        self._order: SamplerTap | None = None  # follows a shuffled train loader's order (one device)
         self._capture: LogCapture | None = None
         self._stats: StatsSampler | None = None
         self._params: list[torch.Tensor] = []
@@ -162,8 +167,7 @@ class OnTheFlyCallback(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         self._reset_fit_state()
         self.chief = trainer.global_rank == 0
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            self._sync = RankSync(self.heartbeat)
+        world = current_world() if trainer.world_size > 1 else None
         run = Run(self.project, self.run_name, EventBus(history_events=self.history_events))
         run.device = str(pl_module.device)
         run.max_steps = trainer.max_steps if (trainer.max_steps or -1) > 0 else 0
@@ -190,11 +194,21 @@ class OnTheFlyCallback(Callback):
         ctx.evaluate = self._evaluate
         self.ctx = ctx
         run.control.ctx = ctx
+        self._sync = Job(world, run, ctx, self.heartbeat) if world is not None else None
+        # Rank 0 serves; under DDP every rank measures its own steps and samples and reports them there.
+        self._telemetry = self.chief or self._sync is not None
         self._params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer else []
-        if self.per_sample_loss and self.chief and isinstance(loss_fn, torch.nn.Module):
+        if self.per_sample_loss and self._telemetry and isinstance(loss_fn, torch.nn.Module):
             self._tap = LossTap(loss_fn)
+        if self.chief and self.per_sample_loss:
+            # As early as the loader is known: Lightning creates the first epoch's iterator (and, with
+            # workers, draws its first batches of indices) before on_train_start.
+            self._follow_order(getattr(getattr(trainer.fit_loop, "_data_source", None), "instance", None))
         if self.chief:
             self._start_server(run)
+        if self._sync is not None:
+            self._sync.served(self.address, self.token)
+        if self.chief:
             self._capture = LogCapture(run, self.capture_logging, self.capture_prints)
             self._capture.open()
             self._stats = StatsSampler(run)
@@ -242,12 +256,21 @@ class OnTheFlyCallback(Callback):
         ctx.step = run.step = trainer.global_step
         ctx.epoch = run.epoch = trainer.current_epoch
         if self.chief:
+            if self.per_sample_loss:
+                self._follow_order(ctx.train_loader)  # a loader from train_dataloader(): known only now
             self._attach_sessions(run, ctx)
         self.ready.set()
-        if self.start_paused and self.chief:
+        if self.start_paused:  # on every rank: each pauses at step 0 and waits for rank 0's word
             run.control.enter_pause(ctx, "started paused: resume to begin")
         if self._boundary():
             trainer.should_stop = True
+
+    def _follow_order(self, loader: Any) -> None:
+        if self._order is not None and self._order.loader is not loader:
+            self._order.remove()  # Lightning trains on another loader than the one given to fit
+            self._order = None
+        if self._order is None and SamplerTap.applies(loader):
+            self._order = SamplerTap(loader)
 
     def _attach_sessions(self, run: Run, ctx: LoopContext) -> None:
         """Rank 0's session store, once the train loader is known (checkpoints record its position)."""
@@ -271,7 +294,7 @@ class OnTheFlyCallback(Callback):
         ctx.extras[ITERATOR_PENDING] = self._epochs_started > 0 and not _reuses_iterator(ctx.train_loader)
         self._epochs_started += 1
         run.hooks.on_epoch_start(ctx)
-        if self.chief:
+        if self._telemetry:
             run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.EPOCH_STARTED, run.control.state,
                                                        str(ctx.epoch)))
             self._epoch_batches = epoch_index_batches(ctx.train_loader) if self.per_sample_loss else None
@@ -304,14 +327,16 @@ class OnTheFlyCallback(Callback):
         ctx, run = self.ctx, self.run
         self._samples += batch_len(batch)
         ctx.batch_in_epoch = batch_idx + 1
-        if self.chief:
-            self._publish_samples("train", outputs, batch, batch_idx, self._epoch_batches)
+        if self._telemetry:
+            # Every batch takes its indices from the tap, whether or not it yields per-sample losses.
+            order = self._order.take(batch_len(batch)) if self._order is not None else None
+            self._publish_samples("train", outputs, batch, batch_idx, self._epoch_batches, order)
         if trainer.global_step == self._last_global_step:
             return  # accumulating gradients: not a step boundary
         self._last_global_step = trainer.global_step
         ctx.step = run.step = trainer.global_step
         step_seconds = time.perf_counter() - self._tick
-        if self.chief:
+        if self._telemetry:
             accumulate = trainer.accumulate_grad_batches
             loss = self._loss * accumulate if (self._loss is not None and accumulate > 1) else self._loss
             lr = float(ctx.optimizer.param_groups[0]["lr"]) if ctx.optimizer is not None else math.nan
@@ -322,8 +347,7 @@ class OnTheFlyCallback(Callback):
         self._samples = 0
         self._grad_norm = None
         run.hooks.on_step_end(ctx)
-        if self.chief:
-            run.control.step_done(ctx)
+        run.control.step_done(ctx)  # every rank counts a step budget down alike
         if self._boundary():
             trainer.should_stop = True
         self._tick = time.perf_counter()
@@ -333,7 +357,8 @@ class OnTheFlyCallback(Callback):
             return self._sync.boundary(self.ctx)
         return self.run.control.boundary(self.ctx)
 
-    def _publish_samples(self, split: str, outputs: Any, batch: Any, batch_idx: int, epoch_batches) -> tuple:
+    def _publish_samples(self, split: str, outputs: Any, batch: Any, batch_idx: int, epoch_batches,
+                         followed: Any = None) -> tuple:
         per_sample, indices = step_output_values(outputs)
         pred = target = None
         if self._tap is not None:
@@ -344,6 +369,8 @@ class OnTheFlyCallback(Callback):
             return None, pred, target
         if indices is None and epoch_batches is not None and batch_idx < len(epoch_batches):
             indices = epoch_batches[batch_idx]
+        if indices is None:
+            indices = followed
         self.run.publish(EventKind.SAMPLE_LOSSES, SampleLosses(split, indices_now(indices),
                                                                   array_later(per_sample.detach())))
         return per_sample, pred, target
@@ -414,9 +441,15 @@ class OnTheFlyCallback(Callback):
         if run is None or self._finished:
             return
         self._finished = True
+        if self._sync is not None:
+            self._sync.close(self.shutdown_grace)
+            self._sync = None
         run.end(ctx, error)
         if self._tap is not None:
             self._tap.remove()
+        if self._order is not None:
+            self._order.remove()
+            self._order = None
         if self._stats is not None:
             self._stats.stop()
         if self._capture is not None:

@@ -17,14 +17,18 @@ and may add ``"sample_indices"`` (dataset indices, shape [batch]) the same way.
 Indices. Lightning iterates the loader itself and OnTheFly does not wrap it, so the index of each
 batch is replayed from the sampler where that has no side effects: ``SequentialSampler`` (validation,
 unshuffled training) and ``DistributedSampler`` (which Lightning installs under DDP; its order is a
-pure function of seed and epoch). Other samplers (``shuffle=True`` on one device) report -1 unless
-``training_step`` returns ``"sample_indices"``.
+pure function of seed and epoch). Other samplers inside a plain ``BatchSampler`` (``shuffle=True`` on
+one device) are followed as the native Trainer follows them: ``SamplerTap`` records each index the
+batch sampler draws from the user's sampler, in order, as it draws it (the sampler, its RNG use and
+the loader are untouched), and each batch Lightning hands over takes the next ``len(batch)`` of them.
+Anything else reports -1 unless ``training_step`` returns ``"sample_indices"``.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -125,3 +129,61 @@ def epoch_index_batches(loader: Any) -> list[np.ndarray] | None:
         batches = [np.asarray([i], dtype=np.int64) for i in loader.sampler]
     mapping = base_index_map(loader.dataset)
     return [mapping[b] for b in batches] if mapping is not None else batches
+
+
+class _Recorder:
+    """Stands in the batch sampler's ``sampler`` slot: iterates the user's sampler and yields exactly what
+    it yields, noting each index. Any other attribute reads through to the user's sampler."""
+
+    def __init__(self, inner: Any, fifo: collections.deque) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_fifo", fifo)
+
+    def __iter__(self) -> Iterator[Any]:
+        fifo = self._fifo
+        fifo.clear()  # a new pass: what the last one drew and no batch took (drop_last) is not this epoch's
+        for index in self._inner:
+            fifo.append(index)
+            yield index
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class SamplerTap:
+    """Follows the order of a train loader whose sampler cannot be replayed (``shuffle=True``).
+
+    Install before the epoch's iterator draws from the sampler; ``take(n)`` gives the base-dataset indices
+    of the next batch of ``n`` samples, or None when this pass was drawn before the tap was installed;
+    ``remove()`` puts the user's sampler back in its slot."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self._batch_sampler = loader.batch_sampler
+        self._inner = self._batch_sampler.sampler
+        self._fifo: collections.deque = collections.deque()
+        self._mapping = base_index_map(loader.dataset)
+        self._batch_sampler.sampler = _Recorder(self._inner, self._fifo)
+
+    @staticmethod
+    def applies(loader: Any) -> bool:
+        """A map-style DataLoader with a plain BatchSampler over a sampler that does not replay cleanly."""
+        return (isinstance(loader, DataLoader) and loader._dataset_kind == _DatasetKind.Map
+                and type(loader.batch_sampler) is BatchSampler
+                and type(loader.batch_sampler.sampler) not in _REPLAYABLE
+                and not isinstance(loader.batch_sampler.sampler, _Recorder))
+
+    def take(self, count: int) -> np.ndarray | None:
+        fifo = self._fifo
+        if count <= 0 or len(fifo) < count:
+            fifo.clear()  # drawn before the tap: this pass reports -1 rather than misattribute indices
+            return None
+        batch = np.asarray([fifo.popleft() for _ in range(count)], dtype=np.int64)
+        return self._mapping[batch] if self._mapping is not None else batch
+
+    def remove(self) -> None:
+        if isinstance(self._batch_sampler.sampler, _Recorder):
+            self._batch_sampler.sampler = self._inner

@@ -1,0 +1,60 @@
+"""Job: this rank's part in a distributed run, for a training loop (the native Trainer or Lightning).
+
+Every rank: the lockstep (rank 0's decisions at the same step everywhere) and the cross-rank parity
+check (``RankParity``). Rank 0: the roster the
+CoordinatorService serves, and its API's address and token put in the job's store once it serves.
+Other ranks: a reporter that joins rank 0's run and streams this rank's telemetry there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from onthefly.distributed.lockstep import HEARTBEAT, lockstep
+from onthefly.distributed.parity import RankParity
+from onthefly.distributed.rendezvous import publish_api
+from onthefly.distributed.roster import ROSTER, Roster
+
+if TYPE_CHECKING:
+    from onthefly.distributed.world import World
+    from onthefly.runtime.context import LoopContext
+    from onthefly.runtime.run import Run
+
+
+class Job:
+    def __init__(self, world: "World", run: "Run", ctx: "LoopContext", heartbeat: float = HEARTBEAT) -> None:
+        self.world = world
+        self.lockstep = lockstep(world, heartbeat)
+        self.boundary = self.lockstep.boundary  # boundary(ctx) -> stop?: call at every step boundary
+        self.roster: Roster | None = None
+        self._reporter: Any = None
+        if world.leader:
+            self.roster = ctx.extras[ROSTER] = Roster(run, world, str(ctx.device))
+        else:
+            from onthefly.server.rank_reporter import RankReporter  # a client of rank 0's API
+
+            self._reporter = RankReporter(world, run)
+        # Cross-rank parity of weights and gradients: the user's RankParity(every=K) in hooks=, else ours.
+        parity = next((h for h in run.hooks.hooks if isinstance(h, RankParity)), None)
+        if parity is None:
+            parity = RankParity()
+            run.hooks.add(parity)
+        parity.bind(world, run, self.roster)
+        self._parity = parity
+
+    def served(self, address: str | None, token: str | None) -> None:
+        """Rank 0, once its server is up (None when it does not serve): the other ranks may join."""
+        if self.world.leader:
+            publish_api(self.world.connect_store(), address, token)
+            if address is None:
+                self.roster = None  # nobody will report: nothing to wait for at the end
+
+    def close(self, grace: float) -> None:
+        """The loop is over: release the peers; a rank sends its last events, rank 0 waits up to ``grace``
+        seconds for them (so they precede the run's end on its stream)."""
+        self.lockstep.close()
+        self._parity.close(grace)
+        if self._reporter is not None:
+            self._reporter.close(grace)
+        if self.roster is not None:
+            self.roster.wait_reports(grace)

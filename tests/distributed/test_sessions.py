@@ -1,0 +1,37 @@
+"""Sessions of a distributed run (CPU, gloo): rank 0 writes; an export resumed by every rank with the same
+world size continues bit for bit as if the run had never stopped."""
+
+from __future__ import annotations
+
+from onthefly.client import connect
+from onthefly.server.discovery import live_runs
+from onthefly.v1 import control_pb2, receipt_pb2, run_pb2, sessions_pb2, sessions_pb2_grpc
+from support import wait_until
+
+
+def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, tmp_path):
+    job = ddp_job(2, "export", name="export")
+
+    def serving():
+        assert job.proc.poll() is None, job.log()
+        return live_runs()
+
+    runs = wait_until(serving, timeout=120, interval=0.1, what="rank 0 to serve")
+    bundle = tmp_path / "run.onthefly"
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        def status():
+            return client.control.GetStatus(control_pb2.GetStatusRequest()).status
+
+        client.control.Step(control_pb2.StepRequest(steps=15))  # into the second epoch (6 steps each)
+        wait_until(lambda: status().state == run_pb2.RUN_STATE_PAUSED and status().step == 15, what="15 steps")
+        sessions = sessions_pb2_grpc.SessionsServiceStub(client.channel)
+        exported = sessions.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)))
+        assert exported.receipt.status == receipt_pb2.RECEIPT_STATUS_APPLIED
+        client.control.Stop(control_pb2.StopRequest())
+    job.wait()
+    assert bundle.exists()
+    resumed = ddp_job(2, "resume", "25", name="resume").wait()
+    baseline = ddp_job(2, "baseline", "25", name="baseline").wait()
+    assert [r["steps"] for r in resumed] == [25, 25]
+    assert resumed[0]["weights"] == resumed[1]["weights"]
+    assert resumed[0]["weights"] == baseline[0]["weights"]  # as if it had never stopped
