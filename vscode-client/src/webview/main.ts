@@ -5,6 +5,7 @@ import "./dashboard.css";
 import type { CheckpointView, Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
 import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
+import { LabPanel } from "./lab.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
 import { readTheme } from "./theme.js";
 import { bytes } from "../core/format.js";
@@ -599,6 +600,7 @@ new MutationObserver(() => {
   theme = readTheme();
   board.setTheme(theme);
   renderHistogram();
+  lab.setTheme();
 }).observe(document.body, { attributes: true, attributeFilter: ["class"] });
 
 // -- host messages ---------------------------------------------------------------------------------
@@ -654,8 +656,12 @@ window.addEventListener("message", (ev: MessageEvent) => {
     case "toast":
       toast(msg.text, msg.error);
       break;
+    case "labDone":
+      lab.done(msg.id, msg.op, msg.result, msg.error, msg.cancelled);
+      break;
   }
 });
 
+const lab = new LabPanel(post, () => theme);
 render(all());
 post({ type: "ready", runId: model.run?.runId ?? "", gen: model.gen, lastSeq: model.lastSeq });
