@@ -40,7 +40,7 @@ function receipt(r: Receipt | undefined): LabReceiptView {
 export function regionView(r: RegionSummary): LabRegionView {
   return {
     id: r.regionId, size: Number(r.size), meanLoss: r.meanLoss, lossRatio: r.lossRatio, accuracy: r.accuracy, verdict: r.verdict,
-    noise: /noise/i.test(r.verdict), sentence: r.sentence,
+    noise: r.verdict.startsWith("likely label noise"), sentence: r.sentence,
   };
 }
 
@@ -97,6 +97,7 @@ export async function runLab(client: RunClient, req: LabRequest,
   switch (req.op) {
     case "overview": {
       const out: LabOverview = {};
+      out.step = await client.status().then((st) => Number(st.step), () => undefined);
       try {
         const [h, q] = await Promise.all([
           lab.histogram({ scope: LossScope.LATEST, bins: 40 }, { timeoutMs: SHORT_MS }),

@@ -39,6 +39,8 @@ export interface LabRegionView {
 }
 
 export interface LabOverview {
+  /** The run's step when the histogram was read (its status). */
+  step?: number;
   histogram?: { edges: number[]; counts: number[]; total: number; exact: boolean };
   quantiles?: { ranks: number[]; values: number[]; count: number; min: number; max: number; exact: boolean };
   /** Why there is no histogram yet (e.g. no losses recorded). */

@@ -202,7 +202,7 @@ export class LabPanel {
     let sum = 0;
     h.counts.forEach((c, i) => (sum += c * (h.edges[i] + h.edges[i + 1]) / 2));
     const view: HistogramView = {
-      split: "train (each sample's latest loss)", step: 0, n: h.total, lo: h.edges[0], hi: h.edges[h.edges.length - 1], counts: h.counts,
+      split: "train, latest loss", step: o.step ?? 0, n: h.total, lo: h.edges[0], hi: h.edges[h.edges.length - 1], counts: h.counts,
       mean: sum / Math.max(1, h.total), quantiles: { p05: at(0.05), p25: at(0.25), p50: at(0.5), p75: at(0.75), p95: at(0.95) }, top: [],
     };
     drawHistogram(canvas, view, this.theme());
