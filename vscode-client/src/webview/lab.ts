@@ -178,6 +178,7 @@ export class LabPanel {
   setTheme(): void {
     this.renderHistogram();
     this.renderSample();
+    this.renderLineage();
   }
 
   private receipt(kind: string, text: string, r: LabReceiptView): void {
