@@ -11,6 +11,16 @@ import type { Theme } from "./theme.js";
 
 type Post = (message: { type: "lab"; id: number; request: LabRequest }) => void;
 
+/** What the panel keeps in the webview's saved state, so a reload or tab switch shows it again (for the same run). */
+export interface LabSnapshot {
+  runId: string;
+  region?: LabRegionDetail;
+  sample?: LabSampleView;
+  comparison?: LabComparisonView;
+  recommendation?: { resolution: string; text: string };
+  lineage?: LabLineageView;
+}
+
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const pct = (v: number) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)} %` : "n/a");
 
@@ -30,8 +40,11 @@ export class LabPanel {
   private sample: LabSampleView | undefined;
   private lineage: LabLineageView | undefined;
   private recommended = "";
+  private recommendation: LabSnapshot["recommendation"];
+  private comparison: LabComparisonView | undefined;
 
-  constructor(private readonly post: Post, private theme: () => Theme) {
+  constructor(private readonly post: Post, private theme: () => Theme, private runId: string, restored: LabSnapshot | undefined,
+    private readonly changed: () => void) {
     $("lab-refresh").addEventListener("click", () => this.send({ op: "overview" }));
     $("lab-score").addEventListener("click", () => this.send({ op: "score" }));
     $("lab-discover").addEventListener("click", () => {
@@ -66,7 +79,51 @@ export class LabPanel {
       if (this.recommended) this.send({ op: "apply", resolution: this.recommended });
     });
     $("lab-lineage-refresh").addEventListener("click", () => this.send({ op: "lineage" }));
+    if (restored && restored.runId === runId) {
+      this.region = restored.region;
+      this.sample = restored.sample;
+      this.lineage = restored.lineage;
+      this.renderRegion();
+      this.renderSample();
+      this.renderLineage();
+      if (restored.comparison) this.renderComparison(restored.comparison);
+      if (restored.recommendation) this.showRecommendation(restored.recommendation.resolution, restored.recommendation.text);
+    }
     this.send({ op: "overview" });
+  }
+
+  /** The page now shows another run (attached elsewhere): what the panel held was about the old one. */
+  runChanged(runId: string): void {
+    if (runId === this.runId) return;
+    this.runId = runId;
+    this.overview = this.region = this.sample = this.lineage = this.comparison = this.recommendation = undefined;
+    this.regions = [];
+    this.recommended = "";
+    $("lab-compare-table").replaceChildren();
+    $("lab-compare-notes").textContent = "";
+    $("lab-receipts").replaceChildren();
+    this.showRecommendation("", "");
+    this.renderHistogram();
+    this.renderRegions();
+    this.renderRegion();
+    this.renderSample();
+    this.renderLineage();
+    this.changed();
+    this.send({ op: "overview" });
+  }
+
+  snapshot(): LabSnapshot {
+    return { runId: this.runId, region: this.region, sample: this.sample, comparison: this.comparison, recommendation: this.recommendation,
+      lineage: this.lineage };
+  }
+
+  private showRecommendation(resolution: string, text: string): void {
+    this.recommended = resolution;
+    this.recommendation = resolution ? { resolution, text } : undefined;
+    $("lab-recommendation").textContent = text;
+    $("lab-apply").hidden = !resolution;
+    $("lab-apply").textContent = `Apply ${resolution}…`;
+    $("lab-apply-confirm").hidden = true;
   }
 
   private send(request: LabRequest): void {
@@ -154,10 +211,7 @@ export class LabPanel {
     }
     if (result.recommendation) {
       const r = result.recommendation;
-      this.recommended = r.resolution;
-      $("lab-recommendation").textContent = `Recommended: ${r.resolution} — ${r.reason}`;
-      $("lab-apply").hidden = !r.resolution;
-      $("lab-apply").textContent = `Apply ${r.resolution}…`;
+      this.showRecommendation(r.resolution, `Recommended: ${r.resolution} — ${r.reason}`);
       this.say(`Recommended ${r.resolution}.`);
     }
     if (result.applied) {
@@ -173,6 +227,7 @@ export class LabPanel {
       this.lineage = result.lineage;
       this.renderLineage();
     }
+    this.changed();
   }
 
   setTheme(): void {
@@ -329,6 +384,7 @@ export class LabPanel {
   }
 
   private renderComparison(c: LabComparisonView): void {
+    this.comparison = c;
     const table = $("lab-compare-table");
     const head = el("tr");
     const cols = [...c.columns.map((x) => x.name), "worst", "flops", "time"];

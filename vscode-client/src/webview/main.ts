@@ -5,7 +5,7 @@ import "./dashboard.css";
 import type { CheckpointView, Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
 import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
-import { LabPanel } from "./lab.js";
+import { LabPanel, type LabSnapshot } from "./lab.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
 import { readTheme } from "./theme.js";
 import { bytes } from "../core/format.js";
@@ -21,6 +21,8 @@ interface Saved {
   v: 1;
   model: ViewModel;
   prefs: Prefs;
+  /** The Lab panel's drill-down, comparison and lineage (absent in states saved by older pages). */
+  lab?: LabSnapshot;
 }
 
 const vscode = acquireVsCodeApi();
@@ -85,6 +87,7 @@ function render(c: Changes): void {
   if (c.reset) board.rebuild();
   else if (c.series.size) board.update(c.series);
   if (c.run || c.status || c.connection) renderHeader();
+  if (c.run && model.run) lab.runChanged(model.run.runId);
   if (c.status || c.connection || c.health) renderControls();
   if (c.health) renderHealth();
   if (c.notes || c.connection) renderNotes();
@@ -407,7 +410,7 @@ let saveTimer: ReturnType<typeof setTimeout> | undefined;
 function saveNow(): void {
   clearTimeout(saveTimer);
   saveTimer = undefined;
-  vscode.setState({ v: 1, model: savable(model), prefs } satisfies Saved);
+  vscode.setState({ v: 1, model: savable(model), prefs, lab: lab.snapshot() } satisfies Saved);
   document.body.dataset.savedSeq = String(model.lastSeq);
 }
 function saveSoon(): void {
@@ -662,6 +665,6 @@ window.addEventListener("message", (ev: MessageEvent) => {
   }
 });
 
-const lab = new LabPanel(post, () => theme);
+const lab = new LabPanel(post, () => theme, model.run?.runId ?? "", saved?.v === 1 ? saved.lab : undefined, () => saveSoon());
 render(all());
 post({ type: "ready", runId: model.run?.runId ?? "", gen: model.gen, lastSeq: model.lastSeq });

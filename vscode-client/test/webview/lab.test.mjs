@@ -122,6 +122,13 @@ test("drill-down: region → its description and examples → a sample's loss tr
   assert.equal(await page.locator("#lab-thumb-note").textContent(), "input 1×8×8");
   await untouched();
   await page.locator("#lab-panel").screenshot({ path: path.join(OUT, "webview-lab-dark.png") });
+  // A reload (VS Code reloads a hidden webview) shows the same drill-down again from the saved state.
+  await page.reload();
+  await waitFor(async () => (await page.locator("#lab-sample-title").textContent()).startsWith(`Sample ${index} · label `),
+    { what: "the drill-down restored after a reload" });
+  assert.equal(await page.locator("#lab-region-title").textContent(), "Region r1");
+  await waitFor(async () => (await page.locator("#lab-regions tbody tr").count()) > 0, { what: "the regions read again after the reload" });
+  await idle();
 });
 
 test("export a region as csv and json to the file the host picked; a cancelled dialog writes nothing", async () => {
