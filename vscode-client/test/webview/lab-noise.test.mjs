@@ -15,6 +15,12 @@ const STEPS = 300;
 const LONG = 240_000;
 let trainer, session, browser, dash, page;
 
+/** The Lab panel in full, from the whole page (an element screenshot would sit under the sticky header). */
+async function shot(file) {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: file, fullPage: true, clip: await page.locator("#lab-panel").boundingBox() });
+}
+
 before(async () => {
   fs.mkdirSync(OUT, { recursive: true });
   [trainer, browser] = await Promise.all([
@@ -54,5 +60,5 @@ test("a region the lab finds mislabelled is flagged in the page: likely label no
   await noisy.first().locator("button").click();
   await waitFor(async () => (await page.locator("#lab-region-verdict").textContent()) === "Likely label noise — do not upweight.",
     { what: "the region's verdict in its drill-down" });
-  await page.locator("#lab-panel").screenshot({ path: path.join(OUT, "webview-lab-light-noise.png") });
+  await shot(path.join(OUT, "webview-lab-light-noise.png"));
 });

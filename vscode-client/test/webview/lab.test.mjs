@@ -41,6 +41,12 @@ async function untouched() {
   assert.equal(s.state, core.runPb.RunState.PAUSED);
 }
 
+/** The Lab panel in full, from the whole page (an element screenshot would sit under the sticky header). */
+async function shot(file) {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: file, fullPage: true, clip: await page.locator("#lab-panel").boundingBox() });
+}
+
 before(async () => {
   fs.mkdirSync(OUT, { recursive: true });
   [trainer, browser] = await Promise.all([startTrainer({}, { script: "lab_trainer.py" }), launchBrowser()]);
@@ -121,7 +127,7 @@ test("drill-down: region → its description and examples → a sample's loss tr
   assert.deepEqual(await page.locator("#lab-thumb").evaluate((c) => [c.width, c.height]), [8, 8]);
   assert.equal(await page.locator("#lab-thumb-note").textContent(), "input 1×8×8");
   await untouched();
-  await page.locator("#lab-panel").screenshot({ path: path.join(OUT, "webview-lab-dark.png") });
+  await shot(path.join(OUT, "webview-lab-dark.png"));
   // A reload (VS Code reloads a hidden webview) shows the same drill-down again from the saved state.
   await page.reload();
   await waitFor(async () => (await page.locator("#lab-sample-title").textContent()).startsWith(`Sample ${index} · label `),
@@ -206,8 +212,8 @@ test("fork a region with a budget, compare (best per column), recommend with its
   await waitFor(async () => (await page.locator('#lab-lineage g.node[data-kind="applied"]').count()) === 1,
     { what: "the applied resolution in the lineage graph" });
   await untouched();
-  await page.locator("#lab-panel").screenshot({ path: path.join(OUT, "webview-lab-dark-compare.png") });
+  await shot(path.join(OUT, "webview-lab-dark-compare.png"));
   await dash.setTheme("light");
-  await page.locator("#lab-panel").screenshot({ path: path.join(OUT, "webview-lab-light.png") });
+  await shot(path.join(OUT, "webview-lab-light.png"));
   assert.deepEqual(dash.problems, []);
 });
