@@ -94,6 +94,7 @@ class Extension implements vscode.Disposable {
     this.discoveryTimer = undefined;
     const session = new RunSession(target, {
       savePng: (name, png) => this.savePng(name, png),
+      saveSlice: (name, format, data) => this.saveSlice(name, format, data),
       pickExportPath: (suggested) => this.pickExportPath(suggested),
       pickImportPath: () => this.pickImportPath(),
       onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
@@ -406,6 +407,7 @@ class Extension implements vscode.Disposable {
     panel.webview.options = { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(this.context.extensionUri, "dist")] };
     const session = new RunSession(sessionTarget(run), {
       savePng: (name, png) => this.savePng(name, png),
+      saveSlice: (name, format, data) => this.saveSlice(name, format, data),
       pickExportPath: (suggested) => this.pickExportPath(suggested),
       pickImportPath: () => this.pickImportPath(),
       onAttachRequest: (runId) => void (runId ? this.attachToRun(runId) : this.pickAndAttach()),
@@ -552,6 +554,19 @@ class Extension implements vscode.Disposable {
       const runs = listRuns(this.discoveryDir());
       if (runs.length > 0) this.attach(sessionTarget(runs[0]));
     }, 1500);
+  }
+
+  /** Writes a slice exported from the Lab panel to the file the person picks (the trainer never writes it). */
+  private async saveSlice(name: string, format: string, data: Uint8Array): Promise<string | undefined> {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const filters: Record<string, string[]> = { parquet: { "Apache Parquet": ["parquet"] }, csv: { CSV: ["csv"] }, json: { JSON: ["json"] } }[format]
+      ?? {};
+    const uri = await vscode.window.showSaveDialog({
+      defaultUri: folder ? vscode.Uri.joinPath(folder, name) : undefined, filters, title: `Export slice as ${format}`,
+    });
+    if (!uri) return undefined;
+    await vscode.workspace.fs.writeFile(uri, data);
+    return uri.fsPath;
   }
 
   private async savePng(name: string, png: Uint8Array): Promise<string | undefined> {

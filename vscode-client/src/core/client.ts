@@ -5,6 +5,8 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { ControlService } from "../gen/onthefly/v1/control_pb.js";
 import { DiagnosticsService, FindingSeverity, HealthCheck } from "../gen/onthefly/v1/diagnostics_pb.js";
 import { HistoryService } from "../gen/onthefly/v1/history_pb.js";
+import { LabService } from "../gen/onthefly/v1/lab_pb.js";
+import { ResolutionService } from "../gen/onthefly/v1/lab_resolutions_pb.js";
 import { ReceiptStatus, type Receipt } from "../gen/onthefly/v1/receipt_pb.js";
 import type { RunStatus } from "../gen/onthefly/v1/run_pb.js";
 import { CheckpointReason, SessionsService } from "../gen/onthefly/v1/sessions_pb.js";
@@ -62,6 +64,8 @@ export class RunClient {
   readonly diagnostics: Client<typeof DiagnosticsService>;
   readonly sessions: Client<typeof SessionsService>;
   readonly history: Client<typeof HistoryService>;
+  readonly lab: Client<typeof LabService>;
+  readonly resolutions: Client<typeof ResolutionService>;
   private readonly session: Http2SessionManager;
 
   constructor(readonly target: Target) {
@@ -78,6 +82,8 @@ export class RunClient {
     this.diagnostics = createClient(DiagnosticsService, transport);
     this.sessions = createClient(SessionsService, transport);
     this.history = createClient(HistoryService, transport);
+    this.lab = createClient(LabService, transport);
+    this.resolutions = createClient(ResolutionService, transport);
   }
 
   /**

@@ -114,6 +114,74 @@ export function dashboardHtml(o: PageOptions): string {
     <div class="panel-head"><h2 id="receipts-title">Commands</h2></div>
     <ol id="receipts" class="receipts" aria-live="polite"></ol>
   </section>
+  <section id="lab-panel" class="panel wide" aria-labelledby="lab-title" aria-busy="false">
+    <div class="panel-head">
+      <h2 id="lab-title">Lab</h2>
+      <div class="tools">
+        <button id="lab-refresh" class="secondary" title="Read the trainer's loss histogram and latest regions again">Refresh</button>
+        <button id="lab-score" title="Score every training sample with the current weights at the next step boundary">Score now</button>
+        <label for="lab-k">k</label>
+        <input id="lab-k" type="number" min="1" step="1" value="8" aria-label="Clusters (k)">
+        <button id="lab-discover" title="Cluster the latest scoring pass and keep the high-loss clusters as regions">Find regions</button>
+      </div>
+    </div>
+    <div id="lab-status" class="muted" role="status" aria-live="polite"></div>
+    <div class="lab-row">
+      <div class="lab-hist">
+        <canvas id="lab-hist" class="hist" role="img" aria-label="Histogram of each training sample's latest loss"></canvas>
+        <div id="lab-hist-caption" class="muted small"></div>
+      </div>
+      <div class="lab-regions">
+        <table id="lab-regions" class="lab-table" aria-label="Error regions">
+          <thead><tr><th>region</th><th>size</th><th>mean loss</th><th>× overall</th><th>accuracy</th><th>verdict</th><th>description</th></tr></thead>
+          <tbody></tbody>
+        </table>
+        <div id="lab-regions-empty" class="muted small">No regions yet: <em>Score now</em>, then <em>Find regions</em>.</div>
+      </div>
+    </div>
+    <div id="lab-region" class="lab-detail" hidden>
+      <h3 id="lab-region-title"></h3>
+      <div id="lab-region-verdict" class="verdict"></div>
+      <p id="lab-region-text"></p>
+      <dl id="lab-region-kv" class="kv"></dl>
+      <div class="small">examples (click one for its loss trajectory): <span id="lab-examples"></span></div>
+      <div class="tools">
+        <label for="lab-format">export as</label>
+        <select id="lab-format"><option value="parquet">parquet</option><option value="csv">csv</option><option value="json">json</option></select>
+        <button id="lab-export" class="secondary" title="Export the region's samples (base indices, labels, predictions, losses) to a file you pick">Export slice…</button>
+        <label for="lab-budget">budget</label>
+        <input id="lab-budget" type="number" min="1" step="1" value="2000" aria-label="Fork budget (sample-gradients)">
+        <button id="lab-fork" title="Train a specialist on this region for the budget, from the current weights (the run waits)">Fork</button>
+      </div>
+    </div>
+    <div id="lab-sample" class="lab-detail" hidden>
+      <h3 id="lab-sample-title"></h3>
+      <div class="lab-row">
+        <canvas id="lab-traj" role="img" aria-label="Loss trajectory"></canvas>
+        <div><canvas id="lab-thumb" class="thumb" role="img" aria-label="The sample's input" hidden></canvas><div id="lab-thumb-note" class="muted small"></div></div>
+      </div>
+    </div>
+    <div class="tools lab-actions">
+      <label for="lab-extra">extra</label>
+      <input id="lab-extra" type="number" min="0" step="1" value="2000" aria-label="Extra compute per resolution (sample-gradients)">
+      <label for="lab-resolutions">resolutions</label>
+      <input id="lab-resolutions" type="text" placeholder="all" aria-label="Resolutions to compare (comma-separated; empty: all)">
+      <button id="lab-compare" title="Evaluate every resolution at the same extra compute, per slice">Compare</button>
+      <button id="lab-recommend" title="The resolution to apply, chosen on validation, and why">Recommend</button>
+      <button id="lab-apply" class="danger" hidden>Apply…</button>
+      <span id="lab-apply-confirm" class="group picker" role="group" aria-label="Confirm apply" hidden>
+        Apply <strong id="lab-apply-name"></strong> to the live run?
+        <button id="lab-apply-yes" class="danger">Apply</button><button id="lab-apply-no" class="secondary">Cancel</button>
+      </span>
+      <button id="lab-lineage-refresh" class="secondary">Lineage</button>
+    </div>
+    <div id="lab-recommendation" role="status" aria-live="polite"></div>
+    <table id="lab-compare-table" class="lab-table" aria-label="Resolutions compared per slice"></table>
+    <div id="lab-compare-notes" class="muted small"></div>
+    <svg id="lab-lineage" class="lineage" role="img" aria-label="Lineage of the lab's models" height="0"></svg>
+    <div id="lab-lineage-note" class="muted small"></div>
+    <ol id="lab-receipts" class="receipts" aria-label="Lab receipts" aria-live="polite"></ol>
+  </section>
   <section id="health-panel" class="panel wide" aria-labelledby="health-title" aria-busy="false">
     <div class="panel-head">
       <h2 id="health-title">Health</h2>

@@ -5,6 +5,7 @@ export * from "./discovery.js";
 export * from "./follower.js";
 export * from "./histogram.js";
 export * from "./html.js";
+export * from "./lab.js";
 export * from "./launch.js";
 export * from "./protocol.js";
 export * from "./session.js";

@@ -1,5 +1,6 @@
 // The messages between the extension host and the dashboard webview. Plain data (JSON-safe), shared
 // by both sides; the host validates everything the webview sends with parseViewMessage.
+import { parseLabRequest, type LabRequest, type LabResult } from "./labview.js";
 
 /** Points appended to one series: x is the optimizer step (time in seconds for runtime/* series). */
 export interface SeriesChunk {
@@ -195,7 +196,9 @@ export type HostToView =
   /** A message for the person (e.g. a script started from the page exited before its run came up). */
   | { type: "toast"; text: string; error: boolean }
   /** Answers listCheckpoints: the ring, oldest first, or why it could not be read. */
-  | { type: "checkpoints"; id: number; checkpoints: CheckpointView[]; error?: string };
+  | { type: "checkpoints"; id: number; checkpoints: CheckpointView[]; error?: string }
+  /** Answers a lab request: its result, or the trainer's refusal as a person reads it ("NOT_FOUND: ..."). */
+  | { type: "labDone"; id: number; op: LabRequest["op"]; result?: LabResult; error?: string; cancelled?: boolean };
 
 /**
  * Commands the page sends. exportSession and importSession have no value: the host asks for the file;
@@ -218,7 +221,9 @@ export type ViewToHost =
   /** Asks the host to start a training script in a terminal and attach to its run once it is up. */
   | { type: "runScript" }
   /** Asks for the named step series over [min, max] at up to `buckets` step buckets (a zoomed chart); answered with zoomData. */
-  | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number };
+  | { type: "zoom"; id: number; names: string[]; min: number; max: number; buckets: number }
+  /** A Lab panel request (score, regions, a sample, export, fork, compare, ...); answered with labDone. */
+  | { type: "lab"; id: number; request: LabRequest };
 
 const COMMANDS: readonly string[] = ["pause", "resume", "stop", "step", "runTest", "setLr", "checkpoint", "exportSession",
   "restoreCheckpoint", "importSession"];
@@ -270,6 +275,11 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
       if ((m.max as number) < (m.min as number)) return undefined;
       const buckets = Math.max(1, Math.min(100_000, Math.round(m.buckets as number)));
       return { type: "zoom", id: m.id as number, names: [...new Set(names as string[])], min: m.min as number, max: m.max as number, buckets };
+    }
+    case "lab": {
+      if (!num(m.id) || typeof m.request !== "object" || m.request === null) return undefined;
+      const request = parseLabRequest(m.request as Record<string, unknown>);
+      return request ? { type: "lab", id: m.id as number, request } : undefined;
     }
     default:
       return undefined;

@@ -9,6 +9,7 @@ import {
   parseViewMessage, PNG_PREFIX, type HealthCheckName, type HealthView, type HostToView, type ReceiptView, type RunView,
 } from "./protocol.js";
 import { RunStore, type StoreOptions } from "./store.js";
+import { labError, runLab, type SliceFormatName } from "./lab.js";
 import type { SeriesChunk } from "./protocol.js";
 import { EventKind, type Event } from "../gen/onthefly/v1/telemetry_pb.js";
 
@@ -53,6 +54,11 @@ export interface SessionOptions extends StoreOptions {
    * dialog); undefined cancels.
    */
   pickImportPath?: () => Promise<string | undefined>;
+  /**
+   * Writes an exported slice where the person picks (the extension shows a save dialog; the trainer never
+   * writes it); returns the path written, undefined when cancelled. `suggested` is a file name.
+   */
+  saveSlice?: (suggested: string, format: SliceFormatName, data: Uint8Array) => Promise<string | undefined>;
   /** Called when a view asks to attach to another run: the one named (a successor it offered), else any. */
   onAttachRequest?: (runId?: string) => void;
   /** Called when a view asks to start a training script ("Run training script…"). */
@@ -382,6 +388,17 @@ export class RunSession {
         } catch (err) {
           const e = ConnectError.from(err);
           await view.post({ type: "checkpoints", id: msg.id, checkpoints: [], error: e.rawMessage || e.message });
+        }
+        return;
+      }
+      case "lab": {
+        const op = msg.request.op;
+        try {
+          const result = await runLab(this.client, msg.request, this.opts.saveSlice);
+          const cancelled = op === "export" && !result.exported?.path;
+          await view.post({ type: "labDone", id: msg.id, op, result, ...(cancelled ? { cancelled } : {}) });
+        } catch (err) {
+          await view.post({ type: "labDone", id: msg.id, op, error: labError(err) });
         }
         return;
       }

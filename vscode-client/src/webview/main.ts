@@ -5,6 +5,7 @@ import "./dashboard.css";
 import type { CheckpointView, Delta, HealthCheckName, HealthView, HostToView, ReceiptView, ViewCommand, ViewToHost } from "../core/protocol.js";
 import { ChartBoard, fmtNum } from "./charts.js";
 import { drawHistogram } from "./histogram.js";
+import { LabPanel, type LabSnapshot } from "./lab.js";
 import { applyDelta, defaultPrefs, emptyModel, filterLogs, savable, type Changes, type Prefs, type ViewModel } from "./model.js";
 import { readTheme } from "./theme.js";
 import { bytes } from "../core/format.js";
@@ -20,6 +21,8 @@ interface Saved {
   v: 1;
   model: ViewModel;
   prefs: Prefs;
+  /** The Lab panel's drill-down, comparison and lineage (absent in states saved by older pages). */
+  lab?: LabSnapshot;
 }
 
 const vscode = acquireVsCodeApi();
@@ -84,6 +87,7 @@ function render(c: Changes): void {
   if (c.reset) board.rebuild();
   else if (c.series.size) board.update(c.series);
   if (c.run || c.status || c.connection) renderHeader();
+  if (c.run && model.run) lab.runChanged(model.run.runId);
   if (c.status || c.connection || c.health) renderControls();
   if (c.health) renderHealth();
   if (c.notes || c.connection) renderNotes();
@@ -406,7 +410,7 @@ let saveTimer: ReturnType<typeof setTimeout> | undefined;
 function saveNow(): void {
   clearTimeout(saveTimer);
   saveTimer = undefined;
-  vscode.setState({ v: 1, model: savable(model), prefs } satisfies Saved);
+  vscode.setState({ v: 1, model: savable(model), prefs, lab: lab.snapshot() } satisfies Saved);
   document.body.dataset.savedSeq = String(model.lastSeq);
 }
 function saveSoon(): void {
@@ -599,6 +603,7 @@ new MutationObserver(() => {
   theme = readTheme();
   board.setTheme(theme);
   renderHistogram();
+  lab.setTheme();
 }).observe(document.body, { attributes: true, attributeFilter: ["class"] });
 
 // -- host messages ---------------------------------------------------------------------------------
@@ -654,8 +659,12 @@ window.addEventListener("message", (ev: MessageEvent) => {
     case "toast":
       toast(msg.text, msg.error);
       break;
+    case "labDone":
+      lab.done(msg.id, msg.op, msg.result, msg.error, msg.cancelled);
+      break;
   }
 });
 
+const lab = new LabPanel(post, () => theme, model.run?.runId ?? "", saved?.v === 1 ? saved.lab : undefined, () => saveSoon());
 render(all());
 post({ type: "ready", runId: model.run?.runId ?? "", gen: model.gen, lastSeq: model.lastSeq });

@@ -1,4 +1,4 @@
-// Starts the real Python fixture trainer (test/fixtures/trainer.py) in its own discovery dir.
+// Starts a real Python fixture trainer (test/fixtures/trainer.py, or `script`) in its own discovery dir.
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -10,12 +10,12 @@ import { core, PYTHON, REPO_ROOT, VSC_ROOT, waitFor } from "./util.mjs";
  * file. Returns { dir, info, proc, output(), stop() }; stop() ends it (SIGTERM, then SIGKILL) and
  * removes the dir.
  */
-export async function startTrainer(env = {}, { timeout = 90_000, dir: shared } = {}) {
+export async function startTrainer(env = {}, { timeout = 90_000, dir: shared, script = "trainer.py" } = {}) {
   if (!fs.existsSync(PYTHON)) throw new Error(`no Python venv at ${PYTHON}: run scripts/bootstrap.sh (or make -C vscode-client deps)`);
   // `dir`: another trainer's dir (a second run of the same project, found through the same discovery dir); not removed by stop().
   const dir = shared ?? fs.mkdtempSync(path.join(os.tmpdir(), "otf-rt-"));
   let output = "";
-  const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
+  const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures", script)], {
     cwd: REPO_ROOT,
     // Its own discovery dir and session store (checkpoints, exports), both removed by stop().
     // PYTHONPATH: this checkout's package, whichever checkout the shared venv was installed from.

@@ -45,3 +45,30 @@ test("the dashboard page has a strict CSP with a nonce on every script and style
   assert.doesNotMatch(html, /\son\w+=/, "no inline event handlers");
   assert.doesNotMatch(html, /style="/, "no inline styles");
 });
+
+test("lab requests from the page: only well-formed ones reach the trainer", () => {
+  const lab = (request) => parseViewMessage({ type: "lab", id: 1, request });
+  assert.deepEqual(lab({ op: "score", extra: 5 }), { type: "lab", id: 1, request: { op: "score" } });
+  assert.deepEqual(lab({ op: "discover", k: 8 }).request, { op: "discover", k: 8 });
+  assert.deepEqual(lab({ op: "region", regionId: "r1" }).request, { op: "region", regionId: "r1" });
+  assert.deepEqual(lab({ op: "export", regionId: "r1", format: "csv" }).request, { op: "export", regionId: "r1", format: "csv" });
+  // A budget of 0 goes through: the trainer answers why it refuses, and the page shows that.
+  assert.deepEqual(lab({ op: "fork", regionId: "r1", budget: 0 }).request, { op: "fork", regionId: "r1", budget: 0 });
+  assert.deepEqual(lab({ op: "compare", extra: 200, resolutions: ["continue", "fork-route"] }).request,
+    { op: "compare", extra: 200, resolutions: ["continue", "fork-route"] });
+  assert.deepEqual(lab({ op: "apply", resolution: "fork-route" }).request, { op: "apply", resolution: "fork-route" });
+  for (const bad of [{ op: "rm" }, { op: "discover", k: 1.5 }, { op: "region" }, { op: "region", regionId: "../../etc" },
+    { op: "export", regionId: "r1", format: "pickle" }, { op: "export", regionId: "r1" }, { op: "fork", regionId: "r1", budget: "9" },
+    { op: "sample", index: "3" }, { op: "compare", resolutions: "all" }, { op: "apply" }]) {
+    assert.equal(lab(bad), undefined, JSON.stringify(bad));
+  }
+  assert.equal(parseViewMessage({ type: "lab", request: { op: "score" } }), undefined);
+});
+
+test("thumbnail: image-shaped inputs become min-max scaled pixels; other shapes none", () => {
+  const chw = core.thumbnail([1, 2, 2], [0, 1, 2, 4]);
+  assert.deepEqual(chw, { width: 2, height: 2, channels: 1, pixels: [0, 0.25, 0.5, 1] });
+  const hwc = core.thumbnail([2, 1, 3], [0, 0, 0, 10, 10, 10]);
+  assert.deepEqual(hwc, { width: 1, height: 2, channels: 3, pixels: [0, 0, 0, 1, 1, 1] });
+  assert.equal(core.thumbnail([64], new Array(64).fill(0)), undefined);
+});
