@@ -16,6 +16,7 @@ from onthefly.runtime.run import Run
 from onthefly.server.auth import TokenInterceptor
 from onthefly.server.control_servicer import ControlServicer
 from onthefly.server.discovery import DiscoveryFile, RunInfo, now
+from onthefly.server.error_status import ErrorStatusInterceptor
 from onthefly.server.telemetry_servicer import TelemetryServicer
 from onthefly.v1 import control_pb2, control_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
@@ -81,7 +82,8 @@ def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunSer
     token = secrets.token_hex(24)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-rpc"),
-        interceptors=[TokenInterceptor(token)],
+        # Outermost: whatever a servicer raises maps to a status code with a one-line message, never UNKNOWN.
+        interceptors=[ErrorStatusInterceptor(), TokenInterceptor(token)],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )

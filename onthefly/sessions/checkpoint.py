@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
-from onthefly.sessions import codec
+from onthefly.sessions import codec, validate
 from onthefly.sessions.atomic import atomic_writer
 from onthefly.sessions import digest
 
@@ -152,6 +152,8 @@ def parse_state(data: bytes, where: str) -> dict[str, Any]:
         doc = json.loads(data)
     except ValueError as exc:
         raise InvalidArgument(f"{where} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidArgument(f"{where} is nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidArgument(f"{where} is not an OnTheFly checkpoint")
     version = doc.get("version")
@@ -161,6 +163,7 @@ def parse_state(data: bytes, where: str) -> dict[str, Any]:
     for key in ("checkpoint_id", "position", "state"):
         if key not in doc:
             raise InvalidArgument(f"{where} lacks '{key}'")
+    validate.state_doc(doc, where)
     return doc
 
 

@@ -247,19 +247,38 @@ class Sessions(RunHook):
                                          f"train_loader has only {batches} batches per epoch")
 
     def adopt(self, ctx: "LoopContext", imported: Imported, origin: str) -> ck.CheckpointInfo:
-        """Swap an imported (fully checked, compatible) bundle's state into the loop."""
+        """Swap an imported (fully checked, compatible) bundle's state into the loop, all or nothing:
+        its files are staged in the store first, the loop's state is kept in memory, and on any
+        failure both are put back, so a refused import leaves the run bit-identical."""
         ctx.run.bus.drain()  # steps published before the swap go to the history being replaced, not the new one
-        plan = ck.restore(ctx, imported.checkpoint, imported.state)
+        staged = self.session.stage_import(imported) if self.session is not None else None
+        before = LoopSnapshot(ctx, self._generators)
+        try:
+            plan = ck.restore(ctx, imported.checkpoint, imported.state)
+            for states in (plan.rng_now, plan.rng_epoch_start):  # each must load before it is needed
+                if states is not None:
+                    rng.restore(states, self._generators)
+            before.restore_rng()
+            if staged is not None:
+                self.session.commit_import(staged, imported, origin, plan_step(imported.checkpoint))
+        except BaseException:
+            before.restore()
+            if staged is not None:
+                staged.discard()
+            raise
         self._plan = _Plan(plan, imported.checkpoint.doc.get("data_order") or {})
-        if self.session is not None:
-            self.session.adopt(imported, origin, plan_step(imported.checkpoint))
         ctx.repositioned = True
         return imported.checkpoint.info
 
     def restore_checkpoint(self, ctx: "LoopContext", checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
         ctx.run.bus.drain()  # as in adopt
         state = checkpoint.state()
-        plan = ck.restore(ctx, checkpoint, state)
+        before = LoopSnapshot(ctx, self._generators)
+        try:
+            plan = ck.restore(ctx, checkpoint, state)
+        except BaseException:
+            before.restore()
+            raise
         self._plan = _Plan(plan, checkpoint.doc.get("data_order") or {})
         if self.session is not None:
             self.session.history.load_metric_state(state.get("metrics"))
@@ -319,6 +338,35 @@ class Sessions(RunHook):
         if ctx is not None:
             ctx.run.bus.drain()
         return session.info()
+
+
+class LoopSnapshot:
+    """The loop's state in memory (deep copies), to put back when a swap fails half-way."""
+
+    def __init__(self, ctx: "LoopContext", generators: list) -> None:
+        import copy
+
+        self.ctx, self.generators = ctx, generators
+        self.model = copy.deepcopy(ctx.model.state_dict())
+        self.optimizer = copy.deepcopy(ctx.optimizer.state_dict())
+        self.scheduler = copy.deepcopy(ctx.scheduler.state_dict()) if ctx.scheduler is not None else None
+        self.scaler = copy.deepcopy(ctx.scaler.state_dict()) if ctx.scaler is not None else None
+        self.position = (ctx.step, ctx.run.step, ctx.epoch, ctx.run.epoch, ctx.batch_in_epoch)
+        self.rng = rng.capture(generators)
+
+    def restore_rng(self) -> None:
+        rng.restore(self.rng, self.generators)
+
+    def restore(self) -> None:
+        ctx = self.ctx
+        ctx.model.load_state_dict(self.model)
+        ctx.optimizer.load_state_dict(self.optimizer)
+        if self.scheduler is not None:
+            ctx.scheduler.load_state_dict(self.scheduler)
+        if self.scaler is not None:
+            ctx.scaler.load_state_dict(self.scaler)
+        ctx.step, ctx.run.step, ctx.epoch, ctx.run.epoch, ctx.batch_in_epoch = self.position
+        self.restore_rng()
 
 
 def plan_step(checkpoint: ck.Checkpoint) -> int:

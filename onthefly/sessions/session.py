@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onthefly.runtime.errors import InvalidArgument, NotFound
+from onthefly.runtime.errors import InvalidArgument, NotFound, clip
 from onthefly.sessions import checkpoint as ck
-from onthefly.sessions import digest
-from onthefly.sessions.bundle import FORMAT_VERSION, Bundle, BundleInfo, BundleWriter
+from onthefly.sessions import digest, validate
+from onthefly.sessions.bundle import FORMAT_VERSION, Bundle, BundleError, BundleInfo, BundleWriter
 from onthefly.sessions.history import History
 from onthefly.sessions.store import SessionFolder, Store
 
@@ -73,14 +73,31 @@ def read_bundle(path: str | os.PathLike) -> Imported:
         verification = bundle.verify([rel for rel in bundle.files if not (inline and rel == tensors)])
         try:
             checkpoint = bundle.checkpoint(bundle.resume_dir, check=inline)
+            for entry in bundle.checkpoints:  # every ring checkpoint's state.json, before any is copied
+                rel = entry["dir"]
+                if rel != bundle.resume_dir and f"{rel}/{ck.STATE_FILE}" in bundle.files:
+                    _same_id(bundle, rel, bundle.checkpoint_doc(rel))
+            _same_id(bundle, bundle.resume_dir, checkpoint.doc)
         finally:
             verification.result()
-        state = checkpoint.state()
+        try:
+            state = checkpoint.state()
+            validate.state_tree(state, "its checkpoint's state")
+        except InvalidArgument as exc:
+            raise BundleError(path, "format", str(exc)) from None
+        except (KeyError, IndexError, ValueError, TypeError, RecursionError) as exc:
+            raise BundleError(path, "format", f"its checkpoint's state cannot be decoded "
+                                              f"({type(exc).__name__}: {clip(exc)})") from None
     except BaseException:
         bundle.close()
         raise
     lineage = list(bundle.session.get("lineage", []))
     return Imported(bundle, checkpoint, state, str(Path(path).expanduser().resolve()), lineage)
+
+
+def _same_id(bundle: Bundle, rel: str, doc: dict[str, Any]) -> None:
+    if doc.get("checkpoint_id") != rel.partition("/")[2]:
+        raise BundleError(bundle.path, "format", f"'{rel}' holds a checkpoint with another id")
 
 
 class Session:
@@ -203,41 +220,79 @@ class Session:
                               len(writer._files))
 
     # -- import ----------------------------------------------------------------------------------
-    def adopt(self, imported: Imported, origin: str, from_step: int) -> None:
-        """Take over an imported bundle's lineage, ring checkpoints and history (copied into this folder).
-
-        Call only after the bundle was fully checked and its state restored: this writes to the store.
-        """
+    def stage_import(self, imported: Imported) -> "Staged":
+        """Copy an imported bundle's ring checkpoints and history into this folder, changing nothing
+        this session lists yet; ``commit_import`` adopts them, ``Staged.discard`` removes them again.
+        A checkpoint id already in the ring (the same bundle imported twice) is not copied again."""
         bundle = imported.bundle
+        staged = Staged(self, set(self.folder.files))
+        try:
+            with self._lock:
+                known = {c.checkpoint_id for c in self._ring}
+            for entry in bundle.checkpoints:
+                rel = entry["dir"]
+                checkpoint_id = rel.partition("/")[2]
+                if rel == bundle.resume_dir or checkpoint_id in known:
+                    continue  # the resume state is the live state now; checkpoint it to keep a copy
+                names = [n for n in (ck.TENSORS_FILE, ck.STATE_FILE) if f"{rel}/{n}" in bundle.files]
+                if len(names) < 2:
+                    log.warning("onthefly: imported checkpoint %s is incomplete; skipped", rel)
+                    continue
+                for name in names:
+                    staged.copy(bundle, f"{rel}/{name}")
+                known.add(checkpoint_id)
+                staged.ring.append(ck.info_of(bundle.checkpoint_doc(rel)))
+            for rel in bundle.files:
+                if rel.startswith("history/") and not rel.startswith(f"history/{self.session_id}/"):
+                    staged.copy(bundle, rel)
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
+
+    def commit_import(self, staged: "Staged", imported: Imported, origin: str, from_step: int) -> None:
+        """Adopt what ``stage_import`` copied: lineage, ring (oldest beyond ``keep`` dropped), metrics."""
         with self._lock:
             self.lineage = [dict(e) for e in imported.lineage] + [
                 lineage_entry(self.session_id, self.identity, origin, imported.source, from_step)]
-            resume_dir = bundle.resume_dir
-            for entry in bundle.checkpoints:
-                rel = entry["dir"]
-                if rel == resume_dir:
-                    continue  # the state it holds is the live state now; checkpoint it to keep a copy
-                for name in (ck.TENSORS_FILE, ck.STATE_FILE):
-                    if f"{rel}/{name}" in bundle.files:
-                        with self.folder.writer(f"{rel}/{name}", self.durable) as f:
-                            bundle.copy_file(f"{rel}/{name}", f)
-                try:
-                    self._ring.append(ck.info_of(json.loads(self.folder.file(f"{rel}/{ck.STATE_FILE}").read_bytes())))
-                except (OSError, ValueError, KeyError):
-                    log.warning("onthefly: imported checkpoint %s is incomplete; skipped", rel)
+            self._ring.extend(staged.ring)
             self._ring.sort(key=lambda c: c.created_unix)
             while len(self._ring) > self.keep:
                 self._drop(self._ring.pop(0))
-            for rel in bundle.files:
-                if rel.startswith("history/") and not rel.startswith(f"history/{self.session_id}/"):
-                    with self.folder.writer(rel, self.durable) as f:
-                        bundle.copy_file(rel, f)
             self.history.load_metric_state(imported.state.get("metrics"))
             self._write_session_file()
 
     def close(self) -> None:
         self.history.flush()
         self.folder.close()
+
+
+class Staged:
+    """Files an import copied into a session folder before the swap, removable if the swap fails."""
+
+    def __init__(self, session: Session, existing: set[str]) -> None:
+        self.session = session
+        self.ring: list[ck.CheckpointInfo] = []
+        self._existing = existing
+        self._written: list[str] = []
+
+    def copy(self, bundle: Bundle, rel: str) -> None:
+        folder = self.session.folder
+        if rel not in self._existing:
+            self._written.append(rel)
+        with folder.writer(rel, self.session.durable) as f:
+            bundle.copy_file(rel, f)
+
+    def discard(self) -> None:
+        """Remove the files this import added (files the session had before stay)."""
+        written = [rel for rel in self._written if rel in set(self.session.folder.files)]
+        if written:
+            try:
+                self.session.folder.remove(*written)
+            except OSError as exc:
+                log.warning("onthefly: could not remove a refused import's files: %s", exc)
+        self._written.clear()
+        self.ring.clear()
 
 
 def _manifest_entry(rel: str, info: ck.CheckpointInfo) -> dict[str, Any]:
