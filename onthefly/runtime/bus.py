@@ -71,6 +71,7 @@ class EventBus:
         self._drain_lock = threading.Lock()
         self._closed = False
         self._subscribers = 0
+        self._progress_at = 0.0  # monotonic time a subscriber last read events (or the end)
         self._coalesce = coalesce_seconds
         self._observers: list[Callable[[list[Event]], None]] = []
         self._warned: set[str] = set()
@@ -224,6 +225,8 @@ class EventBus:
                 size += event.nbytes()
                 seq += 1
             closed = self._closed and seq > self._newest
+            if events or closed:
+                self._progress_at = time.monotonic()
             return ReadResult(events, gap, seq, closed)
 
     def oldest_seq(self) -> int:
@@ -237,15 +240,20 @@ class EventBus:
         self.drain()
         with self._cond:
             self._closed = True
+            self._progress_at = max(self._progress_at, time.monotonic())  # each subscriber's chance to read on
             self._cond.notify_all()
 
-    def wait_for_subscribers_to_leave(self, timeout: float) -> bool:
-        """After close(): wait until every open subscription has read to the end and left."""
+    def wait_for_subscribers_to_leave(self, timeout: float, stall: float = 0.5) -> bool:
+        """After close(): wait until every open subscription has read to the end and left, at most
+        ``timeout`` seconds in all, and only while subscribers keep reading: once none has read
+        anything for ``stall`` seconds (a client that stopped reading its stream holds its server
+        thread in a blocked send), stop waiting; the clock starts at close(). True if all left."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._subscribers > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                idle = now - self._progress_at
+                if now >= deadline or idle >= stall:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(min(deadline - now, stall - idle))
         return True

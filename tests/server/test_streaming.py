@@ -105,3 +105,22 @@ def test_kind_filter_and_from_latest(live_run):
     assert [e.step for e in metric_events] == list(range(1, 5))
     m = metric_events[0].step_metrics
     assert m.batch_size == 16 and m.lr == 0.05 and m.grad_norm > 0 and m.samples_per_second > 0
+
+
+def test_a_subscriber_that_stopped_reading_does_not_hold_the_end_of_fit(live_run):
+    # A reader that never reads again after its first frame; a grace of 10 minutes that the old shutdown
+    # spent waiting for it (fit returned only when the grace ran out).
+    model, opt, loss, loader = boring_setup(n=100_000, batch_size=2000)
+    trainer = Trainer("t", "gone-quiet", max_epochs=4, port=0, start_paused=True, shutdown_grace=600,
+                      verbose=False)
+    run = live_run(trainer, model, opt, loss, loader)
+    stuck = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest())
+    next(stuck)
+    reader = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest(
+        kinds=[telemetry_pb2.EVENT_KIND_LIFECYCLE]))
+    run.client.control.Resume(control_pb2.ResumeRequest())
+    last = [e for f in reader for e in f.events][-1]  # one that keeps reading still gets the end
+    assert last.lifecycle.kind == telemetry_pb2.LIFECYCLE_KIND_FINISHED
+    result = run.join(timeout=120)
+    assert result.steps == 200
+    stuck.cancel()
