@@ -17,15 +17,19 @@ from onthefly.server.auth import TokenInterceptor
 from onthefly.server.control_servicer import ControlServicer
 from onthefly.server.discovery import DiscoveryFile, RunInfo, now
 from onthefly.server.error_status import ErrorStatusInterceptor
+from onthefly.server.stream_limit import StreamLimitInterceptor
 from onthefly.server.telemetry_servicer import TelemetryServicer
 from onthefly.v1 import control_pb2, control_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger("onthefly")
 
-# Sync grpc holds one pool thread per open stream: 16 threads serve a dashboard, a CLI watcher,
-# scripts and a coordinator at once; beyond 64 concurrent RPCs callers get RESOURCE_EXHAUSTED
-# instead of queueing forever.
-MAX_WORKERS = 16
+# Sync grpc holds one pool thread per open stream. Streams (dashboards, CLI watchers, scripts, a
+# coordinator) are capped at MAX_STREAMS, and the pool has UNARY_THREADS more, so control and status
+# calls are always answered however many streams are open; beyond 64 concurrent RPCs callers get
+# RESOURCE_EXHAUSTED instead of queueing forever.
+MAX_STREAMS = 16
+UNARY_THREADS = 16
+MAX_WORKERS = MAX_STREAMS + UNARY_THREADS
 MAX_CONCURRENT_RPCS = 64
 SERVER_OPTIONS = [
     # Two servers must never share a port silently (Linux SO_REUSEPORT would allow it).
@@ -83,7 +87,7 @@ def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunSer
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-rpc"),
         # Outermost: whatever a servicer raises maps to a status code with a one-line message, never UNKNOWN.
-        interceptors=[ErrorStatusInterceptor(), TokenInterceptor(token)],
+        interceptors=[ErrorStatusInterceptor(), TokenInterceptor(token), StreamLimitInterceptor(MAX_STREAMS)],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )

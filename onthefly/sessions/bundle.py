@@ -314,6 +314,11 @@ class Bundle:
                                                          "damaged") from None
             source._checker = zipcheck.RecordChecker(found)
         try:
+            zipcheck.plain(source.read_at, entry["size"])
+        except zipcheck.NotAZip as exc:
+            raise BundleError(self.path, "format", f"'{rel}' is not a plain torch tensor archive ({exc}); refused "
+                                                   "without inflating it") from None
+        try:
             tensors = ck.load_tensors(source, f"'{rel}'")
         except InvalidArgument as exc:
             if source._checker is not None:

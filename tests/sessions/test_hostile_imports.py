@@ -193,3 +193,63 @@ def test_importing_a_bundle_twice_keeps_the_ring_consistent(live_run, good, tmp_
     for c in stub.ListCheckpoints(sessions_pb2.ListCheckpointsRequest()).checkpoints:
         restored = stub.RestoreCheckpoint(sessions_pb2.RestoreCheckpointRequest(checkpoint_id=c.checkpoint_id))
         assert restored.receipt.status == APPLIED, restored.receipt.reason
+
+
+def _zip_bomb(good: Path, dst: Path, inflated: int = 400 << 20) -> Path:
+    """The resume checkpoint's tensor file re-packed with compressed records plus one record of
+    ``inflated`` zero bytes (a few hundred KB in the bundle)."""
+    import io
+    import zipfile
+
+    from onthefly.sessions.bundle import Bundle
+
+    with Bundle.open(good) as bundle:
+        original = bundle.read_bytes(bundle.tensors_of(bundle.resume_dir))
+    packed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(original)) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info))
+        prefix = src.infolist()[0].filename.split("/")[0]
+        with out.open(f"{prefix}/data/bomb", "w", force_zip64=True) as f:
+            chunk = bytes(8 << 20)
+            for _ in range(inflated // len(chunk)):
+                f.write(chunk)
+    resume = None
+
+    def replace(doc):
+        nonlocal resume
+        resume = doc
+
+    forge(good, dst, state=replace)
+    with Bundle.open(dst) as bundle:
+        rel = bundle.tensors_of(bundle.resume_dir)
+        files = {r: bundle.read_bytes(r) for r in bundle.files}
+        manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format", "format_version")}
+        kinds = {r: e["kind"] for r, e in bundle.files.items()}
+    files[rel] = packed.getvalue()
+    from onthefly.sessions.bundle import BundleWriter
+
+    writer = BundleWriter(dst, overwrite=True, durable=False)
+    for r, data in files.items():
+        writer.add_bytes(r, data, kinds[r])
+    writer.finish(manifest)
+    return dst
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(live_run, good, tmp_path):
+    import resource
+
+    bomb = _zip_bomb(good, tmp_path / "bomb.onthefly")
+    assert bomb.stat().st_size < 20 << 20
+    model, opt, loss, loader, sched, val = setup()
+    trainer = Trainer("t", "bomb", max_steps=10_000, seed=5, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(on_pause=False)])
+    run = live_run(trainer, model, opt, loss, loader, scheduler=sched)
+    _step(run, 1)
+    before = weights(run.trainer.run.control.ctx.model)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    details = _refused(_stub(run).ImportSession, sessions_pb2.ImportSessionRequest(path=str(bomb)))
+    assert "without inflating it" in details
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown < 200 << 10, f"the peak RSS grew by {grown >> 10} MiB"  # the bomb inflates to 400 MiB
+    assert same(weights(run.trainer.run.control.ctx.model), before) and _status(run).step == 1
