@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from onthefly.runtime.commands import Command, PendingCommand, Receipt, ReceiptStatus
-from onthefly.runtime.errors import CommandRejected, FailedPrecondition, one_line
+from onthefly.runtime.errors import FailedPrecondition, OnTheFlyError, one_line
 from onthefly.runtime.events import CommandApplied, EventKind, Lifecycle, LifecycleKind, RunState
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class Control:
         command = pending.command
         try:
             result = command.apply(ctx)
-        except CommandRejected as exc:
+        except OnTheFlyError as exc:  # written for a person already
             self._finish(pending, False, str(exc), ctx.step)
             return
         except Exception as exc:  # a failing command must not kill the run

@@ -85,10 +85,25 @@ class BundleWriter:
         if not self.path.parent.is_dir():
             raise NotFound(f"cannot export to {self.path}: the folder {self.path.parent} does not exist")
         self._tmp = partial_path(self.path)
-        self._f = open(self._tmp, "wb", buffering=0)
-        self._f.write(MAGIC)
+        try:  # never truncate a file this export did not create
+            self._f = open(self._tmp, "wb", buffering=0, opener=lambda p, flags: os.open(p, flags | os.O_EXCL, 0o644))
+        except FileExistsError:
+            from onthefly.runtime.errors import FailedPrecondition
+
+            raise FailedPrecondition(f"{self._tmp} exists (left by an export that was killed, or not ours); "
+                                     "remove it or choose another path") from None
+        try:
+            self._f.write(MAGIC)
+        except BaseException:
+            self.abort()
+            raise
         self._files: list[dict[str, Any]] = []
         self._names: set[str] = set()
+
+    @property
+    def partial(self) -> Path:
+        """The temporary file written until ``finish`` renames it into place."""
+        return self._tmp
 
     def _entry(self, rel: str, offset: int, size: int, checksum: digest.Checksum, kind: str) -> None:
         name = str(safe_relative(rel))

@@ -130,6 +130,11 @@ def write_tensors(f, tensors: dict[str, torch.Tensor], durable: bool = False) ->
     return size, checksum
 
 
+def tensors_bytes(checkpoint: Checkpoint) -> int:
+    """About how many bytes ``checkpoint``'s tensor file takes."""
+    return sum(t.numel() * t.element_size() for t in checkpoint.tensors.values())
+
+
 def tensors_record(size: int, checksum: digest.Checksum) -> dict[str, Any]:
     """state.json's record of its tensors file."""
     return {"file": TENSORS_FILE, "size": size, **digest.as_fields(checksum)}

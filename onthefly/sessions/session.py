@@ -6,6 +6,7 @@ Methods that read or change the loop's state take the LoopContext and run on the
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onthefly.runtime.errors import InvalidArgument, NotFound, clip
+from onthefly.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, clip
 from onthefly.sessions import checkpoint as ck
 from onthefly.sessions import digest, validate
 from onthefly.sessions.bundle import FORMAT_VERSION, Bundle, BundleError, BundleInfo, BundleWriter
@@ -95,6 +96,14 @@ def read_bundle(path: str | os.PathLike) -> Imported:
     return Imported(bundle, checkpoint, state, str(Path(path).expanduser().resolve()), lineage)
 
 
+def no_space(exc: BaseException, needed: int, what: str, where: Path) -> BaseException:
+    """``exc``, or for a full disk a ResourceExhausted that says how much room the write needed."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        size = f"{needed / 1e6:.1f} MB" if needed >= 1e6 else f"{max(1, round(needed / 1e3))} KB"
+        return ResourceExhausted(f"{what} failed: no space left on device in {where} (needed ~{size})")
+    return exc
+
+
 def _same_id(bundle: Bundle, rel: str, doc: dict[str, Any]) -> None:
     if doc.get("checkpoint_id") != rel.partition("/")[2]:
         raise BundleError(bundle.path, "format", f"'{rel}' holds a checkpoint with another id")
@@ -166,12 +175,25 @@ class Session:
     def save(self, checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
         """Write a captured checkpoint into the ring, then drop the oldest beyond ``keep``."""
         with self._lock:
-            info = ck.save(self.folder, f"checkpoints/{checkpoint.doc['checkpoint_id']}", checkpoint, self.durable)
+            rel = f"checkpoints/{checkpoint.doc['checkpoint_id']}"
+            try:
+                info = ck.save(self.folder, rel, checkpoint, self.durable)
+            except BaseException as exc:
+                self._discard(rel)  # no partial checkpoint stays behind
+                raise no_space(exc, ck.tensors_bytes(checkpoint), f"checkpoint {checkpoint.doc['checkpoint_id']}",
+                               self.folder.path) from exc
             self._ring.append(info)
             while len(self._ring) > self.keep:
                 self._drop(self._ring.pop(0))
         self.history.flush()
         return info
+
+    def _discard(self, rel: str) -> None:
+        present = set(self.folder.files)
+        try:
+            self.folder.remove(*[f for f in (f"{rel}/{ck.STATE_FILE}", f"{rel}/{ck.TENSORS_FILE}") if f in present])
+        except OSError as exc:  # the manifest may not be writable either; clean() removes them later
+            log.warning("onthefly: could not remove the failed checkpoint %s: %s", rel, exc)
 
     def _drop(self, info: ck.CheckpointInfo) -> None:
         rel = f"checkpoints/{info.checkpoint_id}"
@@ -184,8 +206,13 @@ class Session:
         """Write one bundle: every ring checkpoint, ``newest`` (the state now), history and lineage."""
         with self._lock:
             self.history.flush()
-            writer = BundleWriter(path, overwrite, self.durable)
+            writer = None
             try:
+                writer = BundleWriter(path, overwrite, self.durable)
+                try:
+                    self.folder.note_partial(writer.partial)
+                except OSError as exc:  # the store's disk is full: export anyway (it may be another disk)
+                    log.warning("onthefly: could not record the export in progress: %s", exc)
                 entries = []
                 for info in self._ring:
                     rel = f"checkpoints/{info.checkpoint_id}"
@@ -213,11 +240,26 @@ class Session:
                     "checkpoints": entries,
                 }
                 size = writer.finish(manifest)
-            except BaseException:
-                writer.abort()
-                raise
+            except BaseException as exc:
+                if writer is not None:
+                    writer.abort()
+                target = Path(path)
+                raise no_space(exc, self._export_bytes(newest), f"the export to {target}", target.parent) from exc
+            finally:
+                if writer is not None:
+                    self.folder.forget_partial(writer.partial)
             return BundleInfo(str(writer.path), size, FORMAT_VERSION, self.session_id, newest.info.step, len(entries),
                               len(writer._files))
+
+    def _export_bytes(self, newest: ck.Checkpoint) -> int:
+        total = ck.tensors_bytes(newest)
+        for rel in self.folder.files:
+            if rel.startswith(("checkpoints/", "history/")):
+                try:
+                    total += self.folder.file(rel).stat().st_size
+                except OSError:
+                    pass
+        return total
 
     # -- import ----------------------------------------------------------------------------------
     def stage_import(self, imported: Imported) -> "Staged":
