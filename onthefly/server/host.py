@@ -74,11 +74,25 @@ class RunServer:
 
 
 def _bind(server: grpc.Server, host: str, port: int) -> int:
+    if port and not _port_free(host, port):
+        return 0  # checked first: gRPC would print a raw "Failed to add port" error before we fall back
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:
         bound = 0
     return bound
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+        return True
+    except OSError:
+        return False
 
 
 def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunServer:
