@@ -34,3 +34,7 @@ class BufferFull(TrackingError, RuntimeError):
 
 class NotRunning(TrackingError, RuntimeError):
     """A call that needs a started experiment was made before ``run.start()`` or after it was closed."""
+
+
+class StorageFailed(TrackingError, OSError):
+    """Rows were not stored (a full disk, an I/O error): held for a retry, or lost; the message counts them."""

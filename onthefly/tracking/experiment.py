@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from onthefly.tracking import names, values
 from onthefly.tracking.config import WriterConfig
-from onthefly.tracking.errors import NotRunning, TrackingError
+from onthefly.tracking.errors import NotRunning, StorageFailed, TrackingError
 from onthefly.tracking.files import FilesAccessor, remove_staging
 from onthefly.tracking.inflight import wait_for_loggers
 from onthefly.tracking.logs import LEVELS, LOG_SINK, LogBuilder, check_level, echo
@@ -284,8 +284,13 @@ class Experiment:
             try:
                 writer = self._writer
                 wait_for_loggers(self, _LOGGING_CALLS)  # a racing call's row still reaches the writer
-                writer.close()
-                writer.flush()
+                lost = None
+                try:
+                    writer.close()
+                    writer.flush()
+                except StorageFailed as exc:  # rows were not stored: the record says so, then the caller
+                    lost = exc
+                    status, error = Status.FAILED, "; ".join(filter(None, [error, str(exc)]))
                 self._flush_uploads()
                 self._uploads.shutdown(wait=True)
                 self._remove_staging_dir()
@@ -293,6 +298,8 @@ class Experiment:
                 if self._upload_errors:
                     stats["upload_errors"] = list(self._upload_errors)
                 self.record = self._backend.set_status(self.prefix, status, error, note, writer=stats)
+                if lost is not None:
+                    raise lost
             finally:
                 self._state = "closed"
                 with _LIVE_LOCK:

@@ -4,9 +4,6 @@ export's temporary file is removed at the next start. A real small tmpfs (needs 
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 import threading
 
 import pytest
@@ -16,34 +13,18 @@ from onthefly.sessions import Sessions
 from onthefly.v1 import control_pb2, receipt_pb2, sessions_pb2, sessions_pb2_grpc, telemetry_pb2
 from onthefly.v1.run_pb2 import RUN_STATE_PAUSED as PAUSED
 from sessions.helpers import same, setup, weights
-from support import wait_until
+from support import fill_disk as fill, mount_small_disk, unmount_small_disk, wait_until
 
 
 @pytest.fixture
 def small_disk(tmp_path):
     disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    if not mount_small_disk(disk, "2m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         yield disk
     finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def fill(disk) -> None:
-    """Take every free byte of ``disk``."""
-    with open(disk / "filler", "wb", buffering=0) as f:
-        chunk = bytes(64 << 10)
-        while True:
-            try:
-                f.write(chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-                if len(chunk) == 1:
-                    return
-                chunk = chunk[: len(chunk) // 2]
+        unmount_small_disk(disk)
 
 
 def _status(run):
