@@ -27,7 +27,8 @@ def add(callback: Callable[[], None]) -> None:
     """Call ``callback()`` (once) when the process receives SIGTERM; newest first."""
     global _installed, _previous
     with _lock:
-        _callbacks.append(callback)
+        if callback not in _callbacks:
+            _callbacks.append(callback)
         if _installed or threading.current_thread() is not threading.main_thread():
             return
         try:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from onthefly.tracking import names, values
 from onthefly.tracking.config import WriterConfig
+from onthefly.tracking import lifecycle
 from onthefly.tracking.errors import NotRunning, StorageFailed, TrackingError
 from onthefly.tracking.files import FilesAccessor, remove_staging
 from onthefly.tracking.inflight import wait_for_loggers
@@ -270,6 +271,7 @@ class Experiment:
             self._set_queue(writer.q)
             with _LIVE_LOCK:
                 _LIVE.add(self)
+        lifecycle.install(_cancel_all)
         return self
 
     def _close(self, status: Status, error: str = "", note: str = "") -> None:
@@ -400,12 +402,24 @@ _LOGGING_CALLS = (Experiment.log, log_rows, TrackBuilder.append)
 def _exit_status() -> tuple[Status, str]:
     exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     if exc is None:
-        return Status.COMPLETED, ""
+        failed = lifecycle.failed_exit()
+        return (Status.FAILED, failed) if failed else (Status.COMPLETED, "")
     if isinstance(exc, KeyboardInterrupt):
         return Status.CANCELLED, "KeyboardInterrupt"
     if isinstance(exc, SystemExit) and exc.code in (None, 0):
         return Status.COMPLETED, ""
     return Status.FAILED, _describe(exc)
+
+
+def _cancel_all(reason: str) -> None:
+    """SIGTERM: flush and record every live experiment of this process CANCELLED."""
+    with _LIVE_LOCK:
+        live = [e for e in _LIVE if e._pid == os.getpid()]
+    for exp in live:
+        try:
+            exp._close(Status.CANCELLED, reason, "closed on SIGTERM")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            print(f"onthefly.tracking: could not close {exp.prefix} on {reason}: {_describe(exc)}", file=sys.stderr)
 
 
 @atexit.register
