@@ -11,7 +11,8 @@ the calls themselves). With the C hot path, a metric's plain numeric rows go int
 (``hotpath.Chunk``: raw 8-byte values, no object per row, one item for up to ``batch_size`` rows); the
 writer seals the chunks it takes, and encodes runs of them with ``columns.chunks_table``.
 
-Triggers: a write starts when ``batch_size`` items are pending (size) or ``flush_interval`` seconds have
+Triggers: a write starts when ``batch_size`` items are pending (size: the hot path checks before it
+appends, so the threshold it compares with is ``batch_size - 1``; a chunk checks again when it fills) or ``flush_interval`` seconds have
 passed (time); ``flush()`` forces one and waits for it. A size-triggered write starts no sooner than
 ``Writer.burst_gap`` (30 ms) after the previous write started, so a burst of calls is written in a few large
 batches rather than in many small ones, each with its fixed cost and its round trips of the GIL between
@@ -150,7 +151,7 @@ class Writer:
         self.q = Pending()
         self.q.writer = self
         self.q.rows = 0
-        self.q.kick_at = config.batch_size if config.buffered else 1
+        self.q.kick_at = self._size_trigger = max(0, config.batch_size - 1) if config.buffered else 1
         self.state = WriterState()
         self._wake = threading.Event()  # a write is due
         self._urgent = threading.Event()  # ... and must not wait for the burst gap (flush, close, block)
@@ -330,12 +331,12 @@ class Writer:
             q = self.q
             n = len(q)
             if n == 0:
-                q.kick_at = self.config.batch_size if self.config.buffered else 1
+                q.kick_at = self._size_trigger
                 return
             batch = list(starmap(q.popleft, repeat((), n)))  # C loop: atomic w.r.t. appending threads
             if seal_all is not None:
                 seal_all(batch, q)  # their rows are all in now; the loggers start new chunks
-            q.kick_at = self.config.batch_size if self.config.buffered else 1
+            q.kick_at = self._size_trigger
             with self._cond:
                 self._cond.notify_all()
             self._write_batch(batch)
