@@ -41,10 +41,20 @@ def _to_numpy(array: Any):
     return np.array(array, copy=True)
 
 
+def _pillow():
+    """PIL.Image, or an ImportError that says how to get it (Pillow is the ``images`` extra)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("saving images and videos needs Pillow: pip install 'onthefly[images]'") from None
+    return Image
+
+
 def encode_image(array: Any, name: str, quality: int = 95) -> bytes:
     """PNG/JPEG/... bytes of an HxW, HxWxC or CxHxW array (uint8, or floats in [0, 1] or [0, 255])."""
     import numpy as np
-    from PIL import Image
+
+    Image = _pillow()
 
     fmt = IMAGE_FORMATS.get(_ext(name))
     if fmt is None:
@@ -245,7 +255,7 @@ class FileBuilder:
 
     def save_video(self, frames: Any, *, to: str | None = None, fps: float = 10.0, **extra) -> dict:
         """Store a stack of frames as an animated GIF (the only video format without extra dependencies)."""
-        from PIL import Image
+        Image = _pillow()
 
         target = self._target(to)
         if _ext(target) != ".gif":
