@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, OnTheFlyError
+from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, OnTheFlyError, clip
 from onthefly.runtime.events import EventKind, LogRecord
 from onthefly.runtime.commands import ReceiptStatus
 from onthefly.runtime.hooks import RunHook
@@ -249,6 +249,7 @@ class Sessions(RunHook):
         checkpoint, state = ((source.checkpoint, source.state) if isinstance(source, Imported)
                              else (source, source.state()))
         ck.check_compatible(ctx, checkpoint, state)
+        _check_hyperparameters(ctx.optimizer, state["optimizer"]["param_groups"])
         batch = int(checkpoint.doc["position"]["batch_in_epoch"])
         if batch:
             if not TappedLoader(ctx.train_loader).tappable:
@@ -355,6 +356,25 @@ class Sessions(RunHook):
         if ctx is not None:
             ctx.run.bus.drain()
         return session.info()
+
+
+def _check_hyperparameters(optimizer: Any, saved_groups: list[dict[str, Any]]) -> None:
+    """InvalidArgument unless every numeric hyperparameter of the live optimizer is, in the checkpoint,
+    a number the live optimizer accepts (a bundle's 'lr': 'abc' or 1e39 would fail the next step)."""
+    from onthefly.runtime import hyperparams
+
+    for g, (live, saved) in enumerate(zip(optimizer.param_groups, saved_groups)):
+        for key, value in live.items():
+            if key == "params" or hyperparams._numeric(value) is None:
+                continue
+            number = hyperparams._numeric(saved.get(key))
+            if number is None:
+                raise InvalidArgument(f"the checkpoint's optimizer group {g} has {key}={clip(saved.get(key), 40)!s}, "
+                                      "not a number")
+            try:
+                hyperparams.validate(optimizer, {key: number}, [g])
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"the checkpoint's optimizer group {g}: {exc}") from None
 
 
 class LoopSnapshot:

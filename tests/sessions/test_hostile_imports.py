@@ -79,6 +79,8 @@ HOSTILE = {
     "state is a list": lambda g, d: forge(g, d, state=_set(["state"], [])),
     "python RNG state is garbage": lambda g, d: forge(g, d, state=_set(["state", "rng", "now", "python"], "abc")),
     "numpy RNG state is garbage": lambda g, d: forge(g, d, state=_set(["state", "rng", "now", "numpy"], [1, 2])),
+    "lr is a string": lambda g, d: forge(g, d, state=_set(["state", "optimizer", "param_groups", 0, "lr"], "abc")),
+    "lr is 1e39": lambda g, d: forge(g, d, state=_set(["state", "optimizer", "param_groups", 0, "lr"], 1e39)),
     "files is an object": lambda g, d: _raw_manifest(g, d, _set(["files"], {})),
     "checkpoints is a string": lambda g, d: _raw_manifest(g, d, _set(["checkpoints"], "x")),
     "lineage is a number": lambda g, d: _raw_manifest(g, d, _set(["session", "lineage"], 5)),
