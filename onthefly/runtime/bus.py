@@ -71,7 +71,7 @@ class EventBus:
         self._drain_lock = threading.Lock()
         self._closed = False
         self._subscribers = 0
-        self._progress_at = 0.0  # monotonic time a subscriber last read events (or the end)
+        self._progress_at = 0.0  # monotonic time a subscriber last called read()
         self._coalesce = coalesce_seconds
         self._observers: list[Callable[[list[Event]], None]] = []
         self._warned: set[str] = set()
@@ -193,6 +193,7 @@ class EventBus:
         """
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._progress_at = time.monotonic()  # a subscriber that reads is one that keeps up
             while self._newest < next_seq and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -225,8 +226,6 @@ class EventBus:
                 size += event.nbytes()
                 seq += 1
             closed = self._closed and seq > self._newest
-            if events or closed:
-                self._progress_at = time.monotonic()
             return ReadResult(events, gap, seq, closed)
 
     def oldest_seq(self) -> int:
@@ -243,11 +242,12 @@ class EventBus:
             self._progress_at = max(self._progress_at, time.monotonic())  # each subscriber's chance to read on
             self._cond.notify_all()
 
-    def wait_for_subscribers_to_leave(self, timeout: float, stall: float = 0.5) -> bool:
+    def wait_for_subscribers_to_leave(self, timeout: float, stall: float = 2.0) -> bool:
         """After close(): wait until every open subscription has read to the end and left, at most
-        ``timeout`` seconds in all, and only while subscribers keep reading: once none has read
-        anything for ``stall`` seconds (a client that stopped reading its stream holds its server
-        thread in a blocked send), stop waiting; the clock starts at close(). True if all left."""
+        ``timeout`` seconds in all, and only while subscribers keep reading: once none has called
+        read() for ``stall`` seconds (one that keeps up does so at least every read timeout; a client
+        that stopped reading holds its server thread in a blocked send and never does), stop waiting.
+        The clock starts at close(). True if all left."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._subscribers > 0:

@@ -327,8 +327,8 @@ class Trainer:
 
     def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
                 stats: StatsSampler) -> None:
+        stats.stop()  # first: a sample taken after the end would follow the FINISHED event
         run.end(ctx, error)
-        stats.stop()
         capture.close()
         run.bus.close()
         if self.server is not None:
