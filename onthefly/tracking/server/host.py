@@ -74,8 +74,12 @@ def start_tracking_server(root: str | os.PathLike, port: int = DEFAULT_PORT, hos
     os.chmod(store.root, 0o700)
     handler = TrackingHandler(store, TokenStore(store.root), max_upload_bytes=max_upload_bytes,
                               quota_bytes=quota_bytes)
+    from onthefly.server.error_status import ErrorStatusInterceptor
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-tracking"),
-                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+                         # what the servicer does not map (an I/O error, a bug) still gets a status, never UNKNOWN
+                         interceptors=[ErrorStatusInterceptor()])
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(TrackingServicer(handler), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
