@@ -42,7 +42,8 @@ def atomic_writer(path: Path, tmp: Path, durable: bool = True, mode: int | None 
         f.close()
         os.replace(tmp, path)
     except BaseException:
-        f.close()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            f.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise

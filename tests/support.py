@@ -50,3 +50,35 @@ class LiveRun:
 
     def close(self) -> None:
         self.client.close()
+
+
+def mount_small_disk(path, size: str = "2m") -> bool:
+    """Mount a tmpfs of ``size`` at ``path`` (a real full disk for tests); False where that is not
+    allowed (not root). Unmount with ``unmount_small_disk``."""
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def unmount_small_disk(path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill_disk(folder) -> None:
+    """Take every free byte of the file system ``folder`` is on (a file named ``filler``)."""
+    import errno
+
+    with open(folder / "filler", "wb", buffering=0) as f:
+        chunk = bytes(64 << 10)
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                if len(chunk) == 1:
+                    return
+                chunk = chunk[: len(chunk) // 2]

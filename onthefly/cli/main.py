@@ -22,6 +22,9 @@ FEATURE_COMMANDS = ("onthefly.cli.sessions_cmds", "onthefly.cli.health_cmds", "o
                     "onthefly.cli.lab_cmds", "onthefly.cli.ranks_cmds")
 
 
+MAX_STEPS = 2**53 - 1  # the step budget the run accepts (steering.RunSteps)
+
+
 class CliError(Exception):
     """A failure to report as one line."""
 
@@ -31,6 +34,12 @@ def _client(args):
         return connect(args.run, args.address, args.token)
     except (RunNotFound, ValueError) as exc:
         raise CliError(str(exc)) from None
+
+
+def _count(value: int, what: str) -> int:
+    if not 1 <= value <= MAX_STEPS:
+        raise CliError(f"{what} must be between 1 and {MAX_STEPS}, got {value}")
+    return value
 
 
 def _receipt_line(name: str, receipt: receipt_pb2.Receipt) -> str:
@@ -169,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_simple("stop", "Stop", lambda a: control_pb2.StopRequest(skip_test=a.skip_test)))
     p = sub.add_parser("step", help="run N steps, then pause")
     p.add_argument("steps", type=int)
-    p.set_defaults(func=_simple("step", "Step", lambda a: control_pb2.StepRequest(steps=a.steps)))
+    p.set_defaults(func=_simple("step", "Step", lambda a: control_pb2.StepRequest(steps=_count(a.steps, "steps"))))
     p = sub.add_parser("test", help="run the test set now, then keep training")
     p.add_argument("--stay-paused", action="store_true", help="stay paused after the test")
     p.set_defaults(func=_simple("test", "RunTest", lambda a: control_pb2.RunTestRequest(stay_paused=a.stay_paused)))

@@ -1,4 +1,4 @@
-"""`onthefly checkpoint | checkpoints | restore ID | export PATH | import PATH | session`.
+"""`onthefly checkpoint | checkpoints | restore ID | export PATH | import PATH | session | crashed`.
 
 Paths are resolved against your working directory before they are sent, because the trainer reads and
 writes them in its own process (on this machine).
@@ -138,6 +138,22 @@ def cmd_session(args) -> int:
     return 0
 
 
+def cmd_crashed(args) -> int:
+    """Sessions of killed runs kept in the store, with their checkpoints (read from the files; no run needed)."""
+    from onthefly.sessions.store import Store
+
+    store = Store(args.store)
+    found = store.crashed_sessions()
+    if not found:
+        print(f"no sessions of killed runs in {store.root}")
+    for folder in found:
+        checkpoints = sorted(p.parent for p in (folder / "checkpoints").glob("*/state.json"))
+        print(f"{folder.name}  {len(checkpoints)} checkpoint(s)  {folder}")
+        for c in checkpoints:
+            print(f"  {c.name}")
+    return 0
+
+
 def register(sub) -> None:
     """Add the session subcommands to the `onthefly` parser's subparsers."""
     p = sub.add_parser("checkpoint", help="take a checkpoint at the next step boundary")
@@ -160,6 +176,10 @@ def register(sub) -> None:
     p = sub.add_parser("import", help="swap an exported session's state into the run and continue from it")
     p.add_argument("path", metavar="PATH", help="a bundle written by `onthefly export`")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("crashed", help="sessions of killed runs the store keeps, with their checkpoints")
+    p.add_argument("--store", help="the store directory (default $ONTHEFLY_STORE or ./.onthefly)")
+    p.set_defaults(func=cmd_crashed)
 
     p = sub.add_parser("session", help="the run's session: folder, lineage, history sizes")
     p.add_argument("--json", action="store_true")

@@ -75,7 +75,8 @@ def cmd_serve(args) -> int:
     from onthefly.tracking.server.tokens import TokenStore
 
     root = _server_root(args)
-    server = start_tracking_server(root, port=args.port)
+    server = start_tracking_server(root, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1e6),
+                                   quota_bytes=None if args.quota_mb is None else int(args.quota_mb * 1e6))
     users = sorted({t["user"] for t in TokenStore(root).list()})
     print(f"onthefly: tracking server for {server.store.root} on {server.address}", flush=True)
     if not users:
@@ -261,6 +262,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="host a tracking server (TrackingService) on 127.0.0.1")
     p.add_argument("--root", help=f"the server's store folder (default $ONTHEFLY_SERVER_ROOT or {DEFAULT_SERVER_ROOT})")
     p.add_argument("--port", type=int, default=47700, help="port on 127.0.0.1 (default 47700; 0: any free port)")
+    p.add_argument("--max-upload-mb", type=float, default=1073.741824,
+                   help="largest file one upload may store, in MB (default 1 GiB)")
+    p.add_argument("--quota-mb", type=float, default=None, help="most file MB one user may store (default: no quota)")
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("token", help="manage the tracking server's per-user API tokens")

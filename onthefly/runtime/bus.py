@@ -71,6 +71,7 @@ class EventBus:
         self._drain_lock = threading.Lock()
         self._closed = False
         self._subscribers = 0
+        self._progress_at = 0.0  # monotonic time a subscriber last called read()
         self._coalesce = coalesce_seconds
         self._observers: list[Callable[[list[Event]], None]] = []
         self._warned: set[str] = set()
@@ -192,6 +193,7 @@ class EventBus:
         """
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._progress_at = time.monotonic()  # a subscriber that reads is one that keeps up
             while self._newest < next_seq and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -237,15 +239,21 @@ class EventBus:
         self.drain()
         with self._cond:
             self._closed = True
+            self._progress_at = max(self._progress_at, time.monotonic())  # each subscriber's chance to read on
             self._cond.notify_all()
 
-    def wait_for_subscribers_to_leave(self, timeout: float) -> bool:
-        """After close(): wait until every open subscription has read to the end and left."""
+    def wait_for_subscribers_to_leave(self, timeout: float, stall: float = 2.0) -> bool:
+        """After close(): wait until every open subscription has read to the end and left, at most
+        ``timeout`` seconds in all, and only while subscribers keep reading: once none has called
+        read() for ``stall`` seconds (one that keeps up does so at least every read timeout; a client
+        that stopped reading holds its server thread in a blocked send and never does), stop waiting.
+        The clock starts at close(). True if all left."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._subscribers > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                idle = now - self._progress_at
+                if now >= deadline or idle >= stall:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(min(deadline - now, stall - idle))
         return True

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from onthefly.runtime.commands import Command, PendingCommand, Receipt, ReceiptStatus
-from onthefly.runtime.errors import CommandRejected, FailedPrecondition
+from onthefly.runtime.errors import FailedPrecondition, OnTheFlyError, one_line
 from onthefly.runtime.events import CommandApplied, EventKind, Lifecycle, LifecycleKind, RunState
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class Control:
         command = pending.command
         try:
             result = command.apply(ctx)
-        except CommandRejected as exc:
+        except OnTheFlyError as exc:  # written for a person already
             self._finish(pending, False, str(exc), ctx.step)
             return
         except Exception as exc:  # a failing command must not kill the run
@@ -169,6 +169,7 @@ class Control:
 
     def _finish(self, pending: PendingCommand, applied: bool, detail: str, step: int, result=None) -> None:
         status = ReceiptStatus.APPLIED if applied else ReceiptStatus.REJECTED
+        detail = one_line(detail)
         receipt = Receipt(pending.command_id, status, step, "" if applied else detail)
         self._run.publish(EventKind.COMMAND, CommandApplied(pending.command_id, pending.command.name, applied, detail))
         pending.finish(receipt, result)

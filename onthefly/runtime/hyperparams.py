@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from onthefly.runtime.errors import InvalidArgument
+import torch
 
-_NON_NEGATIVE = {"lr", "weight_decay", "momentum", "dampening", "eps", "initial_lr", "lr_decay", "alpha"}
-_AT_MOST_ONE = {"momentum", "dampening"}
+from onthefly.runtime.errors import InvalidArgument, clip
+
+_NON_NEGATIVE = {"lr", "weight_decay", "momentum", "dampening", "eps", "initial_lr", "lr_decay", "alpha",
+                 "momentum_decay", "initial_accumulator_value", "lambd", "t0", "tolerance_grad",
+                 "tolerance_change", "rho"}
+_AT_MOST_ONE = {"momentum", "dampening", "rho"}
+_EXPONENTS = {"alpha": 100.0}  # ASGD raises a growing number to it
+_POSITIVE = {"d"}  # Adafactor's clipping threshold divides by it
+_NON_POSITIVE = {"beta2_decay"}  # Adafactor: a step count is raised to it
+# Whole counts (LBFGS, Muon): (smallest, largest) allowed; a fractional value is refused, not rounded.
+_COUNTS = {"history_size": (1, 1 << 20), "max_iter": (1, 1 << 31), "max_eval": (1, 1 << 31), "ns_steps": (1, 99)}
+_EXACT_INT = 2**53  # beyond this an int key is stored as a float (torch converts it to a C double)
 
 
 def _numeric(value: Any) -> float | None:
@@ -36,6 +46,31 @@ def read_groups(optimizer: Any) -> list[tuple[int, dict[str, float]]]:
     return out
 
 
+def limit(optimizer: Any, group: dict[str, Any]) -> float:
+    """The largest magnitude a hyperparameter of ``group`` may take: the square root of the largest
+    value of the narrowest floating dtype the step computes in (its parameters', or the
+    hyperparameter tensor's), so a product of two such numbers (lr / bias correction, lr * grad) still
+    converts to that dtype instead of raising mid-step."""
+    dtypes = {p.dtype for p in group.get("params", []) if getattr(p, "dtype", None) is not None}
+    dtypes |= {v.dtype for v in group.values() if hasattr(v, "dtype") and hasattr(v, "dim")}
+    floats = [torch.finfo(d).max for d in dtypes if d.is_floating_point] or [torch.finfo(torch.float32).max]
+    return math.sqrt(min(floats))
+
+
+def _check_range(key: str, value: float, g: int, group: dict[str, Any], bound: float) -> None:
+    if abs(value) > bound:
+        raise InvalidArgument(f"{key}={value:g} is too large for param group {g}: its values must stay within "
+                              f"±{bound:.3g} (the square root of the largest value its parameters' dtype holds)")
+    if key in _COUNTS:
+        low, high = _COUNTS[key]
+        if not float(value).is_integer() or not low <= value <= high:
+            raise InvalidArgument(f"{key} counts iterations: give a whole number from {low} to {high}, got {value:g}")
+    if key in _POSITIVE and value <= 0:
+        raise InvalidArgument(f"{key} must be > 0, got {value:g}")
+    if key in _NON_POSITIVE and value > 0:
+        raise InvalidArgument(f"{key} must be <= 0, got {value:g}")
+
+
 def validate(optimizer: Any, values: dict[str, float], groups: Iterable[int]) -> list[int]:
     """Raise InvalidArgument naming the fix; return the group indices to change."""
     if not values:
@@ -47,20 +82,24 @@ def validate(optimizer: Any, values: dict[str, float], groups: Iterable[int]) ->
             raise InvalidArgument(f"param group {g} does not exist: the optimizer has groups 0..{n - 1}")
     for key, value in values.items():
         if not math.isfinite(value):
-            raise InvalidArgument(f"{key}={value} is not a finite number")
+            raise InvalidArgument(f"{clip(key, 60)}={value} is not a finite number")
         if key in _NON_NEGATIVE and value < 0:
             raise InvalidArgument(f"{key} must be >= 0, got {value}")
         if key in _AT_MOST_ONE and value > 1:
             raise InvalidArgument(f"{key} must be in [0, 1], got {value}")
+        if key in _EXPONENTS and abs(value) > _EXPONENTS[key]:
+            raise InvalidArgument(f"{key} is an exponent: it must be within ±{_EXPONENTS[key]:g}, got {value:g}")
         for g in targets:
             group = optimizer.param_groups[g]
             if key not in group:
                 known = ", ".join(sorted(k for k, v in group.items() if _numeric(v) is not None))
-                raise InvalidArgument(f"param group {g} has no hyperparameter '{key}'; numeric keys are: {known}")
+                raise InvalidArgument(f"param group {g} has no hyperparameter '{clip(key, 60)}'; numeric keys "
+                                      f"are: {known}")
             if _numeric(group[key]) is None:
                 raise InvalidArgument(
                     f"'{key}' in param group {g} is {type(group[key]).__name__}, not a number; only numeric keys can be set"
                 )
+            _check_range(key, value, g, group, limit(optimizer, group))
     return targets
 
 
@@ -73,7 +112,7 @@ def apply(optimizer: Any, values: dict[str, float], targets: list[int], schedule
             old_value = _numeric(old)
             if hasattr(old, "fill_"):
                 old.fill_(value)
-            elif isinstance(old, int) and float(value).is_integer():
+            elif isinstance(old, int) and float(value).is_integer() and (key in _COUNTS or abs(value) < _EXACT_INT):
                 group[key] = int(value)
             else:
                 group[key] = float(value)

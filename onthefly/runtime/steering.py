@@ -64,6 +64,9 @@ class Stop(Command):
         return f"stopping after step {result}"
 
 
+MAX_STEPS = 2**53 - 1  # exact in JSON and in a JavaScript client
+
+
 class RunSteps(Command):
     name = "step"
 
@@ -71,8 +74,8 @@ class RunSteps(Command):
         self.steps = steps
 
     def check(self, control: "Control") -> None:
-        if self.steps < 1:
-            raise InvalidArgument(f"steps must be at least 1, got {self.steps}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise InvalidArgument(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}")
 
     def apply(self, ctx: "LoopContext") -> int:
         control = ctx.run.control

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import pathlib
 import re
+import stat
 import time
 from dataclasses import asdict, dataclass
 
+from onthefly import sigterm
 from onthefly.processes import pid_alive
+
+log = logging.getLogger("onthefly")
 
 _NAME = re.compile(r"^(\d+)-(\d+)\.json$")
 
@@ -52,8 +57,7 @@ class DiscoveryFile:
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
-        directory = runtime_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = private_dir(runtime_dir())
         self.path = directory / f"{info.pid}-{info.port}.json"
         tmp = self.path.with_suffix(".json.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -64,6 +68,7 @@ class DiscoveryFile:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
         atexit.register(self.remove)
+        sigterm.add(self.remove)  # `kill PID` skips atexit
 
     def remove(self) -> None:
         try:
@@ -71,6 +76,22 @@ class DiscoveryFile:
         except FileNotFoundError:
             pass
         atexit.unregister(self.remove)
+        sigterm.remove(self.remove)
+
+
+def private_dir(directory: pathlib.Path) -> pathlib.Path:
+    """``directory``, created 0700 if missing; an existing one must be ours, and is made 0700 if others
+    could write or read it (their files there could point our clients elsewhere, or list our runs)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        raise PermissionError(f"onthefly: the discovery folder {directory} is not a folder owned by this user; "
+                              "remove it or set ONTHEFLY_RUNTIME_DIR to a private folder")
+    if st.st_mode & 0o077:
+        os.chmod(directory, 0o700)
+        log.warning("onthefly: the discovery folder %s was open to other users (mode %o); it is now 0700",
+                    directory, stat.S_IMODE(st.st_mode))
+    return directory
 
 
 def live_runs(directory: pathlib.Path | None = None) -> list[RunInfo]:
@@ -84,6 +105,8 @@ def live_runs(directory: pathlib.Path | None = None) -> list[RunInfo]:
         if not match:
             continue
         try:
+            if hasattr(os, "getuid") and path.lstat().st_uid != os.getuid():
+                continue  # another user's file: never trusted to say where a run listens
             data = json.loads(path.read_text())
             info = RunInfo(**data)
         except (OSError, ValueError, TypeError):

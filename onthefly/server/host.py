@@ -16,15 +16,20 @@ from onthefly.runtime.run import Run
 from onthefly.server.auth import TokenInterceptor
 from onthefly.server.control_servicer import ControlServicer
 from onthefly.server.discovery import DiscoveryFile, RunInfo, now
+from onthefly.server.error_status import ErrorStatusInterceptor
+from onthefly.server.stream_limit import StreamLimitInterceptor
 from onthefly.server.telemetry_servicer import TelemetryServicer
 from onthefly.v1 import control_pb2, control_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger("onthefly")
 
-# Sync grpc holds one pool thread per open stream: 16 threads serve a dashboard, a CLI watcher,
-# scripts and a coordinator at once; beyond 64 concurrent RPCs callers get RESOURCE_EXHAUSTED
-# instead of queueing forever.
-MAX_WORKERS = 16
+# Sync grpc holds one pool thread per open stream. Streams (dashboards, CLI watchers, scripts, a
+# coordinator) are capped at MAX_STREAMS, and the pool has UNARY_THREADS more, so control and status
+# calls are always answered however many streams are open; beyond 64 concurrent RPCs callers get
+# RESOURCE_EXHAUSTED instead of queueing forever.
+MAX_STREAMS = 16
+UNARY_THREADS = 16
+MAX_WORKERS = MAX_STREAMS + UNARY_THREADS
 MAX_CONCURRENT_RPCS = 64
 SERVER_OPTIONS = [
     # Two servers must never share a port silently (Linux SO_REUSEPORT would allow it).
@@ -71,6 +76,8 @@ class RunServer:
 
 
 def _bind(server: grpc.Server, host: str, port: int) -> int:
+    if port and not _port_free(host, port):
+        return 0  # checked first: gRPC would print a raw "Failed to add port" error before we fall back
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:
@@ -78,12 +85,25 @@ def _bind(server: grpc.Server, host: str, port: int) -> int:
     return bound
 
 
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+        return True
+    except OSError:
+        return False
+
+
 def start_server(run: Run, host: str = "127.0.0.1", port: int = 47621) -> RunServer:
     # Hex, so a token never starts with "-" (a CLI would read it as an option).
     token = secrets.token_hex(24)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-rpc"),
-        interceptors=[TokenInterceptor(token)],
+        # Outermost: whatever a servicer raises maps to a status code with a one-line message, never UNKNOWN.
+        interceptors=[ErrorStatusInterceptor(), TokenInterceptor(token), StreamLimitInterceptor(MAX_STREAMS)],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )

@@ -3,10 +3,13 @@ read), map domain errors to status codes, answer. Registered with the server fac
 
 from __future__ import annotations
 
+import threading
+
 from onthefly import _grpc_env  # noqa: F401
 import grpc
 
 from onthefly.runtime.commands import Command
+from onthefly.runtime.errors import ResourceExhausted
 from onthefly.runtime.run import Run
 from onthefly.server import sessions_convert as convert
 from onthefly.server.control_servicer import submit_and_wait
@@ -17,9 +20,13 @@ from onthefly.sessions import commands, sessions_of
 from onthefly.v1 import sessions_pb2, sessions_pb2_grpc
 
 
+MAX_READERS = 4  # bundles or checkpoints read at once (each holds a server thread while it is read)
+
+
 class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     def __init__(self, run: Run) -> None:
         self._run = run
+        self._readers = threading.BoundedSemaphore(MAX_READERS)
 
     def _sessions(self, context: grpc.ServicerContext):
         sessions = sessions_of(self._run)
@@ -34,7 +41,15 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             command: Command = make(self._sessions(context))
             prepare = getattr(command, "prepare", None)
             if prepare is not None:
-                prepare()  # reading and verifying files happens here, on this RPC thread
+                # Reading and verifying files happens here, on this RPC thread: a few at a time, so
+                # many large imports at once cannot hold every server thread.
+                if not self._readers.acquire(blocking=False):
+                    raise ResourceExhausted(f"{MAX_READERS} imports or restores are being read already; try "
+                                            "again when one has finished")
+                try:
+                    prepare()
+                finally:
+                    self._readers.release()
         pending = submit_and_wait(self._run, command, context)
         return proto_receipt(pending.wait(0)), pending.result
 

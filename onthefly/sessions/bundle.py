@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -31,10 +32,10 @@ from typing import Any, Iterator
 
 import torch
 
-from onthefly.runtime.errors import InvalidArgument, NotFound
+from onthefly.runtime.errors import InvalidArgument, NotFound, clip
 from onthefly.sessions import checkpoint as ck
 from onthefly.sessions.atomic import fsync_dir, partial_path
-from onthefly.sessions import digest, zipcheck
+from onthefly.sessions import digest, validate, zipcheck
 from onthefly.sessions.store import safe_relative
 
 FORMAT = "onthefly-session-bundle"
@@ -50,7 +51,7 @@ class BundleError(InvalidArgument):
     version, path, pickle."""
 
     def __init__(self, path: str | os.PathLike, problem: str, detail: str) -> None:
-        super().__init__(f"cannot import {os.fspath(path)}: {detail}")
+        super().__init__(f"cannot import {clip(os.fspath(path))}: {detail}")
         self.path = os.fspath(path)
         self.problem = problem
 
@@ -84,10 +85,25 @@ class BundleWriter:
         if not self.path.parent.is_dir():
             raise NotFound(f"cannot export to {self.path}: the folder {self.path.parent} does not exist")
         self._tmp = partial_path(self.path)
-        self._f = open(self._tmp, "wb", buffering=0)
-        self._f.write(MAGIC)
+        try:  # never truncate a file this export did not create
+            self._f = open(self._tmp, "wb", buffering=0, opener=lambda p, flags: os.open(p, flags | os.O_EXCL, 0o644))
+        except FileExistsError:
+            from onthefly.runtime.errors import FailedPrecondition
+
+            raise FailedPrecondition(f"{self._tmp} exists (left by an export that was killed, or not ours); "
+                                     "remove it or choose another path") from None
+        try:
+            self._f.write(MAGIC)
+        except BaseException:
+            self.abort()
+            raise
         self._files: list[dict[str, Any]] = []
         self._names: set[str] = set()
+
+    @property
+    def partial(self) -> Path:
+        """The temporary file written until ``finish`` renames it into place."""
+        return self._tmp
 
     def _entry(self, rel: str, offset: int, size: int, checksum: digest.Checksum, kind: str) -> None:
         name = str(safe_relative(rel))
@@ -222,12 +238,25 @@ class Bundle:
     def open(cls, path: str | os.PathLike) -> "Bundle":
         path = Path(path).expanduser()
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Non-blocking: opening a FIFO a client names must never hold a server thread.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise BundleError(path, "missing", "no such file") from None
         except IsADirectoryError:
             raise BundleError(path, "format", "it is a folder, not a bundle file") from None
+        except PermissionError:
+            raise BundleError(path, "missing", "permission denied: the trainer's user cannot read it") from None
+        except OSError as exc:
+            raise BundleError(path, "missing", exc.strerror or str(exc)) from None
         try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise BundleError(path, "format", "it is a folder, not a bundle file")
+            if not stat.S_ISREG(mode):
+                raise BundleError(path, "format", "it is not a regular file (a FIFO, socket or device); give the "
+                                                  "bundle file itself")
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
             manifest, files = _read_manifest(path, fd)
         except BaseException:
             os.close(fd)
@@ -300,6 +329,11 @@ class Bundle:
                                                          "damaged") from None
             source._checker = zipcheck.RecordChecker(found)
         try:
+            zipcheck.plain(source.read_at, entry["size"])
+        except zipcheck.NotAZip as exc:
+            raise BundleError(self.path, "format", f"'{rel}' is not a plain torch tensor archive ({exc}); refused "
+                                                   "without inflating it") from None
+        try:
             tensors = ck.load_tensors(source, f"'{rel}'")
         except InvalidArgument as exc:
             if source._checker is not None:
@@ -334,6 +368,10 @@ class Bundle:
         tensors_rel = f"{rel_dir}/{(doc.get('tensors') or {}).get('file', ck.TENSORS_FILE)}"
         safe_path(self.path, tensors_rel)
         return doc, tensors_rel
+
+    def checkpoint_doc(self, rel_dir: str) -> dict[str, Any]:
+        """A checkpoint's state.json, verified and checked (its tensors are not loaded)."""
+        return self._state(rel_dir)[0]
 
     def tensors_of(self, rel_dir: str) -> str:
         """The bundle path of a checkpoint's tensor file."""
@@ -406,7 +444,7 @@ def safe_path(bundle_path: Path, rel: str) -> str:
     try:
         return str(safe_relative(rel))
     except InvalidArgument:
-        raise BundleError(bundle_path, "path", f"the path '{rel}' escapes the bundle; refused") from None
+        raise BundleError(bundle_path, "path", f"the path '{clip(rel, 120)}' escapes the bundle; refused") from None
 
 
 def _read_manifest(path: Path, fd: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -432,12 +470,18 @@ def _read_manifest(path: Path, fd: int) -> tuple[dict[str, Any], dict[str, dict[
         manifest = json.loads(data)
     except ValueError:
         raise BundleError(path, "format", "its manifest is not valid JSON") from None
+    except RecursionError:
+        raise BundleError(path, "format", "its manifest is nested too deeply") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(path, "format", "it is not an OnTheFly session bundle (unknown manifest format)")
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise BundleError(path, "version", f"its format version {version!r} is unknown to this onthefly, "
                                            f"which reads version {FORMAT_VERSION}; upgrade onthefly to import it")
+    try:
+        validate.manifest(manifest)
+    except InvalidArgument as exc:
+        raise BundleError(path, "format", str(exc)) from None
     files: dict[str, dict[str, Any]] = {}
     spans = []
     for entry in manifest.get("files", []):
@@ -445,9 +489,10 @@ def _read_manifest(path: Path, fd: int) -> tuple[dict[str, Any], dict[str, dict[
             raise BundleError(path, "format", "its manifest has a malformed file entry")
         rel = safe_path(path, entry.get("path", ""))
         try:
-            start, count = int(entry["offset"]), int(entry["size"])
-        except (KeyError, TypeError, ValueError):
-            raise BundleError(path, "format", f"the manifest entry for '{rel}' is malformed") from None
+            start = validate.count(entry.get("offset"), f"the manifest entry for '{clip(rel, 80)}': offset")
+            count = validate.count(entry.get("size"), f"the manifest entry for '{clip(rel, 80)}': size")
+        except InvalidArgument as exc:
+            raise BundleError(path, "format", str(exc)) from None
         if digest.recorded(entry) is None:
             raise BundleError(path, "format", f"the manifest entry for '{rel}' has no checksum")
         if rel in files:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
-from onthefly.sessions import codec
+from onthefly.sessions import codec, validate
 from onthefly.sessions.atomic import atomic_writer
 from onthefly.sessions import digest
 
@@ -130,6 +130,11 @@ def write_tensors(f, tensors: dict[str, torch.Tensor], durable: bool = False) ->
     return size, checksum
 
 
+def tensors_bytes(checkpoint: Checkpoint) -> int:
+    """About how many bytes ``checkpoint``'s tensor file takes."""
+    return sum(t.numel() * t.element_size() for t in checkpoint.tensors.values())
+
+
 def tensors_record(size: int, checksum: digest.Checksum) -> dict[str, Any]:
     """state.json's record of its tensors file."""
     return {"file": TENSORS_FILE, "size": size, **digest.as_fields(checksum)}
@@ -152,6 +157,8 @@ def parse_state(data: bytes, where: str) -> dict[str, Any]:
         doc = json.loads(data)
     except ValueError as exc:
         raise InvalidArgument(f"{where} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidArgument(f"{where} is nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InvalidArgument(f"{where} is not an OnTheFly checkpoint")
     version = doc.get("version")
@@ -161,6 +168,7 @@ def parse_state(data: bytes, where: str) -> dict[str, Any]:
     for key in ("checkpoint_id", "position", "state"):
         if key not in doc:
             raise InvalidArgument(f"{where} lacks '{key}'")
+    validate.state_doc(doc, where)
     return doc
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onthefly.runtime.commands import Command
-from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, clip
 
 if TYPE_CHECKING:
     from onthefly.runtime.context import LoopContext
@@ -17,13 +17,24 @@ if TYPE_CHECKING:
     from onthefly.sessions.hook import Sessions
 
 
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
 def _absolute(path: str | os.PathLike) -> Path:
     raw = os.fspath(path)
     if not raw:
         raise InvalidArgument("give a file path")
+    if "\x00" in raw:
+        raise InvalidArgument(f"the path '{clip(raw.replace(chr(0), '?'))}' contains a NUL character; give a plain "
+                              "file path")
+    encoded = os.fsencode(raw)
+    if len(encoded) > MAX_PATH_BYTES or any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")):
+        raise InvalidArgument(f"the path '{clip(raw)}' is too long: file names are limited to {MAX_NAME_BYTES} "
+                              f"bytes and paths to {MAX_PATH_BYTES}")
     p = Path(raw).expanduser()
     if not p.is_absolute():
-        raise InvalidArgument(f"'{raw}' is relative; give an absolute path (the trainer's working directory "
+        raise InvalidArgument(f"'{clip(raw)}' is relative; give an absolute path (the trainer's working directory "
                               "may differ from yours)")
     return p
 
@@ -55,6 +66,9 @@ class ExportSession(Command):
         self.sessions.require_session()
         if self.path.exists() and not self.overwrite:
             raise FailedPrecondition(f"{self.path} already exists; choose another path or allow overwriting it")
+        if self.path.exists() and not self.path.is_file():
+            raise FailedPrecondition(f"{self.path} exists and is not a regular file (a folder, FIFO or device); "
+                                     "choose another path")
         if not self.path.parent.is_dir():
             raise NotFound(f"cannot export to {self.path}: the folder {self.path.parent} does not exist")
 

@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import io
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,11 @@ import torch
 
 from onthefly.runtime.events import Event, EventKind
 from onthefly.sessions.store import SessionFolder
+
+log = logging.getLogger("onthefly")
+# While the disk refuses writes, at most this many bytes of per-sample losses wait in memory; older ones
+# are dropped and counted (``dropped_sample_rows``).
+MAX_PENDING_SAMPLE_BYTES = 256 << 20
 
 FLUSH_BYTES = 8 << 20
 FLUSH_SECONDS = 30.0
@@ -128,6 +134,8 @@ class History:
         self.sample_rows = 0
         self.event_count = 0
         self.last_seq = 0
+        self.write_error = ""  # why the last flush failed ("" when it did not)
+        self.dropped_sample_rows = 0
         # metric history (carried by checkpoints); steps ascend, except that a restore replaces it whole
         self._steps = array.array("q")
         self._epochs = array.array("q")
@@ -191,14 +199,33 @@ class History:
                 return []
             self._chunk += 1
             written = []
-            if events:
-                rel = f"{self._prefix}/events-{self._chunk:06d}.jsonl"
-                self._folder.write_bytes(rel, ("\n".join(events) + "\n").encode())
-                written.append(rel)
-            if samples:
-                rel = f"{self._prefix}/samples-{self._chunk:06d}.arrow"
-                self._folder.write_bytes(rel, _samples_ipc(samples))
-                written.append(rel)
+            try:
+                if events:
+                    rel = f"{self._prefix}/events-{self._chunk:06d}.jsonl"
+                    self._folder.write_bytes(rel, ("\n".join(events) + "\n").encode())
+                    written.append(rel)
+                    events = []
+                if samples:
+                    rel = f"{self._prefix}/samples-{self._chunk:06d}.arrow"
+                    self._folder.write_bytes(rel, _samples_ipc(samples))
+                    written.append(rel)
+            except OSError as exc:
+                # A full disk must not end the run: keep what was not written for the next flush
+                # (space may come back), and say so once per failure streak.
+                self._events = events + self._events
+                if rel.endswith(".arrow") or not written:
+                    self._samples = samples + self._samples
+                    self._sample_bytes += sum(s[3].nbytes + s[4].nbytes for s in samples)
+                    while self._sample_bytes > MAX_PENDING_SAMPLE_BYTES and self._samples:
+                        dropped = self._samples.pop(0)
+                        self._sample_bytes -= dropped[3].nbytes + dropped[4].nbytes
+                        self.dropped_sample_rows += len(dropped[4])
+                if not self.write_error:
+                    log.warning("onthefly: the session history could not be written (%s); it is kept in "
+                                "memory and written when space returns", exc.strerror or exc)
+                self.write_error = exc.strerror or str(exc)
+                return written
+            self.write_error = ""
             return written
 
     def metric_state(self) -> dict[str, Any]:

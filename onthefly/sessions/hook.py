@@ -21,7 +21,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
+from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, OnTheFlyError, clip
+from onthefly.runtime.events import EventKind, LogRecord
 from onthefly.runtime.commands import ReceiptStatus
 from onthefly.runtime.hooks import RunHook
 from onthefly.runtime.loader_tap import TappedLoader
@@ -66,15 +67,20 @@ class Sessions(RunHook):
     script, takes none, and the Pause receipt never waits behind the write; 0: every pause, queued
     ahead of any command that follows it). ``after_test``: checkpoint after each test pass.
     ``record_samples``: keep per-sample losses in the store. ``durable``: fsync every write.
-    ``enabled=False``: write nothing to the store (``resume_from`` still works).
+    ``enabled=False``: write nothing to the store (``resume_from`` still works). ``keep_crashed``: how
+    many sessions of runs that were killed (or whose fit raised) keep their checkpoints when a new
+    session cleans the store (``onthefly crashed`` lists them).
     """
 
     def __init__(self, store: str | os.PathLike | None = None, *, keep: int = 5, every_n_steps: int | None = None,
                  every_n_epochs: int | None = None, on_pause: bool = True, pause_settle: float = 0.5,
                  after_test: bool = True, record_samples: bool = True, durable: bool = True,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, keep_crashed: int = 3) -> None:
         if keep < 1:
             raise InvalidArgument(f"keep must be at least 1, got {keep}")
+        if not isinstance(keep_crashed, int) or keep_crashed < 0:
+            raise InvalidArgument(f"keep_crashed must be an integer >= 0, got {keep_crashed!r}")
+        self.keep_crashed = keep_crashed
         for name, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise InvalidArgument(f"{name} must be a positive integer or None, got {value!r}")
@@ -118,7 +124,7 @@ class Sessions(RunHook):
             self._generators = rng.loader_generators(ctx.train_loader)
             if self.enabled:
                 store = Store(self.store_dir)
-                self.session = Session(store, store.open_session(), ctx.run.identity, keep=self.keep,
+                self.session = Session(store, store.open_session(keep_crashed=self.keep_crashed), ctx.run.identity, keep=self.keep,
                                        record_samples=self.record_samples, durable=self.durable)
                 ctx.run.bus.observe(self.session.history.observe)
             if imported is not None:
@@ -152,7 +158,7 @@ class Sessions(RunHook):
                                                             self._generators)
         n = self.every_n_epochs
         if n and ctx.epoch and ctx.batch_in_epoch == 0 and ctx.epoch % n == 0 and self._plan is None:
-            self.take_checkpoint(ctx, "schedule", "")
+            self._checkpoint_or_warn(ctx, "schedule")
 
     def _on_sampling(self) -> None:
         """The epoch's iterator drew its base seed; the sampler is about to draw the order."""
@@ -174,7 +180,7 @@ class Sessions(RunHook):
     def on_step_end(self, ctx: "LoopContext") -> None:
         n = self.every_n_steps
         if n and self.session is not None and ctx.step % n == 0:
-            self.take_checkpoint(ctx, "schedule", "")
+            self._checkpoint_or_warn(ctx, "schedule")
 
     def on_pause(self, ctx: "LoopContext") -> None:
         if self.checkpoint_on_pause and self.session is not None:
@@ -187,12 +193,23 @@ class Sessions(RunHook):
 
     def on_eval_end(self, ctx: "LoopContext", result: "EvalResult") -> None:
         if self.checkpoint_after_test and self.session is not None and result.split == "test":
-            self.take_checkpoint(ctx, "test", "")
+            self._checkpoint_or_warn(ctx, "test")
 
     def on_fit_end(self, ctx: "LoopContext", error: BaseException | None) -> None:
         if self.session is not None:
             ctx.run.bus.drain()
             self.session.history.flush()
+            self.session.folder.mark_ended(error is None)
+
+    def _checkpoint_or_warn(self, ctx: "LoopContext", reason: str) -> None:
+        """A checkpoint the user did not ask for right now: if it cannot be written (a full disk),
+        the run goes on and a warning says why (its partial files are already removed)."""
+        try:
+            self.take_checkpoint(ctx, reason, "")
+        except (OSError, OnTheFlyError) as exc:
+            message = f"onthefly: the {reason} checkpoint at step {ctx.step} was not written: {exc}; training goes on"
+            log.warning("%s", message)
+            ctx.run.publish(EventKind.LOG, LogRecord(logging.WARNING, "onthefly.sessions", message))
 
     # -- domain operations (training thread) -----------------------------------------------------
     def _data_order(self, ctx: "LoopContext") -> tuple[dict, dict | None, dict[str, Any]]:
@@ -232,6 +249,7 @@ class Sessions(RunHook):
         checkpoint, state = ((source.checkpoint, source.state) if isinstance(source, Imported)
                              else (source, source.state()))
         ck.check_compatible(ctx, checkpoint, state)
+        _check_hyperparameters(ctx.optimizer, state["optimizer"]["param_groups"])
         batch = int(checkpoint.doc["position"]["batch_in_epoch"])
         if batch:
             if not TappedLoader(ctx.train_loader).tappable:
@@ -247,19 +265,38 @@ class Sessions(RunHook):
                                          f"train_loader has only {batches} batches per epoch")
 
     def adopt(self, ctx: "LoopContext", imported: Imported, origin: str) -> ck.CheckpointInfo:
-        """Swap an imported (fully checked, compatible) bundle's state into the loop."""
+        """Swap an imported (fully checked, compatible) bundle's state into the loop, all or nothing:
+        its files are staged in the store first, the loop's state is kept in memory, and on any
+        failure both are put back, so a refused import leaves the run bit-identical."""
         ctx.run.bus.drain()  # steps published before the swap go to the history being replaced, not the new one
-        plan = ck.restore(ctx, imported.checkpoint, imported.state)
+        staged = self.session.stage_import(imported) if self.session is not None else None
+        before = LoopSnapshot(ctx, self._generators)
+        try:
+            plan = ck.restore(ctx, imported.checkpoint, imported.state)
+            for states in (plan.rng_now, plan.rng_epoch_start):  # each must load before it is needed
+                if states is not None:
+                    rng.restore(states, self._generators)
+            before.restore_rng()
+            if staged is not None:
+                self.session.commit_import(staged, imported, origin, plan_step(imported.checkpoint))
+        except BaseException:
+            before.restore()
+            if staged is not None:
+                staged.discard()
+            raise
         self._plan = _Plan(plan, imported.checkpoint.doc.get("data_order") or {})
-        if self.session is not None:
-            self.session.adopt(imported, origin, plan_step(imported.checkpoint))
         ctx.repositioned = True
         return imported.checkpoint.info
 
     def restore_checkpoint(self, ctx: "LoopContext", checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
         ctx.run.bus.drain()  # as in adopt
         state = checkpoint.state()
-        plan = ck.restore(ctx, checkpoint, state)
+        before = LoopSnapshot(ctx, self._generators)
+        try:
+            plan = ck.restore(ctx, checkpoint, state)
+        except BaseException:
+            before.restore()
+            raise
         self._plan = _Plan(plan, checkpoint.doc.get("data_order") or {})
         if self.session is not None:
             self.session.history.load_metric_state(state.get("metrics"))
@@ -319,6 +356,54 @@ class Sessions(RunHook):
         if ctx is not None:
             ctx.run.bus.drain()
         return session.info()
+
+
+def _check_hyperparameters(optimizer: Any, saved_groups: list[dict[str, Any]]) -> None:
+    """InvalidArgument unless every numeric hyperparameter of the live optimizer is, in the checkpoint,
+    a number the live optimizer accepts (a bundle's 'lr': 'abc' or 1e39 would fail the next step)."""
+    from onthefly.runtime import hyperparams
+
+    for g, (live, saved) in enumerate(zip(optimizer.param_groups, saved_groups)):
+        for key, value in live.items():
+            if key == "params" or hyperparams._numeric(value) is None:
+                continue
+            number = hyperparams._numeric(saved.get(key))
+            if number is None:
+                raise InvalidArgument(f"the checkpoint's optimizer group {g} has {key}={clip(saved.get(key), 40)!s}, "
+                                      "not a number")
+            try:
+                hyperparams.validate(optimizer, {key: number}, [g])
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"the checkpoint's optimizer group {g}: {exc}") from None
+
+
+class LoopSnapshot:
+    """The loop's state in memory (deep copies), to put back when a swap fails half-way."""
+
+    def __init__(self, ctx: "LoopContext", generators: list) -> None:
+        import copy
+
+        self.ctx, self.generators = ctx, generators
+        self.model = copy.deepcopy(ctx.model.state_dict())
+        self.optimizer = copy.deepcopy(ctx.optimizer.state_dict())
+        self.scheduler = copy.deepcopy(ctx.scheduler.state_dict()) if ctx.scheduler is not None else None
+        self.scaler = copy.deepcopy(ctx.scaler.state_dict()) if ctx.scaler is not None else None
+        self.position = (ctx.step, ctx.run.step, ctx.epoch, ctx.run.epoch, ctx.batch_in_epoch)
+        self.rng = rng.capture(generators)
+
+    def restore_rng(self) -> None:
+        rng.restore(self.rng, self.generators)
+
+    def restore(self) -> None:
+        ctx = self.ctx
+        ctx.model.load_state_dict(self.model)
+        ctx.optimizer.load_state_dict(self.optimizer)
+        if self.scheduler is not None:
+            ctx.scheduler.load_state_dict(self.scheduler)
+        if self.scaler is not None:
+            ctx.scaler.load_state_dict(self.scaler)
+        ctx.step, ctx.run.step, ctx.epoch, ctx.run.epoch, ctx.batch_in_epoch = self.position
+        self.restore_rng()
 
 
 def plan_step(checkpoint: ck.Checkpoint) -> int:

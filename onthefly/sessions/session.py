@@ -7,6 +7,7 @@ Methods that read or change the loop's state take the LoopContext and run on the
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onthefly.runtime.errors import InvalidArgument, NotFound
+from onthefly.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, clip
 from onthefly.sessions import checkpoint as ck
-from onthefly.sessions import digest
-from onthefly.sessions.bundle import FORMAT_VERSION, Bundle, BundleInfo, BundleWriter
+from onthefly.sessions import digest, validate
+from onthefly.sessions.bundle import FORMAT_VERSION, Bundle, BundleError, BundleInfo, BundleWriter
 from onthefly.sessions.history import History
 from onthefly.sessions.store import SessionFolder, Store
 
@@ -74,14 +75,39 @@ def read_bundle(path: str | os.PathLike) -> Imported:
         verification = bundle.verify([rel for rel in bundle.files if not (inline and rel == tensors)])
         try:
             checkpoint = bundle.checkpoint(bundle.resume_dir, check=inline)
+            for entry in bundle.checkpoints:  # every ring checkpoint's state.json, before any is copied
+                rel = entry["dir"]
+                if rel != bundle.resume_dir and f"{rel}/{ck.STATE_FILE}" in bundle.files:
+                    _same_id(bundle, rel, bundle.checkpoint_doc(rel))
+            _same_id(bundle, bundle.resume_dir, checkpoint.doc)
         finally:
             verification.result()
-        state = checkpoint.state()
+        try:
+            state = checkpoint.state()
+            validate.state_tree(state, "its checkpoint's state")
+        except InvalidArgument as exc:
+            raise BundleError(path, "format", str(exc)) from None
+        except (KeyError, IndexError, ValueError, TypeError, RecursionError) as exc:
+            raise BundleError(path, "format", f"its checkpoint's state cannot be decoded "
+                                              f"({type(exc).__name__}: {clip(exc)})") from None
     except BaseException:
         bundle.close()
         raise
     lineage = list(bundle.session.get("lineage", []))
     return Imported(bundle, checkpoint, state, str(Path(path).expanduser().resolve()), lineage)
+
+
+def no_space(exc: BaseException, needed: int, what: str, where: Path) -> BaseException:
+    """``exc``, or for a full disk a ResourceExhausted that says how much room the write needed."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        size = f"{needed / 1e6:.1f} MB" if needed >= 1e6 else f"{max(1, round(needed / 1e3))} KB"
+        return ResourceExhausted(f"{what} failed: no space left on device in {where} (needed ~{size})")
+    return exc
+
+
+def _same_id(bundle: Bundle, rel: str, doc: dict[str, Any]) -> None:
+    if doc.get("checkpoint_id") != rel.partition("/")[2]:
+        raise BundleError(bundle.path, "format", f"'{rel}' holds a checkpoint with another id")
 
 
 class Session:
@@ -153,12 +179,25 @@ class Session:
     def save(self, checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
         """Write a captured checkpoint into the ring, then drop the oldest beyond ``keep``."""
         with self._lock:
-            info = ck.save(self.folder, f"checkpoints/{checkpoint.doc['checkpoint_id']}", checkpoint, self.durable)
+            rel = f"checkpoints/{checkpoint.doc['checkpoint_id']}"
+            try:
+                info = ck.save(self.folder, rel, checkpoint, self.durable)
+            except BaseException as exc:
+                self._discard(rel)  # no partial checkpoint stays behind
+                raise no_space(exc, ck.tensors_bytes(checkpoint), f"checkpoint {checkpoint.doc['checkpoint_id']}",
+                               self.folder.path) from exc
             self._ring.append(info)
             while len(self._ring) > self.keep:
                 self._drop(self._ring.pop(0))
         self.history.flush()
         return info
+
+    def _discard(self, rel: str) -> None:
+        present = set(self.folder.files)
+        try:
+            self.folder.remove(*[f for f in (f"{rel}/{ck.STATE_FILE}", f"{rel}/{ck.TENSORS_FILE}") if f in present])
+        except OSError as exc:  # the manifest may not be writable either; clean() removes them later
+            log.warning("onthefly: could not remove the failed checkpoint %s: %s", rel, exc)
 
     def _drop(self, info: ck.CheckpointInfo) -> None:
         rel = f"checkpoints/{info.checkpoint_id}"
@@ -173,8 +212,13 @@ class Session:
             self.history.flush()
             for other in self.history_writers:
                 held.enter_context(other.paused())
-            writer = BundleWriter(path, overwrite, self.durable)
+            writer = None
             try:
+                writer = BundleWriter(path, overwrite, self.durable)
+                try:
+                    self.folder.note_partial(writer.partial)
+                except OSError as exc:  # the store's disk is full: export anyway (it may be another disk)
+                    log.warning("onthefly: could not record the export in progress: %s", exc)
                 entries = []
                 for info in self._ring:
                     rel = f"checkpoints/{info.checkpoint_id}"
@@ -202,48 +246,101 @@ class Session:
                     "checkpoints": entries,
                 }
                 size = writer.finish(manifest)
-            except BaseException:
-                writer.abort()
-                raise
+            except BaseException as exc:
+                if writer is not None:
+                    writer.abort()
+                target = Path(path)
+                raise no_space(exc, self._export_bytes(newest), f"the export to {target}", target.parent) from exc
+            finally:
+                if writer is not None:
+                    self.folder.forget_partial(writer.partial)
             return BundleInfo(str(writer.path), size, FORMAT_VERSION, self.session_id, newest.info.step, len(entries),
                               len(writer._files))
 
-    # -- import ----------------------------------------------------------------------------------
-    def adopt(self, imported: Imported, origin: str, from_step: int) -> None:
-        """Take over an imported bundle's lineage, ring checkpoints and history (copied into this folder).
+    def _export_bytes(self, newest: ck.Checkpoint) -> int:
+        total = ck.tensors_bytes(newest)
+        for rel in self.folder.files:
+            if rel.startswith(("checkpoints/", "history/")):
+                try:
+                    total += self.folder.file(rel).stat().st_size
+                except OSError:
+                    pass
+        return total
 
-        Call only after the bundle was fully checked and its state restored: this writes to the store.
-        """
+    # -- import ----------------------------------------------------------------------------------
+    def stage_import(self, imported: Imported) -> "Staged":
+        """Copy an imported bundle's ring checkpoints and history into this folder, changing nothing
+        this session lists yet; ``commit_import`` adopts them, ``Staged.discard`` removes them again.
+        A checkpoint id already in the ring (the same bundle imported twice) is not copied again."""
         bundle = imported.bundle
+        staged = Staged(self, set(self.folder.files))
+        try:
+            with self._lock:
+                known = {c.checkpoint_id for c in self._ring}
+            for entry in bundle.checkpoints:
+                rel = entry["dir"]
+                checkpoint_id = rel.partition("/")[2]
+                if rel == bundle.resume_dir or checkpoint_id in known:
+                    continue  # the resume state is the live state now; checkpoint it to keep a copy
+                names = [n for n in (ck.TENSORS_FILE, ck.STATE_FILE) if f"{rel}/{n}" in bundle.files]
+                if len(names) < 2:
+                    log.warning("onthefly: imported checkpoint %s is incomplete; skipped", rel)
+                    continue
+                for name in names:
+                    staged.copy(bundle, f"{rel}/{name}")
+                known.add(checkpoint_id)
+                staged.ring.append(ck.info_of(bundle.checkpoint_doc(rel)))
+            for rel in bundle.files:
+                if rel.startswith("history/") and not rel.startswith(f"history/{self.session_id}/"):
+                    staged.copy(bundle, rel)
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
+
+    def commit_import(self, staged: "Staged", imported: Imported, origin: str, from_step: int) -> None:
+        """Adopt what ``stage_import`` copied: lineage, ring (oldest beyond ``keep`` dropped), metrics."""
         with self._lock:
             self.lineage = [dict(e) for e in imported.lineage] + [
                 lineage_entry(self.session_id, self.identity, origin, imported.source, from_step)]
-            resume_dir = bundle.resume_dir
-            for entry in bundle.checkpoints:
-                rel = entry["dir"]
-                if rel == resume_dir:
-                    continue  # the state it holds is the live state now; checkpoint it to keep a copy
-                for name in (ck.TENSORS_FILE, ck.STATE_FILE):
-                    if f"{rel}/{name}" in bundle.files:
-                        with self.folder.writer(f"{rel}/{name}", self.durable) as f:
-                            bundle.copy_file(f"{rel}/{name}", f)
-                try:
-                    self._ring.append(ck.info_of(json.loads(self.folder.file(f"{rel}/{ck.STATE_FILE}").read_bytes())))
-                except (OSError, ValueError, KeyError):
-                    log.warning("onthefly: imported checkpoint %s is incomplete; skipped", rel)
+            self._ring.extend(staged.ring)
             self._ring.sort(key=lambda c: c.created_unix)
             while len(self._ring) > self.keep:
                 self._drop(self._ring.pop(0))
-            for rel in bundle.files:
-                if rel.startswith("history/") and not rel.startswith(f"history/{self.session_id}/"):
-                    with self.folder.writer(rel, self.durable) as f:
-                        bundle.copy_file(rel, f)
             self.history.load_metric_state(imported.state.get("metrics"))
             self._write_session_file()
 
     def close(self) -> None:
         self.history.flush()
         self.folder.close()
+
+
+class Staged:
+    """Files an import copied into a session folder before the swap, removable if the swap fails."""
+
+    def __init__(self, session: Session, existing: set[str]) -> None:
+        self.session = session
+        self.ring: list[ck.CheckpointInfo] = []
+        self._existing = existing
+        self._written: list[str] = []
+
+    def copy(self, bundle: Bundle, rel: str) -> None:
+        folder = self.session.folder
+        if rel not in self._existing:
+            self._written.append(rel)
+        with folder.writer(rel, self.session.durable) as f:
+            bundle.copy_file(rel, f)
+
+    def discard(self) -> None:
+        """Remove the files this import added (files the session had before stay)."""
+        written = [rel for rel in self._written if rel in set(self.session.folder.files)]
+        if written:
+            try:
+                self.session.folder.remove(*written)
+            except OSError as exc:
+                log.warning("onthefly: could not remove a refused import's files: %s", exc)
+        self._written.clear()
+        self.ring.clear()
 
 
 def _manifest_entry(rel: str, info: ck.CheckpointInfo) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Iterator
 
 from onthefly.runtime.errors import InvalidArgument
-from onthefly.sessions.atomic import atomic_writer, fsync_dir, partial_path, write_bytes
+from onthefly.sessions.atomic import PARTIAL_SUFFIX, atomic_writer, fsync_dir, partial_path, write_bytes
 
 try:
     import fcntl
@@ -37,6 +37,8 @@ STORE_ENV = "ONTHEFLY_STORE"
 DEFAULT_STORE_NAME = ".onthefly"
 MANIFEST = "manifest.json"
 LOCK = "lock"
+KEEP_CRASHED = 3  # sessions of killed runs kept (with their checkpoints) when a new session cleans the store
+PARTIALS = "partial-exports.json"  # absolute paths of exports being written (temporary files)
 MANIFEST_FORMAT = "onthefly-session-manifest"
 MANIFEST_VERSION = 1
 
@@ -70,12 +72,16 @@ class SessionFolder:
         self._lock_fd = lock_fd
         self._files: set[str] = set()
         self._dirs: set[str] = set()
+        self._partials: set[str] = set()
+        self._ended: str | None = None  # "ok" once fit ended normally, "error" when it raised
         self._mutex = threading.RLock()
 
     # -- manifest --------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
         body = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "session_id": self.session_id,
                 "files": sorted(self._files), "dirs": sorted(self._dirs)}
+        if self._ended is not None:
+            body["ended"] = self._ended
         write_bytes(self.path / MANIFEST, json.dumps(body, indent=1).encode())
 
     def _register(self, rels: list[str]) -> list[Path]:
@@ -145,7 +151,33 @@ class SessionFolder:
                         self._dirs.discard(rel)
             self._write_manifest()
 
+    # -- exports being written outside the folder ------------------------------------------------
+    def note_partial(self, path: Path) -> None:
+        """Record ``path`` (an export's temporary file this session created, outside its folder) so
+        that a later clean removes it if this process is killed before it is renamed or removed."""
+        with self._mutex:
+            self._partials.add(str(path))
+            self.write_json(PARTIALS, sorted(self._partials))
+
+    def forget_partial(self, path: Path) -> None:
+        with self._mutex:
+            self._partials.discard(str(path))
+            try:
+                self.write_json(PARTIALS, sorted(self._partials))
+            except OSError as exc:  # a full disk: the stale entry only names a file that is gone
+                log.warning("onthefly: could not update %s: %s", PARTIALS, exc)
+
     # -- lifetime --------------------------------------------------------------------------------
+    def mark_ended(self, ok: bool) -> None:
+        """Say in the manifest how the run ended; a session without it was killed, and a later clean
+        keeps it (``keep_crashed``) instead of removing its checkpoints."""
+        with self._mutex:
+            self._ended = "ok" if ok else "error"
+            try:
+                self._write_manifest()
+            except OSError as exc:
+                log.warning("onthefly: could not record the end of session %s: %s", self.session_id, exc)
+
     def close(self) -> None:
         """Release the lock: the folder stays until a later session cleans it."""
         with self._mutex:
@@ -194,7 +226,7 @@ class Store:
         self.root = Path(root).expanduser().resolve() if root is not None else default_store_dir().resolve()
         self.sessions_dir = self.root / "sessions"
 
-    def open_session(self, clean_previous: bool = True) -> SessionFolder:
+    def open_session(self, clean_previous: bool = True, keep_crashed: int | None = None) -> SessionFolder:
         self.sessions_dir.mkdir(parents=True, exist_ok=True)
         while True:
             session_id = new_session_id()
@@ -213,7 +245,7 @@ class Store:
             folder._write_manifest()  # from here on the folder is a session another process may clean
         fsync_dir(self.sessions_dir)
         if clean_previous:
-            self.clean(exclude={session_id})
+            self.clean(exclude={session_id}, keep_crashed=KEEP_CRASHED if keep_crashed is None else keep_crashed)
         return folder
 
     def session_folders(self) -> list[Path]:
@@ -222,21 +254,77 @@ class Store:
             return []
         return sorted(p for p in self.sessions_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
 
-    def clean(self, exclude: set[str] = frozenset()) -> list[str]:
-        """Delete what dead sessions wrote (manifest-listed paths only); returns the cleaned ids."""
+    def clean(self, exclude: set[str] = frozenset(), keep_crashed: int = KEEP_CRASHED) -> list[str]:
+        """Delete what dead sessions wrote (manifest-listed paths only); returns the cleaned ids.
+
+        A folder belongs to a session only if its own manifest names it (a copy a user made under
+        another name is left alone). Sessions whose run ended normally are cleaned; the newest
+        ``keep_crashed`` of those that were killed (or whose fit raised) are kept with their
+        checkpoints (``crashed_sessions`` lists them), older ones are cleaned."""
         cleaned = []
+        crashed = []
         for folder in self.session_folders():
-            if folder.name in exclude:
+            body = read_manifest(folder)
+            if folder.name in exclude or body is None or body.get("session_id") != folder.name:
                 continue
             fd = _try_lock(folder / LOCK)
             if fd is None:
                 continue  # its process is alive (or this platform cannot tell): leave it
-            try:
-                if _clean_folder(folder):
+            os.close(fd)
+            if body.get("ended") == "ok":
+                if self._clean_if_dead(folder):
                     cleaned.append(folder.name)
-            finally:
-                os.close(fd)
+            else:
+                crashed.append(folder)
+        crashed.sort(key=_started)
+        for folder in crashed[:max(0, len(crashed) - keep_crashed)]:  # oldest first
+            if self._clean_if_dead(folder):
+                cleaned.append(folder.name)
         return cleaned
+
+    def _clean_if_dead(self, folder: Path) -> bool:
+        fd = _try_lock(folder / LOCK)
+        if fd is None:
+            return False
+        try:
+            return _clean_folder(folder)
+        finally:
+            os.close(fd)
+
+    def crashed_sessions(self) -> list[Path]:
+        """Folders of sessions whose process is gone without ending normally (kept for their checkpoints)."""
+        out = []
+        for folder in self.session_folders():
+            body = read_manifest(folder)
+            if body is None or body.get("session_id") != folder.name or body.get("ended") == "ok":
+                continue
+            fd = _try_lock(folder / LOCK) if (folder / LOCK).exists() else None
+            if fd is not None:
+                os.close(fd)
+                out.append(folder)
+        return out
+
+
+def _started(folder: Path) -> tuple[int, str]:
+    """When a session started (its lock file is written then; names order only to the second)."""
+    try:
+        return (folder / LOCK).stat().st_mtime_ns, folder.name
+    except OSError:
+        return 0, folder.name
+
+
+def _remove_partials(folder: Path) -> None:
+    """Remove the temporary files of exports a killed session was writing (only ``*.partial`` files)."""
+    try:
+        paths = json.loads((folder / PARTIALS).read_text())
+    except (OSError, ValueError):
+        return
+    for raw in paths if isinstance(paths, list) else []:
+        if isinstance(raw, str) and raw.endswith(PARTIAL_SUFFIX) and os.path.isabs(raw):
+            with contextlib.suppress(OSError):
+                if Path(raw).is_file():
+                    os.unlink(raw)
+                    log.info("onthefly: removed %s, left by an export that was killed", raw)
 
 
 def _clean_folder(folder: Path) -> bool:
@@ -244,6 +332,7 @@ def _clean_folder(folder: Path) -> bool:
     if body is None:
         log.warning("onthefly: %s has an unreadable manifest; leaving it alone", folder)
         return False
+    _remove_partials(folder)
     for rel in body.get("files", []):
         try:
             _unlink(folder / safe_relative(rel))

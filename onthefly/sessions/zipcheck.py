@@ -67,12 +67,14 @@ def _entries(directory: bytes, count: int) -> Iterator[tuple[int, int, int]]:
             raise NotAZip("a compressed record (torch.save stores records uncompressed)")
         extra = directory[pos + CENTRAL.size + name_len: pos + CENTRAL.size + name_len + extra_len]
         if 0xFFFFFFFF in (comp_size, usize, offset):
-            comp_size, offset = _zip64_extra(extra, comp_size, usize, offset)
+            comp_size, usize, offset = _zip64_extra(extra, comp_size, usize, offset)
+        if usize != comp_size:  # a stored record inflates to nothing more than its bytes
+            raise NotAZip("a record whose declared sizes disagree")
         yield offset, comp_size, crc
         pos += CENTRAL.size + name_len + extra_len + comment_len
 
 
-def _zip64_extra(extra: bytes, comp_size: int, usize: int, offset: int) -> tuple[int, int]:
+def _zip64_extra(extra: bytes, comp_size: int, usize: int, offset: int) -> tuple[int, int, int]:
     pos = 0
     while pos + 4 <= len(extra):
         tag, length = struct.unpack_from("<HH", extra, pos)
@@ -84,7 +86,7 @@ def _zip64_extra(extra: bytes, comp_size: int, usize: int, offset: int) -> tuple
                 comp_size = values.pop(0)
             if offset == 0xFFFFFFFF:
                 offset = values.pop(0)
-            return comp_size, offset
+            return comp_size, usize, offset
         pos += 4 + length
     raise NotAZip("a zip64 entry without its zip64 sizes")
 
@@ -100,6 +102,19 @@ def checksum(read: Read, size: int) -> str | None:
     except NotAZip:
         return None
     return f"{crc32(tail):08x}"
+
+
+def plain(read: Read, size: int) -> None:
+    """Raise NotAZip unless every record is stored uncompressed with sizes inside the file: what
+    ``torch.save`` writes, and what ``torch.load`` can read without inflating anything (a zip bomb
+    of compressed records is refused before a byte of it is inflated)."""
+    cd_offset, cd_size, count = _end_records(read, size)
+    directory = read(cd_offset, cd_size)
+    total = 0
+    for offset, length, _ in _entries(directory, count):
+        total += length
+        if offset + length > cd_offset or total > size:
+            raise NotAZip("records that claim more data than the file holds")
 
 
 class Damaged(ValueError):

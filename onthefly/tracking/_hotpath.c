@@ -441,6 +441,15 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
         if (chunk_add(c, args)) {
             if (c->n == c->cap && add_rows(self->q, c->cap - 1) == 0) {  /* full: count all its rows */
                 c->accounted = c->cap - 1;
+                PyObject *q = self->q;  /* the size trigger, once a chunk: its rows may complete a batch */
+                Py_INCREF(q);
+                int rc = kick_if_due(q);
+                Py_DECREF(q);
+                if (rc < 0 && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+                    PyErr_Clear();  /* this row is stored: the policy (on_full) applies to the next call */
+                } else if (rc < 0) {
+                    return -1;
+                }
             }
             PyErr_Clear();  /* (add_rows cannot fail on a writer.Pending; the row is stored either way) */
             return 1;

@@ -399,7 +399,9 @@ def concat(tables: Iterable[pa.Table]) -> pa.Table:
 
 
 def merge_same_timestamps(table: pa.Table) -> pa.Table:
-    """One row per timestamp, sorted by time: rows sharing a timestamp merge, later non-null values winning."""
+    """Rows sorted by time; rows sharing a timestamp merge into one (fields one of them lacks are filled
+    from the other) unless they hold different values for the same field: then both are kept, so
+    entries of two writers that happened to get the same timestamp never overwrite each other."""
     if table.num_rows < 2:
         return table
     ts = table.column(TIMESTAMP)
@@ -408,17 +410,26 @@ def merge_same_timestamps(table: pa.Table) -> pa.Table:
             return table
         return table.sort_by(TIMESTAMP)
     rows = table.to_pylist()
-    merged: dict[float, dict] = {}
+    merged: dict[float, list[dict]] = {}
     for row in rows:
-        target = merged.get(row[TIMESTAMP])
-        if target is None:
-            merged[row[TIMESTAMP]] = dict(row)
-        else:
-            for k, v in row.items():
-                if v is not None:
-                    target[k] = v
-    ordered = [merged[t] for t in sorted(merged, key=lambda x: (math.isnan(x), x))]
+        entries = merged.get(row[TIMESTAMP])
+        if entries is None:
+            merged[row[TIMESTAMP]] = [dict(row)]
+            continue
+        target = entries[-1]
+        if any(v is not None and target.get(k) is not None and not _same(target[k], v)
+               for k, v in row.items() if k != TIMESTAMP):
+            entries.append(dict(row))  # a value it would overwrite (another writer's entry): keep both
+            continue
+        for k, v in row.items():
+            if v is not None:
+                target[k] = v
+    ordered = [e for t in sorted(merged, key=lambda x: (math.isnan(x), x)) for e in merged[t]]
     return pa.Table.from_pylist(ordered, schema=table.schema)
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def table_to_rows(table: pa.Table) -> list[dict]:

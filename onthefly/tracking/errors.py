@@ -57,3 +57,11 @@ class NetworkError(TrackingError):
 
 
 AuthenticationError = Unauthenticated
+
+
+class StorageFailed(TrackingError, OSError):
+    """Rows were not stored (a full disk, an I/O error): held for a retry, or lost; the message counts them."""
+
+
+class ResourceExhausted(TrackingError, RuntimeError):
+    """A limit was reached (an upload larger than the server accepts, a user's storage quota)."""

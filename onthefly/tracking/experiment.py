@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 from onthefly.tracking import names, runinfo, values
 from onthefly.tracking.config import WriterConfig
-from onthefly.tracking.errors import InvalidArgument, NotRunning, TrackingError
+from onthefly.tracking import lifecycle
+from onthefly.tracking.errors import InvalidArgument, NotRunning, StorageFailed, TrackingError
 from onthefly.tracking.files import FilesAccessor, remove_staging
 from onthefly.tracking.inflight import wait_for_loggers
 from onthefly.tracking.logs import LEVELS, LOG_SINK, LogBuilder, check_level, echo
@@ -427,6 +428,7 @@ class Experiment:
             self._set_queue(writer.q)
             with _LIVE_LOCK:
                 _LIVE.add(self)
+        lifecycle.install(_cancel_all)
         return self
 
     def _close(self, status: Status, error: str = "", note: str = "") -> None:
@@ -440,8 +442,13 @@ class Experiment:
             try:
                 writer = self._writer
                 wait_for_loggers(self, _LOGGING_CALLS)  # a racing call's row still reaches the writer
-                writer.close()
-                writer.flush()
+                lost = None
+                try:
+                    writer.close()
+                    writer.flush()
+                except StorageFailed as exc:  # rows were not stored: the record says so, then the caller
+                    lost = exc
+                    status, error = Status.FAILED, "; ".join(filter(None, [error, str(exc)]))
                 self._flush_uploads()
                 self._uploads.shutdown(wait=True)
                 self._remove_staging_dir()
@@ -449,6 +456,8 @@ class Experiment:
                 if self._upload_errors:
                     stats["upload_errors"] = list(self._upload_errors)
                 self.record = self._backend.set_status(self.prefix, status, error, note, writer=stats)
+                if lost is not None:
+                    raise lost
             finally:
                 self._state = "closed"
                 with _LIVE_LOCK:
@@ -577,12 +586,24 @@ _LOGGING_CALLS = (Experiment.log, log_rows, TrackBuilder.append)
 def _exit_status() -> tuple[Status, str]:
     exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     if exc is None:
-        return Status.COMPLETED, ""
+        failed = lifecycle.failed_exit()
+        return (Status.FAILED, failed) if failed else (Status.COMPLETED, "")
     if isinstance(exc, KeyboardInterrupt):
         return Status.CANCELLED, "KeyboardInterrupt"
     if isinstance(exc, SystemExit) and exc.code in (None, 0):
         return Status.COMPLETED, ""
     return Status.FAILED, _describe(exc)
+
+
+def _cancel_all(reason: str) -> None:
+    """SIGTERM: flush and record every live experiment of this process CANCELLED."""
+    with _LIVE_LOCK:
+        live = [e for e in _LIVE if e._pid == os.getpid()]
+    for exp in live:
+        try:
+            exp._close(Status.CANCELLED, reason, "closed on SIGTERM")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            print(f"onthefly.tracking: could not close {exp.prefix} on {reason}: {_describe(exc)}", file=sys.stderr)
 
 
 @atexit.register

@@ -42,10 +42,20 @@ def _to_numpy(array: Any):
     return np.array(array, copy=True)
 
 
+def _pillow():
+    """PIL.Image, or an ImportError that says how to get it (Pillow is the ``images`` extra)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("saving images and videos needs Pillow: pip install 'onthefly[images]'") from None
+    return Image
+
+
 def encode_image(array: Any, name: str, quality: int = 95) -> bytes:
     """PNG/JPEG/... bytes of an HxW, HxWxC or CxHxW array (uint8, or floats in [0, 1] or [0, 255])."""
     import numpy as np
-    from PIL import Image
+
+    Image = _pillow()
 
     fmt = IMAGE_FORMATS.get(_ext(name))
     if fmt is None:
@@ -84,8 +94,8 @@ def encode_image(array: Any, name: str, quality: int = 95) -> bytes:
 def encode_frame(frame: Any):
     """One video frame as an HxWx3 (or HxW) uint8 array, with the same conversions as images."""
     import numpy as np
-    from PIL import Image
 
+    Image = _pillow()
     return np.asarray(Image.open(io.BytesIO(encode_image(frame, "f.png"))).convert("RGB"))
 
 
@@ -358,8 +368,7 @@ class FileBuilder:
         if not frames:
             raise InvalidArgument("save_video needs at least one frame")
         if _ext(target) == ".gif":
-            from PIL import Image
-
+            Image = _pillow()
             images = [Image.fromarray(f) for f in frames]
             buf = io.BytesIO()
             images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],

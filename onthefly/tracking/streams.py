@@ -11,6 +11,8 @@ experiment. Ids sort by creation time, so reading parts and journals in id order
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 import secrets
@@ -126,7 +128,13 @@ class Stream:
             if table.num_rows:
                 if self._journal is None or self._journal.schema != schema:
                     self._rotate(schema)
-                self._journal.write(table)
+                journal = self._journal
+                start = journal.sink.tell()
+                try:
+                    journal.write(table)
+                except OSError:
+                    self._abandon(journal, start)
+                    raise
             self._schema = schema
             return AppendResult(table.num_rows, refused, reasons)
 
@@ -143,6 +151,16 @@ class Stream:
             return pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return schemas[-1]
+
+    def _abandon(self, journal: "_Journal", good_bytes: int) -> None:
+        """A write failed half-way (a full disk): cut the journal back to its last whole batch and start a
+        new one at the next append, so rows written after the failure are not hidden behind a torn batch."""
+        with contextlib.suppress(Exception):
+            journal.close()
+        with contextlib.suppress(OSError):
+            os.truncate(journal.path, good_bytes)
+        self._closed_journals.append(journal)
+        self._journal = None
 
     def _rotate(self, schema: pa.Schema) -> None:
         if self._journal is not None:

@@ -11,7 +11,8 @@ the calls themselves). With the C hot path, a metric's plain numeric rows go int
 (``hotpath.Chunk``: raw 8-byte values, no object per row, one item for up to ``batch_size`` rows); the
 writer seals the chunks it takes, and encodes runs of them with ``columns.chunks_table``.
 
-Triggers: a write starts when ``batch_size`` items are pending (size) or ``flush_interval`` seconds have
+Triggers: a write starts when ``batch_size`` items are pending (size: the hot path checks before it
+appends, so the threshold it compares with is ``batch_size - 1``; a chunk checks again when it fills) or ``flush_interval`` seconds have
 passed (time); ``flush()`` forces one and waits for it. A size-triggered write starts no sooner than
 ``Writer.burst_gap`` (30 ms) after the previous write started, so a burst of calls is written in a few large
 batches rather than in many small ones, each with its fixed cost and its round trips of the GIL between
@@ -44,7 +45,7 @@ from onthefly.tracking.columns import (
 )
 from onthefly.tracking.hotpath import Chunk, seal_all
 from onthefly.tracking.config import WriterConfig
-from onthefly.tracking.errors import BufferFull, NotRunning
+from onthefly.tracking.errors import BufferFull, NotRunning, StorageFailed
 from onthefly.tracking.records import StreamKind
 
 log = logging.getLogger("onthefly.tracking")
@@ -150,7 +151,7 @@ class Writer:
         self.q = Pending()
         self.q.writer = self
         self.q.rows = 0
-        self.q.kick_at = config.batch_size if config.buffered else 1
+        self.q.kick_at = self._size_trigger = max(0, config.batch_size - 1) if config.buffered else 1
         self.state = WriterState()
         self._wake = threading.Event()  # a write is due
         self._urgent = threading.Event()  # ... and must not wait for the burst gap (flush, close, block)
@@ -167,6 +168,13 @@ class Writer:
         self.writes = 0
         self.reasons: list[str] = []
         self.last_error = ""
+        # Tables the store could not take for lack of room (or another I/O error): retried before newer
+        # rows at every write, at most max_pending rows of them; older ones are dropped and counted.
+        self._held: collections.deque[tuple[Sink, Encoded]] = collections.deque()
+        self.held_rows = 0
+        self.dropped_rows = 0
+        self.storage_error = ""  # why rows are held ("" once the store takes them again)
+        self._reported = (0, 0)  # (failed_rows, dropped_rows) already raised by flush()
         self._warned: set[str] = set()
         self._metric_sinks: dict[str, MetricSink] = {}
         self._unsynced = False
@@ -184,7 +192,30 @@ class Writer:
         return self._thread is not None and self._thread.is_alive()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write everything appended before this call; with ``durable`` also fsync. True when done."""
+        """Write everything appended before this call; with ``durable`` also fsync. True when done.
+        Raises StorageFailed if rows could not be stored (they are held and retried, or were dropped)."""
+        done = self._flush(timeout)
+        self.raise_if_not_stored()
+        return done
+
+    def raise_if_not_stored(self) -> None:
+        """StorageFailed if rows are held for a retry, or were lost since the last call that raised."""
+        lost = (self.failed_rows, self.dropped_rows)
+        if not self.held_rows and lost == self._reported:
+            return
+        self._reported = lost
+        parts = []
+        if self.held_rows:
+            parts.append(f"{self.held_rows} rows are not stored yet ({self.storage_error}); they are kept in "
+                         "memory and written at the next flush once the store takes them (free some space)")
+        if self.dropped_rows:
+            parts.append(f"{self.dropped_rows} rows were dropped because more than max_pending="
+                         f"{self.config.max_pending} waited for the store")
+        if self.failed_rows:
+            parts.append(f"{self.failed_rows} rows could not be written ({self.last_error})")
+        raise StorageFailed("onthefly.tracking: " + "; ".join(parts))
+
+    def _flush(self, timeout: float | None = None) -> bool:
         if threading.current_thread() is self._thread:
             raise RuntimeError("flush() called from the writer thread")
         if not self.alive:
@@ -210,11 +241,15 @@ class Writer:
         """Write everything pending, fsync (if durable) and stop the thread."""
         with self._cond:
             self._stopping = True
-        self.flush(timeout)
+        self._flush(timeout)
         self._urgent.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._held:  # the last chance: what the store still refuses is lost now, and counted
+            self._retry_held()
+            self._drop_held(0)
+        self.raise_if_not_stored()
 
     # hot-path slow branch --------------------------------------------------------------------------------
     def _on_threshold(self) -> None:
@@ -291,15 +326,17 @@ class Writer:
 
     def _write_pending(self) -> None:
         with self._busy:
+            if self._held:
+                self._retry_held()
             q = self.q
             n = len(q)
             if n == 0:
-                q.kick_at = self.config.batch_size if self.config.buffered else 1
+                q.kick_at = self._size_trigger
                 return
             batch = list(starmap(q.popleft, repeat((), n)))  # C loop: atomic w.r.t. appending threads
             if seal_all is not None:
                 seal_all(batch, q)  # their rows are all in now; the loggers start new chunks
-            q.kick_at = self.config.batch_size if self.config.buffered else 1
+            q.kick_at = self._size_trigger
             with self._cond:
                 self._cond.notify_all()
             self._write_batch(batch)
@@ -383,11 +420,44 @@ class Writer:
                 continue
             self._store(sink, encoded)
 
+    def _retry_held(self) -> None:
+        """Store held tables, oldest first, until the store refuses one again."""
+        while self._held:
+            sink, encoded = self._held[0]
+            if not self._put(sink, encoded):
+                return
+            self._held.popleft()
+            self.held_rows -= encoded.table.num_rows
+        if not self._held:
+            self.storage_error = ""
+
+    def _drop_held(self, keep_rows: int) -> None:
+        while self._held and self.held_rows > keep_rows:
+            _, encoded = self._held.popleft()
+            rows = encoded.table.num_rows
+            self.held_rows -= rows
+            self.dropped_rows += rows
+            self._remember(f"{rows} rows dropped: {self.storage_error}")
+            log.error("onthefly.tracking: %d rows dropped (the store refused them: %s)", rows, self.storage_error)
+
     def _store(self, sink: Sink, encoded: Encoded) -> None:
         if encoded.refused or encoded.reasons:
             self._count_refused(sink, encoded.refused, encoded.reasons)
         if encoded.table.num_rows == 0:
             return
+        if self._held:  # keep call order: nothing newer is stored before what waits
+            self._hold(sink, encoded)
+            return
+        if not self._put(sink, encoded):
+            self._hold(sink, encoded)
+
+    def _hold(self, sink: Sink, encoded: Encoded) -> None:
+        self._held.append((sink, encoded))
+        self.held_rows += encoded.table.num_rows
+        self._drop_held(self.config.max_pending)
+
+    def _put(self, sink: Sink, encoded: Encoded) -> bool:
+        """Store one table; False if the store could not take it for an I/O reason (held for a retry)."""
         error = None
         for delay in (*_RETRIES, None):
             try:
@@ -398,12 +468,19 @@ class Writer:
                     result = self.backend.append(self.prefix, sink.kind, sink.name, encoded.table)
                     self._remember_stream(sink)
                 break
+            except OSError as exc:  # a full disk, a quota, an I/O error: keep the rows, try again later
+                self._streams.pop(sink, None)
+                text = f"{sink.kind.value} {sink.name!r}: {exc.strerror or exc}"
+                if not self.storage_error:
+                    log.error("onthefly.tracking: the store refused rows (%s); they are kept and retried", text)
+                self.storage_error = self.last_error = text
+                return False
             except Exception as exc:  # noqa: BLE001
                 error = exc
                 if delay is None or not _retryable(exc):
                     self._count_failure(encoded.table.num_rows,
                                         f"{sink.kind.value} {sink.name!r}: {type(exc).__name__}: {exc}")
-                    return
+                    return True
                 time.sleep(delay)
         else:  # pragma: no cover
             raise AssertionError(error)
@@ -411,6 +488,7 @@ class Writer:
         self._unsynced = True
         if result.refused or result.reasons:
             self._count_refused(sink, result.refused, result.reasons)
+        return True
 
     def _remember_stream(self, sink: Sink) -> None:
         """After a first append through the backend (which checks that the experiment exists and the table's
@@ -449,6 +527,7 @@ class Writer:
             "written_rows": self.written_rows, "refused_rows": self.refused_rows, "failed_rows": self.failed_rows,
             "blocked_calls": self.blocked_calls, "blocked_seconds": round(self.blocked_seconds, 6),
             "writes": self.writes, "reasons": list(self.reasons), "last_error": self.last_error,
+            "held_rows": self.held_rows, "dropped_rows": self.dropped_rows,
         }
 
 

@@ -354,8 +354,9 @@ class Trainer:
         capture.close()
         run.bus.close()
         if self.server is not None:
-            run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
-            self.server.stop(grace=self.shutdown_grace)
+            left = run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
+            # A subscriber that stopped reading would hold stop() for the whole grace: abort it now.
+            self.server.stop(grace=self.shutdown_grace if left else 0.1)
 
 
 def _set_sampler_epoch(loader: Any, epoch: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -67,8 +68,16 @@ def test_tail_json_streams_every_event(live_run, capsys):
     model, opt, loss, loader = boring_setup(n=64)
     run = live_run(Trainer("cli", "tail", max_epochs=1, port=0, start_paused=True, verbose=False),
                    model, opt, loss, loader)
-    run.client.control.Resume(control_pb2.ResumeRequest())
+    bus = run.trainer.run.bus
+
+    def resume_once_tail_listens():  # resuming first let a fast run end before tail connected
+        wait_until(lambda: bus.subscriber_count > 0, what="tail to subscribe")
+        run.client.control.Resume(control_pb2.ResumeRequest())
+
+    resumer = threading.Thread(target=resume_once_tail_listens, daemon=True)
+    resumer.start()
     code, out, _ = _cli(capsys, "tail", "--json")
+    resumer.join(30)
     run.join()
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0
@@ -77,6 +86,11 @@ def test_tail_json_streams_every_event(live_run, capsys):
     assert rows[-1]["type"] == "lifecycle" and rows[-1]["lifecycle"]["kind"] == "LIFECYCLE_KIND_FINISHED"
     samples = [r for r in rows if r["type"] == "sample_losses"]
     assert sum(len(r["sample_losses"]["indices"]) for r in samples) == 64
+
+
+def test_an_out_of_range_step_count_is_one_line(run, capsys):
+    code, _, err = _cli(capsys, "step", "99999999999999999999")
+    assert code == 1 and err.count("\n") == 1 and "steps must be between 1 and" in err
 
 
 def test_errors_are_one_line_and_non_zero(capsys, runtime_dir):

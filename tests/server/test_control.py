@@ -91,13 +91,18 @@ def test_run_test_now_and_keep_training(run):
     ({"learning_rate": 0.1}, "has no hyperparameter 'learning_rate'"),
     ({"momentum": 2.0}, "momentum must be in [0, 1]"),
     ({}, "no hyperparameters given"),
+    ({"lr": 1e39}, "lr=1e+39 is too large"),  # finite, but the float32 step cannot hold it
+    ({"weight_decay": 1e30}, "weight_decay=1e+30 is too large"),
+    ({"x" * 1_000_000: 0.1}, "has no hyperparameter 'xxxx"),  # a 1 MB key: the reason, not a trailer overflow
 ])
 def test_bad_hyperparameters_are_invalid_argument(run, values, needle):
     with pytest.raises(grpc.RpcError) as err:
         run.client.control.SetHyperparameters(control_pb2.SetHyperparametersRequest(values=values))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert needle in err.value.details()
+    assert needle in err.value.details() and len(err.value.details()) < 500
     assert _status(run).hyperparameters[0].values["lr"] == 0.05  # nothing changed
+    assert run.client.control.Step(control_pb2.StepRequest(steps=2)).receipt.status == APPLIED
+    wait_until(lambda: _status(run).state == PAUSED and _status(run).step == 2, what="two steps")
 
 
 def test_wrong_state_is_failed_precondition(run, live_run):

@@ -72,3 +72,35 @@ def test_no_client_means_a_clean_normal_exit(tmp_path, runtime_dir):
     assert "steps 48 FINISHED" in out
     assert "Traceback" not in err
     assert list(runtime_dir.glob("*.json")) == []  # discovery file removed at exit
+
+
+def test_taken_port_sigterm_and_an_open_discovery_folder(tmp_path, runtime_dir):
+    """The fallback from a taken port is one warning (no raw gRPC error); SIGTERM removes the discovery
+    file and still ends the process by SIGTERM; a discovery folder open to others is made 0700."""
+    import signal
+    import socket
+    import stat
+
+    runtime_dir.mkdir()
+    os.chmod(runtime_dir, 0o777)
+    script = tmp_path / "train.py"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        script.write_text(SCRIPT.replace("port=0, verbose=False", f"port={port}, verbose=True"))
+        proc = subprocess.Popen([sys.executable, str(script), "0", "paused"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        try:
+            wait_until(lambda: list(runtime_dir.glob("*.json")) or proc.poll() is not None, timeout=120,
+                       what="the discovery file")
+            assert proc.poll() is None, proc.stderr.read()
+            assert stat.S_IMODE(runtime_dir.stat().st_mode) == 0o700
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == -signal.SIGTERM
+    assert list(runtime_dir.glob("*.json")) == []
+    assert "Failed to add port" not in err and "is live on 127.0.0.1:" in err and f":{port} " not in err

@@ -105,3 +105,66 @@ def test_kind_filter_and_from_latest(live_run):
     assert [e.step for e in metric_events] == list(range(1, 5))
     m = metric_events[0].step_metrics
     assert m.batch_size == 16 and m.lr == 0.05 and m.grad_norm > 0 and m.samples_per_second > 0
+
+
+def test_a_subscriber_that_stopped_reading_does_not_hold_the_end_of_fit(live_run):
+    # A reader that never reads again after its first frame; a grace of 10 minutes that the old shutdown
+    # spent waiting for it (fit returned only when the grace ran out).
+    model, opt, loss, loader = boring_setup(n=100_000, batch_size=2000)
+    trainer = Trainer("t", "gone-quiet", max_epochs=4, port=0, start_paused=True, shutdown_grace=600,
+                      verbose=False)
+    run = live_run(trainer, model, opt, loss, loader)
+    stuck = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest())
+    next(stuck)
+    reader = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest(
+        kinds=[telemetry_pb2.EVENT_KIND_LIFECYCLE]))
+    run.client.control.Resume(control_pb2.ResumeRequest())
+    last = [e for f in reader for e in f.events][-1]  # one that keeps reading still gets the end
+    assert last.lifecycle.kind == telemetry_pb2.LIFECYCLE_KIND_FINISHED
+    result = run.join(timeout=120)
+    assert result.steps == 200
+    stuck.cancel()
+
+
+def test_open_streams_never_starve_control_and_one_too_many_is_told_why(live_run):
+    import grpc
+
+    from onthefly.server.host import MAX_STREAMS
+    from onthefly.v1.run_pb2 import RUN_STATE_PAUSED, RUN_STATE_RUNNING
+
+    model, opt, loss, loader = boring_setup(n=64)
+    run = live_run(Trainer("t", "many", max_epochs=1000, port=0, start_paused=True, verbose=False),
+                   model, opt, loss, loader)
+    streams = [run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest()) for _ in range(MAX_STREAMS)]
+    for stream in streams:
+        next(stream)  # each one is open and holds a server thread
+    with_deadline = {"timeout": 30}
+    assert run.client.control.GetStatus(control_pb2.GetStatusRequest(), **with_deadline).status.state
+    assert run.client.control.Resume(control_pb2.ResumeRequest(), **with_deadline).receipt.status
+    assert run.client.control.GetStatus(control_pb2.GetStatusRequest(), **with_deadline).status.state in (
+        RUN_STATE_RUNNING, RUN_STATE_PAUSED)
+    assert run.client.control.Pause(control_pb2.PauseRequest(), **with_deadline).receipt.status
+    extra = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest(), timeout=30)
+    try:
+        next(extra)
+        raise AssertionError("a stream beyond the limit was served")
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "open streams" in err.details()
+    streams[0].cancel()
+    wait_until(lambda: _can_subscribe(run), what="a freed stream slot")
+    assert run.client.control.Resume(control_pb2.ResumeRequest(), **with_deadline).receipt.status
+    for stream in streams[1:]:
+        stream.cancel()
+
+
+def _can_subscribe(run) -> bool:
+    import grpc
+
+    stream = run.client.telemetry.Subscribe(telemetry_pb2.SubscribeRequest(), timeout=30)
+    try:
+        next(stream)
+        return True
+    except grpc.RpcError:
+        return False
+    finally:
+        stream.cancel()

@@ -72,9 +72,9 @@ def test_kill_9_during_writes_leaves_a_readable_store(tmp_path):
         assert len(folders) == 1
         assert _check_readable(folders[0]) >= 1
         (folders[0] / "NOTES.md").write_text("the user's, beside the session's files")
-        fresh = Store(store_dir).open_session()  # cleans the dead session: its files only
+        fresh = Store(store_dir).open_session(keep_crashed=0)  # cleans the killed session: its files only
         assert [p.name for p in folders[0].iterdir()] == ["NOTES.md"]
         (folders[0] / "NOTES.md").unlink()
         folders[0].rmdir()
         fresh.close()
-        Store(store_dir).clean()
+        Store(store_dir).clean(keep_crashed=0)

@@ -23,6 +23,7 @@ def test_a_new_session_cleans_only_what_the_previous_one_wrote(tmp_path):
     old.write_bytes("history/h/events-000001.jsonl", b"{}\n")
     (old.path / "checkpoints" / "notes.txt").write_text("mine")  # the user's file beside ours
     (old.path / "keep.md").write_text("also mine")
+    old.mark_ended(ok=True)
     old.close()  # the process "ends": its lock is released
 
     new = store.open_session()
@@ -41,7 +42,7 @@ def test_a_session_whose_process_lives_is_never_cleaned(tmp_path):
     assert (live.path / "checkpoints/c/tensors.pt").exists()
     assert store.clean() == []
     live.close()
-    assert store.clean(exclude={other.session_id}) == [live.session_id]
+    assert store.clean(exclude={other.session_id}, keep_crashed=0) == [live.session_id]
     assert not live.path.exists()
 
 

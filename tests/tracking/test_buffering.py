@@ -183,3 +183,15 @@ def test_blocked_calls_do_not_wait_for_the_gap(make_exp, dash, monkeypatch):
     assert not logger.is_alive(), "blocked logging calls waited for the burst gap"
     assert exp.writer_stats()["blocked_calls"] >= 1
     assert exp.metrics("m").read()["totalDataPoints"] == 200
+
+
+@pytest.mark.parametrize("style", ["keywords", "dict"])
+def test_the_size_trigger_fires_on_the_batch_sizeth_row(make_exp, dash, style):
+    exp = make_exp(flush_interval=600, batch_size=16)
+    for i in range(16):  # exactly one batch: written without waiting for the 600 s timer
+        if style == "keywords":
+            exp.metrics("m").log(v=float(i), step=i)  # the C hot path's chunks, where built
+        else:
+            exp.metrics("m").log({"v": float(i), "step": i})
+    wait_until(lambda: _stored_rows(dash) == 16, timeout=10, what="the 16th row to trigger a write")
+

@@ -147,3 +147,14 @@ def test_many_uploads_in_parallel_all_land(make_exp):
     listed = exp.files("many").list()
     assert len(listed) == 40
     assert exp.files("many/f07.bin").read_bytes() == bytes([7]) * 100
+
+
+def test_save_image_without_pillow_names_the_extra(make_exp, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as on a plain install: `import PIL` fails
+    exp = make_exp()
+    with pytest.raises(ImportError, match=r"pip install 'onthefly\[images\]'"):
+        exp.files("plots").save_image(np.zeros((4, 4), dtype=np.uint8), to="a.png")

@@ -202,3 +202,30 @@ def test_a_stream_whose_fields_change_still_reads_as_one_dataset(make_exp, dash)
     assert table.column("v").to_pylist() == [1.0, 1.5, 7.0]
     assert table.column("extra").to_pylist() == [None, [1, 2], None]
     assert table.column("late").to_pylist() == [None, None, "x"]
+
+
+
+def test_two_writers_with_equal_automatic_timestamps_keep_every_entry(tmp_path):
+    """Two processes track into one experiment; their calls land on the same instants (a fixed clock)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from onthefly.tracking.records import StreamKind
+    from onthefly.tracking.store import LocalStore
+
+    script = textwrap.dedent("""
+        import sys
+        from onthefly.tracking import Experiment
+        exp = Experiment(prefix="alice/proj/shared", dash_root=sys.argv[1], durable=False)
+        exp.run.start()
+        for i in range(200):
+            exp.tracks("pose").append({"x": float(i), "writer": int(sys.argv[2])}, lambda: 1000.0)
+        exp.run.complete()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "dash"), str(n)]) for n in (0, 1)]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    table, total = LocalStore(tmp_path / "dash").read("alice/proj/shared", StreamKind.TRACK, "pose")
+    rows = table.to_pylist()
+    assert len(rows) == 400
+    assert sorted((r["writer"], r["x"]) for r in rows) == sorted((n, float(i)) for i in range(200) for n in (0, 1))

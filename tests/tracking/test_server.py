@@ -125,7 +125,7 @@ def test_reads_of_shared_experiments_only(server):
     try:
         assert [r.prefix for r in backend.list_experiments()] == ["alice/proj/public", "bob/proj/mine"]
         assert backend.get_params("alice/proj/public") == {"lr": 0.1}
-        with pytest.raises(PermissionDenied, match="bob may not read 'alice/proj/private'.*not shared"):
+        with pytest.raises(NotFound, match="no experiment 'alice/proj/private' that bob may read"):
             backend.get_params("alice/proj/private")
         with pytest.raises(PermissionDenied, match="bob may not write 'alice/proj/public'"):
             backend.set_params("alice/proj/public", {"lr": 1.0})

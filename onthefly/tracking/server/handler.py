@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 
 from onthefly.tracking import names
-from onthefly.tracking.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from onthefly.tracking.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from onthefly.tracking.filestore import CHUNK, STAGING_SUFFIX, check_id, new_file_id
 from onthefly.tracking.records import (AppendResult, ExperimentRecord, FileRecord, OpenSpec, Status, StreamInfo,
                                        StreamKind)
@@ -24,13 +24,18 @@ from onthefly.tracking.store import LocalStore
 
 PAGE_ROWS = 100_000
 MAX_UPLOAD_CHUNK = 4 << 20
+MAX_UPLOAD_BYTES = 1 << 30  # default largest file one upload may store (start_tracking_server(max_upload_bytes=))
 
 
 class TrackingHandler:
     """Access-controlled operations on one local store."""
 
-    def __init__(self, store: LocalStore, tokens: TokenStore) -> None:
+    def __init__(self, store: LocalStore, tokens: TokenStore, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                 quota_bytes: int | None = None) -> None:
+        """``max_upload_bytes``: the largest file one upload may store; ``quota_bytes``: the most file
+        bytes one user may store in all (None: no quota)."""
         self.store, self.tokens = store, tokens
+        self.max_upload_bytes, self.quota_bytes = max_upload_bytes, quota_bytes
 
     # access --------------------------------------------------------------------------------------------
     def authenticate(self, token: str | None) -> str:
@@ -52,10 +57,17 @@ class TrackingHandler:
         return prefix
 
     def _check_read(self, user: str, prefix: str) -> ExperimentRecord:
-        record = self.store.get_experiment(names.normalize_prefix(prefix))
+        """The record, if ``user`` may read it. Another user's unshared experiment answers exactly as a
+        missing one does, so that no one learns which experiments of others exist."""
+        prefix = names.normalize_prefix(prefix)
+        hidden = NotFound(f"no experiment {prefix!r} that {user} may read (it does not exist, or it belongs to "
+                          "another user who has not shared it)")
+        try:
+            record = self.store.get_experiment(prefix)
+        except NotFound:
+            raise hidden from None
         if record.owner != user and not record.shared:
-            raise PermissionDenied(f"{user} may not read {record.prefix!r}: it belongs to {record.owner} and is not "
-                                   f"shared (its owner can open it with shared=True)")
+            raise hidden
         return record
 
     # experiments ---------------------------------------------------------------------------------------
@@ -103,6 +115,7 @@ class TrackingHandler:
         self.store.get_experiment(prefix)
         header.id = check_id(header.id) if header.id else new_file_id()
         header.path = names.normalize_file_path(header.path)
+        self._check_room(user, header)
         staged = self.store.staging_dir() / f"{header.id}-{os.getpid()}{STAGING_SUFFIX}"
         digest, size = hashlib.sha256(), 0
         try:
@@ -110,8 +123,11 @@ class TrackingHandler:
                 for chunk in chunks:
                     if len(chunk) > MAX_UPLOAD_CHUNK:
                         raise InvalidArgument(f"upload chunks must be at most {MAX_UPLOAD_CHUNK} bytes")
-                    digest.update(chunk)
                     size += len(chunk)
+                    if size > header.size:  # refused at once, not after reading the rest
+                        raise InvalidArgument(f"upload of {header.path} sent more than the {header.size} bytes "
+                                              "it announced; send it again with its real size")
+                    digest.update(chunk)
                     f.write(chunk)
             if size != header.size or digest.hexdigest() != header.sha256:
                 raise InvalidArgument(f"upload of {header.path} arrived with {size} bytes and sha256 "
@@ -121,6 +137,24 @@ class TrackingHandler:
         finally:
             if staged.exists():
                 staged.unlink()
+
+    def _check_room(self, user: str, header: FileRecord) -> None:
+        if not isinstance(header.size, int) or header.size < 0:
+            raise InvalidArgument(f"upload of {header.path}: its size must be a whole number of bytes >= 0")
+        if header.size > self.max_upload_bytes:
+            raise ResourceExhausted(f"upload of {header.path} is {header.size} bytes; this server stores files of "
+                                    f"at most {self.max_upload_bytes} bytes (its operator sets max_upload_bytes)")
+        if self.quota_bytes is not None:
+            used = self.bytes_stored(user)
+            if used + header.size > self.quota_bytes:
+                raise ResourceExhausted(f"{user} stores {used} bytes of files; {header.path} ({header.size} bytes) "
+                                        f"would pass the quota of {self.quota_bytes} bytes: delete files you no "
+                                        "longer need, or ask the server's operator for more")
+
+    def bytes_stored(self, user: str) -> int:
+        """Bytes of files stored in ``user``'s experiments."""
+        return sum(f.size for r in self.store.list_experiments() if r.owner == user
+                   for f in self.store.list_files(r.prefix))
 
     def list_files(self, user: str, prefix: str) -> list[FileRecord]:
         return self.store.list_files(self._check_read(user, prefix).prefix)

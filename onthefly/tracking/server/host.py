@@ -10,7 +10,7 @@ from onthefly import _grpc_env  # noqa: F401
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from onthefly.tracking.server.handler import TrackingHandler
+from onthefly.tracking.server.handler import MAX_UPLOAD_BYTES, TrackingHandler
 from onthefly.tracking.server.servicer import TrackingServicer
 from onthefly.tracking.server.tokens import TokenStore
 from onthefly.tracking.store import LocalStore
@@ -49,22 +49,37 @@ class TrackingServer:
         self._health.enter_graceful_shutdown()
         self.server.stop(grace).wait(grace + 1)
         self.store.close()
+        umask = getattr(self, "_umask", None)
+        if umask is not None:
+            os.umask(umask)
 
     def wait(self) -> None:
         self.server.wait_for_termination()
 
 
 def start_tracking_server(root: str | os.PathLike, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-                          durable: bool = True) -> TrackingServer:
-    """Serve TrackingService for the store at ``root`` on ``host:port`` (127.0.0.1 only; port 0: any free)."""
+                          durable: bool = True, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+                          quota_bytes: int | None = None) -> TrackingServer:
+    """Serve TrackingService for the store at ``root`` on ``host:port`` (127.0.0.1 only; port 0: any free).
+
+    The store holds several users' data: everything it creates is readable by the server's user only
+    (files 0600, folders 0700: the process umask is 077 while it serves). ``max_upload_bytes``: the
+    largest file one upload may store; ``quota_bytes``: the most file bytes one user may store."""
     if host != "127.0.0.1":
         raise ValueError(f"the tracking server binds to the loopback interface only, not {host!r} "
                          f"(reach it through an SSH tunnel from other machines)")
+    previous_umask = os.umask(0o077)
     store = LocalStore(root, durable=durable)
     store.root.mkdir(parents=True, exist_ok=True)
-    handler = TrackingHandler(store, TokenStore(store.root))
+    os.chmod(store.root, 0o700)
+    handler = TrackingHandler(store, TokenStore(store.root), max_upload_bytes=max_upload_bytes,
+                              quota_bytes=quota_bytes)
+    from onthefly.server.error_status import ErrorStatusInterceptor
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="onthefly-tracking"),
-                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+                         options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+                         # what the servicer does not map (an I/O error, a bug) still gets a status, never UNKNOWN
+                         interceptors=[ErrorStatusInterceptor()])
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(TrackingServicer(handler), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -75,7 +90,10 @@ def start_tracking_server(root: str | os.PathLike, port: int = DEFAULT_PORT, hos
     except RuntimeError:
         bound = 0
     if bound == 0:
+        os.umask(previous_umask)
         raise OSError(f"cannot listen on {host}:{port}: the port is taken (choose another with --port, or 0 for any)")
     server.start()
     log.info("onthefly: tracking server for %s on %s:%d", store.root, host, bound)
-    return TrackingServer(server, host, bound, store, health_servicer)
+    srv = TrackingServer(server, host, bound, store, health_servicer)
+    srv._umask = previous_umask
+    return srv

@@ -9,14 +9,15 @@ import grpc
 
 from onthefly.tracking import convert
 from onthefly.tracking.errors import (FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                                      TrackingError, Unauthenticated)
+                                      ResourceExhausted, TrackingError, Unauthenticated)
 from onthefly.tracking.server.handler import TrackingHandler
 from onthefly.v1 import tracking_pb2 as pb
 from onthefly.v1 import tracking_pb2_grpc
 
 _CODES = ((Unauthenticated, grpc.StatusCode.UNAUTHENTICATED), (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
           (NotFound, grpc.StatusCode.NOT_FOUND), (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-          (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION))
+          (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+          (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED))
 
 
 def _code(exc: Exception) -> grpc.StatusCode:
