@@ -36,6 +36,7 @@ def test_history_is_keyed_by_base_index_through_random_split(tmp_path):
     assert table.num_rows == 3 * len(train)
     seen = np.unique(table.column("index").to_numpy())
     assert seen.tolist() == sorted(train.indices)  # base indices, not positions in the subset
+    history.flush()  # parts handed over at fit end are on disk once this returns
     assert len(history.parts()) >= 6
     i = train.indices[5]
     traj = history.trajectory(i)
