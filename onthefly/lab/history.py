@@ -17,12 +17,15 @@ folder, so a session export carries them and an import adopts them (found on the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import logging
 import queue
 import re
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -187,6 +190,7 @@ class SampleHistory:
         if folder is not None:
             self._writer = threading.Thread(target=self._write_loop, name="onthefly-lab-history", daemon=True)
             self._writer.start()
+            _LIVE.add(self)
 
     @property
     def enabled(self) -> bool:
@@ -278,15 +282,27 @@ class SampleHistory:
             self._pending = [p for p in self._pending if p[1] is not buffer]
 
     # -- flushing (any thread) -------------------------------------------------------------------
-    def flush(self) -> None:
-        """Hand every buffered row to the writer and wait until all of it is on disk."""
+    def flush(self, wait: bool = True) -> None:
+        """Hand every buffered row to the writer and (``wait``) wait until all of it is on disk. Without
+        waiting, queries still see the rows (pending parts are read from memory), and the process writes them
+        before it exits (an atexit handler)."""
         if self._folder is None or self._writer is None:  # nothing kept, or closed
             return
         with self._lock:
             staged = [self._stage(split) for split in SPLITS if self._buffers[split].rows]
         for item in staged:
             self._queue.put(item)
-        self._queue.join()
+        if wait:
+            self._queue.join()
+
+    def _finish_writes(self, timeout: float) -> None:
+        """At interpreter exit: let the writer finish the parts queued (the writer is a daemon thread)."""
+        if self._writer is None:
+            return
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and time.monotonic() < deadline:
+                self._queue.all_tasks_done.wait(max(0.0, deadline - time.monotonic()))
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -462,6 +478,17 @@ class SampleHistory:
         self._discover()
         with self._lock:
             return [p.rel for p in self._parts]
+
+
+_LIVE: "weakref.WeakSet[SampleHistory]" = weakref.WeakSet()
+EXIT_WRITE_SECONDS = 60.0
+
+
+@atexit.register
+def _finish_all_writes() -> None:
+    """Parts handed to a writer without waiting (a run's end) reach the disk before the process exits."""
+    for history in list(_LIVE):
+        history._finish_writes(EXIT_WRITE_SECONDS)
 
 
 def _points(pieces: list[dict[str, np.ndarray]]) -> Points:

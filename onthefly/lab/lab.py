@@ -152,9 +152,11 @@ class Lab(RunHook):
         self._attach_history()
 
     def on_fit_end(self, ctx: "LoopContext", error: BaseException | None) -> None:
+        # The run's end waits for no disk write: the last rows go to the writer (queries read them from memory
+        # meanwhile; an export waits for them; the process writes them before it exits).
         ctx.run.bus.drain()
         try:
-            self.history.flush()
+            self.history.flush(wait=False)
         except Exception as exc:  # the run's own end must not fail on the lab's history
             log.warning("onthefly: the lab's sample history could not be flushed: %s", exc)
 
