@@ -441,6 +441,8 @@ class OnTheFlyCallback(Callback):
         if run is None or self._finished:
             return
         self._finished = True
+        if self._stats is not None:
+            self._stats.stop()  # first: a sample taken after the end would follow the FINISHED event
         if self._sync is not None:
             self._sync.close(self.shutdown_grace)
             self._sync = None
@@ -450,12 +452,11 @@ class OnTheFlyCallback(Callback):
         if self._order is not None:
             self._order.remove()
             self._order = None
-        if self._stats is not None:
-            self._stats.stop()
         if self._capture is not None:
             self._capture.close()
         run.bus.close()
         if self.server is not None:
-            run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
-            self.server.stop(grace=self.shutdown_grace)
+            left = run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
+            # A subscriber that stopped reading would hold stop() for the whole grace: abort it now.
+            self.server.stop(grace=self.shutdown_grace if left else 0.1)
         self.ready.set()
