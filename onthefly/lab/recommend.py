@@ -28,12 +28,17 @@ from onthefly.lab.resolutions import CONTINUE, DESCRIPTIONS, MENU
 from onthefly.runtime.errors import FailedPrecondition
 
 # Chosen on development seeds 100-119 of the four benchmarks (never the reported seeds 200-214, see
-# benchmarks/lab_resolutions.py): half a point of overall validation accuracy below continuing, and worst slices
-# within two points as a tie (for the cost tie-break only). A prior of 5 pseudo-samples: with 20, a region's
-# own figure was pulled so far toward overall accuracy that resolutions trading the region for overall
-# accuracy (adapters) won on digits-shift (dev seeds 100-111: worst group 0.4 points lower, 9/12 seeds within
-# target against 10/12 with 5).
-OVERALL_TOLERANCE = 0.005
+# benchmarks/lab_resolutions.py). Overall tolerance 2.5 points of validation accuracy: a validation split of a
+# few hundred samples moves by a point on two or three samples, and with half a point (b') and fork + route
+# were excluded on noise in 4 of 8 digits-shift seeds (112-119), leaving continue or adapters (worst group 2.6
+# points under the seed's best single model over seeds 100-119, against 0.3 with 2.5; overall on test -0.2
+# against (a), inside the 1-point target; imbalanced's (b), 8 points down, stays excluded). Worst slices within
+# two points count as a tie (for the cost tie-break only). A prior of 5 pseudo-samples: with 20, a region's own
+# figure was pulled so far toward overall accuracy that resolutions trading the region for overall accuracy
+# (adapters) won on digits-shift (seeds 100-119: worst group -1.1, 13/20 seeds within target, against -0.3 and
+# 14/20 with 5). Before these three changes (0.5 points, prior 20, ties to overall accuracy) the same seeds gave
+# digits-shift -4.4 (11/20) and mixture -2.6 (10/20); now -0.3 (14/20) and -2.2 (9/20).
+OVERALL_TOLERANCE = 0.025
 TIE = 0.02
 PRIOR = 5  # pseudo-samples at the overall rate added to each slice before taking the worst
 # The slices a recommendation must lift: the discovered regions and the rest. Per-class accuracy is shown in
