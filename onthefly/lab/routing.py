@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+import torch.nn.modules.module as _module_hooks
 
 from onthefly.lab.train_steps import clone_model
 from onthefly.runtime.errors import InvalidArgument
@@ -93,6 +93,10 @@ class CentroidRouter(nn.Module):
             raise InvalidArgument("cluster_expert needs one expert index per centroid")
         if not (self.uses_input or self.uses_embedding):
             raise InvalidArgument("the router has an empty feature space")
+        # Plain flags read per call (buffer lookups through nn.Module.__getattr__ cost more at small batches);
+        # they depend on shapes only, which load_state_dict cannot change.
+        self._use_input, self._use_embedding = self.uses_input, self.uses_embedding
+        self._center_input, self._center_embedding = self.input_mean.numel() > 0, self.embedding_mean.numel() > 0
 
     @classmethod
     def shaped_like(cls, state: dict[str, torch.Tensor], prefix: str = "") -> "CentroidRouter":
@@ -122,13 +126,13 @@ class CentroidRouter(nn.Module):
         # An empty mean was folded into the bias: no (batch, features) temporary, which on CPU costs a fresh
         # allocation (page faults) about as long as the generalist's own first layer at large batches.
         out = None
-        if self.uses_input:
+        if self._use_input:
             a = x.reshape(x.shape[0], -1).to(torch.float32)
-            a = a - self.input_mean if self.input_mean.numel() else a
+            a = a - self.input_mean if self._center_input else a
             out = torch.addmm(self.bias.unsqueeze(1), self.input_weight, a.t())
-        if self.uses_embedding:
+        if self._use_embedding:
             e = embedding.reshape(embedding.shape[0], -1).to(torch.float32)
-            e = e - self.embedding_mean if self.embedding_mean.numel() else e
+            e = e - self.embedding_mean if self._center_embedding else e
             out = torch.addmm(self.bias.unsqueeze(1) if out is None else out, self.embedding_weight, e.t())
         assert out is not None  # the constructor refuses an empty feature space
         return out
@@ -178,7 +182,7 @@ class RoutedModel(nn.Module):
             # What nn.Sequential.forward does, child by child, keeping the embedding on the way: no hook to
             # register and remove per call (a fixed cost that dominates at small batches).
             h, embedding = x, None
-            for name, module in generalist.named_children():
+            for name, module in generalist._modules.items():  # as Sequential.forward: repeats kept, in order
                 if name == self.hook_module and self.hook_input:
                     embedding = h
                 h = module(h)
@@ -201,12 +205,14 @@ class RoutedModel(nn.Module):
         return out, captured[-1]
 
     def _plain_sequential_hook(self) -> bool:
-        """True when the generalist is a plain ``nn.Sequential`` with no hooks of its own and the embedding
-        layer is one of its direct children, so its forward can be replayed child by child."""
+        """True when the generalist runs ``nn.Sequential.forward`` (a subclass that keeps it too), has no hooks
+        of its own and the embedding layer is a direct child, so its forward can be replayed child by child."""
         g = self.experts[0]
-        return type(g) is nn.Sequential and "." not in self.hook_module and self.hook_module in g._modules \
+        return isinstance(g, nn.Sequential) and type(g).forward is nn.Sequential.forward \
+            and "." not in self.hook_module and self.hook_module in g._modules \
             and not (g._forward_hooks or g._forward_pre_hooks or g._backward_hooks
-                     or getattr(g, "_backward_pre_hooks", None) or getattr(g, "_forward_hooks_with_kwargs", None))
+                     or getattr(g, "_backward_pre_hooks", None) or getattr(g, "_forward_hooks_with_kwargs", None)
+                     or _module_hooks._global_forward_hooks or _module_hooks._global_forward_pre_hooks)
 
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """The expert index each sample goes to (0: the generalist)."""
