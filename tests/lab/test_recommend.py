@@ -68,3 +68,11 @@ def test_a_near_tie_at_the_same_cost_goes_to_the_better_worst_slice_not_the_bett
     chosen = recommend(table)
     assert chosen.name == "upweight-region"
     assert "near on the worst slice, but lower" in chosen.excluded["adapters"]
+
+
+def test_a_point_of_overall_validation_accuracy_is_noise_not_a_veto():
+    # (b') lifts the region by 20 points at 1.2 points of overall validation accuracy (two or three samples of a
+    # validation split): within the tolerance, so it is chosen; 4 points down is still refused (test above).
+    table = _table({"continue": (0.50, 0.95, 1.0), "upweight-region": (0.70, 0.885, 1.0)})
+    assert recommend(table).name == "upweight-region"
+    assert recommend(table, overall_tolerance=0.005).name == "continue"
