@@ -4,11 +4,11 @@
 
 Per seed of digits-shift: the generalist trains its base budget (10 epochs of sample-gradients, Adam 1e-3,
 batch 64), the training set is scored, regions discovered, and the menu's ``fork-route`` resolution is built
-at E = 0.5 x base with the product's own code (``resolutions.run_menu``). On the test split, and on the test
-split tiled to a large batch, it prints FLOPs per sample (``torch.utils.flop_counter``) and measured time per
-sample (fastest of interleaved passes, one thread) relative to the generalist, the share of samples routed
-to a specialist, and checks that a weights-only save + reload with the factory and ``torch.export`` give the
-same predictions. Ratios, not absolute times: both models run in the same process, alternating.
+at E = 0.5 x base with the product's own code (``resolutions.run_menu``). On the test split tiled (or cut) to
+each of ``--batches`` (``test``: the test split as it is), it prints FLOPs per sample (``torch.utils.flop_counter``)
+and measured time per sample (fastest of interleaved passes, one torch thread) relative to the generalist, the
+share of samples routed to a specialist, and checks that a weights-only save + reload with the factory and
+``torch.export`` give the same predictions. Ratios, not absolute times: both models run in the same process, alternating.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from onthefly.lab.routing import inference_cost, load_routed, save_routed
 from onthefly.lab.scoring import score
 from onthefly.lab.train_steps import DataSource, train_steps, uniform
 
-BATCH, LR, BASE_EPOCHS, LARGE = 64, 1e-3, 10, 8192
+BATCH, LR, BASE_EPOCHS = 64, 1e-3, 10
+BATCHES = "64,256,test,1024,4096,8192"
 
 
-def run_seed(seed: int, repeats: int) -> dict | None:
+def run_seed(seed: int, repeats: int, batches: list[str]) -> dict | None:
     torch.set_num_threads(1)
     bench = load_benchmark("digits-shift", seed)
     factory = lambda: make_generalist(bench.n_features, bench.n_classes, seed)  # noqa: E731
@@ -54,9 +55,14 @@ def run_seed(seed: int, repeats: int) -> dict | None:
     routed = run_menu(point, base // 2, (ROUTE,)).get(ROUTE).model.eval()
     model.eval()
     x = torch.from_numpy(bench.x_test)
-    big = x.repeat(math.ceil(LARGE / len(x)), 1)[:LARGE]
-    small = inference_cost(routed, model, x, repeats=repeats)
-    large = inference_cost(routed, model, big, repeats=repeats)
+    by_batch = {}
+    for name in batches:
+        size = len(x) if name == "test" else int(name)
+        tiled = x.repeat(math.ceil(size / len(x)), 1)[:size]
+        cost = inference_cost(routed, model, tiled, repeats=repeats)
+        by_batch[name] = {"batch": size, "flops_ratio": cost.flops_ratio, "time_ratio": cost.time_ratio,
+                          "single_us": cost.single_seconds_per_sample * size * 1e6,
+                          "routed_us": cost.seconds_per_sample * size * 1e6}
     buf = io.BytesIO()
     save_routed(routed, buf)
     again = load_routed(buf.getvalue(), factory)
@@ -67,9 +73,8 @@ def run_seed(seed: int, repeats: int) -> dict | None:
         export_same = bool(torch.equal(exported(x).argmax(1), want.argmax(1)))
         routed_share = float((routed.route(x) > 0).float().mean())
     return {"seed": seed, "regions": len(regions.regions), "routed_share": routed_share,
-            "test_batch": len(x), "flops_ratio": small.flops_ratio, "time_ratio": small.time_ratio,
-            "large_batch": LARGE, "large_flops_ratio": large.flops_ratio, "large_time_ratio": large.time_ratio,
-            "reload_identical": reload_identical, "export_same_predictions": export_same}
+            "test_batch": len(x), "by_batch": by_batch, "reload_identical": reload_identical,
+            "export_same_predictions": export_same}
 
 
 def interval(values: list[float]) -> dict[str, float]:
@@ -92,22 +97,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="201-205")
     parser.add_argument("--repeats", type=int, default=30, help="timed passes per model (the fastest counts)")
+    parser.add_argument("--batches", default=BATCHES, help="comma-separated batch sizes; 'test' = the test split")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = [r for r in (run_seed(s, args.repeats) for s in parse_seeds(args.seeds)) if r is not None]
+    batches = [b.strip() for b in args.batches.split(",") if b.strip()]
+    rows = [r for r in (run_seed(s, args.repeats, batches) for s in parse_seeds(args.seeds)) if r is not None]
     if not rows:
         print("no seed found a region: nothing to route", file=sys.stderr)
         return 1
-    keys = ("routed_share", "flops_ratio", "time_ratio", "large_flops_ratio", "large_time_ratio")
-    out = {"benchmark": "digits-shift", "seeds": [r["seed"] for r in rows],
-           **{k: interval([r[k] for r in rows]) for k in keys},
+    out = {"benchmark": "digits-shift", "seeds": [r["seed"] for r in rows], "torch_threads": 1,
+           "routed_share": interval([r["routed_share"] for r in rows]),
+           "by_batch": {b: {"batch": rows[0]["by_batch"][b]["batch"],
+                            **{k: interval([r["by_batch"][b][k] for r in rows])
+                               for k in ("flops_ratio", "time_ratio", "single_us", "routed_us")}} for b in batches},
            "reload_identical": all(r["reload_identical"] for r in rows),
            "export_same_predictions": all(r["export_same_predictions"] for r in rows), "per_seed": rows}
     if args.json:
         print(json.dumps(out))
     else:
-        for k in keys:
-            print(f"{k:>18}: {out[k]['mean']:.3f} ± {out[k]['ci95']:.3f}")
+        share = out["routed_share"]
+        print(f"routed share: {share['mean']:.3f} ± {share['ci95']:.3f} (seeds {out['seeds']})")
+        print(f"{'batch':>6} {'FLOPs ratio':>16} {'time ratio':>16} {'generalist us':>14} {'routed us':>10}")
+        for row in out["by_batch"].values():
+            print(f"{row['batch']:>6} {row['flops_ratio']['mean']:>8.3f} ± {row['flops_ratio']['ci95']:.3f}"
+                  f" {row['time_ratio']['mean']:>8.3f} ± {row['time_ratio']['ci95']:.3f}"
+                  f" {row['single_us']['mean']:>14.0f} {row['routed_us']['mean']:>10.0f}")
         print(f"reload identical: {out['reload_identical']}; export same predictions: {out['export_same_predictions']}")
     return 0
 

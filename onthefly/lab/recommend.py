@@ -11,8 +11,11 @@ The rule, in order:
    class may hold twenty samples, where one sample is five points), so each slice's accuracy is shrunk
    toward the resolution's overall accuracy as if ``prior`` more samples had scored at the overall rate
    (``(correct + prior * overall) / (n + prior)``): a big slice keeps its own figure, a tiny one cannot
-   decide alone. Resolutions within ``tie`` of the best count as tied; a tie goes to the cheaper inference
-   (FLOPs), then the higher overall accuracy, then the order of the menu (simplest first).
+   decide alone. Resolutions within ``tie`` of the best count as tied on the worst slice, and a tie goes to the
+   cheaper inference (FLOPs): an equally good single model beats a routed one. Among the equally cheap, the
+   higher (shrunk) worst slice wins, then the higher overall accuracy, then the order of the menu (simplest
+   first). Overall accuracy is already guarded by rule 2; breaking the tie by it instead let a resolution that
+   trades worst slice for overall accuracy win (adapters on digits-shift, continuing on the mixture).
 """
 
 from __future__ import annotations
@@ -24,11 +27,20 @@ from onthefly.lab.compare import Comparison, Row
 from onthefly.lab.resolutions import CONTINUE, DESCRIPTIONS, MENU
 from onthefly.runtime.errors import FailedPrecondition
 
-# Chosen on development seeds 100-107 of the four benchmarks (never the reported seeds 200-214): half a point
-# of overall validation accuracy below continuing, and worst slices within two points as a tie.
-OVERALL_TOLERANCE = 0.005
+# Chosen on development seeds 100-119 of the four benchmarks (never the reported seeds 200-214, see
+# benchmarks/lab_resolutions.py). Overall tolerance 2.5 points of validation accuracy: a validation split of a
+# few hundred samples moves by a point on two or three samples, and with half a point (b') and fork + route
+# were excluded on noise in 4 of 8 digits-shift seeds (112-119), leaving continue or adapters (worst group 2.6
+# points under the seed's best single model over seeds 100-119, against 0.3 with 2.5; overall on test -0.2
+# against (a), inside the 1-point target; imbalanced's (b), 8 points down, stays excluded). Worst slices within
+# two points count as a tie (for the cost tie-break only). A prior of 5 pseudo-samples: with 20, a region's own
+# figure was pulled so far toward overall accuracy that resolutions trading the region for overall accuracy
+# (adapters) won on digits-shift (seeds 100-119: worst group -1.1, 13/20 seeds within target, against -0.3 and
+# 14/20 with 5). Before these three changes (0.5 points, prior 20, ties to overall accuracy) the same seeds gave
+# digits-shift -4.4 (11/20) and mixture -2.6 (10/20); now -0.3 (14/20) and -2.2 (9/20).
+OVERALL_TOLERANCE = 0.025
 TIE = 0.02
-PRIOR = 20  # pseudo-samples at the overall rate added to each slice before taking the worst
+PRIOR = 5  # pseudo-samples at the overall rate added to each slice before taking the worst
 # The slices a recommendation must lift: the discovered regions and the rest. Per-class accuracy is shown in
 # the comparison but does not decide: on validation a class holds ~25 samples, and choosing by the worst
 # class picked noise over the region in 6 of 8 development seeds of digits-shift (seeds 100-107).
@@ -93,7 +105,7 @@ def recommend(validation: Comparison, *, blocked: dict[str, str] | None = None, 
     cheapest = min(r.flops_ratio for r in tied)
     tied_cost = [r for r in tied if r.flops_ratio <= cheapest * COST_TIE]
     order = {name: i for i, name in enumerate(MENU)}
-    chosen = max(tied_cost, key=lambda r: (r.overall, -order.get(r.name, len(order))))
+    chosen = max(tied_cost, key=lambda r: (robust[r.name], r.overall, -order.get(r.name, len(order))))
     for r in eligible:
         if r is chosen:
             continue
@@ -102,6 +114,9 @@ def recommend(validation: Comparison, *, blocked: dict[str, str] | None = None, 
                                 f"{shown[chosen.name][0]:.1%}")
         elif r.flops_ratio > cheapest * COST_TIE:
             excluded[r.name] = f"as good on the worst slice but {r.flops_ratio:.2f}x the inference cost"
+        elif robust[r.name] < robust[chosen.name]:
+            excluded[r.name] = (f"as cheap and near on the worst slice, but lower: {shown[r.name][0]:.1%} "
+                                f"({shown[r.name][1]}) against {shown[chosen.name][0]:.1%}")
         else:
             excluded[r.name] = f"tied on the worst slice, lower overall accuracy ({r.overall:.1%})"
     return Recommendation(chosen.name, _reason(chosen, base, baseline, tied, validation.split, shown),

@@ -58,3 +58,21 @@ def test_blocked_resolutions_are_never_recommended():
 def test_refuses_to_choose_on_the_test_split():
     with pytest.raises(FailedPrecondition, match="validation"):
         recommend(_table({"continue": (0.5, 0.9, 1.0)}, split="test"))
+
+
+def test_a_near_tie_at_the_same_cost_goes_to_the_better_worst_slice_not_the_better_overall():
+    # adapters: region 70%, overall 91.6%; (b'): region 71.5%, overall 90.3%. Both within the tie, same cost:
+    # the worst slice is the objective, overall accuracy only a guard, so (b') wins.
+    table = _table({"continue": (0.50, 0.95, 1.0), "upweight-region": (0.715, 0.95, 1.0),
+                    "adapters": (0.70, 0.97, 1.0)})
+    chosen = recommend(table)
+    assert chosen.name == "upweight-region"
+    assert "near on the worst slice, but lower" in chosen.excluded["adapters"]
+
+
+def test_a_point_of_overall_validation_accuracy_is_noise_not_a_veto():
+    # (b') lifts the region by 20 points at 1.2 points of overall validation accuracy (two or three samples of a
+    # validation split): within the tolerance, so it is chosen; 4 points down is still refused (test above).
+    table = _table({"continue": (0.50, 0.95, 1.0), "upweight-region": (0.70, 0.885, 1.0)})
+    assert recommend(table).name == "upweight-region"
+    assert recommend(table, overall_tolerance=0.005).name == "continue"

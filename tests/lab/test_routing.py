@@ -194,3 +194,70 @@ def test_router_stays_exact_for_inputs_far_from_zero():
     want = cluster_expert[km.predict(space.transform(x.numpy(), emb))]
     got = router(x.float(), torch.from_numpy(emb)).numpy()
     assert np.array_equal(got, want)  # folding the mean into the bias instead misroutes 2 of these 300
+
+
+def test_router_folds_centred_means_into_the_bias_but_keeps_centring_for_offset_inputs():
+    torch.manual_seed(0)
+    generalist = BoringModel().eval()
+    _, near_zero, _ = _setup(generalist)
+    assert near_zero.input_mean.numel() == 0 and near_zero.embedding_mean.numel() == 0  # folded: no subtraction
+    x = boring_dataset(300, seed=4).tensors[0].double() * 0.01 + 1e4
+    emb = embed(generalist, x.float())
+    space = fit_space(x.numpy(), emb)
+    km = KMeans(n_clusters=5, n_init=4, random_state=0).fit(space.transform(x.numpy(), emb))
+    offset = router_from_space(space, km.cluster_centers_, np.arange(5) % 3)
+    assert offset.input_mean.numel() == x.shape[1]  # the offset block stays centred
+    # Both layouts survive a weights-only round trip with the same routes and answers.
+    specialists = [_perturbed(generalist, 11), _perturbed(generalist, 12)]
+    for router, inputs in ((near_zero, boring_dataset(300, seed=4).tensors[0]), (offset, x.float())):
+        routed = build_routed(generalist, specialists, router)
+        buf = io.BytesIO()
+        save_routed(routed, buf)
+        again = load_routed(buf.getvalue(), BoringModel)
+        with torch.no_grad():
+            assert torch.equal(again(inputs), routed(inputs))
+            assert torch.equal(again.route(inputs), routed.route(inputs))
+
+
+def test_router_breaks_exact_ties_toward_the_first_centroid_like_argmin():
+    torch.manual_seed(0)
+    generalist = BoringModel().eval()
+    x = boring_dataset(300, seed=4).tensors[0]
+    emb = embed(generalist, x)
+    space = fit_space(x.numpy(), emb)
+    points = space.transform(x.numpy(), emb)
+    centroids = KMeans(n_clusters=3, n_init=4, random_state=0).fit(points).cluster_centers_
+    twins = np.concatenate([centroids, centroids[:1]])  # centroid 3 duplicates centroid 0: every distance ties
+    router = router_from_space(space, twins, np.array([0, 1, 2, 1]))
+    nearest = ((points[:, None, :] - twins[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert (nearest == 0).any() and not (nearest == 3).any()
+    assert np.array_equal(router(x, torch.from_numpy(emb)).numpy(), np.array([0, 1, 2, 1])[nearest])
+
+
+class _Doubled(BoringModel):
+    """A Sequential subclass with its own forward: the router must not replay the children instead."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_sequential_generalist_answers_as_its_own_forward_with_or_without_hooks():
+    torch.manual_seed(0)
+    generalist = BoringModel().eval()
+    specialists = [_perturbed(generalist, 13), _perturbed(generalist, 14)]
+    x, router, _ = _setup(generalist)
+    routed = build_routed(generalist, specialists, router)
+    with torch.no_grad():
+        fast_out, fast_route = routed(x), routed.route(x)
+        handle = routed.experts[0].register_forward_hook(lambda _m, _a, out: out)  # forces the hook path
+        assert torch.equal(routed(x), fast_out) and torch.equal(routed.route(x), fast_route)
+        handle.remove()
+        assert torch.equal(fast_out[fast_route == 0], generalist(x)[fast_route == 0])
+
+    doubled = _Doubled().eval()
+    doubled.load_state_dict(generalist.state_dict())
+    routed = build_routed(doubled, specialists, router, factory=_Doubled)
+    with torch.no_grad():
+        out, route = routed(x), routed.route(x)
+        assert torch.equal(route, fast_route)  # same embedding (the last Linear's input), same routes
+        assert torch.equal(out[route == 0], 2 * fast_out[route == 0])
