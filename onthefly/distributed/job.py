@@ -57,4 +57,4 @@ class Job:
         if self._reporter is not None:
             self._reporter.close(grace)
         if self.roster is not None:
-            self.roster.wait_reports(grace)
+            self.roster.wait_reports(grace, self.world.connect_store())

@@ -18,6 +18,11 @@ API_KEY = "api"
 POLL_SECONDS = 0.05
 
 
+def declined_key(rank: int) -> str:
+    """Set by a rank that will not report to rank 0, so rank 0 does not wait for it at the end."""
+    return f"declined/{rank}"
+
+
 def publish_api(store: Any, address: str | None, token: str | None) -> None:
     """Rank 0, once its server is up (or with None when it does not serve): tell the other ranks."""
     body = {"address": address, "token": token, "host": socket.gethostname()} if address else {}
@@ -35,6 +40,7 @@ def read_api(world: "World", stop: threading.Event) -> tuple[str, str] | None:
     if not body:
         return None
     if body.get("host") != socket.gethostname():
+        store.set(declined_key(world.rank), b"1")
         # Rank 0 listens on its own loopback; a rank on another host cannot reach it (a coordinator
         # listening beyond loopback, with TLS, is not built yet). Training is unaffected.
         logging.getLogger("onthefly").info(

@@ -13,10 +13,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onthefly.distributed.rendezvous import declined_key
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument
 from onthefly.runtime.events import Event, EventKind, LogRecord
 
@@ -195,18 +196,30 @@ class Roster:
         with self._cond:
             return [self._entries[r] for r in sorted(self._entries)]
 
-    def wait_reports(self, timeout: float) -> bool:
-        """Wait until every rank that joined has closed or lost its report stream; False on timeout.
-        Rank 0 calls it before it ends the run, so the other ranks' last events precede FINISHED."""
+    def wait_reports(self, timeout: float, store: Any = None) -> bool:
+        """Wait until every other rank has closed or lost its report stream; False on timeout.
+        Rank 0 calls it before it ends the run, so the other ranks' last events precede FINISHED. A rank
+        that has not joined yet (a short run on a busy machine) is waited for too, unless it declined
+        through ``store`` (it runs on another host): its events are queued on its side until it joins."""
         deadline = time.monotonic() + timeout
+
+        def waiting() -> bool:
+            for e in self._entries.values():
+                if e.rank == 0 or e.state is RankState.LOST:
+                    continue
+                if e.state is RankState.TRAINING:
+                    return True
+                if e.state is RankState.PENDING and store is not None and not store.check([declined_key(e.rank)]):
+                    return True
+            return False
+
         with self._cond:
-            # Ranks that never joined (on another host, or rank 0 does not serve) send nothing to wait for.
-            while any(e.state is RankState.TRAINING for e in self._entries.values() if e.rank):
+            while waiting():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
-            complete = not any(e.state is RankState.TRAINING for e in self._entries.values() if e.rank)
+                self._cond.wait(min(left, 0.1))  # a decline arrives through the store, not a notify
+            complete = not waiting()
         self.run.bus.drain()  # every event published so far, through _observe: then the last epochs
         with self._order_lock:
             left = sorted(self._order)

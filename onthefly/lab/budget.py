@@ -18,10 +18,10 @@ import numbers
 import threading
 from dataclasses import dataclass, field
 
-from onthefly.runtime.errors import InvalidArgument, OnTheFlyError
+from onthefly.runtime.errors import InvalidArgument, ResourceExhausted
 
 
-class BudgetExceeded(OnTheFlyError):
+class BudgetExceeded(ResourceExhausted):
     """A charge would spend more sample-gradients than the ledger allows (maps to RESOURCE_EXHAUSTED)."""
 
 

@@ -3,13 +3,10 @@ the run's Workbench holds (comparison, recommendation, lineage), map domain erro
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
 
 from onthefly import _grpc_env  # noqa: F401
 import grpc
 
-from onthefly.lab.budget import BudgetExceeded
 from onthefly.lab.lab import attach_lab
 from onthefly.lab.resolutions import MENU
 from onthefly.lab.workbench import CompareResult, workbench_of
@@ -26,16 +23,6 @@ from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ResolutionService"].full_name
 
 
-@contextlib.contextmanager
-def _errors(context: grpc.ServicerContext) -> Iterator[None]:
-    """Domain errors as status codes; a budget past the lab's allowance is RESOURCE_EXHAUSTED."""
-    try:
-        with domain_errors(context):
-            yield
-    except BudgetExceeded as exc:
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-
-
 class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
     def __init__(self, run: Run) -> None:
         self._run = run
@@ -50,7 +37,7 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
             return set()
 
     def Fork(self, request, context):
-        with _errors(context):
+        with domain_errors(context):
             replay = request.replay_fraction if request.HasField("replay_fraction") else 0.2
             command = self._bench().fork_command(list(request.region_ids), int(request.budget),
                                                  replay_fraction=replay, patience=request.patience or None,
@@ -63,7 +50,7 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
         return response
 
     def Compare(self, request, context):
-        with _errors(context):
+        with domain_errors(context):
             names = tuple(request.resolutions) or MENU
             bench = self._bench()
             command = bench.compare_command(int(request.extra) or None, names, seed=int(request.seed))
@@ -74,16 +61,16 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
         return response
 
     def GetComparison(self, request, context):
-        with _errors(context):
+        with domain_errors(context):
             bench = self._bench()
             return pb.GetComparisonResponse(comparison=convert.comparison(bench.comparison(), self._routed(bench)))
 
     def Recommend(self, request, context):
-        with _errors(context):
+        with domain_errors(context):
             return convert.recommendation(self._bench().recommend())
 
     def Apply(self, request, context):
-        with _errors(context):
+        with domain_errors(context):
             if not request.resolution:
                 raise InvalidArgument("name the resolution to apply (see Compare / `onthefly lab compare`)")
             command = self._bench().apply_command(request.resolution, confirm=request.confirm)
@@ -96,7 +83,7 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
         return response
 
     def Lineage(self, request, context):
-        with _errors(context):
+        with domain_errors(context):
             bench = self._bench()
             return convert.lineage(bench.lineage, bench.training())
 
