@@ -252,9 +252,10 @@ class Experiment:
         if owner is None and dash_url and backend is None:
             owner = self._server_user(prefix, project)
         self.prefix = names.resolve_prefix(prefix, project, owner)
-        self.readme = readme if readme is not None else (description or "")
-        self.tags = list(tags or [])
-        self.metadata = dict(metadata or {})
+        # None when not given, as ML-Dash shows them (the stored record keeps "", [] and {})
+        self.readme = readme if readme is not None else description
+        self.tags = list(tags) if tags is not None else None
+        self.metadata = dict(metadata) if metadata is not None else None
         self._bindrs_list = list(bindrs or [])
         self.shared = bool(shared)
         self._echo = _echo_default() if echo is None else bool(echo)
@@ -306,8 +307,9 @@ class Experiment:
 
     # names ---------------------------------------------------------------------------------------------
     @property
-    def id(self) -> str:
-        return self.prefix
+    def id(self) -> None:
+        """None locally, as in ML-Dash (whose id is the server's, set by a remote open); use ``prefix``."""
+        return None
 
     @property
     def owner(self) -> str:

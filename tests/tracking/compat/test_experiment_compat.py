@@ -160,3 +160,13 @@ def test_local_path_is_a_deprecated_name_of_dash_root(md, tmp_path):
     with exp.run as e:
         e.params.set(a=1)
     assert (tmp_path / "old" / "alice" / "proj" / "old").is_dir()
+
+
+def test_unset_readme_tags_metadata_and_id_are_none(md):
+    exp = md.Experiment("alice/proj/bare", dash_root=".dash")
+    assert (exp.readme, exp.tags, exp.metadata, exp.id) == (None, None, None, None)
+    with exp.run as e:
+        assert (e.readme, e.tags, e.metadata, e.id) == (None, None, None, None)
+        e.params.set(a=1)
+    given = md.Experiment("alice/proj/given", dash_root=".dash", readme="r", tags=["t"], metadata={"k": 1})
+    assert (given.readme, given.tags, given.metadata, given.id) == ("r", ["t"], {"k": 1}, None)
