@@ -23,10 +23,17 @@ from onthefly.tracking.writer import Sink
 if TYPE_CHECKING:
     from onthefly.tracking.experiment import Experiment
 
-DEFAULT_METRIC = "default"
+# The unnamed metric (``metrics(None)``, ``metrics.log(...)``'s scalars) is stored under this name, as ML-Dash does,
+# so ``metrics("None")`` reads it too; its stats show name None.
+DEFAULT_METRIC = "None"
 # The most rows one chunk of plain numeric rows holds (the C hot path; the batch size when smaller): its
 # memory grows by doubling up to this, 8 bytes per field and row plus the time.
 CHUNK_ROWS_MAX = 4096
+
+
+def _shown(name: str) -> str | None:
+    """The name a reader sees: None for the unnamed metric (ML-Dash's stats show it so)."""
+    return None if name == DEFAULT_METRIC else name
 
 
 class MetricBuilder(RowLogger, Sink):
@@ -91,7 +98,7 @@ class MetricBuilder(RowLogger, Sink):
         ts = table.column(columns.TIMESTAMP) if table.num_rows else None
         first = iso_z(ts[0].as_py()) if ts is not None else None
         last = iso_z(ts[-1].as_py()) if ts is not None else None
-        return {"metricId": f"local-metric-{self.name}", "name": self.name, "description": self.description,
+        return {"metricId": f"local-metric-{self.name}", "name": _shown(self.name), "description": self.description,
                 "tags": self.tags or [], "metadata": self.metadata, "totalDataPoints": str(table.num_rows),
                 "bufferedDataPoints": str(table.num_rows), "chunkedDataPoints": "0", "totalChunks": 0,
                 "chunkSize": 10000, "firstDataAt": first, "lastDataAt": last, "createdAt": first,
@@ -288,9 +295,13 @@ class Metrics(Registry):
         except KeyError:
             pass
         self._exp._require_started("metrics()")
-        key = name
+        # None and "None" name the same stored metric: one builder for both (one writer of its rows)
+        alias = self._builders.get(DEFAULT_METRIC if name is None else None) if name in (None, DEFAULT_METRIC) \
+            else None
+        if alias is not None:
+            return self._builders.setdefault(name, alias)
         builder = MetricBuilder(self._exp, DEFAULT_METRIC if name is None else name, description, tags, metadata)
-        builder = self._builders.setdefault(key, builder)
+        builder = self._builders.setdefault(name, builder)
         self._exp._builders.append(builder)
         builder._q = self._exp._queue_for_builders
         return builder
@@ -324,7 +335,7 @@ class Metrics(Registry):
         out = []
         for s in streams:
             builder = self._builders.get(s.name if s.name != DEFAULT_METRIC else None)
-            out.append({"metricId": f"local-metric-{s.name}", "name": s.name,
+            out.append({"metricId": f"local-metric-{s.name}", "name": _shown(s.name),
                         "description": getattr(builder, "description", None), "tags": getattr(builder, "tags", None) or [],
                         "totalDataPoints": str(s.rows), "createdAt": None, "fields": s.fields})
         return out

@@ -63,7 +63,7 @@ try:
     m.log(loss=1.0)
 except NotRunning as exc:
     outcomes["after_close"] = type(exc).__name__
-for name in ("train", "mixed", "clash", "default", "order"):
+for name in ("train", "mixed", "clash", "None", "order"):
     table = exp.metrics(name).read_table().drop_columns(["timestamp"])
     outcomes[name] = {"schema": str(table.schema), "rows": table.to_pylist()}
 outcomes["refused"] = exp.writer_stats()["refused_rows"]
@@ -101,7 +101,7 @@ def test_c_and_python_hot_paths_store_the_same_rows_and_raise_the_same_errors(tm
     assert first["a"] == [0.0, 1.0, 2.0] and first["t"] == [1.0, 2.0] and first["l"] == [1, 2]
     assert second["a"][0] == 99.0 and first["d.x"] == 1 and second["d.x"] == 2 and first["big"] == float(2 ** 70)
     assert pure["clash"]["rows"] == [{"v": 1.5}] and pure["refused"] == 2  # and "x" in "order"
-    assert pure["default"]["rows"] == [{"epoch": 1}]
+    assert pure["None"]["rows"] == [{"epoch": 1}]  # the unnamed metric is stored as "None", as in ML-Dash
     order = pure["order"]["rows"]
     assert [r["i"] for r in order] == [i for i in range(41) if i != 3]  # "x" in a float column: refused
     assert order[4] == {"v": 5.0, "i": 5, "extra": None} and order[17]["extra"] == 18

@@ -67,8 +67,14 @@ def test_root_metric_and_dict_valued_keywords(md):
         exp.metrics.log(train=dict(acc=0.6))  # no scalars: nothing for the unnamed metric
         exp.metrics.log(epoch=2, _flush=True)
         exp.flush()
-        root = None if is_ours(md) else "None"  # ML-Dash's metrics(None).read() raises TypeError
-        assert _points(exp.metrics(root).read()) == [{"epoch": 1}, {"epoch": 2}]
+        # the unnamed metric is the one named "None" (ML-Dash's metrics(None).read() raises TypeError)
+        assert _points(exp.metrics("None").read()) == [{"epoch": 1}, {"epoch": 2}]
+        if is_ours(md):
+            assert exp.metrics(None) is exp.metrics("None")
+        stats = exp.metrics("None").stats()
+        assert (stats["metricId"], stats["name"], stats["totalDataPoints"]) == ("local-metric-None", None, "2")
+        listed = {x["metricId"]: x["name"] for x in exp.metrics("train").list_all()}
+        assert listed["local-metric-None"] is None and listed["local-metric-train"] == "train"
         assert _points(exp.metrics("train").read()) == [{"epoch": 1, "acc": 0.5}, {"acc": 0.6}]
         assert _points(exp.metrics("eval").read()) == [{"epoch": 1, "acc": 0.4}]
 
