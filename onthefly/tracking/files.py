@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onthefly.tracking import atomic, jsonsafe, names
-from onthefly.tracking.errors import InvalidArgument, NotFound
+from onthefly.tracking.errors import FailedPrecondition, InvalidArgument, NotFound
 from onthefly.tracking.filestore import CHUNK, STAGING_SUFFIX, guess_type, new_file_id
 from onthefly.tracking.records import FileRecord
 
@@ -118,6 +118,10 @@ class MissingFile(NotFound, ValueError):
     """No stored file matches (a ValueError, as in ML-Dash, and a NotFound)."""
 
 
+class UnknownFileId(NotFound, FileNotFoundError):
+    """``files(file_id=...).update()`` names no stored file (a FileNotFoundError, as in ML-Dash)."""
+
+
 def file_meta(exp: "Experiment", record: FileRecord, deleted_at: str | None = None) -> dict[str, Any]:
     """ML-Dash's metadata dict of a stored file: "path" is its folder, "filename" its name."""
     from onthefly.tracking.metrics import iso_z
@@ -126,7 +130,8 @@ def file_meta(exp: "Experiment", record: FileRecord, deleted_at: str | None = No
     return {"id": record.id, "experimentId": f"{exp.project}/{exp.prefix}", "path": record.folder,
             "filename": record.filename, "description": record.description or None, "tags": list(record.tags),
             "bindrs": list(record.bindrs), "contentType": record.content_type, "sizeBytes": record.size,
-            "checksum": record.sha256, "metadata": record.metadata or None, "uploadedAt": at, "updatedAt": at,
+            "checksum": record.sha256, "metadata": record.metadata or None, "uploadedAt": at,
+            "updatedAt": iso_z(record.updated_at) if record.updated_at else at,
             "deletedAt": deleted_at}
 
 
@@ -500,6 +505,24 @@ class FileBuilder:
         at = iso_z(time.time())
         out = [{"id": file_id, "deletedAt": at} for file_id in ids]
         return out if pattern else out[0]
+
+    def update(self) -> dict:
+        """Set the description, tags and metadata given to ``exp.files(file_id=..., ...)`` on that stored
+        file (those not given are kept; its bytes are unchanged) and return its metadata dict."""
+        self._exp._require_running("files.update()")
+        if not self._file_id:
+            raise ValueError("files().update() needs file_id: exp.files(file_id=ID, description=..., tags=..., "
+                             "metadata=...).update()")
+        self._exp._flush_uploads()
+        backend = self._exp._backend
+        if not hasattr(backend, "update_file"):
+            raise FailedPrecondition("files().update() works on a local store; a dash_url server does not "
+                                     "provide it (save the file again with the new description/tags instead)")
+        if not any(r.id == self._file_id for r in backend.list_files(self._exp.prefix)):
+            raise UnknownFileId(f"file {self._file_id!r} not found (exp.files().list() shows the stored ids)")
+        record = backend.update_file(self._exp.prefix, self._file_id, self._description, self._tags,
+                                     self._metadata)
+        return file_meta(self._exp, record)
 
     def duplicate(self, source: str | dict, to: str) -> dict:
         """Store a copy of a stored file (its id, or its metadata dict) at ``to`` ("dir/name", from the

@@ -128,6 +128,26 @@ class FileStore:
             shutil.copyfileobj(f, dest, CHUNK)
         return record
 
+    def update(self, file_id: str, description: str | None = None, tags: list[str] | None = None,
+               metadata: dict | None = None) -> FileRecord:
+        """Replace the description, tags or metadata given (None: kept) of a stored file; its bytes stay."""
+        if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
+            raise InvalidArgument(f"tags must be a list of strings, got {tags!r}")
+        if metadata is not None and not isinstance(jsonsafe.plain(metadata, "metadata"), dict):
+            raise InvalidArgument("metadata must be a dict")
+        with self._lock:
+            record, _ = self.get(file_id)
+            if description is not None:
+                record.description = str(description)
+            if tags is not None:
+                record.tags = list(tags)
+            if metadata is not None:
+                record.metadata = jsonsafe.plain(metadata, "metadata")
+            record.updated_at = time.time()
+            atomic.write_text(self.folder / f"{record.id}.json", jsonsafe.dumps(record.to_dict()),
+                              durable=self.durable)
+            return record
+
     def delete(self, file_id: str) -> FileRecord:
         """Remove a stored file (content and metadata) — only ever files this store put there."""
         with self._lock:

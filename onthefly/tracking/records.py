@@ -125,6 +125,7 @@ class FileRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     bindrs: list[str] = field(default_factory=list)  # the collections it is bound to (local store only)
+    updated_at: float | None = None  # set when its description/tags/metadata are updated (local store only)
 
     @property
     def folder(self) -> str:

@@ -311,6 +311,11 @@ class LocalStore:
         self.get_experiment(prefix)
         return self._filestore(prefix).read_into(file_id, dest)
 
+    def update_file(self, prefix: str, file_id: str, description: str | None = None,
+                    tags: list[str] | None = None, metadata: dict | None = None) -> FileRecord:
+        self.get_experiment(prefix)
+        return self._filestore(prefix).update(file_id, description, tags, metadata)
+
     def delete_file(self, prefix: str, file_id: str) -> FileRecord:
         self.get_experiment(prefix)
         return self._filestore(prefix).delete(file_id)

@@ -158,3 +158,17 @@ def test_save_image_without_pillow_names_the_extra(make_exp, monkeypatch):
     exp = make_exp()
     with pytest.raises(ImportError, match=r"pip install 'onthefly\[images\]'"):
         exp.files("plots").save_image(np.zeros((4, 4), dtype=np.uint8), to="a.png")
+
+
+def test_update_right_after_a_buffered_save_and_survives_a_reopen(make_exp):
+    exp = make_exp()
+    saved = exp.files("w").save_blob(b"abc", to="w.bin", tags=["t"])  # stored in the background
+    got = exp.files(file_id=saved["id"], metadata={"epoch": 2}).update()
+    assert (got["tags"], got["metadata"], got["sizeBytes"]) == (["t"], {"epoch": 2}, 3)
+    with pytest.raises(InvalidArgument):
+        exp.files(file_id=saved["id"], tags="not-a-list").update()
+    exp.run.complete()
+    exp.run.start()
+    again = exp.files("w").list()
+    assert [(f["id"], f["tags"], f["metadata"]) for f in again] == [(saved["id"], ["t"], {"epoch": 2})]
+    assert exp.files("w/w.bin").read_bytes() == b"abc"

@@ -111,3 +111,14 @@ def test_what_is_buffered_survives_the_end_of_the_script_in_ours(md, tmp_path):
     finally:
         exp.run.complete()
     assert got == (10 if is_ours(md) else 0)
+
+
+def test_file_update_keeps_tags_not_given_in_ours(md, monkeypatch):
+    """ML-Dash's ``files(file_id=..., description=...).update()`` empties the tags (its builder passes []);
+    ours changes only what is given."""
+    monkeypatch.setenv("ML_DASH_BUFFER_ENABLED", "false")  # ML-Dash returns the id only unbuffered
+    with start(md).run as exp:
+        saved = exp.files("cfg", tags=["keep"], metadata={"k": 1}).save_text("hi", to="x.txt")
+        got = exp.files(file_id=saved["id"], description="new").update()
+    assert (got["description"], got["metadata"]) == ("new", {"k": 1})
+    assert got["tags"] == (["keep"] if is_ours(md) else [])

@@ -248,3 +248,28 @@ def test_save_video_gif_with_pillow_and_other_formats_behind_the_extra_in_ours(m
         except ImportError:
             with pytest.raises(ValueError, match=r"onthefly\[video\]"):
                 exp.files("vid").save_video(frames, to="clip.mp4")
+
+
+def test_update_sets_description_tags_and_metadata_of_a_stored_file(md, unbuffered):
+    with start(md).run as exp:
+        saved = exp.files("cfg", description="d0", tags=["a"]).save_text("hi", to="x.txt")
+        got = exp.files(file_id=saved["id"], description="d1", tags=["b"], metadata={"k": 1}).update()
+        assert set(got) == META_KEYS and got["id"] == saved["id"]
+        assert (got["path"], got["filename"], got["sizeBytes"], got["checksum"]) == (
+            "/cfg", "x.txt", 2, saved["checksum"])
+        assert (got["description"], got["tags"], got["metadata"]) == ("d1", ["b"], {"k": 1})
+        assert ISO_Z.fullmatch(got["updatedAt"]) and got["updatedAt"] >= got["uploadedAt"]
+        listed = exp.files("cfg").list()
+        assert [(f["id"], f["description"], f["tags"], f["metadata"]) for f in listed] == [
+            (saved["id"], "d1", ["b"], {"k": 1})]
+        assert exp.files("cfg/x.txt").read_text() == "hi"  # the bytes are unchanged
+        with pytest.raises(ValueError, match="file_id"):
+            exp.files(description="x").update()
+        with pytest.raises(FileNotFoundError):
+            exp.files(file_id="0000000000abcd-00000000", description="x").update()
+
+
+def test_update_before_start_raises_runtime_error(md):
+    exp = md.Experiment("alice/proj/early", dash_root=".dash")
+    with pytest.raises(RuntimeError):
+        exp.files(file_id="0000000000abcd-00000000", description="x").update()
