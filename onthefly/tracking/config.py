@@ -7,9 +7,12 @@
     ONTHEFLY_UPLOAD_WORKERS   threads that store or upload files                (default 4)
     ONTHEFLY_DURABLE          "1": fsync on flush() and close; "0": survive kill -9 only (default 1)
     ONTHEFLY_BUFFER_ENABLED   "0": every call writes before it returns          (default 1)
+    ONTHEFLY_METRIC_BATCH_SIZE, ONTHEFLY_TRACK_BATCH_SIZE   ML-Dash's per-metric / per-topic triggers: the
+                              write trigger becomes the smallest of these and the batch size (unset: unused)
 
-ML-Dash's names (ML_DASH_FLUSH_INTERVAL, ML_DASH_LOG_BATCH_SIZE, ML_DASH_FILE_UPLOAD_WORKERS,
-ML_DASH_BUFFER_ENABLED) are read too when ours are not set.
+ML-Dash's names (ML_DASH_FLUSH_INTERVAL, ML_DASH_LOG_BATCH_SIZE, ML_DASH_METRIC_BATCH_SIZE,
+ML_DASH_TRACK_BATCH_SIZE, ML_DASH_FILE_UPLOAD_WORKERS, ML_DASH_BUFFER_ENABLED) are read too when ours are
+not set; a malformed value raises at construction, as in ML-Dash.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ _ENV = {
     "upload_workers": ("ONTHEFLY_UPLOAD_WORKERS", "ML_DASH_FILE_UPLOAD_WORKERS"),
     "durable": ("ONTHEFLY_DURABLE",),
     "buffered": ("ONTHEFLY_BUFFER_ENABLED", "ML_DASH_BUFFER_ENABLED"),
+    "metric_batch_size": ("ONTHEFLY_METRIC_BATCH_SIZE", "ML_DASH_METRIC_BATCH_SIZE"),
+    "track_batch_size": ("ONTHEFLY_TRACK_BATCH_SIZE", "ML_DASH_TRACK_BATCH_SIZE"),
 }
 
 
@@ -51,6 +56,12 @@ class WriterConfig:
     upload_workers: int = 4
     durable: bool = True
     buffered: bool = True
+    # ML-Dash writes a metric once it has this many points pending (a topic: this many timestamps). Ours has
+    # one trigger for every stream (counting per stream would cost every call), so when one of these is set
+    # below the batch size it becomes the batch size: rows reach the store no later than ML-Dash's would.
+    # Above it they change nothing (ours writes sooner). None or 0: unset.
+    metric_batch_size: int | None = None
+    track_batch_size: int | None = None
 
     @classmethod
     def resolve(cls, **arguments) -> "WriterConfig":
@@ -64,7 +75,7 @@ class WriterConfig:
                 try:
                     if f.type in ("bool", bool):
                         values[f.name] = _bool(text, env)
-                    elif f.type in ("int", int):
+                    elif f.type in ("int", int, "int | None"):
                         values[f.name] = int(text)
                     elif f.type in ("float", float):
                         values[f.name] = float(text)
@@ -76,6 +87,9 @@ class WriterConfig:
         unknown = set(arguments) - {f.name for f in fields(cls)}
         if unknown:
             raise InvalidArgument(f"unknown writer option(s): {', '.join(sorted(unknown))}")
+        sizes = [values[k] for k in ("metric_batch_size", "track_batch_size") if values.get(k)]
+        if sizes and arguments.get("batch_size") is None and min(sizes) > 0:
+            values["batch_size"] = min([values.get("batch_size", cls.batch_size), *sizes])
         values.update({k: v for k, v in arguments.items() if v is not None})
         return replace(cls(), **values).checked()
 
@@ -89,6 +103,9 @@ class WriterConfig:
         if self.on_full not in ON_FULL:
             raise InvalidArgument(f"on_full must be one of {', '.join(ON_FULL)}, got {self.on_full!r} "
                                   f"(rows are never dropped silently)")
+        for name in ("metric_batch_size", "track_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:  # ML-Dash takes 0 too
+                raise InvalidArgument(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.upload_workers < 1:
             raise InvalidArgument(f"upload_workers must be >= 1, got {self.upload_workers}")
         return self

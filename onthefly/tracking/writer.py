@@ -524,6 +524,8 @@ class Writer:
         return {
             "pending": self.q.rows_waiting(), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
             "batch_size": self.config.batch_size, "flush_interval": self.config.flush_interval,
+            "metric_batch_size": self.config.metric_batch_size,
+            "track_batch_size": self.config.track_batch_size,
             "written_rows": self.written_rows, "refused_rows": self.refused_rows, "failed_rows": self.failed_rows,
             "blocked_calls": self.blocked_calls, "blocked_seconds": round(self.blocked_seconds, 6),
             "writes": self.writes, "reasons": list(self.reasons), "last_error": self.last_error,

@@ -199,3 +199,53 @@ def test_reading_a_metric_never_logged(md):
     with start(md).run as exp:
         assert exp.metrics("never").read() | {"totalDataPoints": 0} == {
             "data": [], "startIndex": 0, "endIndex": -1, "total": 0, "hasMore": False, "totalDataPoints": 0}
+
+
+@pytest.mark.parametrize("var", ["ML_DASH_METRIC_BATCH_SIZE", "ML_DASH_TRACK_BATCH_SIZE"])
+def test_a_malformed_batch_size_variable_raises_value_error_at_construction(md, monkeypatch, var):
+    monkeypatch.setenv(var, "abc")
+    with pytest.raises(ValueError):
+        md.Experiment("alice/proj/env", dash_root=".dash")
+
+
+def test_metric_and_track_batch_sizes_write_without_a_flush(md, monkeypatch):
+    """With small batch sizes and a long flush interval, full batches are written without flush(). ML-Dash's
+    reads (which do not flush) see them within its 100 ms polling; ours writes once the smallest batch size
+    set is pending (its reads would see every row anyway, so its writer's count is checked first)."""
+    import time
+
+    monkeypatch.setenv("ML_DASH_METRIC_BATCH_SIZE", "3")
+    monkeypatch.setenv("ML_DASH_TRACK_BATCH_SIZE", "4")
+    monkeypatch.setenv("ML_DASH_FLUSH_INTERVAL", "3600")
+    with start(md).run as exp:
+        for i in range(6):
+            exp.metrics("m").log(i=i)
+        deadline = time.monotonic() + 60
+        if is_ours(md):
+            while exp.writer_stats()["written_rows"] < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stats = exp.writer_stats()
+            assert stats["written_rows"] == 6 and stats["writes"] >= 1
+            assert (stats["batch_size"], stats["metric_batch_size"], stats["track_batch_size"]) == (3, 3, 4)
+        while True:
+            try:
+                got = _points(exp.metrics("m").read())
+            except FileNotFoundError:  # ML-Dash: nothing written yet
+                got = []
+            if len(got) == 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert got == [{"i": i} for i in range(6)]
+
+
+def test_batch_sizes_above_ours_change_nothing_and_an_argument_wins(md, monkeypatch):
+    monkeypatch.setenv("ML_DASH_METRIC_BATCH_SIZE", "1000")
+    monkeypatch.setenv("ML_DASH_TRACK_BATCH_SIZE", "100")
+    if not is_ours(md):
+        md.Experiment("alice/proj/env", dash_root=".dash")  # accepted
+        return
+    with md.Experiment("alice/proj/env", dash_root=".dash").run as exp:
+        assert exp.writer_stats()["batch_size"] == 100
+    monkeypatch.setenv("ML_DASH_METRIC_BATCH_SIZE", "5")
+    with md.Experiment("alice/proj/env", dash_root=".dash", batch_size=50).run as exp:
+        assert exp.writer_stats()["batch_size"] == 50
