@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from onthefly.health import activations, configuration, determinism, gradients, numerics, throughput
+from onthefly.health import activations, checkpoints, configuration, determinism, gradients, numerics, throughput
 from onthefly.health.findings import Finding
 from onthefly.health.inputs import CheckInput
 
@@ -29,4 +29,6 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
               "lists nondeterministic settings", determinism.check),
     CheckSpec("configuration", "train mode, scheduler/optimizer pairing, learning rates and loader settings",
               configuration.check),
+    CheckSpec("checkpoints", "scheduled checkpoints that could not be written (a full disk); training went on "
+              "without them", checkpoints.check),
 )}

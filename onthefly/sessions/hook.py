@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onthefly.health import checkpoints as checkpoint_findings
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, OnTheFlyError, clip
 from onthefly.runtime.events import EventKind, LogRecord
 from onthefly.runtime.commands import ReceiptStatus
@@ -127,6 +128,7 @@ class Sessions(RunHook):
                 self.session = Session(store, store.open_session(keep_crashed=self.keep_crashed), ctx.run.identity, keep=self.keep,
                                        record_samples=self.record_samples, durable=self.durable)
                 ctx.run.bus.observe(self.session.history.observe)
+                checkpoint_findings.track(ctx)
             if imported is not None:
                 self.adopt(ctx, imported, "resumed")
         finally:
@@ -203,13 +205,15 @@ class Sessions(RunHook):
 
     def _checkpoint_or_warn(self, ctx: "LoopContext", reason: str) -> None:
         """A checkpoint the user did not ask for right now: if it cannot be written (a full disk),
-        the run goes on and a warning says why (its partial files are already removed)."""
+        the run goes on, a warning says why (its partial files are already removed) and the
+        checkpoints health check reports it as a finding from then on."""
         try:
             self.take_checkpoint(ctx, reason, "")
         except (OSError, OnTheFlyError) as exc:
             message = f"onthefly: the {reason} checkpoint at step {ctx.step} was not written: {exc}; training goes on"
             log.warning("%s", message)
             ctx.run.publish(EventKind.LOG, LogRecord(logging.WARNING, "onthefly.sessions", message))
+            checkpoint_findings.note_failure(ctx, reason, str(exc))
 
     # -- domain operations (training thread) -----------------------------------------------------
     def _data_order(self, ctx: "LoopContext") -> tuple[dict, dict | None, dict[str, Any]]:

@@ -398,10 +398,11 @@ def concat(tables: Iterable[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def merge_same_timestamps(table: pa.Table) -> pa.Table:
-    """Rows sorted by time; rows sharing a timestamp merge into one (fields one of them lacks are filled
-    from the other) unless they hold different values for the same field: then both are kept, so
-    entries of two writers that happened to get the same timestamp never overwrite each other."""
+def merge_same_timestamps(table: pa.Table, writers: Sequence[str | None] | None = None) -> pa.Table:
+    """Rows sorted by time; rows sharing a timestamp merge into one entry (fields one of them lacks are
+    filled from the other). ``writers`` names each row's writer (None: unknown). A writer's later value
+    for a field it set itself replaces it (a correction); a value that differs from another (or an
+    unknown) writer's is kept as its own entry, so two writers never overwrite each other silently."""
     if table.num_rows < 2:
         return table
     ts = table.column(TIMESTAMP)
@@ -410,22 +411,37 @@ def merge_same_timestamps(table: pa.Table) -> pa.Table:
             return table
         return table.sort_by(TIMESTAMP)
     rows = table.to_pylist()
-    merged: dict[float, list[dict]] = {}
-    for row in rows:
-        entries = merged.get(row[TIMESTAMP])
-        if entries is None:
-            merged[row[TIMESTAMP]] = [dict(row)]
-            continue
-        target = entries[-1]
-        if any(v is not None and target.get(k) is not None and not _same(target[k], v)
-               for k, v in row.items() if k != TIMESTAMP):
-            entries.append(dict(row))  # a value it would overwrite (another writer's entry): keep both
-            continue
-        for k, v in row.items():
-            if v is not None:
-                target[k] = v
-    ordered = [e for t in sorted(merged, key=lambda x: (math.isnan(x), x)) for e in merged[t]]
+    merged: dict[float, list[_Entry]] = {}
+    for row, writer in zip(rows, writers if writers is not None else repeat(None)):
+        entries = merged.setdefault(row[TIMESTAMP], [])
+        own = next((e for e in reversed(entries) if writer is not None and writer in e.owner.values()), None)
+        target = next((e for e in (own, entries[-1] if entries else None) if e is not None and e.takes(row, writer)),
+                      None)
+        if target is None:
+            entries.append(target := _Entry({TIMESTAMP: row[TIMESTAMP]}, {}))
+        target.update(row, writer)
+    ordered = [e.values for t in sorted(merged, key=lambda x: (math.isnan(x), x)) for e in merged[t]]
     return pa.Table.from_pylist(ordered, schema=table.schema)
+
+
+@dataclass
+class _Entry:
+    """One merged entry and, per field, the writer that set it."""
+
+    values: dict
+    owner: dict
+
+    def takes(self, row: dict, writer: str | None) -> bool:
+        """Whether ``row`` merges in: every field it sets is unset here, equal, or set by the same writer."""
+        return not any(v is not None and self.values.get(k) is not None and not _same(self.values[k], v)
+                       and (writer is None or self.owner.get(k) != writer)
+                       for k, v in row.items() if k != TIMESTAMP)
+
+    def update(self, row: dict, writer: str | None) -> None:
+        for k, v in row.items():
+            if v is not None and k != TIMESTAMP:
+                self.values[k] = v
+                self.owner[k] = writer
 
 
 def _same(a, b) -> bool:

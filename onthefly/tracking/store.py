@@ -41,9 +41,10 @@ DATA_DIRS = frozenset({*KIND_DIRS.values(), "files"})
 class LocalStore:
     """A store folder. Thread-safe; several processes may read it while one writes an experiment."""
 
-    def __init__(self, root: str | os.PathLike, durable: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, durable: bool = True, shared_writers: bool = False) -> None:
         self.root = Path(root).expanduser().resolve()
         self.durable = durable
+        self.shared_writers = shared_writers  # the tracking server: one process writes for many clients
         self._lock = threading.RLock()
         self._streams: dict[tuple[str, StreamKind, str], Stream] = {}
         self._files: dict[str, FileStore] = {}
@@ -203,7 +204,8 @@ class LocalStore:
         with self._lock:
             stream = self._streams.get(key)
             if stream is None:
-                stream = Stream(self._stream_folder(prefix, kind, name), kind, name, self.durable)
+                stream = Stream(self._stream_folder(prefix, kind, name), kind, name, self.durable,
+                                self.shared_writers)
                 self._streams[key] = stream
             return stream
 

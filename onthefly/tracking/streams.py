@@ -28,6 +28,7 @@ from onthefly.tracking import atomic, columns, jsonsafe
 from onthefly.tracking.records import AppendResult, StreamKind, pid_alive, this_host
 
 STREAM_META = "_stream.json"
+SHARED_KEY = "shared_writers"  # in STREAM_META: pieces hold rows of several writers (server-written)
 PART_RE = re.compile(r"^part-([0-9a-f]{14}-[0-9a-f]{6}-\d+-[0-9a-f]{4})\.parquet$")
 JOURNAL_RE = re.compile(r"^_journal-(([0-9a-f]{14})-([0-9a-f]{6})-(\d+)-[0-9a-f]{4})\.arrows$")
 HOST_TAG = f"{zlib.crc32(this_host().encode()) & 0xFFFFFF:06x}"
@@ -95,8 +96,11 @@ class _Journal:
 class Stream:
     """The folder of one stream and, while this process appends, its open journal. Thread-safe."""
 
-    def __init__(self, folder: Path, kind: StreamKind, name: str, durable: bool = True) -> None:
+    def __init__(self, folder: Path, kind: StreamKind, name: str, durable: bool = True, shared: bool = False) -> None:
         self.folder, self.kind, self.name, self.durable = folder, kind, name, durable
+        # shared: this process writes rows of several writers (the tracking server for its clients), so a
+        # piece's process does not name the writer of its rows (see table()).
+        self.shared = shared
         self.lock = threading.RLock()
         self._journal: _Journal | None = None
         self._closed_journals: list[_Journal] = []
@@ -112,6 +116,8 @@ class Stream:
         if not (self.folder / STREAM_META).exists():
             self.folder.mkdir(parents=True, exist_ok=True)
             meta = {"name": self.name, "kind": self.kind.value}
+            if self.shared:
+                meta[SHARED_KEY] = True
             atomic.write_text(self.folder / STREAM_META, jsonsafe.dumps(meta), durable=False)
             self._new_folder = self.durable
 
@@ -238,18 +244,32 @@ class Stream:
     def table(self) -> pa.Table:
         """Every stored row (tracks merged by timestamp and sorted by time)."""
         for _attempt in range(3):
-            tables = []
+            tables, writers = [], []
             try:
                 with self.lock:
-                    for _, path, is_part in self._pieces():
-                        tables.append(pq.read_table(path) if is_part else _read_journal(path))
+                    for piece, path, is_part in self._pieces():
+                        table = pq.read_table(path) if is_part else _read_journal(path)
+                        if table is not None:
+                            tables.append(table)
+                            writers.append(_writer_of(piece))
             except FileNotFoundError:
                 continue  # another process compacted a journal while we listed: list again
             table = columns.concat(tables)
             if self.kind is StreamKind.TRACK:
-                table = columns.merge_same_timestamps(table)
+                # A track entry's writer is the process that wrote its piece (its id names host and pid):
+                # that writer's later value at a timestamp corrects its own; no other writer's.
+                rows = None if self._shared() else [w for t, w in zip(tables, writers) for _ in range(t.num_rows)]
+                table = columns.merge_same_timestamps(table, rows)
             return table
         raise RuntimeError(f"stream {self.name!r} keeps changing while being read; try again")
+
+    def _shared(self) -> bool:
+        if self.shared:
+            return True
+        try:
+            return bool(jsonsafe.loads((self.folder / STREAM_META).read_text("utf-8")).get(SHARED_KEY))
+        except (OSError, ValueError, AttributeError):
+            return True  # unknown: keep conflicting entries apart rather than risk an overwrite
 
     def info(self) -> tuple[int, list[str]]:
         """(rows, field names) without merging."""
@@ -273,6 +293,12 @@ class Stream:
         if self.kind is StreamKind.TRACK and rows:
             rows = self.table().num_rows
         return rows, list(fields)
+
+
+def _writer_of(piece_id: str) -> str:
+    """The writing process of a piece: its id's host tag and pid."""
+    _time, host, pid, _suffix = piece_id.split("-")
+    return f"{host}-{pid}"
 
 
 def _forget(path: Path) -> None:

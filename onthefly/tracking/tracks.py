@@ -2,8 +2,9 @@
 
 ``_ts`` sets an entry's timestamp (seconds); ``_ts=-1`` reuses the previous entry's timestamp (across all
 tracks); without it the call time is used, made unique per experiment (bumped by 1 µs on ties) so that
-separate calls never merge by accident. Entries with the same timestamp merge into one row (later values
-win). Reading is by time range and returns entries sorted by time.
+separate calls never merge by accident. Entries with the same timestamp merge into one row: a process's
+later value for a field replaces its own earlier one; a value that differs from another process's is kept
+as a separate entry (never overwritten). Reading is by time range and returns entries sorted by time.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from onthefly.runtime.host_values import array_later, scalar_later
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.loader_tap import TappedLoader, batch_len
 from onthefly.runtime.run import Run
+from onthefly.runtime.shutdown import end_run
 from onthefly.runtime.stats import StatsSampler
 from onthefly.sessions.attach import attach_sessions
 from onthefly.trainer.evaluate import evaluate
@@ -346,17 +347,8 @@ class Trainer:
 
     def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
                 stats: StatsSampler) -> None:
-        stats.stop()  # first: a sample published after FINISHED would make it not the run's final event
-        if self._job is not None:
-            self._job.close(self.shutdown_grace)
-            self._job = None
-        run.end(ctx, error)
-        capture.close()
-        run.bus.close()
-        if self.server is not None:
-            left = run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
-            # A subscriber that stopped reading would hold stop() for the whole grace: abort it now.
-            self.server.stop(grace=self.shutdown_grace if left else 0.1)
+        job, self._job = self._job, None
+        end_run(run, ctx, error, stats=stats, job=job, capture=capture, server=self.server, grace=self.shutdown_grace)
 
 
 def _set_sampler_epoch(loader: Any, epoch: int) -> None:

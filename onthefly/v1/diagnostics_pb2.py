@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from onthefly.v1 import receipt_pb2 as onthefly_dot_v1_dot_receipt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1donthefly/v1/diagnostics.proto\x12\x0bonthefly.v1\x1a\x19onthefly/v1/receipt.proto\"\xeb\x01\n\x07\x46inding\x12\'\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x18.onthefly.v1.HealthCheck\x12.\n\x08severity\x18\x02 \x01(\x0e\x32\x1c.onthefly.v1.FindingSeverity\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x34\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\".onthefly.v1.Finding.EvidenceEntry\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\x0fHealthCheckInfo\x12\'\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x18.onthefly.v1.HealthCheck\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x19\n\x17ListHealthChecksRequest\"H\n\x18ListHealthChecksResponse\x12,\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x1c.onthefly.v1.HealthCheckInfo\"R\n\x15RunHealthCheckRequest\x12(\n\x06\x63hecks\x18\x01 \x03(\x0e\x32\x18.onthefly.v1.HealthCheck\x12\x0f\n\x07\x62\x61tches\x18\x02 \x01(\r\"}\n\x16RunHealthCheckResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.onthefly.v1.Receipt\x12&\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x14.onthefly.v1.Finding\x12\x14\n\x0cheld_seconds\x18\x03 \x01(\x01*\xdb\x01\n\x0bHealthCheck\x12\x1c\n\x18HEALTH_CHECK_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_CHECK_NUMERICS\x10\x01\x12\x1a\n\x16HEALTH_CHECK_GRADIENTS\x10\x02\x12\x1c\n\x18HEALTH_CHECK_ACTIVATIONS\x10\x03\x12\x1b\n\x17HEALTH_CHECK_THROUGHPUT\x10\x04\x12\x1c\n\x18HEALTH_CHECK_DETERMINISM\x10\x05\x12\x1e\n\x1aHEALTH_CHECK_CONFIGURATION\x10\x06*\x88\x01\n\x0f\x46indingSeverity\x12 \n\x1c\x46INDING_SEVERITY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46INDING_SEVERITY_INFO\x10\x01\x12\x1c\n\x18\x46INDING_SEVERITY_WARNING\x10\x02\x12\x1a\n\x16\x46INDING_SEVERITY_ERROR\x10\x03\x32\xd0\x01\n\x12\x44iagnosticsService\x12_\n\x10ListHealthChecks\x12$.onthefly.v1.ListHealthChecksRequest\x1a%.onthefly.v1.ListHealthChecksResponse\x12Y\n\x0eRunHealthCheck\x12\".onthefly.v1.RunHealthCheckRequest\x1a#.onthefly.v1.RunHealthCheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1donthefly/v1/diagnostics.proto\x12\x0bonthefly.v1\x1a\x19onthefly/v1/receipt.proto\"\xeb\x01\n\x07\x46inding\x12\'\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x18.onthefly.v1.HealthCheck\x12.\n\x08severity\x18\x02 \x01(\x0e\x32\x1c.onthefly.v1.FindingSeverity\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x34\n\x08\x65vidence\x18\x05 \x03(\x0b\x32\".onthefly.v1.Finding.EvidenceEntry\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\x0fHealthCheckInfo\x12\'\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x18.onthefly.v1.HealthCheck\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x19\n\x17ListHealthChecksRequest\"H\n\x18ListHealthChecksResponse\x12,\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x1c.onthefly.v1.HealthCheckInfo\"R\n\x15RunHealthCheckRequest\x12(\n\x06\x63hecks\x18\x01 \x03(\x0e\x32\x18.onthefly.v1.HealthCheck\x12\x0f\n\x07\x62\x61tches\x18\x02 \x01(\r\"}\n\x16RunHealthCheckResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.onthefly.v1.Receipt\x12&\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x14.onthefly.v1.Finding\x12\x14\n\x0cheld_seconds\x18\x03 \x01(\x01*\xf9\x01\n\x0bHealthCheck\x12\x1c\n\x18HEALTH_CHECK_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_CHECK_NUMERICS\x10\x01\x12\x1a\n\x16HEALTH_CHECK_GRADIENTS\x10\x02\x12\x1c\n\x18HEALTH_CHECK_ACTIVATIONS\x10\x03\x12\x1b\n\x17HEALTH_CHECK_THROUGHPUT\x10\x04\x12\x1c\n\x18HEALTH_CHECK_DETERMINISM\x10\x05\x12\x1e\n\x1aHEALTH_CHECK_CONFIGURATION\x10\x06\x12\x1c\n\x18HEALTH_CHECK_CHECKPOINTS\x10\x07*\x88\x01\n\x0f\x46indingSeverity\x12 \n\x1c\x46INDING_SEVERITY_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46INDING_SEVERITY_INFO\x10\x01\x12\x1c\n\x18\x46INDING_SEVERITY_WARNING\x10\x02\x12\x1a\n\x16\x46INDING_SEVERITY_ERROR\x10\x03\x32\xd0\x01\n\x12\x44iagnosticsService\x12_\n\x10ListHealthChecks\x12$.onthefly.v1.ListHealthChecksRequest\x1a%.onthefly.v1.ListHealthChecksResponse\x12Y\n\x0eRunHealthCheck\x12\".onthefly.v1.RunHealthCheckRequest\x1a#.onthefly.v1.RunHealthCheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINDING_EVIDENCEENTRY']._loaded_options = None
   _globals['_FINDING_EVIDENCEENTRY']._serialized_options = b'8\001'
   _globals['_HEALTHCHECK']._serialized_start=719
-  _globals['_HEALTHCHECK']._serialized_end=938
-  _globals['_FINDINGSEVERITY']._serialized_start=941
-  _globals['_FINDINGSEVERITY']._serialized_end=1077
+  _globals['_HEALTHCHECK']._serialized_end=968
+  _globals['_FINDINGSEVERITY']._serialized_start=971
+  _globals['_FINDINGSEVERITY']._serialized_end=1107
   _globals['_FINDING']._serialized_start=74
   _globals['_FINDING']._serialized_end=309
   _globals['_FINDING_EVIDENCEENTRY']._serialized_start=262
@@ -52,6 +52,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNHEALTHCHECKREQUEST']._serialized_end=589
   _globals['_RUNHEALTHCHECKRESPONSE']._serialized_start=591
   _globals['_RUNHEALTHCHECKRESPONSE']._serialized_end=716
-  _globals['_DIAGNOSTICSSERVICE']._serialized_start=1080
-  _globals['_DIAGNOSTICSSERVICE']._serialized_end=1288
+  _globals['_DIAGNOSTICSSERVICE']._serialized_start=1110
+  _globals['_DIAGNOSTICSSERVICE']._serialized_end=1318
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,8 @@ class _HealthCheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HealthChe
     """HEALTH_CHECK_DETERMINISM replays one step from a saved batch and RNG state, compares loss and gradient hash, lists settings."""
     HEALTH_CHECK_CONFIGURATION: _HealthCheck.ValueType  # 6
     """HEALTH_CHECK_CONFIGURATION reviews train mode, scheduler/optimizer pairing, learning rates and data loader settings."""
+    HEALTH_CHECK_CHECKPOINTS: _HealthCheck.ValueType  # 7
+    """HEALTH_CHECK_CHECKPOINTS reports scheduled checkpoints that could not be written (a full disk) while training went on."""
 
 class HealthCheck(_HealthCheck, metaclass=_HealthCheckEnumTypeWrapper):
     """HealthCheck names one family of health checks."""
@@ -58,6 +60,8 @@ HEALTH_CHECK_DETERMINISM: HealthCheck.ValueType  # 5
 """HEALTH_CHECK_DETERMINISM replays one step from a saved batch and RNG state, compares loss and gradient hash, lists settings."""
 HEALTH_CHECK_CONFIGURATION: HealthCheck.ValueType  # 6
 """HEALTH_CHECK_CONFIGURATION reviews train mode, scheduler/optimizer pairing, learning rates and data loader settings."""
+HEALTH_CHECK_CHECKPOINTS: HealthCheck.ValueType  # 7
+"""HEALTH_CHECK_CHECKPOINTS reports scheduled checkpoints that could not be written (a full disk) while training went on."""
 Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
 
 class _FindingSeverity:

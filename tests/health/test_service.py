@@ -32,7 +32,7 @@ def _stub(live):
 def test_lists_every_check(live):
     checks = _stub(live).ListHealthChecks(diagnostics_pb2.ListHealthChecksRequest()).checks
     assert [c.name for c in checks] == ["numerics", "gradients", "activations", "throughput", "determinism",
-                                        "configuration"]
+                                        "configuration", "checkpoints"]
     assert all(c.description and c.check for c in checks)
 
 

@@ -26,7 +26,7 @@ def test_all_checks_mid_run_do_not_change_the_weights(live_run, hc):
     hc.step_and_wait(live, 5)
     findings = hc.run_checks(live)
     assert {f.check for f in findings} == {"numerics", "gradients", "activations", "throughput", "determinism",
-                                           "configuration"}
+                                           "configuration", "checkpoints"}
     hc.step_and_wait(live, 4)  # crosses an epoch boundary (8 batches per epoch)
     hc.run_checks(live, "gradients", "determinism", "activations")
     live.client.control.Resume(control_pb2.ResumeRequest())

@@ -10,7 +10,7 @@ import pytest
 
 from onthefly import Trainer
 from onthefly.sessions import Sessions
-from onthefly.v1 import control_pb2, receipt_pb2, sessions_pb2, sessions_pb2_grpc, telemetry_pb2
+from onthefly.v1 import control_pb2, diagnostics_pb2, diagnostics_pb2_grpc, receipt_pb2, sessions_pb2, sessions_pb2_grpc, telemetry_pb2
 from onthefly.v1.run_pb2 import RUN_STATE_PAUSED as PAUSED
 from sessions.helpers import same, setup, weights
 from support import fill_disk as fill, mount_small_disk, unmount_small_disk, wait_until
@@ -55,6 +55,14 @@ def test_a_full_disk_never_ends_training(live_run, small_disk, tmp_path):
     assert export.receipt.status == receipt_pb2.RECEIPT_STATUS_REJECTED
     assert "no space left on device" in export.receipt.reason and "needed ~" in export.receipt.reason
     assert not target.exists() and not (small_disk / "run.onthefly.partial").exists()
+
+    run.client.control.Step(control_pb2.StepRequest(steps=2))
+    wait_until(lambda: _status(run).state == PAUSED and _status(run).step == 4, what="step 4")
+    health = diagnostics_pb2_grpc.DiagnosticsServiceStub(run.client.channel).RunHealthCheck(
+        diagnostics_pb2.RunHealthCheckRequest(checks=[diagnostics_pb2.HEALTH_CHECK_CHECKPOINTS]))
+    [finding] = health.findings  # the failed checkpoint is a finding, not only a log line that scrolls past
+    assert finding.severity == diagnostics_pb2.FINDING_SEVERITY_WARNING
+    assert "no space left on device" in finding.message and finding.evidence["last_step"] == 4
 
     run.client.control.Resume(control_pb2.ResumeRequest())
     assert run.join().steps == 12  # scheduled checkpoints at 4, 6, ... failed; training went on

@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from onthefly.tracking import InvalidArgument
+from onthefly.tracking import Experiment, InvalidArgument
 from onthefly.tracking.columns import ROW_KEY_PREFIX
 
 
@@ -229,3 +229,36 @@ def test_two_writers_with_equal_automatic_timestamps_keep_every_entry(tmp_path):
     rows = table.to_pylist()
     assert len(rows) == 400
     assert sorted((r["writer"], r["x"]) for r in rows) == sorted((n, float(i)) for i in range(200) for n in (0, 1))
+
+
+def test_the_same_writer_relogging_a_timestamp_later_replaces_its_value(make_exp, dash):
+    """One process: a later batch with a different value at the same explicit _ts corrects the entry."""
+    exp = make_exp()
+    pose = exp.tracks("pose")
+    pose.append(x=1.0, y=2.0, _ts=5.0)
+    pose.append(x=3.0, _ts=6.0)
+    exp.flush()  # the correction arrives in a later batch (its own journal write)
+    pose.append(x=1.5, _ts=5.0)
+    entries = pose.read()["entries"]
+    assert entries == [{"timestamp": 5.0, "x": 1.5, "y": 2.0}, {"timestamp": 6.0, "x": 3.0}]
+    exp.run.complete()  # compacted into a Parquet part: read the same
+    from onthefly.tracking.records import StreamKind
+    from onthefly.tracking.store import LocalStore
+
+    table, _ = LocalStore(dash).read("alice/proj/run-1", StreamKind.TRACK, "pose")
+    assert table.to_pylist() == [{"timestamp": 5.0, "x": 1.5, "y": 2.0}, {"timestamp": 6.0, "x": 3.0, "y": None}]
+
+
+def test_two_clients_of_a_server_at_one_timestamp_keep_both_entries(server):
+    """Through the tracking server every row is written by the server's process: rows with the same
+    timestamp and different values are still kept, as the server cannot tell its clients apart."""
+    srv, tokens = server
+    exps = [Experiment(prefix="alice/proj/shared", dash_url=srv.address, token=tokens["alice"]) for _ in range(2)]
+    for n, exp in enumerate(exps):
+        exp.run.start()
+        exp.tracks("pose").append(x=float(n), _ts=7.0)
+        exp.flush()
+    entries = exps[0].tracks("pose").read()["entries"]
+    assert sorted(e["x"] for e in entries) == [0.0, 1.0]
+    for exp in exps:
+        exp.close()

@@ -46,6 +46,7 @@ from onthefly.runtime.host_values import array_later, indices_now, scalar_later
 from onthefly.runtime.loader_tap import batch_len
 from onthefly.runtime.log_capture import LogCapture
 from onthefly.runtime.run import Run
+from onthefly.runtime.shutdown import end_run
 from onthefly.runtime.stats import StatsSampler
 from onthefly.sessions.hook import ITERATOR_PENDING, NO_LIVE_RESTORE
 from onthefly.trainer.evaluate import _accuracy_counts, evaluate
@@ -441,22 +442,14 @@ class OnTheFlyCallback(Callback):
         if run is None or self._finished:
             return
         self._finished = True
-        if self._stats is not None:
-            self._stats.stop()  # first: a sample taken after the end would follow the FINISHED event
-        if self._sync is not None:
-            self._sync.close(self.shutdown_grace)
-            self._sync = None
-        run.end(ctx, error)
+        job, self._sync = self._sync, None
+        end_run(run, ctx, error, stats=self._stats, job=job, capture=self._capture, server=self.server,
+                grace=self.shutdown_grace, after_end=(self._remove_taps,))
+        self.ready.set()
+
+    def _remove_taps(self) -> None:
         if self._tap is not None:
             self._tap.remove()
         if self._order is not None:
             self._order.remove()
             self._order = None
-        if self._capture is not None:
-            self._capture.close()
-        run.bus.close()
-        if self.server is not None:
-            left = run.bus.wait_for_subscribers_to_leave(self.shutdown_grace)
-            # A subscriber that stopped reading would hold stop() for the whole grace: abort it now.
-            self.server.stop(grace=self.shutdown_grace if left else 0.1)
-        self.ready.set()

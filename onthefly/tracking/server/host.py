@@ -69,7 +69,7 @@ def start_tracking_server(root: str | os.PathLike, port: int = DEFAULT_PORT, hos
         raise ValueError(f"the tracking server binds to the loopback interface only, not {host!r} "
                          f"(reach it through an SSH tunnel from other machines)")
     previous_umask = os.umask(0o077)
-    store = LocalStore(root, durable=durable)
+    store = LocalStore(root, durable=durable, shared_writers=True)
     store.root.mkdir(parents=True, exist_ok=True)
     os.chmod(store.root, 0o700)
     handler = TrackingHandler(store, TokenStore(store.root), max_upload_bytes=max_upload_bytes,
