@@ -249,6 +249,7 @@ const CHECKPOINT_REASONS: Record<number, string> = {
 const HEALTH_CHECK_ENUM: Record<HealthCheckName, HealthCheck> = {
   numerics: HealthCheck.NUMERICS, gradients: HealthCheck.GRADIENTS, activations: HealthCheck.ACTIVATIONS,
   throughput: HealthCheck.THROUGHPUT, determinism: HealthCheck.DETERMINISM, configuration: HealthCheck.CONFIGURATION,
+  checkpoints: HealthCheck.CHECKPOINTS,
 };
 
 function checkName(c: HealthCheck): string {

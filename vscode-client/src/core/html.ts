@@ -190,7 +190,7 @@ export function dashboardHtml(o: PageOptions): string {
         <select id="health-check">
           <option value="">all</option><option value="numerics">numerics</option><option value="gradients">gradients</option>
           <option value="activations">activations</option><option value="throughput">throughput</option>
-          <option value="determinism">determinism</option><option value="configuration">configuration</option>
+          <option value="determinism">determinism</option><option value="configuration">configuration</option><option value="checkpoints">checkpoints</option>
         </select>
         <label><input id="health-info" type="checkbox" checked> notes</label>
         <button id="btn-health" title="Run the health checks at the next step boundary (H)">Run health checks</button>

@@ -100,7 +100,7 @@ export interface ConnectionView {
 }
 
 /** The health checks a trainer can run (the CLI's names, in the proto's order). */
-export const HEALTH_CHECKS = ["numerics", "gradients", "activations", "throughput", "determinism", "configuration"] as const;
+export const HEALTH_CHECKS = ["numerics", "gradients", "activations", "throughput", "determinism", "configuration", "checkpoints"] as const;
 export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
 
 /** One finding of a health check. */
