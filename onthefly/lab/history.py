@@ -187,6 +187,7 @@ class SampleHistory:
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_PENDING_PARTS)
         self._error: str = ""
         self._writer = None
+        self._retired = False  # the writer thread ends once the parts queued before retire() are written
         if folder is not None:
             self._writer = threading.Thread(target=self._write_loop, name="onthefly-lab-history", daemon=True)
             self._writer.start()
@@ -291,9 +292,22 @@ class SampleHistory:
         with self._lock:
             staged = [self._stage(split) for split in SPLITS if self._buffers[split].rows]
         for item in staged:
-            self._queue.put(item)
+            if self._retired:  # no writer thread any more: write here, as the writer would
+                with self._hold:
+                    self._write(*item)
+            else:
+                self._queue.put(item)
         if wait:
             self._queue.join()
+
+    def retire(self) -> None:
+        """At the end of a fit: let the writer thread end once what is queued is written, without waiting
+        for it (a process that fits many times must not keep a thread per fit). Later flushes (an export
+        after the fit) write on the calling thread."""
+        if self._writer is None or self._retired:
+            return
+        self._retired = True
+        self._queue.put(None)
 
     def _finish_writes(self, timeout: float) -> None:
         """At interpreter exit: let the writer finish the parts queued (the writer is a daemon thread)."""
@@ -317,7 +331,8 @@ class SampleHistory:
         if self._writer is None:
             return
         self.flush()
-        self._queue.put(None)
+        if not self._retired:
+            self._queue.put(None)
         self._writer.join(30)
         self._writer = None
 

@@ -157,6 +157,7 @@ class Lab(RunHook):
         ctx.run.bus.drain()
         try:
             self.history.flush(wait=False)
+            self.history.retire()
         except Exception as exc:  # the run's own end must not fail on the lab's history
             log.warning("onthefly: the lab's sample history could not be flushed: %s", exc)
 

@@ -10,6 +10,7 @@ this experiment that still holds the old buffer (found by looking at the threads
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -30,6 +31,19 @@ def _holds_live_buffer(frame, codes: frozenset, exp: Any) -> bool:
     return False
 
 
+def _current_frames() -> dict:
+    """sys._current_frames() with the collector off: in CPython 3.11 a collection that starts inside it
+    (while it holds the runtime's thread-list lock) can run a finalizer that needs that lock, and the process
+    deadlocks (python/cpython#106883; seen here with a few hundred live threads)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def wait_for_loggers(exp: Any, functions: Iterable[Any], timeout: float = 10.0) -> bool:
     """Wait until no thread but this one is inside one of ``functions`` (logging calls) for ``exp`` with the
     buffer it read before the swap. True when none is; False (with a warning) after ``timeout`` seconds."""
@@ -38,7 +52,7 @@ def wait_for_loggers(exp: Any, functions: Iterable[Any], timeout: float = 10.0) 
     deadline = time.monotonic() + timeout
     delay = 0.0001
     while True:
-        busy = [ident for ident, frame in sys._current_frames().items()
+        busy = [ident for ident, frame in _current_frames().items()
                 if ident != me and _holds_live_buffer(frame, codes, exp)]
         if not busy:
             return True

@@ -104,3 +104,23 @@ def test_bad_queries_are_clear(tmp_path):
     with pytest.raises(InvalidArgument, match="index >= 0"):
         lab.history.trajectory(-3)
     assert len(lab.history.trajectory(10**9).splits["train"]) == 0
+
+
+def test_a_finished_fit_leaves_no_history_writer_thread_and_export_still_writes(tmp_path):
+    """A process that fits many times (a notebook, a test suite) must not keep a writer thread per fit;
+    rows that reach the history after the fit are written by the flush that asks for them."""
+    import threading
+
+    from support import wait_until
+
+    def writers():
+        return [t for t in threading.enumerate() if t.name == "onthefly-lab-history"]
+
+    before = len(writers())
+    lab = Lab(part_rows=10_000)
+    _fit(tmp_path / "a", lab, epochs=2)
+    wait_until(lambda: len(writers()) == before, timeout=60, interval=0.05, what="the writer thread to end")
+    history = lab.history
+    history.flush()
+    assert history.table("train").num_rows == 2 * 140
+    assert history.parts()  # on disk, written after the writer thread had ended
