@@ -199,7 +199,7 @@ test("health: Run health checks lists every check's findings with severity, mess
   assert.ok(step > 0);
   assert.equal(await page.locator("#btn-health").getAttribute("aria-busy"), "false", "not busy once the report is in");
   const checks = new Set(await page.locator("#health-findings li.finding").evaluateAll((els) => els.map((e) => e.dataset.check)));
-  assert.deepEqual([...checks].sort(), ["activations", "configuration", "determinism", "gradients", "numerics", "throughput"]);
+  assert.deepEqual([...checks].sort(), ["activations", "checkpoints", "configuration", "determinism", "gradients", "numerics", "throughput"]);
   const lrWarning = page.locator('#health-findings li.finding[data-severity="warning"][data-check="configuration"]', { hasText: "lr=0" });
   assert.equal(await lrWarning.count(), 1, await page.locator("#health-findings").innerText());
   assert.equal(await lrWarning.locator(".sev").textContent(), "warning");
