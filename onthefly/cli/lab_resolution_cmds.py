@@ -19,6 +19,7 @@ from onthefly.v1 import lab_resolutions_pb2 as pb
 from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
 from onthefly.v1 import receipt_pb2
 
+# onthefly.lab.resolutions.MENU, spelled out so the CLI starts without importing torch (a test keeps them equal).
 MENU = ("continue", "upweight-hard", "upweight-region", "fork-route", "merge-uniform", "merge-fisher", "distill",
         "adapters")
 

@@ -83,3 +83,9 @@ def test_bad_menus_are_refused(point):
         run_menu(fork, 64, ("continue", "magic"))
     with pytest.raises(InvalidArgument, match="positive"):
         run_menu(fork, 0, (CONTINUE,))
+
+
+def test_the_cli_offers_exactly_the_menu():
+    from onthefly.cli import lab_resolution_cmds
+
+    assert lab_resolution_cmds.MENU == MENU
