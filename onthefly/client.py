@@ -67,9 +67,14 @@ class _Details(grpc.ClientCallDetails):
 class RunClient:
     """Stubs for one run, with the token attached to every call. Close it (or use ``with``)."""
 
-    def __init__(self, address: str, token: str) -> None:
+    def __init__(self, address: str, token: str, root_certificates: bytes | None = None) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        if root_certificates is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:  # a coordinator listening for other hosts: TLS, trusting only its certificate
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
         self.channel = grpc.intercept_channel(self._channel, _TokenInterceptor(token))
         self.control = control_pb2_grpc.ControlServiceStub(self.channel)
         self.telemetry = telemetry_pb2_grpc.TelemetryServiceStub(self.channel)
@@ -100,11 +105,13 @@ def find_run(name: str | None = None) -> RunInfo:
     return runs[0]
 
 
-def connect(name: str | None = None, address: str | None = None, token: str | None = None) -> RunClient:
-    """Connect to a run by explicit address+token, or through its discovery file."""
+def connect(name: str | None = None, address: str | None = None, token: str | None = None,
+            root_certificates: bytes | None = None) -> RunClient:
+    """Connect to a run by explicit address+token, or through its discovery file. With
+    ``root_certificates`` (PEM), over TLS trusting only those: how a rank on another host reaches rank 0."""
     if address is not None:
         if token is None:
             raise ValueError("an explicit address needs its token too (see the run's discovery file)")
-        return RunClient(address, token)
+        return RunClient(address, token, root_certificates)
     info = find_run(name)
     return RunClient(info.address, info.token)

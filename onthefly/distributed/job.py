@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from onthefly.distributed.lockstep import HEARTBEAT, lockstep
 from onthefly.distributed.parity import RankParity
-from onthefly.distributed.rendezvous import publish_api
+from onthefly.distributed.rendezvous import ApiPublisher
 from onthefly.distributed.roster import ROSTER, Roster
 
 if TYPE_CHECKING:
@@ -23,11 +23,12 @@ if TYPE_CHECKING:
 
 class Job:
     def __init__(self, world: "World", run: "Run", ctx: "LoopContext", heartbeat: float = HEARTBEAT) -> None:
-        self.world = world
+        self.world, self._run = world, run
         self.lockstep = lockstep(world, heartbeat)
         self.boundary = self.lockstep.boundary  # boundary(ctx) -> stop?: call at every step boundary
         self.roster: Roster | None = None
         self._reporter: Any = None
+        self._publisher: ApiPublisher | None = None
         if world.leader:
             self.roster = ctx.extras[ROSTER] = Roster(run, world, str(ctx.device))
         else:
@@ -45,7 +46,7 @@ class Job:
     def served(self, address: str | None, token: str | None) -> None:
         """Rank 0, once its server is up (None when it does not serve): the other ranks may join."""
         if self.world.leader:
-            publish_api(self.world.connect_store(), address, token)
+            self._publisher = ApiPublisher(self.world, self._run, address, token)
             if address is None:
                 self.roster = None  # nobody will report: nothing to wait for at the end
 
@@ -58,3 +59,5 @@ class Job:
             self._reporter.close(grace)
         if self.roster is not None:
             self.roster.wait_reports(grace, self.world.connect_store())
+        if self._publisher is not None:
+            self._publisher.close(grace)

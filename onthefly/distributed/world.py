@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 import torch.distributed as dist
+
+from onthefly.distributed.reach import hostname
 
 # A follower's listener blocks in one store read for as long as a person may pause a run: the read
 # fails only when the store is gone, never on a timeout a pause could reach.
@@ -58,5 +59,5 @@ def current_world() -> World | None:
         raise RuntimeError(
             f"onthefly needs the job's torch.distributed store to be a TCPStore (torchrun, init_method='env://' "
             f"or 'tcp://'); this job uses {type(store).__name__}. Start it with torchrun or a tcp:// init_method")
-    return World(dist.get_rank(), dist.get_world_size(), dist.get_backend(), socket.gethostname(),
+    return World(dist.get_rank(), dist.get_world_size(), dist.get_backend(), hostname(),
                  store.host, store.port, f"onthefly/fit{next(_fit_counter)}/")

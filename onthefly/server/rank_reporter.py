@@ -73,9 +73,8 @@ class RankReporter:
             return
         from onthefly.client import connect
 
-        address, token = api
         try:
-            with connect(address=address, token=token) as client:
+            with connect(address=api.address, token=api.token, root_certificates=api.root_certificates) as client:
                 stub = coordinator_pb2_grpc.CoordinatorServiceStub(client.channel)
                 stub.JoinRank(coordinator_pb2.JoinRankRequest(
                     rank=self.world.rank, world_size=self.world.world_size, host=self.world.host,

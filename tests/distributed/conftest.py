@@ -19,8 +19,10 @@ WORKER = pathlib.Path(__file__).with_name("ddp_worker.py")
 class Job:
     """``torchrun --standalone --nproc-per-node N ddp_worker.py ARGS`` writing rank reports into ``out``."""
 
-    def __init__(self, out: pathlib.Path, nproc: int, *args: str, separate: bool = False) -> None:
+    def __init__(self, out: pathlib.Path, nproc: int, *args: str, separate: bool = False,
+                 rank_env: dict[int, dict[str, str]] | None = None) -> None:
         self.out, self.nproc = out, nproc
+        self.store_port = 0  # the job's TCPStore (MASTER_PORT), when ``separate``
         out.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", ONTHEFLY_STORE=str(out / "store"))
         self._log = open(out / "job.log", "w")
@@ -32,11 +34,11 @@ class Job:
             return
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            port = self.store_port = s.getsockname()[1]
         for rank in range(nproc):
-            rank_env = dict(env, RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
-                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            self.ranks.append(subprocess.Popen([sys.executable, str(WORKER), *args, str(out)], env=rank_env,
+            env_of_rank = dict(env, RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
+                               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **(rank_env or {}).get(rank, {}))
+            self.ranks.append(subprocess.Popen([sys.executable, str(WORKER), *args, str(out)], env=env_of_rank,
                                                stdout=self._log, stderr=subprocess.STDOUT))
         self.proc = self.ranks[0]
 
@@ -61,8 +63,10 @@ def ddp_job(tmp_path):
     """Factory: ddp_job(nproc, mode, *args) -> Job (killed at teardown if still running)."""
     jobs: list[Job] = []
 
-    def start(nproc: int, mode: str, *args: str, name: str = "", separate: bool = False) -> Job:
-        job = Job(tmp_path / (name or f"{mode}{len(jobs)}"), nproc, mode, *args, separate=separate)
+    def start(nproc: int, mode: str, *args: str, name: str = "", separate: bool = False,
+              rank_env: dict[int, dict[str, str]] | None = None) -> Job:
+        """``rank_env``: extra environment per rank (``separate`` jobs only)."""
+        job = Job(tmp_path / (name or f"{mode}{len(jobs)}"), nproc, mode, *args, separate=separate, rank_env=rank_env)
         jobs.append(job)
         return job
 
