@@ -78,15 +78,18 @@ class ApiPublisher:
             return
         placements = reach.gather(store, self.world, self._stop, GATHER_SECONDS)
         remote = reach.remote(placements)
-        if remote and token is not None:
+        # Not once the run is over (close() stops only a listener that exists by then).
+        if remote and token is not None and not self._stop.is_set():
             try:
                 self._listen(placements, token)
-            except (ImportError, RuntimeError) as exc:
+            except Exception as exc:  # whatever failed, the API is still published below: no rank waits on it
+                # Rank 0 says why and how to fix it; the job itself goes on, as it would without OnTheFly.
                 self._warn(f"{exc}; meanwhile the ranks on other hosts ({_hosts(remote)}) keep their telemetry "
                            "local, and training is unaffected")
-        listener = self.listener
-        publish_api(store, address, token, self.world.host, listener and listener.address,
-                    listener and self._certificate)
+        if self.listener is None:
+            publish_api(store, address, token, self.world.host)
+        else:
+            publish_api(store, address, token, self.world.host, self.listener.address, self._certificate)
 
     def _listen(self, placements: list[reach.Placement], token: str) -> None:
         from onthefly.distributed.tls import self_signed
