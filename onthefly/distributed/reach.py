@@ -80,42 +80,49 @@ def coordinator_host(placements: list[Placement]) -> tuple[str, str]:
     In order: ``ONTHEFLY_COORDINATOR_HOST``; else the store address a remote rank dials, when it is one of
     rank 0's own addresses (the job's store runs on rank 0's host, as with torchrun's usual MASTER_ADDR:
     every rank already reaches it there); else the address of rank 0's interface that routes towards the
-    store (which the other hosts reach too). Raises RuntimeError naming ``ONTHEFLY_COORDINATOR_HOST``
-    when none is an address of this host."""
+    store or a remote rank's host. Raises RuntimeError naming ``ONTHEFLY_COORDINATOR_HOST`` when none
+    is found."""
     explicit = os.environ.get(COORDINATOR_HOST_ENV)
-    candidates = [explicit] if explicit else [p.store_host for p in remote(placements)]
-    for name in candidates:
-        address = _local_address(name)
+    if explicit:
+        address = _local_address(explicit, allow_loopback=True)
         if address is not None:
-            return name, address
-    if not explicit:
-        for name in candidates:
+            return explicit, address
+    else:
+        others = remote(placements)
+        stores = list(dict.fromkeys(p.store_host for p in others))
+        for name in stores:
+            address = _local_address(name)
+            if address is not None:
+                return name, address
+        for name in [*stores, *dict.fromkeys(p.host for p in others)]:
             address = _route_towards(name)
             if address is not None:
                 return address, address
+    tried = explicit or ", ".join(stores) or "no store address"
     raise RuntimeError(
-        f"onthefly: cannot tell which address of this host the other ranks can reach "
-        f"({explicit or ', '.join(dict.fromkeys(candidates)) or 'no store address'} is not one of them): set "
+        f"onthefly: cannot tell which address of this host the other ranks can reach ({tried} is not one "
+        f"of them): set "
         f"{COORDINATOR_HOST_ENV} on rank 0 to a host name or IP address of rank 0's host that the other hosts reach")
 
 
 def dial_address(host: str, port: int) -> str:
     """``host:port`` for gRPC, with an IPv6 literal in brackets."""
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]:{port}"
-    except ValueError:
-        pass
-    return f"{host}:{port}"
+    return f"[{host}]:{port}" if _is_ip(host) and ":" in host else f"{host}:{port}"
 
 
-def _local_address(name: str) -> str | None:
-    """The first address ``name`` resolves to that belongs to this host (binding it succeeds), or None."""
+def _local_address(name: str, allow_loopback: bool = False) -> str | None:
+    """The first address ``name`` resolves to that belongs to this host (binding it succeeds), or None.
+
+    A host name that resolves to a loopback address here (Debian maps a machine's own name to 127.0.1.1)
+    resolves elsewhere on the other hosts: only a loopback IP literal, dialled as such, is taken."""
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except OSError:
         return None
+    literal = _is_ip(name)
     for family, _, _, _, sockaddr in infos:
+        if ipaddress.ip_address(sockaddr[0]).is_loopback and not (literal or allow_loopback):
+            continue
         try:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.bind((sockaddr[0], 0))
@@ -123,6 +130,14 @@ def _local_address(name: str) -> str | None:
         except OSError:
             continue
     return None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def _route_towards(name: str) -> str | None:

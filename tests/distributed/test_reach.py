@@ -34,6 +34,14 @@ def test_an_explicit_coordinator_host_wins_and_must_be_this_hosts(monkeypatch):
         reach.coordinator_host(placements)
 
 
+def test_a_host_name_that_means_loopback_only_here_is_not_dialled_from_other_hosts(monkeypatch):
+    # As Debian maps a machine's own name to 127.0.1.1: the other hosts resolve that name elsewhere.
+    monkeypatch.delenv(reach.COORDINATOR_HOST_ENV, raising=False)
+    placements = [Placement(0, "a", "x"), Placement(1, "no-such-host.invalid", "localhost")]
+    with pytest.raises(RuntimeError, match=reach.COORDINATOR_HOST_ENV):
+        reach.coordinator_host(placements)
+
+
 def test_an_unreachable_store_address_asks_for_the_coordinator_host(monkeypatch):
     monkeypatch.delenv(reach.COORDINATOR_HOST_ENV, raising=False)
     placements = [Placement(0, "a", "x"), Placement(1, "b", "no-such-host.invalid")]
