@@ -10,6 +10,7 @@ export * from "./launch.js";
 export * from "./protocol.js";
 export * from "./session.js";
 export * from "./store.js";
+export * from "./stored.js";
 export * from "./successor.js";
 export * as webviewModel from "../webview/model.js";
 export * as webviewScales from "../webview/scales.js";
