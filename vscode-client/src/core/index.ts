@@ -20,3 +20,4 @@ export * as runPb from "../gen/onthefly/v1/run_pb.js";
 export * as controlPb from "../gen/onthefly/v1/control_pb.js";
 export * as diagnosticsPb from "../gen/onthefly/v1/diagnostics_pb.js";
 export * as sessionsPb from "../gen/onthefly/v1/sessions_pb.js";
+export * as receiptPb from "../gen/onthefly/v1/receipt_pb.js";
