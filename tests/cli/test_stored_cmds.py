@@ -120,3 +120,43 @@ def test_what_cannot_be_read_is_named_and_the_rest_is_still_read(finished, capsy
     assert code == 1 and "buckets must be between 1 and" in err
     code, _, err = _run(capsys, "stored", "series")
     assert code == 1 and "--session ID" in err
+
+
+def test_a_run_that_went_back_to_a_checkpoint_reads_back_as_the_run_kept_it(live_run, tmp_path, monkeypatch, capsys):
+    from onthefly import Trainer
+    from onthefly.sessions import Sessions, sessions_of
+    from onthefly.v1 import control_pb2
+    from sessions.helpers import setup
+    from support import wait_until
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("ONTHEFLY_STORE", str(store))
+    model, opt, loss, loader, sched, _ = setup()
+    run = live_run(Trainer("cli", "stored-restore", max_steps=10_000, port=0, start_paused=True, verbose=False,
+                           hooks=[Sessions(on_pause=False)]), model, opt, loss, loader, scheduler=sched)
+    remote = ["--address", run.trainer.address, "--token", run.trainer.token]
+
+    def step_to(n: int, steps: int) -> None:
+        run.client.control.Step(control_pb2.StepRequest(steps=steps))
+        wait_until(lambda: run.trainer.run.step == n and run.trainer.run.control.state.name == "PAUSED")
+
+    step_to(3, 3)
+    assert main([*remote, "checkpoint"]) == 0
+    checkpoint_id = capsys.readouterr().out.split()[1]
+    step_to(7, 4)
+    assert main([*remote, "restore", checkpoint_id]) == 0
+    step_to(5, 2)
+    assert main([*remote, "checkpoint"]) == 0  # a checkpoint writes the history buffered so far
+    capsys.readouterr()
+
+    session = sessions_of(run.trainer).require_session()
+    code, out, _ = _run(capsys, "stored", "list", "--json", "--store", str(store), "--tracking", str(tmp_path / "none"))
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and row["id"] == session.session_id and row["state"] == "running"
+    code, out, err = _run(capsys, "stored", "series", "--store", str(store), "--session", session.session_id,
+                          "--metric", "loss", "--json")
+    assert code == 0, err
+    loss_series = json.loads(out)["sources"][0]["series"]["loss"]
+    kept = session.history.metric_range(["loss"]).series["loss"]
+    assert loss_series["x"] == [1, 2, 3, 4, 5] == kept[0].tolist()  # steps 4-7 before the restore are gone
+    assert loss_series["y"] == pytest.approx(kept[1].tolist())
