@@ -97,9 +97,15 @@ def session_series(store: Path, session_id: str, names: Iterable[str], buckets: 
     if not (folder / "manifest.json").is_file():
         raise StoredError(f"no session {session_id} in {Path(store).resolve()} (a later run of that store cleans "
                           f"finished sessions; `onthefly stored list` shows what is there)")
-    steps, columns, extras, evals = _replay(_event_chunks(folder))
+    names = list(dict.fromkeys(names))
+    chunks = _event_chunks(folder)
+    # The step columns and evaluation losses (what the overlay asks for) have a columnar fast path;
+    # extras and other evaluation metrics are nested objects, read line by line.
+    simple = all(n in STEP_FIELDS or n.endswith("/loss") and not n.startswith("extra/") for n in names)
+    replayed = _replay_columnar(chunks) if simple else None
+    steps, columns, extras, evals = replayed if replayed is not None else _replay(chunks)
     out = {}
-    for name in dict.fromkeys(names):
+    for name in names:
         if name in STEP_FIELDS:
             xs, ys = steps, columns[name]
         elif name.startswith("extra/") and name[6:] in extras:
@@ -155,6 +161,50 @@ def _replay(chunks: list[Path]):
                     xs.append(step)
                     ys.append(_number(value))
     return steps, columns, extras, evals
+
+
+def _replay_columnar(chunks: list[Path]):
+    """``_replay`` for the step columns and evaluation losses, parsed by pyarrow's JSON reader (about 5x
+    faster than line by line: a 10^6-step session reads in seconds); None when a chunk does not parse
+    that way (the caller reads it line by line)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    schema = pa.schema([("kind", pa.string()), ("step", pa.int64()), ("split", pa.string()),
+                        *[(f, pa.float64()) for f in STEP_FIELDS]])
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    tables = []
+    try:
+        for chunk in chunks:
+            tables.append(pj.read_json(str(chunk), parse_options=options))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if not tables:
+        return [], {f: [] for f in STEP_FIELDS}, {}, {}
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables(tables)
+    kind = table.column("kind")
+    step = table.column("step").fill_null(-1).to_numpy()
+    # Compared in Arrow: a numpy array of a million Python strings costs more than the parse.
+    is_step = pc.fill_null(pc.equal(kind, "step_metrics"), False).to_numpy(zero_copy_only=False)
+    is_eval = pc.fill_null(pc.equal(kind, "eval_result"), False).to_numpy(zero_copy_only=False) & (step >= 0)
+    # A row survives unless a later step-metrics row has a step at or before its own (the run went back
+    # to a checkpoint there): the same rule as _replay's truncation, for every row at once.
+    big = np.iinfo(np.int64).max
+    later = np.minimum.accumulate(np.where(is_step, step, big)[::-1])[::-1]
+    keep = np.r_[later[1:], big] > step
+    rows = is_step & keep & (step >= 0)
+    columns = {f: table.column(f).fill_null(float("nan")).to_numpy()[rows] for f in STEP_FIELDS}
+    evals = {}
+    where = np.flatnonzero(is_eval)  # few rows: their splits as Python strings are cheap
+    split = np.full(len(step), "", dtype=object)
+    split[where] = [s or "val" for s in table.column("split").take(pa.array(where)).to_pylist()]
+    loss = table.column("loss").fill_null(float("nan")).to_numpy()
+    for name in sorted(set(split[where])):
+        sel = is_eval & keep & (split == name)
+        evals[f"{name}/loss"] = (step[sel], loss[sel])
+    return step[rows], columns, {}, evals
 
 
 def _truncate(step, steps, columns, extras, evals) -> None:
