@@ -121,7 +121,7 @@ export async function readStored(r: StoredReader, runs: StoredRun[], metrics: st
       } catch {
         throw new Error(err || "the reader answered something that is not JSON");
       }
-      return body.sources;
+      return body.sources.map((a) => ({ ...a, series: a.series ?? {} })); // a run the CLI could not read has none
     } catch (err) {
       return group.map((s): StoredSeries => ({ kind, id: s.id, label: storedLabel(s), series: {}, error: (err as Error).message }));
     }

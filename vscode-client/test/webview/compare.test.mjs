@@ -122,4 +122,8 @@ test("a live run, a finished session and a tracked experiment overlaid, the stor
   const again = await core.compareSources([live, { kind: "stored", run: gone }, { kind: "stored", run: experiment }], ["loss"], 100, reader);
   assert.match(again.runs[1].error, /no session 20990101-000000-gone00/);
   assert.ok(again.runs[2].series.loss.x.length > 100);
+  await dash.page.evaluate((v) => window.dispatchEvent(new MessageEvent("message", { data: { type: "compare", view: v } })), again);
+  await waitFor(async () => (await chart.getAttribute("data-runs")) === "2", { what: "two lines once the session is gone" });
+  assert.match(await dash.page.locator("#compare-caption").textContent(), /not readable: vscode-tests\/past \(20990101-000000-gone00\) \(no session 20990101-000000-gone00/);
+  assert.deepEqual(dash.problems, []);
 });
