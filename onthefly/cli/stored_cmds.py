@@ -2,7 +2,8 @@
 disk, no run needed (the dashboard's overlay spawns these to compare a live run with past ones).
 
     onthefly stored list --json
-    onthefly stored series --session 20261207-201500-a1b2c3 --experiment me/proj/run/stamp --metric loss --buckets 800 --json
+    onthefly stored series --session 20261207-201500-a1b2c3 --metric loss --buckets 800 --json
+    onthefly stored series --experiment me/proj/run/20261207-201500-a1b2 --metric val/loss
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ def list_experiments(root: Path) -> list[dict]:
         return []
     out = []
     for r in LocalStore(root).list_experiments():
-        out.append({"kind": "experiment", "id": r.prefix, "root": str(Path(root).resolve()), "state": r.status.value.lower(),
+        out.append({"kind": "experiment", "id": r.prefix, "root": str(Path(root).resolve()),
+                    "state": r.status.value.lower(),
                     "run_id": (r.metadata or {}).get("onthefly_run_id", ""), "updated_at": r.updated_at,
                     "process_gone": r.process_gone()})
     return out

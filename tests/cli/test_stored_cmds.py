@@ -97,16 +97,17 @@ def test_series_of_both_stores_agree_and_are_downsampled(finished, capsys):
         assert len(val["x"]) == 3 and val["y"][-1] == pytest.approx(finished.val_loss)
 
     # An evaluation metric besides the loss is read line by line, not columnar: the two readings agree.
-    code, out, _ = _run(capsys, "stored", "series", "--store", str(store), "--tracking", str(dash), "--session", session_id,
-                        "--experiment", finished.prefix, "--metric", "loss", "--metric", "val/loss", "--metric", "val/accuracy",
-                        "--json")
+    code, out, _ = _run(capsys, "stored", "series", "--store", str(store), "--tracking", str(dash),
+                        "--session", session_id, "--experiment", finished.prefix,
+                        "--metric", "loss", "--metric", "val/loss", "--metric", "val/accuracy", "--json")
     line_by_line, tracked = json.loads(out)["sources"]
     assert code == 0 and line_by_line["series"]["loss"] == session["series"]["loss"]
     assert line_by_line["series"]["val/loss"] == session["series"]["val/loss"]
     accuracy = line_by_line["series"]["val/accuracy"]
     assert len(accuracy["x"]) == 3 and accuracy["y"] == pytest.approx(tracked["series"]["val/accuracy"]["y"])
 
-    code, out, _ = _run(capsys, "stored", "series", "--store", str(store), "--session", str(store / "sessions" / session_id),
+    code, out, _ = _run(capsys, "stored", "series", "--store", str(store),
+                        "--session", str(store / "sessions" / session_id),
                         "--metric", "loss", "--buckets", "2", "--json")
     loss = json.loads(out)["sources"][0]["series"]["loss"]
     ys = [row["loss"] for row in train_rows]
