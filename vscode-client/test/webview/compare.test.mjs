@@ -4,12 +4,11 @@
 // both read with no run serving them by the `onthefly stored` CLI the extension spawns.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { core, PYTHON, REPO_ROOT, VSC_ROOT, waitFor } from "../helpers/util.mjs";
-import { startTrainer } from "../helpers/trainer.mjs";
+import { runTrainerToEnd, startTrainer } from "../helpers/trainer.mjs";
 import { launchBrowser } from "../helpers/browser.mjs";
 import { openDashboard } from "../helpers/webview-harness.mjs";
 
@@ -31,24 +30,6 @@ after(async () => {
   await a?.stop();
   if (pastDir) fs.rmSync(pastDir, { recursive: true, force: true });
 });
-
-/** Runs the fixture trainer to its end (FIXTURE_MAX_STEPS steps) with its own store and a tracked experiment. */
-async function runToEnd(dir, steps) {
-  let output = "";
-  const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
-    cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"],
-    env: {
-      ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), FIXTURE_TRACK: path.join(dir, "dash"),
-      FIXTURE_RUN_NAME: "past", FIXTURE_HIDDEN: "32", FIXTURE_MAX_STEPS: String(steps), PYTHONUNBUFFERED: "1",
-      PYTHONPATH: [REPO_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
-    },
-  });
-  proc.stdout.on("data", (d) => (output += d));
-  proc.stderr.on("data", (d) => (output += d));
-  const code = await new Promise((resolve) => proc.on("exit", resolve));
-  fs.writeFileSync(path.join(OUT, "compare-past-trainer.log"), output);
-  assert.equal(code, 0, `the finished run's trainer failed: ${output.slice(-2000)}`);
-}
 
 test("two runs' loss on one chart, a line each; an unreachable run is named with the reason", async () => {
   const targets = [core.sessionTarget(a.info), core.sessionTarget(b.info)];
@@ -75,7 +56,8 @@ test("two runs' loss on one chart, a line each; an unreachable run is named with
 
 test("a live run, a finished session and a tracked experiment overlaid, the stored ones read from disk", async () => {
   pastDir = fs.mkdtempSync(path.join(os.tmpdir(), "otf-past-"));
-  await runToEnd(pastDir, 240);
+  fs.writeFileSync(path.join(OUT, "compare-past-trainer.log"),
+    await runTrainerToEnd(pastDir, 240, { FIXTURE_RUN_NAME: "past", FIXTURE_HIDDEN: "32" }));
   const reader = { python: PYTHON, cwd: REPO_ROOT, stores: [path.join(pastDir, "store")], trackingRoots: [path.join(pastDir, "dash")],
     env: { ...process.env, PYTHONPATH: [REPO_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) } };
   const stored = await core.listStored(reader);
