@@ -7,7 +7,7 @@ import { describeOutcome, type CommandName } from "./core/client.js";
 import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
 import { waitForLaunchedRun } from "./core/launch.js";
 import { compareSources, type CompareSource } from "./core/compare.js";
-import { listStored, storedLabel, type StoredReader, type StoredRun, type StoredSeries } from "./core/stored.js";
+import { listStored, storedIsLive, storedLabel, type StoredReader, type StoredRun, type StoredSeries } from "./core/stored.js";
 import { compareHtml, dashboardHtml } from "./core/html.js";
 import type { CompareMessage, HealthView, HostToView } from "./core/protocol.js";
 import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
@@ -506,18 +506,26 @@ class Extension implements vscode.Disposable {
     });
     const cache = new Map<string, StoredSeries>();
     let busy = false;
+    let again = false; // a request (a reloaded page's "ready") came while one was being read: read once more
     const send = async () => {
-      if (!panel.visible || busy) return;
+      if (!panel.visible) return;
+      if (busy) {
+        again = true;
+        return;
+      }
       busy = true;
       try {
-        await panel.webview.postMessage({ type: "compare", view: await compareSources(sources, undefined, undefined, reader, cache) } satisfies CompareMessage);
+        do {
+          again = false;
+          await panel.webview.postMessage({ type: "compare", view: await compareSources(sources, undefined, undefined, reader, cache) } satisfies CompareMessage);
+        } while (again && panel.visible);
       } finally {
         busy = false;
       }
     };
     panel.webview.onDidReceiveMessage((m) => void ((m as { type?: string })?.type === "ready" && send()));
     // Only live runs change; with none chosen there is nothing to refresh.
-    const timer = sources.some((s) => s.kind === "live" || s.run.state === "running") ? setInterval(() => void send(), 5_000) : undefined;
+    const timer = sources.some((s) => s.kind === "live" || storedIsLive(s.run)) ? setInterval(() => void send(), 5_000) : undefined;
     panel.onDidDispose(() => clearInterval(timer));
   }
 

@@ -5,7 +5,7 @@
 import { RunClient } from "./client.js";
 import type { SessionTarget } from "./session.js";
 import type { CompareRun, CompareView } from "./protocol.js";
-import { readStored, storedLabel, type StoredReader, type StoredRun, type StoredSeries } from "./stored.js";
+import { readStored, storedIsLive, storedLabel, type StoredReader, type StoredRun, type StoredSeries } from "./stored.js";
 
 /** One run to overlay: a running trainer, or a stored session / experiment. */
 export type CompareSource = { kind: "live"; target: SessionTarget } | { kind: "stored"; run: StoredRun };
@@ -43,7 +43,7 @@ export async function compareSources(sources: CompareSource[], metrics: string[]
     : Promise.resolve([] as StoredSeries[]);
   const storedAnswers = read.then((answers) => {
     answers.forEach((a, i) => {
-      if (cache && !a.error && toRead[i].state !== "running") cache.set(key(toRead[i]), a);
+      if (cache && !a.error && !storedIsLive(toRead[i])) cache.set(key(toRead[i]), a);
     });
     const fresh = new Map(toRead.map((run, i) => [key(run), answers[i]]));
     return stored.map((run) => fresh.get(key(run)) ?? cache!.get(key(run))!);

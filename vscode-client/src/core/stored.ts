@@ -31,6 +31,13 @@ export interface StoredRun {
   lastStep?: number;
   /** Seconds since the epoch: a session's start, an experiment's last update. */
   when?: number;
+  /** An experiment still marked running whose writing process has ended (killed). */
+  processGone?: boolean;
+}
+
+/** Whether a stored run may still change (its process is still writing it). */
+export function storedIsLive(s: StoredRun): boolean {
+  return s.state === "running" && !s.processGone;
 }
 
 export interface StoredSeries {
@@ -86,6 +93,7 @@ export async function listStored(r: StoredReader): Promise<StoredRun[]> {
       kind, id: String(row.id), state: String(row.state ?? ""), where: String(kind === "session" ? row.store : row.root),
       project: row.project as string | undefined, runName: row.run_name as string | undefined, runId: row.run_id as string | undefined,
       lastStep: row.last_step as number | undefined, when: (kind === "session" ? row.started_at : row.updated_at) as number | undefined,
+      processGone: row.process_gone === true,
     };
   });
 }
