@@ -19,7 +19,8 @@ from onthefly.v1 import control_pb2, receipt_pb2, telemetry_pb2
 
 # Feature modules that add subcommands through register(subparsers); absent ones are skipped.
 FEATURE_COMMANDS = ("onthefly.cli.sessions_cmds", "onthefly.cli.health_cmds", "onthefly.cli.tracking_cmds",
-                    "onthefly.cli.lab_cmds", "onthefly.cli.ranks_cmds")
+                    "onthefly.cli.lab_cmds", "onthefly.cli.ranks_cmds",
+                    "onthefly.cli.stored_cmds")
 
 
 MAX_STEPS = 2**53 - 1  # the step budget the run accepts (steering.RunSteps)

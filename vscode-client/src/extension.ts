@@ -6,7 +6,8 @@ import * as path from "node:path";
 import { describeOutcome, type CommandName } from "./core/client.js";
 import { listRuns, parseAddress, runAtAddress, runLabel, runtimeDir, type RunInfo } from "./core/discovery.js";
 import { waitForLaunchedRun } from "./core/launch.js";
-import { compareRuns } from "./core/compare.js";
+import { compareSources, type CompareSource } from "./core/compare.js";
+import { listStored, storedIsLive, storedLabel, type StoredReader, type StoredRun, type StoredSeries } from "./core/stored.js";
 import { compareHtml, dashboardHtml } from "./core/html.js";
 import type { CompareMessage, HealthView, HostToView } from "./core/protocol.js";
 import { RunSession, sessionTarget, type SessionTarget, type ViewSink } from "./core/session.js";
@@ -437,18 +438,62 @@ class Extension implements vscode.Disposable {
     this.output.appendLine(`opened ${session.target.label} at ${session.target.host}:${session.target.port} in a tab of its own`);
   }
 
+  /** How to read the stores on disk: the interpreter of Run Training Script…, from the first workspace folder. */
+  private async storedReader(): Promise<StoredReader> {
+    const folder = vscode.workspace.workspaceFolders?.find((f) => f.uri.scheme === "file")?.uri;
+    const cfg = vscode.workspace.getConfiguration("onthefly");
+    return {
+      python: await this.pythonFor(folder ?? vscode.Uri.file(os.homedir())), cwd: folder?.fsPath ?? os.homedir(),
+      stores: cfg.get<string[]>("sessionStores", []), trackingRoots: cfg.get<string[]>("trackingStores", []),
+    };
+  }
+
   /**
-   * An overlay of chosen running trainers: loss and validation loss of each on one step axis, read
-   * from each run's metric history and refreshed every few seconds while the tab is open.
+   * An overlay of chosen runs: running trainers, finished sessions in the session store and tracked
+   * experiments in the local tracking store, loss and validation loss of each on one step axis. Live
+   * runs are read over their API and refreshed every few seconds while the tab is open; stored ones are
+   * read from disk by `onthefly stored` with the chosen interpreter (no run needs to be live).
    */
   async compareRuns(): Promise<void> {
     const runs = listRuns(this.discoveryDir());
-    if (runs.length < 2) throw new Error(`comparing needs two running trainers; ${runs.length} found in ${this.discoveryDir()}`);
-    const picks = await vscode.window.showQuickPick(runs.map((r) => ({
-      label: runLabel(r), description: `${r.host}:${r.port}`, picked: true, run: r,
-    })), { title: "OnTheFly: Compare Runs", placeHolder: "The runs to overlay", canPickMany: true });
-    if (!picks?.length) return;
-    const targets = picks.map((p) => sessionTarget(p.run));
+    const reader = await this.storedReader();
+    let stored: StoredRun[] = [];
+    let storedProblem = "";
+    try {
+      stored = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: "OnTheFly: reading the stores…" },
+        () => listStored(reader));
+    } catch (err) {
+      storedProblem = (err as Error).message;
+      this.output.appendLine(`compare: stored runs not listed: ${storedProblem}`);
+    }
+    const liveIds = new Set(runs.map((r) => r.runId));
+    // A session whose run is live is offered as the live run (it is the same run, and fresher).
+    const past = stored.filter((s) => !(s.state === "running" && (s.kind === "session" || liveIds.has(s.runId ?? ""))));
+    type Item = vscode.QuickPickItem & { source?: CompareSource };
+    const when = (t?: number) => (t ? new Date(t * 1000).toLocaleString() : "");
+    const items: Item[] = [
+      ...(runs.length ? [{ label: "Running", kind: vscode.QuickPickItemKind.Separator } as Item] : []),
+      ...runs.map((r): Item => ({ label: runLabel(r), description: `${r.host}:${r.port}`, picked: true, source: { kind: "live", target: sessionTarget(r) } })),
+      ...(past.some((s) => s.kind === "session") ? [{ label: "Sessions in the store", kind: vscode.QuickPickItemKind.Separator } as Item] : []),
+      ...past.filter((s) => s.kind === "session").reverse().map((s): Item => ({
+        label: storedLabel(s), description: `${s.state} · last step ${s.lastStep ?? "?"}`, detail: `started ${when(s.when)} · ${s.where}`,
+        source: { kind: "stored", run: s },
+      })),
+      ...(past.some((s) => s.kind === "experiment") ? [{ label: "Tracked experiments", kind: vscode.QuickPickItemKind.Separator } as Item] : []),
+      ...past.filter((s) => s.kind === "experiment").map((s): Item => ({
+        label: s.id, description: s.state, detail: `updated ${when(s.when)} · ${s.where}`, source: { kind: "stored", run: s },
+      })),
+    ];
+    if (!items.some((i) => i.source)) {
+      throw new Error(`nothing to compare: no running trainer in ${this.discoveryDir()} and no stored session or experiment` +
+        (storedProblem ? ` (${storedProblem})` : ` in the stores under ${reader.cwd}`));
+    }
+    const picks = await vscode.window.showQuickPick(items, {
+      title: "OnTheFly: Compare Runs", placeHolder: "The runs to overlay (running, finished sessions, tracked experiments)", canPickMany: true,
+    });
+    const sources = (picks ?? []).flatMap((p) => (p.source ? [p.source] : []));
+    if (!sources.length) return;
+    const labels = sources.map((s) => (s.kind === "live" ? s.target.label : storedLabel(s.run)));
     const dist = vscode.Uri.joinPath(this.context.extensionUri, "dist");
     const panel = vscode.window.createWebviewPanel("onthefly.compare", "OnTheFly: compare runs", vscode.ViewColumn.Active, {
       enableScripts: true, localResourceRoots: [dist],
@@ -457,13 +502,30 @@ class Extension implements vscode.Disposable {
       cspSource: panel.webview.cspSource,
       scriptUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "compare.js")).toString(),
       styleUri: panel.webview.asWebviewUri(vscode.Uri.joinPath(dist, "compare.css")).toString(),
-      title: `Compare: ${targets.map((t) => t.label).join(" · ")}`,
+      title: `Compare: ${labels.join(" · ")}`,
     });
+    const cache = new Map<string, StoredSeries>();
+    let busy = false;
+    let again = false; // a request (a reloaded page's "ready") came while one was being read: read once more
     const send = async () => {
-      if (panel.visible) await panel.webview.postMessage({ type: "compare", view: await compareRuns(targets) } satisfies CompareMessage);
+      if (!panel.visible) return;
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      try {
+        do {
+          again = false;
+          await panel.webview.postMessage({ type: "compare", view: await compareSources(sources, undefined, undefined, reader, cache) } satisfies CompareMessage);
+        } while (again && panel.visible);
+      } finally {
+        busy = false;
+      }
     };
     panel.webview.onDidReceiveMessage((m) => void ((m as { type?: string })?.type === "ready" && send()));
-    const timer = setInterval(() => void send(), 5_000);
+    // Only live runs change; with none chosen there is nothing to refresh.
+    const timer = sources.some((s) => s.kind === "live" || storedIsLive(s.run)) ? setInterval(() => void send(), 5_000) : undefined;
     panel.onDidDispose(() => clearInterval(timer));
   }
 

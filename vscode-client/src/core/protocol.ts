@@ -290,6 +290,8 @@ export function parseViewMessage(raw: unknown): ViewToHost | undefined {
 export interface CompareRun {
   label: string;
   runId: string;
+  /** live: a running trainer; session: a finished session in a session store; experiment: a tracked experiment. */
+  kind?: "live" | "session" | "experiment";
   series: Record<string, SeriesChunk>;
   error?: string;
 }

@@ -3,7 +3,7 @@
 import "uplot/dist/uPlot.min.css";
 import "./dashboard.css";
 import uPlot from "uplot";
-import type { CompareView } from "../core/protocol.js";
+import type { CompareRun, CompareView } from "../core/protocol.js";
 import { fmtNum, spansDecades } from "./scales.js";
 import { readTheme, type Theme } from "./theme.js";
 
@@ -20,6 +20,12 @@ function palette(t: Theme): string[] {
   return [c.blue, c.orange, c.green, c.purple, c.red, c.yellow];
 }
 
+const KIND_WORDS = { live: "live", session: "finished session", experiment: "tracked experiment" } as const;
+
+function legendLabel(r: CompareRun): string {
+  return r.kind === "session" ? `${r.label} · finished` : r.kind === "experiment" ? `${r.label} · tracked` : r.label;
+}
+
 function draw(view: CompareView): void {
   last = view;
   for (const p of plots.splice(0)) p.destroy();
@@ -27,7 +33,10 @@ function draw(view: CompareView): void {
   const theme = readTheme();
   const colors = palette(theme);
   const failed = view.runs.filter((r) => r.error);
-  caption.textContent = `${view.runs.length} runs · read ${new Date(view.at).toLocaleTimeString()}` +
+  const kinds = (["live", "session", "experiment"] as const)
+    .map((k) => [view.runs.filter((r) => (r.kind ?? "live") === k).length, KIND_WORDS[k]] as const)
+    .filter(([n]) => n > 0).map(([n, w]) => `${n} ${w}`);
+  caption.textContent = `${view.runs.length} runs (${kinds.join(", ")}) · read ${new Date(view.at).toLocaleTimeString()}` +
     (failed.length ? ` · not readable: ${failed.map((r) => `${r.label} (${r.error})`).join("; ")}` : "");
   caption.classList.toggle("error", failed.length > 0);
   for (const metric of view.metrics) {
@@ -37,6 +46,7 @@ function draw(view: CompareView): void {
     el.className = "chart";
     el.dataset.chart = metric;
     el.dataset.runs = String(runs.length);
+    el.dataset.kinds = runs.map((r) => r.kind ?? "live").join(",");
     const title = document.createElement("div");
     title.className = "chart-title";
     title.textContent = metric;
@@ -51,7 +61,9 @@ function draw(view: CompareView): void {
       scales: { x: { time: false }, y: log ? { distr: 3, log: 10 } : {} },
       series: [
         { label: "step" },
-        ...runs.map((r, i): uPlot.Series => ({ label: r.label, stroke: colors[i % colors.length], width: 1.5, spanGaps: true,
+        // Stored runs (finished sessions, tracked experiments) dashed, live ones solid; the legend says which.
+        ...runs.map((r, i): uPlot.Series => ({ label: legendLabel(r), stroke: colors[i % colors.length], width: 1.5, spanGaps: true,
+          ...(r.kind && r.kind !== "live" ? { dash: [6, 3] } : {}),
           value: (_u, v) => (v == null ? "–" : fmtNum(v)) })),
       ],
       axes: [axis, { ...axis, size: 70, values: (_u, splits) => splits.map((v) => (v == null ? null : fmtNum(v))) as string[] }],

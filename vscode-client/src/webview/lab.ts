@@ -2,7 +2,7 @@
 // with their verdicts, a drill-down (region → examples → one sample's loss trajectory and thumbnail),
 // slice export, and fork / compare / recommend / apply with the lineage graph. Every number comes
 // from one lab request answered by the host (labDone); nothing here downloads every sample's loss.
-import type { HistogramView } from "../core/protocol.js";
+import type { HistogramView, ReceiptView } from "../core/protocol.js";
 import type { LabComparisonView, LabLineageView, LabOverview, LabReceiptView, LabRegionDetail, LabRegionView, LabRequest, LabResult,
   LabSampleView } from "../core/labview.js";
 import { fmtNum } from "./charts.js";
@@ -22,6 +22,13 @@ export interface LabSnapshot {
 }
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+/** The run's lab commands (CommandApplied names) and the panel request that makes each. */
+const LAB_COMMANDS: Record<string, LabRequest["op"]> = { "lab-score": "score", "lab-fork": "fork", "lab-compare": "compare", "lab-apply": "apply" };
+const POLL_TICK_MS = 2_500;
+/** Histogram and regions while the panel is on screen: regions found by another client come with no event. */
+const OVERVIEW_POLL_MS = 10_000;
+/** The lineage while a background fork trains (its end comes with no event). */
+const LINEAGE_POLL_MS = 5_000;
 const pct = (v: number) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)} %` : "n/a");
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, text = "", cls = ""): HTMLElementTagNameMap[K] {
@@ -34,6 +41,7 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, text = "", cls = ""):
 export class LabPanel {
   private nextId = 1;
   private readonly pending = new Map<number, LabRequest>();
+  private readonly quiet = new Set<number>();
   private overview: LabOverview | undefined;
   private regions: LabRegionView[] = [];
   private region: LabRegionDetail | undefined;
@@ -43,8 +51,22 @@ export class LabPanel {
   private recommendation: LabSnapshot["recommendation"];
   private comparison: LabComparisonView | undefined;
 
+  /** Lab commands the run applied that the panel has taken in (from the stream's command events). */
+  private readonly seenCommands = new Set<number>();
+  /** What to re-read because the lab changed (coalesced for a moment, then sent quietly). */
+  private readonly due = new Set<"overview" | "lineage">();
+  private dueTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastOverviewAt = 0;
+  private lastLineageAt = 0;
+  private onScreen = true;
+
   constructor(private readonly post: Post, private theme: () => Theme, private runId: string, restored: LabSnapshot | undefined,
-    private readonly changed: () => void) {
+    private readonly changed: () => void, receipts: ReceiptView[] = []) {
+    for (const r of receipts) if (r.commandId > 0) this.seenCommands.add(r.commandId);
+    // Changes that come without an event (regions found by another client, a background fork that
+    // finished): a bounded poll, only while the panel is on screen and the page visible, one request at a time.
+    new IntersectionObserver((entries) => (this.onScreen = entries.some((e) => e.isIntersecting))).observe($("lab-panel"));
+    setInterval(() => this.poll(), POLL_TICK_MS);
     $("lab-refresh").addEventListener("click", () => this.send({ op: "overview" }));
     $("lab-score").addEventListener("click", () => this.send({ op: "score" }));
     $("lab-discover").addEventListener("click", () => {
@@ -92,10 +114,45 @@ export class LabPanel {
     this.send({ op: "overview" });
   }
 
+  /**
+   * The run's command receipts (every client's: this page, the CLI, a script), as the stream reports
+   * them. A lab command newly applied (a scoring pass, a fork, a comparison, a resolution applied)
+   * makes the panel re-read what it changed, unless this panel's own request for it is still out
+   * (its answer refreshes that part already).
+   */
+  onReceipts(receipts: ReceiptView[]): void {
+    for (const r of receipts) {
+      if (r.commandId <= 0 || this.seenCommands.has(r.commandId)) continue;
+      if (r.status !== "applied" && r.status !== "rejected") continue; // wait for the outcome
+      this.seenCommands.add(r.commandId);
+      const op = LAB_COMMANDS[r.command];
+      if (!op || r.status !== "applied") continue;
+      if ([...this.pending.values()].some((p) => p.op === op)) continue;
+      for (const part of op === "score" ? (["overview"] as const) : (["lineage"] as const)) this.due.add(part);
+      $("lab-panel").dataset.autoRefresh = `${r.command} applied at step ${r.step} (command ${r.commandId})`;
+    }
+    if (this.due.size && !this.dueTimer) {
+      this.dueTimer = setTimeout(() => {
+        this.dueTimer = undefined;
+        for (const op of this.due) if (![...this.pending.values()].some((p) => p.op === op)) this.send({ op }, true);
+        this.due.clear();
+      }, 150);
+    }
+  }
+
+  private poll(): void {
+    if (!this.onScreen || document.visibilityState !== "visible" || this.pending.size) return;
+    const now = Date.now();
+    // A background fork is training: its end shows in the lineage, which no event announces.
+    if (this.lineage?.training.length && now - this.lastLineageAt >= LINEAGE_POLL_MS) this.send({ op: "lineage" }, true);
+    else if (now - this.lastOverviewAt >= OVERVIEW_POLL_MS) this.send({ op: "overview" }, true);
+  }
+
   /** The page now shows another run (attached elsewhere): what the panel held was about the old one. */
   runChanged(runId: string): void {
     if (runId === this.runId) return;
     this.runId = runId;
+    this.seenCommands.clear(); // command ids count from 1 in every run
     this.overview = this.region = this.sample = this.lineage = this.comparison = this.recommendation = undefined;
     this.regions = [];
     this.recommended = "";
@@ -126,11 +183,15 @@ export class LabPanel {
     $("lab-apply-confirm").hidden = true;
   }
 
-  private send(request: LabRequest): void {
+  /** `quiet`: a refresh the person did not ask for; it leaves the status line as it was. */
+  private send(request: LabRequest, quiet = false): void {
     const id = this.nextId++;
     this.pending.set(id, request);
+    if (quiet) this.quiet.add(id);
+    if (request.op === "overview") this.lastOverviewAt = Date.now();
+    if (request.op === "lineage") this.lastLineageAt = Date.now();
     this.busy();
-    this.say(`${request.op}…`);
+    if (!quiet) this.say(`${request.op}…`);
     this.post({ type: "lab", id, request });
   }
 
@@ -148,8 +209,24 @@ export class LabPanel {
   /** The host's answer to one of our requests. */
   done(id: number, op: LabRequest["op"], result: LabResult | undefined, error: string | undefined, cancelled?: boolean): void {
     const req = this.pending.get(id);
+    const quiet = this.quiet.delete(id);
     this.pending.delete(id);
     this.busy();
+    if (quiet) {
+      // A refresh nobody asked for: take what it brings; a failure (the run ended, say) is not news.
+      if (result?.overview) {
+        this.overview = result.overview;
+        this.regions = result.overview.regions ?? this.regions;
+        this.renderHistogram();
+        this.renderRegions();
+      }
+      if (result?.lineage) {
+        this.lineage = result.lineage;
+        this.renderLineage();
+      }
+      $("lab-panel").dataset.refreshes = String(Number($("lab-panel").dataset.refreshes ?? 0) + 1);
+      return this.changed();
+    }
     if (error) return this.say(`${op}: ${error}`, true);
     if (cancelled) return this.say("Export cancelled.");
     if (!result || !req) return;

@@ -91,7 +91,10 @@ function render(c: Changes): void {
   if (c.status || c.connection || c.health) renderControls();
   if (c.health) renderHealth();
   if (c.notes || c.connection) renderNotes();
-  if (c.receipts) renderReceipts();
+  if (c.receipts) {
+    renderReceipts();
+    lab.onReceipts(model.receipts);
+  }
   if (c.runtime || c.status) renderRuntime();
   if (c.histograms) renderHistogram();
   if (c.logs) renderLogs();
@@ -665,6 +668,6 @@ window.addEventListener("message", (ev: MessageEvent) => {
   }
 });
 
-const lab = new LabPanel(post, () => theme, model.run?.runId ?? "", saved?.v === 1 ? saved.lab : undefined, () => saveSoon());
+const lab = new LabPanel(post, () => theme, model.run?.runId ?? "", saved?.v === 1 ? saved.lab : undefined, () => saveSoon(), model.receipts);
 render(all());
 post({ type: "ready", runId: model.run?.runId ?? "", gen: model.gen, lastSeq: model.lastSeq });

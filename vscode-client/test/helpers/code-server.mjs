@@ -58,16 +58,16 @@ const SETTINGS = {
 
 /**
  * Installs `vsix` into a fresh profile under a short temp dir and starts code-server on a free
- * loopback port with `env` added (it reaches the extension host). Returns { url, tmp, stop(), log() }.
+ * loopback port with `env` added (it reaches the extension host) and `settings` in the user settings. Returns { url, tmp, stop(), log() }.
  */
-export async function startCodeServer({ vsix, env = {}, workspaceFiles = { "hello.txt": "hello\n" } }) {
+export async function startCodeServer({ vsix, env = {}, workspaceFiles = { "hello.txt": "hello\n" }, settings = {} }) {
   const { nodeBin, bin } = codeServerPaths();
   // Short: unix socket paths under TMPDIR are limited to 108 characters.
   const tmp = fs.mkdtempSync("/tmp/otfcs-");
   const dirs = { ud: path.join(tmp, "ud"), ext: path.join(tmp, "ext"), ws: path.join(tmp, "ws") };
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
   fs.mkdirSync(path.join(dirs.ud, "User"), { recursive: true });
-  fs.writeFileSync(path.join(dirs.ud, "User/settings.json"), JSON.stringify(SETTINGS, null, 2));
+  fs.writeFileSync(path.join(dirs.ud, "User/settings.json"), JSON.stringify({ ...SETTINGS, ...settings }, null, 2));
   for (const [name, text] of Object.entries(workspaceFiles)) fs.writeFileSync(path.join(dirs.ws, name), text);
   const config = path.join(tmp, "cs.yaml");
   fs.writeFileSync(config, "auth: none\ncert: false\n");

@@ -52,3 +52,24 @@ export async function startTrainer(env = {}, { timeout = 90_000, dir: shared, sc
     },
   };
 }
+
+/**
+ * Runs the fixture trainer to its end (`steps` steps) in `dir` with its own session store (dir/store) and
+ * a tracked experiment (local tracking store dir/dash); resolves with its output once it exited 0.
+ */
+export async function runTrainerToEnd(dir, steps, env = {}) {
+  let output = "";
+  const proc = spawn(PYTHON, [path.join(VSC_ROOT, "test/fixtures/trainer.py")], {
+    cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"],
+    env: {
+      ...process.env, ONTHEFLY_RUNTIME_DIR: dir, ONTHEFLY_STORE: path.join(dir, "store"), FIXTURE_TRACK: path.join(dir, "dash"),
+      FIXTURE_MAX_STEPS: String(steps), PYTHONUNBUFFERED: "1",
+      PYTHONPATH: [REPO_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), ...env,
+    },
+  });
+  proc.stdout.on("data", (d) => (output += d));
+  proc.stderr.on("data", (d) => (output += d));
+  const code = await new Promise((resolve) => proc.on("exit", resolve));
+  if (code !== 0) throw new Error(`the fixture trainer run to its end exited ${code}: ${output.slice(-2000)}`);
+  return output;
+}
