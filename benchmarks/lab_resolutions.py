@@ -118,6 +118,9 @@ def run_seed(name: str, seed: int, names: Sequence[str] = MENU, timing: bool = T
                       "recall": float(found[hard].mean()) if hard.any() else float("nan")},
         "noise_test": noise_test, "skipped": menu.skipped, "blocked": menu.blocked,
         "recommended": chosen.name, "reason": chosen.reason, "validation": on_val.as_dict(),
+        # per-sample results and slice masks of the validation split, so --rerecommend can redo the paired test
+        "validation_samples": {"correct": {k: _bits(v) for k, v in on_val.correct.items()},
+                               "masks": {x.name: _bits(x.mask) for x in val_slices}},
         "test_table": on_test.as_dict(),
         "resolutions": {row.name: {"overall": row.overall, "worst_group": row.worst_accuracy,
                                    "worst_group_name": row.worst_slice,
@@ -127,6 +130,10 @@ def run_seed(name: str, seed: int, names: Sequence[str] = MENU, timing: bool = T
                                    "flops_ratio": on_val.row(row.name).flops_ratio, "time_ratio": row.time_ratio}
                         for row in on_test.rows},
     }
+
+
+def _bits(values: np.ndarray) -> str:
+    return "".join("1" if v else "0" for v in np.asarray(values, dtype=bool))
 
 
 def interval(values: Sequence[float]) -> dict[str, float]:
@@ -214,20 +221,34 @@ def run_benchmark(name: str, seeds: Sequence[int], names: Sequence[str] = MENU, 
     return summarize(name, results)
 
 
-def rerecommend(dumped: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per benchmark, the dumped seeds (``--dump``) with the recommendation made again by this build's
-    ``recommend`` on each seed's validation table: how a change to the rule was tuned on development seeds
-    without retraining anything."""
+def validation_table(seed: dict[str, Any], exclude: Sequence[str] = ()) -> Any:
+    """A dumped seed's validation Comparison, with its per-sample results, without the ``exclude`` rows."""
     from onthefly.lab.compare import Comparison, Row, Slice
 
+    v, samples = seed["validation"], seed["validation_samples"]
+    slices = [Slice(x["name"], x["kind"], _unbits(samples["masks"][x["name"]])) for x in v["slices"]]
+    rows = [Row(**r) for r in v["rows"] if r["name"] not in exclude]
+    return Comparison(v["split"], slices, rows, tuple(v["worst_kinds"]),
+                      correct={k: _unbits(b) for k, b in samples["correct"].items()})
+
+
+def _unbits(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8) == ord("1")
+
+
+def rerecommend(dumped: Sequence[dict[str, Any]], exclude: Sequence[str] = (),
+                **rule: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per benchmark, the dumped seeds (``--dump``) with the recommendation made again by this build's
+    ``recommend`` (with ``rule``'s keyword arguments) on each seed's validation table, the ``exclude``
+    resolutions left out as if never built: how a change to the rule or the menu was tuned on development
+    seeds without retraining anything."""
     out: dict[str, list[dict[str, Any]]] = {}
     for seed in dumped:
-        v = seed["validation"]
-        # recommend reads a slice's size and kind only; masks of the recorded size stand in for the samples
-        slices = [Slice(x["name"], x["kind"], np.ones(x["size"], dtype=bool)) for x in v["slices"]]
-        table = Comparison(v["split"], slices, [Row(**r) for r in v["rows"]], tuple(v["worst_kinds"]))
-        chosen = recommend(table, blocked=seed["blocked"])
-        out.setdefault(seed["benchmark"], []).append({**seed, "recommended": chosen.name, "reason": chosen.reason})
+        table = validation_table(seed, exclude)
+        chosen = recommend(table, blocked=seed["blocked"], **rule)
+        kept = {k: v for k, v in seed["resolutions"].items() if k not in exclude}
+        out.setdefault(seed["benchmark"], []).append({**seed, "resolutions": kept, "recommended": chosen.name,
+                                                      "reason": chosen.reason})
     return out
 
 
@@ -253,10 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dump", help="also write every seed's full tables (validation and test) to this file")
     parser.add_argument("--rerecommend", metavar="DUMP", help="train nothing: recommend again on the validation "
                         "tables of a --dump file with this build's rule, and summarize")
+    parser.add_argument("--exclude", default="", help="with --rerecommend: leave these resolutions out (comma "
+                        "separated), as if the menu had not built them")
     args = parser.parse_args(argv)
     if args.rerecommend:
         with open(args.rerecommend) as f:
-            for name, seeds in rerecommend(json.load(f)).items():
+            dumped = [s for s in json.load(f) if s["benchmark"] in args.benchmarks.split(",")]
+            for name, seeds in rerecommend(dumped, [x for x in args.exclude.split(",") if x]).items():
                 result = summarize(name, seeds)
                 print(json.dumps(result) if args.json else render(result), flush=True)
         return 0

@@ -21,7 +21,7 @@ from onthefly.v1 import receipt_pb2
 
 # onthefly.lab.resolutions.MENU, spelled out so the CLI starts without importing torch (a test keeps them equal).
 MENU = ("continue", "upweight-hard", "upweight-region", "fork-route", "merge-uniform", "merge-fisher", "distill",
-        "adapters")
+        "adapters", "balance-classes")
 
 
 def _client(args):

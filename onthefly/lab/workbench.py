@@ -479,10 +479,10 @@ def _default_extra(ctx: "LoopContext", n_train: int) -> int:
 
 def _menu_cost(extra: int, names: Sequence[str]) -> int:
     """Sample-gradients a menu really trains: E per single-model resolution, the shared specialists once."""
-    from onthefly.lab.resolutions import ADAPTERS, CONTINUE, HARD, REGION, SPECIALIST_SHARE
+    from onthefly.lab.resolutions import ADAPTERS, SINGLE_MODEL, SPECIALIST_SHARE
 
-    singles = sum(1 for n in names if n in (CONTINUE, HARD, REGION, ADAPTERS))
-    forks = [n for n in names if n not in (CONTINUE, HARD, REGION, ADAPTERS)]
+    singles = sum(1 for n in names if n in SINGLE_MODEL + (ADAPTERS,))
+    forks = [n for n in names if n not in SINGLE_MODEL + (ADAPTERS,)]
     shared = int(extra * SPECIALIST_SHARE) if forks else 0
     return singles * extra + shared + len(forks) * (extra - shared)
 

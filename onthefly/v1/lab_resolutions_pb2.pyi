@@ -118,7 +118,7 @@ class CompareRequest(_message.Message):
     """seed seeds every resolution's training."""
     @_builtins.property
     def resolutions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """resolutions names menu entries (continue, upweight-hard, upweight-region, fork-route, merge-uniform, merge-fisher, distill, adapters); empty means all."""
+        """resolutions names menu entries (continue, upweight-hard, upweight-region, fork-route, merge-uniform, merge-fisher, distill, adapters, balance-classes); empty means all."""
 
     def __init__(
         self,
