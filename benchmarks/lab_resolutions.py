@@ -52,7 +52,7 @@ from onthefly.lab.budget import Ledger
 from onthefly.lab.compare import compare, evaluation_slices
 from onthefly.lab.recommend import recommend
 from onthefly.lab.regions import discover_regions
-from onthefly.lab.resolutions import CONTINUE, HARD, MENU, REGION, ROUTE, ForkPoint, run_menu
+from onthefly.lab.resolutions import BALANCE, CONTINUE, HARD, MENU, REGION, ROUTE, ForkPoint, run_menu
 from onthefly.lab.scoring import embed, score
 from onthefly.lab.train_steps import DataSource
 
@@ -100,7 +100,7 @@ def run_seed(name: str, seed: int, names: Sequence[str] = MENU, timing: bool = T
                                    n_classes=bench.n_classes, region_ids=acted)
     on_val = compare(menu.resolutions, bench.x_val, bench.y_val, val_slices, reference=model, split="val",
                      cost=True, cost_repeats=3)
-    chosen = recommend(on_val, blocked=menu.blocked)
+    chosen = recommend(on_val, blocked=menu.blocked, label_noise=bool(menu.noisy_regions))
 
     groups = {bench.group_names[g]: bench.g_test == g for g in range(len(bench.group_names))}
     test_slices = evaluation_slices(regions, bench.x_test, embedding=embed(model, bench.x_test), y=bench.y_test,
@@ -176,6 +176,12 @@ def summarize(name: str, seeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         paired["route_minus_b_worst"] = diff(ROUTE, HARD, "worst_group")
         paired["route_minus_a_overall"] = diff(ROUTE, CONTINUE, "overall")
         paired["route_minus_bprime_worst"] = diff(ROUTE, REGION, "worst_group")
+    if BALANCE in names:  # where sqrt class balancing sits between the two targets (imbalanced)
+        paired["balance_minus_a_overall"] = diff(BALANCE, CONTINUE, "overall")
+        paired["balance_minus_best_single_worst"] = interval([
+            100 * (s["resolutions"][BALANCE]["worst_group"]
+                   - max(s["resolutions"][n]["worst_group"] for n in (CONTINUE, HARD, REGION) if n in s["resolutions"]))
+            for s in seeds if BALANCE in s["resolutions"]])
     rec_worst, rec_allowed, rec_overall, within = [], [], [], 0
     for s in seeds:
         res = s["resolutions"]
@@ -245,7 +251,8 @@ def rerecommend(dumped: Sequence[dict[str, Any]], exclude: Sequence[str] = (),
     out: dict[str, list[dict[str, Any]]] = {}
     for seed in dumped:
         table = validation_table(seed, exclude)
-        chosen = recommend(table, blocked=seed["blocked"], **rule)
+        options = {"label_noise": any(r["noisy"] for r in seed["regions"]), **rule}
+        chosen = recommend(table, blocked=seed["blocked"], **options)
         kept = {k: v for k, v in seed["resolutions"].items() if k not in exclude}
         out.setdefault(seed["benchmark"], []).append({**seed, "resolutions": kept, "recommended": chosen.name,
                                                       "reason": chosen.reason})

@@ -138,6 +138,7 @@ class Menu:
     specialists: list[Specialist]
     generalist_id: str
     blocked: dict[str, str] = field(default_factory=dict)  # built, but never to be recommended (and why)
+    noisy_regions: frozenset[str] = frozenset()  # regions flagged as label noise at the fork
 
     def get(self, name: str) -> Resolution:
         for r in self.resolutions:
@@ -229,7 +230,7 @@ def run_menu(point: ForkPoint, extra: int, names: Sequence[str] = MENU, *, linea
         lineage.add(r.lineage_id, "resolution", parents, step=point.step, state_hash=r.state_hash,
                     data={k: v for k, v in r.details.items() if isinstance(v, (int, float, str, list, bool))},
                     budget=extra, spent=r.spent.sample_gradients, replace=True)
-    return Menu(extra, resolutions, skipped, specialists, parent, blocked)
+    return Menu(extra, resolutions, skipped, specialists, parent, blocked, frozenset(point.noisy_regions))
 
 
 def class_weights(labels: np.ndarray, power: float = BALANCE_POWER) -> tuple[np.ndarray, float]:

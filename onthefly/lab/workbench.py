@@ -206,7 +206,8 @@ class Workbench:
                 raise FailedPrecondition("no comparison yet; run `onthefly lab compare` first")
             held = self._comparison
         if held.recommendation is None:
-            held.recommendation = recommend(held.result.validation, blocked=held.result.blocked)
+            held.recommendation = recommend(held.result.validation, blocked=held.result.blocked,
+                                            label_noise=bool(held.menu.noisy_regions))
         return held.recommendation
 
     def apply_command(self, name: str, *, confirm: bool) -> "ApplyResolution":

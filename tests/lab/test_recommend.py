@@ -138,3 +138,19 @@ def test_the_paired_uncertainty_needs_per_sample_results():
     table.correct.clear()
     with pytest.raises(InvalidArgument, match="per-sample results"):
         recommend(table)
+
+
+def test_where_labels_are_flagged_as_noise_a_gain_needs_two_standard_errors():
+    # Adapters get 5 of continue's 20 region misses right and lose 1 of its hits: +10 points at ~1.7 standard
+    # errors. Enough on clean labels; where the fork flagged label noise (validation labels are as noisy, and
+    # fitting the noise agrees with them) it is not, and continuing stays.
+    base = np.r_[_hits(0.5, REGION), _hits(0.95, REST)]
+    fits_noise = base.copy()
+    fits_noise[20:25] = True
+    fits_noise[0] = False
+    table = _table({"continue": base, "adapters": fits_noise})
+    paired = paired_gain(table, table.row("adapters"), table.row("continue"))
+    assert 1.0 < paired.gain / paired.se < 2.0
+    assert recommend(table).name == "adapters"
+    chosen = recommend(table, label_noise=True)
+    assert chosen.name == "continue" and "labels flagged as noisy" in chosen.excluded["adapters"]
