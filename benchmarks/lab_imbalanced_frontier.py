@@ -21,7 +21,8 @@ Used on the development seeds only, to decide; it does not choose anything on te
 Measured at b4d44fe, seeds 100-119 (``--seeds 100-119``; test split; paired 95% t-CI): overall - (a) / worst group
 - best of (a)/(b):
   (b) -8.1 ± 1.4 / 0.0;  balanced^0.25 -0.0 ± 0.3 / -17.7 ± 5.9;  balanced^0.5 -0.9 ± 0.6 / -9.3 ± 6.2;
-  balanced^0.6 -1.9 ± 0.7 / -7.5 ± 6.1;  balanced^0.75 -3.0 ± 0.7 / +0.4 ± 7.3;  balanced^1 -6.8 ± 1.2 / +8.6 ± 6.9;
+  balanced^0.6 -1.9 ± 0.7 / -7.5 ± 6.1;  balanced^0.75 -3.0 ± 0.7 / +0.4 ± 7.3;
+  balanced^1 -6.8 ± 1.2 / +8.6 ± 6.9;
   logit-adjust 0.5 -1.1 ± 0.5 / -9.1 ± 6.2;  logit-adjust 0.75 -4.0 ± 0.7 / -1.8 ± 7.0.
 Nothing is within both targets: within a point overall the best is the square root (-9.3 worst-group points, the
 menu's balance-classes), and within two worst-group points the cheapest costs 3 points overall. The targets

@@ -260,7 +260,8 @@ class Workbench:
         val = _split_arrays(ctx.val_loader, "val")
         test = _split_arrays(ctx.test_loader, "test") if ctx.test_loader is not None else None
         # Everything the menu spends, checked against what the lab may still spend, before any copy.
-        _require(self, _menu_cost(extra, cmd.names), "this comparison trains", "a smaller --extra or fewer --resolutions")
+        _require(self, _menu_cost(extra, cmd.names), "this comparison trains",
+                 "a smaller --extra or fewer --resolutions")
         point = ForkPoint(ctx.model, ctx.optimizer, data, train, table, regions, loss_fn=ctx.loss_fn, step=ctx.step,
                           seed=cmd.seed, noisy_regions=_noisy(lab, regions))
         return self._finish_compare(point, extra, cmd, val, test, table.step)
