@@ -21,7 +21,7 @@ from onthefly.v1 import receipt_pb2
 
 # onthefly.lab.resolutions.MENU, spelled out so the CLI starts without importing torch (a test keeps them equal).
 MENU = ("continue", "upweight-hard", "upweight-region", "fork-route", "merge-uniform", "merge-fisher", "distill",
-        "adapters")
+        "adapters", "balance-classes")
 
 
 def _client(args):
@@ -56,7 +56,8 @@ def _pct(value: float) -> str:
 # -- commands ------------------------------------------------------------------------------------------
 def cmd_fork(args) -> int:
     request = pb.ForkRequest(region_ids=args.regions, budget=args.budget, patience=args.patience or 0,
-                             background=args.background, seed=args.seed, checkpoint_id=args.checkpoint or "")
+                             background=args.background, seed=args.seed, checkpoint_id=args.checkpoint or "",
+                             allowance=args.allowance or 0)
     if args.replay is not None:
         request.replay_fraction = args.replay
     with _client(args) as client:
@@ -109,7 +110,8 @@ def cmd_compare(args) -> int:
         if args.latest:
             comparison = stub.GetComparison(pb.GetComparisonRequest(), timeout=args.timeout).comparison
         else:
-            request = pb.CompareRequest(extra=args.extra or 0, resolutions=args.resolutions or [], seed=args.seed)
+            request = pb.CompareRequest(extra=args.extra or 0, resolutions=args.resolutions or [], seed=args.seed,
+                                        allowance=args.allowance or 0)
             response = stub.Compare(request, timeout=args.timeout)
             _applied("compare", response.receipt, args.timeout)
             comparison = response.comparison
@@ -199,6 +201,24 @@ def cmd_lineage(args) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------------------
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive whole number of sample-gradients, got {text!r}")
+    return value
+
+
+def _allowance_flag(p) -> None:
+    p.add_argument("--allowance", type=_positive, metavar="N",
+                   help="first set the lab's compute allowance for this run to N sample-gradients in all (spent "
+                        "ones count; default: 10x the run's planned sample-gradients, or what the script set)")
+
+
 def register(lab_subparsers) -> None:
     """Add the part-2 commands to the `onthefly lab` group."""
 
@@ -216,12 +236,14 @@ def register(lab_subparsers) -> None:
     p.add_argument("--background", action="store_true", help="train on a worker thread while the run goes on")
     p.add_argument("--checkpoint", metavar="ID", help="fork from this session checkpoint instead of the weights now")
     p.add_argument("--seed", type=int, default=0)
+    _allowance_flag(p)
 
     p = add("compare", "build every resolution at the same extra compute and compare them per slice", cmd_compare)
     p.add_argument("--extra", type=int, help="sample-gradients per resolution (default: half the run's budget)")
     p.add_argument("--resolutions", nargs="+", choices=MENU, metavar="NAME", help=f"subset of: {', '.join(MENU)}")
     p.add_argument("--latest", action="store_true", help="show the latest comparison instead of building one")
     p.add_argument("--seed", type=int, default=0)
+    _allowance_flag(p)
 
     add("recommend", "the resolution to apply, chosen on the validation split, and why", cmd_recommend)
 

@@ -142,6 +142,16 @@ class Ledger:
                                      f"{remaining} left; give it a budget of at most {remaining}")
         return Ledger(limit, name, parent=self)
 
+    def set_limit(self, limit: int | None) -> None:
+        """Change the limit (None: unlimited); refused below what was already spent here."""
+        if limit is not None:
+            limit = _check_count(limit, "the budget", allow_zero=False)
+        with self._lock:
+            if limit is not None and limit < self._spent:
+                raise InvalidArgument(f"'{self.name}' already spent {self._spent} sample-gradient(s); a limit of "
+                                      f"{limit} would be below that: give at least {self._spent}")
+            self.limit = limit
+
     def assert_spent_exactly(self, expected: int) -> None:
         """Raise AssertionError unless exactly ``expected`` sample-gradients were charged (matched compute)."""
         if self._spent != expected:

@@ -71,6 +71,9 @@ class Comparison:
     rows: list[Row]
     worst_kinds: tuple[str, ...]
     best: dict[str, str] = field(default_factory=dict)
+    # Per resolution, whether each sample of the split was classified correctly: what the recommendation's
+    # paired uncertainty (a bootstrap over the same samples) is computed from. Not part of as_dict.
+    correct: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -145,8 +148,10 @@ def compare(resolutions: Sequence[Any], x: np.ndarray, y: np.ndarray, slices: Se
     # model, not its per-sample cost.
     timed = xt.repeat(-(-TIMING_ROWS // max(len(xt), 1)), *([1] * (xt.dim() - 1))) if len(xt) else xt
     rows = []
+    per_sample: dict[str, np.ndarray] = {}
     for r in resolutions:
         correct = predict(r.model, xt) == y
+        per_sample[r.name] = correct
         accuracy = {s.name: float(correct[s.mask].mean()) if s.size else float("nan") for s in slices}
         candidates = [(accuracy[s.name], s.name) for s in slices if s.kind in worst_kinds and s.size >= min_size]
         worst_acc, worst_name = min(candidates) if candidates else (accuracy["overall"], "overall")
@@ -158,7 +163,7 @@ def compare(resolutions: Sequence[Any], x: np.ndarray, y: np.ndarray, slices: Se
             flops, time = measured.flops_ratio, measured.time_ratio
         rows.append(Row(r.name, accuracy, accuracy["overall"], worst_name, worst_acc, flops, time,
                         r.spent.sample_gradients, r.spent.forward_samples, r.state_hash))
-    table = Comparison(split, list(slices), rows, tuple(worst_kinds))
+    table = Comparison(split, list(slices), rows, tuple(worst_kinds), correct=per_sample)
     table.best = _best(table)
     return table
 

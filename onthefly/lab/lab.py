@@ -47,6 +47,9 @@ MAX_INPUT_FEATURES = 4096
 MAX_INPUT_VALUES = 50_000_000
 DISCOVER_TIMEOUT = 600.0
 TREND_EPOCHS = 5
+# By default the lab may train at most this many times the run's own planned sample-gradients (a full menu
+# costs about 3x: E = half the run for each of ~6 trained resolutions).
+ALLOWANCE = 10.0
 _HISTORY_COLUMNS = ("region", "loss_history")  # slice columns that need no score table
 
 
@@ -83,13 +86,26 @@ class Lab(RunHook):
 
     ``layer``: the module whose output is the embedding (default: the input of the last ``nn.Linear``).
     ``part_rows``: rows of per-sample history buffered per Parquet part. ``score_batch_size``: batch size of
-    scoring passes (default: the split's DataLoader batch size).
+    scoring passes (default: the split's DataLoader batch size). ``allowance``: the lab may train (forks and
+    comparisons together) at most this many times the run's own planned sample-gradients (``math.inf``: no
+    limit); ``allowance_samples``: that limit as a number of sample-gradients instead (needed when the run's
+    size is unknown, e.g. an iterable DataLoader). Past it, a fork or comparison is refused before it starts.
     """
 
     def __init__(self, *, layer: str | None = None, part_rows: int = PART_ROWS,
-                 score_batch_size: int | None = None) -> None:
+                 score_batch_size: int | None = None, allowance: float = ALLOWANCE,
+                 allowance_samples: int | None = None) -> None:
         if score_batch_size is not None and score_batch_size < 1:
             raise InvalidArgument(f"score_batch_size must be >= 1, got {score_batch_size}")
+        if isinstance(allowance, bool) or not isinstance(allowance, (int, float)) or not allowance > 0:
+            raise InvalidArgument(f"allowance is a positive multiple of the run's planned sample-gradients (10 by "
+                                  f"default, math.inf for no limit), got {allowance!r}")
+        if allowance_samples is not None and (isinstance(allowance_samples, bool)
+                                              or not isinstance(allowance_samples, int) or allowance_samples < 1):
+            raise InvalidArgument(f"allowance_samples is a positive whole number of sample-gradients, got "
+                                  f"{allowance_samples!r}")
+        self.allowance = float(allowance)
+        self.allowance_samples = allowance_samples
         self.layer = layer
         self.part_rows = part_rows
         self.score_batch_size = score_batch_size

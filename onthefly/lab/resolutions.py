@@ -10,6 +10,10 @@ to E, asserted spent to the sample-gradient:
 - ``upweight-hard`` (b): the top 20% by loss at the fork fill half of every batch (JTT-like).
 - ``upweight-region`` (b'): the discovered regions fill half of every batch (the equally informed
   single model; always shown beside any fork result).
+- ``balance-classes``: batches drawn with each class weighted by 1/sqrt(its training frequency) (square-root
+  class-balanced sampling), offered only when the classes are imbalanced (the most frequent at least
+  ``IMBALANCE`` times the least): where the worst group is a rare class, no region can be routed to (the
+  class is what is predicted), and full class balancing costs several points of overall accuracy.
 - ``fork-route``: one specialist per region (0.75 E between them, region + replay), the generalist
   fine-tuned on all data with the other 0.25 E; one routed module (``routing.RoutedModel``): the
   generalist answers the rest and gives the embedding the label-free router reads.
@@ -38,17 +42,20 @@ from onthefly.lab.fork import ForkSpec, Specialist, fork_specialists, indices_ha
 from onthefly.lab.lineage import Lineage
 from onthefly.lab.scoring import ScoreTable, state_dict_hash
 from onthefly.lab.train_steps import (
-    DataSource, clone_model, clone_optimizer, replay, train_steps, uniform, upsample,
+    DataSource, clone_model, clone_optimizer, replay, train_steps, uniform, upsample, weighted,
 )
 from onthefly.runtime.errors import InvalidArgument, NotFound
 
 CONTINUE, HARD, REGION, ROUTE = "continue", "upweight-hard", "upweight-region", "fork-route"
+BALANCE = "balance-classes"
 MERGE_UNIFORM, MERGE_FISHER, DISTILL, ADAPTERS = "merge-uniform", "merge-fisher", "distill", "adapters"
-MENU = (CONTINUE, HARD, REGION, ROUTE, MERGE_UNIFORM, MERGE_FISHER, DISTILL, ADAPTERS)
+# Last in the menu so that adding it left every other resolution's seed (its position in the menu) unchanged.
+MENU = (CONTINUE, HARD, REGION, ROUTE, MERGE_UNIFORM, MERGE_FISHER, DISTILL, ADAPTERS, BALANCE)
 DESCRIPTIONS = {
     CONTINUE: "(a) continue the generalist on all data",
     HARD: "(b) continue with the top-20%-loss samples upsampled to half of each batch",
     REGION: "(b') continue with the discovered region(s) upsampled to half of each batch",
+    BALANCE: "continue with classes sampled by 1/sqrt(class frequency) (square-root class-balanced)",
     ROUTE: "fork a specialist per region and route to it with the label-free region assignment",
     MERGE_UNIFORM: "average the specialists, recalibrate BatchNorm, fine-tune",
     MERGE_FISHER: "Fisher-weighted average of the specialists (normalized diagonal Fisher)",
@@ -59,6 +66,13 @@ HARD_FRACTION = 0.2  # the top share by loss that (b) upweights
 UPWEIGHT = 0.5  # the share of each batch the upweighted set fills
 SPECIALIST_SHARE = 0.75  # of E, for the fork variants; the rest is merge-phase work
 REPLAY = 0.2  # a specialist's batches: 80% region, 20% the rest
+# balance-classes: sampling weight (1 / class frequency) ** BALANCE_POWER. Square root, not full balancing: on the
+# imbalanced benchmark's development seeds (100-111, benchmarks/lab_imbalanced_frontier.py) full balancing lifted
+# the rare class most but cost 6.8 points of overall test accuracy, the square root 0.8.
+BALANCE_POWER = 0.5
+IMBALANCE = 2.0  # offered when the most frequent class is at least this many times the least frequent
+# The resolutions that train one model for all of E (the others share specialists).
+SINGLE_MODEL = (CONTINUE, HARD, REGION, BALANCE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +138,7 @@ class Menu:
     specialists: list[Specialist]
     generalist_id: str
     blocked: dict[str, str] = field(default_factory=dict)  # built, but never to be recommended (and why)
+    noisy_regions: frozenset[str] = frozenset()  # regions flagged as label noise at the fork
 
     def get(self, name: str) -> Resolution:
         for r in self.resolutions:
@@ -180,6 +195,12 @@ def run_menu(point: ForkPoint, extra: int, names: Sequence[str] = MENU, *, linea
                     blocked[name] = (f"{in_noise:.0%} of the hard set lies in region(s) flagged as likely label "
                                      "noise; upweighting it would fit the noise")
             resolutions.append(_single(point, name, extra, upsample(train, hard, UPWEIGHT), seed, details))
+        elif name == BALANCE:
+            result = _balanced(point, extra, train, seed)
+            if isinstance(result, str):
+                skipped[name] = result
+            else:
+                resolutions.append(result)
         elif no_region is not None and name != ADAPTERS:
             skipped[name] = no_region
         elif name == REGION:
@@ -209,7 +230,28 @@ def run_menu(point: ForkPoint, extra: int, names: Sequence[str] = MENU, *, linea
         lineage.add(r.lineage_id, "resolution", parents, step=point.step, state_hash=r.state_hash,
                     data={k: v for k, v in r.details.items() if isinstance(v, (int, float, str, list, bool))},
                     budget=extra, spent=r.spent.sample_gradients, replace=True)
-    return Menu(extra, resolutions, skipped, specialists, parent, blocked)
+    return Menu(extra, resolutions, skipped, specialists, parent, blocked, frozenset(point.noisy_regions))
+
+
+def class_weights(labels: np.ndarray, power: float = BALANCE_POWER) -> tuple[np.ndarray, float]:
+    """Per-sample sampling weights (1 / class frequency) ** power, and the imbalance (most / least frequent
+    class among those present)."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    imbalance = float(present.max() / present.min()) if present.size else 1.0
+    frequency = counts[labels] / labels.size
+    return frequency ** -power, imbalance
+
+
+def _balanced(point: ForkPoint, extra: int, train: np.ndarray, seed: int) -> Resolution | str:
+    labels = point.table.label[point.table.positions(train)]
+    weights, imbalance = class_weights(labels)
+    if imbalance < IMBALANCE:
+        return (f"the classes are balanced (the most frequent is {imbalance:.1f}x the least, under {IMBALANCE:g}x): "
+                "nothing to rebalance")
+    details = {"power": BALANCE_POWER, "imbalance": round(imbalance, 3), "data": "all, class-weighted"}
+    return _single(point, BALANCE, extra, weighted(train, weights), seed, details)
 
 
 def _no_region_reason(point: ForkPoint) -> str | None:

@@ -16,14 +16,16 @@ scoring passes and evaluations seed the global RNGs (and give them back), which 
 race the run's own draws. Nothing here ever runs inside a servicer, and nothing
 changes the generalist's weights except ``apply`` with ``confirm=True``.
 
-Compute is limited: ``allowed`` sample-gradients for everything the lab trains in this run (default:
-``ALLOWANCE`` times the run's planned sample-gradients; unlimited when the run's size is unknown). A fork or a
-comparison asking for more is refused (``BudgetExceeded``) before anything is copied.
+Compute is limited: ``allowed`` sample-gradients for everything the lab trains in this run (default: the Lab's
+``allowance``, 10 times the run's planned sample-gradients, or its ``allowance_samples``; unlimited when the run's
+size is unknown). A fork or a comparison asking for more is refused (``BudgetExceeded``, naming how to give more)
+before anything is copied; a fork or comparison request may set a new allowance first (``allowance=N``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -51,9 +53,8 @@ if TYPE_CHECKING:
     from onthefly.runtime.control import Control
 
 EXTRAS_KEY = "lab-resolutions"
-# By default the lab may train at most this many times the run's own planned sample-gradients (a full menu
-# costs about 3x: E = half the run for each of ~6 trained resolutions).
-ALLOWANCE = 10
+ALLOWANCE_HINT = ("raise the allowance: --allowance N here (N sample-gradients in all), or Lab(allowance=X) / "
+                  "Trainer(lab_allowance=X) in the script (X times the run's planned sample-gradients)")
 COMMAND_TIMEOUT = 3600.0
 
 
@@ -115,6 +116,10 @@ class Workbench:
         self._lock = threading.RLock()
         self.ledger = Ledger(allowed if allowed is not None else _default_allowance(lab), "lab")
 
+    def set_allowance(self, allowed: int) -> None:
+        """Let the lab spend ``allowed`` sample-gradients in all in this run (what it spent counts against it)."""
+        self.ledger.set_limit(allowed)
+
     # -- reading ---------------------------------------------------------------------------------
     def comparison(self) -> CompareResult:
         with self._lock:
@@ -170,9 +175,9 @@ class Workbench:
 
     def fork_command(self, region_ids: Sequence[str], budget: int, *, replay_fraction: float = 0.2,
                      patience: int | None = None, background: bool = False, seed: int = 0,
-                     checkpoint_id: str = "") -> "ForkCommand":
+                     checkpoint_id: str = "", allowance: int | None = None) -> "ForkCommand":
         return ForkCommand(self, tuple(region_ids), budget, replay_fraction, patience, background, seed,
-                           checkpoint_id)
+                           checkpoint_id, allowance)
 
     def fork(self, region_ids: Sequence[str], budget: int, *, replay_fraction: float = 0.2,
              patience: int | None = None, background: bool = False, seed: int = 0, checkpoint_id: str = "",
@@ -186,8 +191,8 @@ class Workbench:
                                               checkpoint_id=checkpoint_id), timeout)
 
     def compare_command(self, extra: int | None = None, names: Sequence[str] = MENU, *,
-                        seed: int = 0) -> "CompareCommand":
-        return CompareCommand(self, extra, tuple(names), seed)
+                        seed: int = 0, allowance: int | None = None) -> "CompareCommand":
+        return CompareCommand(self, extra, tuple(names), seed, allowance)
 
     def compare(self, extra: int | None = None, names: Sequence[str] = MENU, *, seed: int = 0,
                 timeout: float | None = COMMAND_TIMEOUT) -> CompareResult:
@@ -201,7 +206,8 @@ class Workbench:
                 raise FailedPrecondition("no comparison yet; run `onthefly lab compare` first")
             held = self._comparison
         if held.recommendation is None:
-            held.recommendation = recommend(held.result.validation, blocked=held.result.blocked)
+            held.recommendation = recommend(held.result.validation, blocked=held.result.blocked,
+                                            label_noise=bool(held.menu.noisy_regions))
         return held.recommendation
 
     def apply_command(self, name: str, *, confirm: bool) -> "ApplyResolution":
@@ -254,7 +260,8 @@ class Workbench:
         val = _split_arrays(ctx.val_loader, "val")
         test = _split_arrays(ctx.test_loader, "test") if ctx.test_loader is not None else None
         # Everything the menu spends, checked against what the lab may still spend, before any copy.
-        self.ledger.require(_menu_cost(extra, cmd.names))
+        _require(self, _menu_cost(extra, cmd.names), "this comparison trains",
+                 "a smaller --extra or fewer --resolutions")
         point = ForkPoint(ctx.model, ctx.optimizer, data, train, table, regions, loss_fn=ctx.loss_fn, step=ctx.step,
                           seed=cmd.seed, noisy_regions=_noisy(lab, regions))
         return self._finish_compare(point, extra, cmd, val, test, table.step)
@@ -346,7 +353,9 @@ class ForkCommand(Command):
     name = "lab-fork"
 
     def __init__(self, bench: Workbench, region_ids: tuple[str, ...], budget: int, replay_fraction: float,
-                 patience: int | None, background: bool, seed: int, checkpoint_id: str = "") -> None:
+                 patience: int | None, background: bool, seed: int, checkpoint_id: str = "",
+                 allowance: int | None = None) -> None:
+        self.allowance = _check_allowance(allowance)
         if not region_ids:
             raise InvalidArgument("name the region(s) to fork on (see `onthefly lab regions`)")
         if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
@@ -372,11 +381,9 @@ class ForkCommand(Command):
             regions.region(region_id)  # NotFound naming the regions that exist
         ctx = self.bench.lab.ctx
         DataSource.from_loader(ctx.train_loader)
-        try:
-            self.bench.ledger.require(self.budget * len(self.region_ids))
-        except BudgetExceeded as exc:
-            raise BudgetExceeded(f"{exc} (the lab may spend {self.bench.ledger.limit} sample-gradients in this "
-                                 "run; pass a smaller --budget)") from None
+        if self.allowance is not None:
+            self.bench.set_allowance(self.allowance)
+        _require(self.bench, self.budget * len(self.region_ids), "this fork asks for", "a smaller --budget")
         if self.background and has_stochastic_modules(ctx.model):
             raise FailedPrecondition("this model uses dropout, whose random numbers come from torch's RNG shared "
                                      "with the run: fork with the run paused (without --background)")
@@ -397,7 +404,9 @@ class ForkCommand(Command):
 class CompareCommand(Command):
     name = "lab-compare"
 
-    def __init__(self, bench: Workbench, extra: int | None, names: tuple[str, ...], seed: int) -> None:
+    def __init__(self, bench: Workbench, extra: int | None, names: tuple[str, ...], seed: int,
+                 allowance: int | None = None) -> None:
+        self.allowance = _check_allowance(allowance)
         if extra is not None and (isinstance(extra, bool) or not isinstance(extra, (int, np.integer)) or extra < 1):
             raise InvalidArgument(f"the extra compute must be a positive number of sample-gradients, got {extra!r}")
         unknown = [n for n in names if n not in MENU]
@@ -413,8 +422,11 @@ class CompareCommand(Command):
         if ctx.val_loader is None:
             raise FailedPrecondition("recommending needs a validation split the training never sees: pass "
                                      "val_loader= to fit()")
+        if self.allowance is not None:
+            self.bench.set_allowance(self.allowance)
         if self.extra is not None:
-            self.bench.ledger.require(_menu_cost(self.extra, self.names))
+            _require(self.bench, _menu_cost(self.extra, self.names), "this comparison trains",
+                     "a smaller --extra or fewer --resolutions")
 
     def apply(self, ctx: "LoopContext") -> Any:
         try:
@@ -461,13 +473,16 @@ def workbench_of(lab: "Lab", allowed: int | None = None) -> Workbench:
 
 
 def _default_allowance(lab: "Lab") -> int | None:
-    """ALLOWANCE times the run's own planned sample-gradients (None when the run's size is unknown)."""
+    """The Lab's allowance_samples, or its allowance times the run's own planned sample-gradients (None: no
+    limit, when the allowance is infinite or the run's size is unknown)."""
+    if lab.allowance_samples is not None:
+        return lab.allowance_samples
     ctx = lab.ctx
     steps = getattr(ctx.run, "total_steps", 0) or 0
     batch = getattr(ctx.train_loader, "batch_size", None)
-    if not steps or not batch:
+    if not steps or not batch or math.isinf(lab.allowance):
         return None
-    return max(1, ALLOWANCE * steps * batch)
+    return max(1, int(lab.allowance * steps * batch))
 
 
 def _default_extra(ctx: "LoopContext", n_train: int) -> int:
@@ -477,12 +492,31 @@ def _default_extra(ctx: "LoopContext", n_train: int) -> int:
     return max(1, int(0.5 * steps * batch)) if steps else 5 * n_train
 
 
+def _check_allowance(allowance: int | None) -> int | None:
+    if allowance is None:
+        return None
+    if isinstance(allowance, bool) or not isinstance(allowance, (int, np.integer)) or allowance < 1:
+        raise InvalidArgument(f"the allowance must be a positive number of sample-gradients, got {allowance!r}")
+    return int(allowance)
+
+
+def _require(bench: Workbench, cost: int, what: str, smaller: str) -> None:
+    """BudgetExceeded, saying how to fit, when ``cost`` more sample-gradients would pass the lab's allowance."""
+    ledger = bench.ledger
+    try:
+        ledger.require(cost)
+    except BudgetExceeded:
+        raise BudgetExceeded(f"the lab may spend {ledger.remaining} more sample-gradient(s) in this run "
+                             f"({ledger.spent}/{ledger.limit} spent) but {what} {cost}: pass {smaller}, or "
+                             f"{ALLOWANCE_HINT}") from None
+
+
 def _menu_cost(extra: int, names: Sequence[str]) -> int:
     """Sample-gradients a menu really trains: E per single-model resolution, the shared specialists once."""
-    from onthefly.lab.resolutions import ADAPTERS, CONTINUE, HARD, REGION, SPECIALIST_SHARE
+    from onthefly.lab.resolutions import ADAPTERS, SINGLE_MODEL, SPECIALIST_SHARE
 
-    singles = sum(1 for n in names if n in (CONTINUE, HARD, REGION, ADAPTERS))
-    forks = [n for n in names if n not in (CONTINUE, HARD, REGION, ADAPTERS)]
+    singles = sum(1 for n in names if n in SINGLE_MODEL + (ADAPTERS,))
+    forks = [n for n in names if n not in SINGLE_MODEL + (ADAPTERS,)]
     shared = int(extra * SPECIALIST_SHARE) if forks else 0
     return singles * extra + shared + len(forks) * (extra - shared)
 

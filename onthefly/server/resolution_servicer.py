@@ -42,7 +42,8 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
             command = self._bench().fork_command(list(request.region_ids), int(request.budget),
                                                  replay_fraction=replay, patience=request.patience or None,
                                                  background=request.background, seed=int(request.seed),
-                                                 checkpoint_id=request.checkpoint_id)
+                                                 checkpoint_id=request.checkpoint_id,
+                                                 allowance=int(request.allowance) or None)
             pending = submit_and_wait(self._run, command, context)
         response = pb.ForkResponse(receipt=proto_receipt(pending.wait(0)), background=request.background)
         if pending.result is not None:
@@ -53,7 +54,8 @@ class ResolutionServicer(pb_grpc.ResolutionServiceServicer):
         with domain_errors(context):
             names = tuple(request.resolutions) or MENU
             bench = self._bench()
-            command = bench.compare_command(int(request.extra) or None, names, seed=int(request.seed))
+            command = bench.compare_command(int(request.extra) or None, names, seed=int(request.seed),
+                                            allowance=int(request.allowance) or None)
             pending = submit_and_wait(self._run, command, context)
         response = pb.CompareResponse(receipt=proto_receipt(pending.wait(0)))
         if isinstance(pending.result, CompareResult):

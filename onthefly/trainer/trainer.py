@@ -65,6 +65,8 @@ class Trainer:
 
     Budget: exactly one of ``max_epochs`` / ``max_steps``. ``port=0`` picks a free port; the default
     47621 falls back to a free port (logged, and written to the discovery file) when taken.
+    ``lab_allowance``: the lab may train at most this many times the run's planned sample-gradients (default
+    10; the same as ``hooks=[Lab(allowance=...)]``).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Trainer:
         history_events: int = DEFAULT_HISTORY_EVENTS,
         shutdown_grace: float = 5.0,
         hooks: list[RunHook] | None = None,
+        lab_allowance: float | None = None,
         track: Any = None,
         verbose: bool = True,
     ) -> None:
@@ -122,6 +125,13 @@ class Trainer:
         self.shutdown_grace = shutdown_grace
         self.verbose = verbose
         self._extra_hooks = list(hooks or [])
+        if lab_allowance is not None:  # the lab's compute limit, as a multiple of this run's sample-gradients
+            from onthefly.lab.lab import Lab
+
+            if any(isinstance(h, Lab) for h in self._extra_hooks):
+                raise ValueError("give the lab's allowance once: Lab(allowance=...) in hooks, or "
+                                 "Trainer(lab_allowance=...)")
+            self._extra_hooks.append(Lab(allowance=lab_allowance))
         self.track = track  # True, a dict of Experiment arguments, or an Experiment: see trainer/tracking.py
         self.experiment: Any = None  # the tracking Experiment of the last fit (when track is on)
         self.run: Run | None = None

@@ -32,6 +32,7 @@ class ForkRequest(_message.Message):
     BACKGROUND_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    ALLOWANCE_FIELD_NUMBER: _builtins.int
     budget: _builtins.int
     """budget is each specialist's sample-gradients; must be positive and within the lab's allowance."""
     replay_fraction: _builtins.float
@@ -44,6 +45,8 @@ class ForkRequest(_message.Message):
     """seed seeds the specialists' batch order and RNG."""
     checkpoint_id: _builtins.str
     """checkpoint_id forks from this checkpoint of the run's session instead of the weights now; NOT_FOUND lists the checkpoints."""
+    allowance: _builtins.int
+    """allowance, when positive, first sets the lab's compute allowance for this run to this many sample-gradients in all (spent ones count); INVALID_ARGUMENT below what it already spent; 0 keeps it."""
     @_builtins.property
     def region_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """region_ids are region ids of the latest discovery (e.g. "r1"); NOT_FOUND lists the ones that exist."""
@@ -58,10 +61,11 @@ class ForkRequest(_message.Message):
         background: _builtins.bool = ...,
         seed: _builtins.int = ...,
         checkpoint_id: _builtins.str = ...,
+        allowance: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction", "replay_fraction", b"replay_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction", "background", b"background", "budget", b"budget", "checkpoint_id", b"checkpoint_id", "patience", b"patience", "region_ids", b"region_ids", "replay_fraction", b"replay_fraction", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction", "allowance", b"allowance", "background", b"background", "budget", b"budget", "checkpoint_id", b"checkpoint_id", "patience", b"patience", "region_ids", b"region_ids", "replay_fraction", b"replay_fraction", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__replay_fraction: _TypeAlias = _typing.Literal["replay_fraction"]  # noqa: Y015
     _WhichOneofArgType__replay_fraction: _TypeAlias = _typing.Literal["_replay_fraction", b"_replay_fraction"]  # noqa: Y015
@@ -112,13 +116,16 @@ class CompareRequest(_message.Message):
     EXTRA_FIELD_NUMBER: _builtins.int
     RESOLUTIONS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    ALLOWANCE_FIELD_NUMBER: _builtins.int
     extra: _builtins.int
     """extra is each resolution's sample-gradients (E); 0 means half the run's planned base budget."""
     seed: _builtins.int
     """seed seeds every resolution's training."""
+    allowance: _builtins.int
+    """allowance, when positive, first sets the lab's compute allowance for this run to this many sample-gradients in all (spent ones count); INVALID_ARGUMENT below what it already spent; 0 keeps it."""
     @_builtins.property
     def resolutions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """resolutions names menu entries (continue, upweight-hard, upweight-region, fork-route, merge-uniform, merge-fisher, distill, adapters); empty means all."""
+        """resolutions names menu entries (continue, upweight-hard, upweight-region, fork-route, merge-uniform, merge-fisher, distill, adapters, balance-classes); empty means all."""
 
     def __init__(
         self,
@@ -126,10 +133,11 @@ class CompareRequest(_message.Message):
         extra: _builtins.int = ...,
         resolutions: _abc.Iterable[_builtins.str] | None = ...,
         seed: _builtins.int = ...,
+        allowance: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "resolutions", b"resolutions", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance", b"allowance", "extra", b"extra", "resolutions", b"resolutions", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,7 +84,7 @@ class ResolutionServiceServicer:
     """
 
     def Fork(self, request, context):
-        """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance.
+        """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance, naming how to raise it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

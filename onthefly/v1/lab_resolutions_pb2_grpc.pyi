@@ -41,7 +41,7 @@ class ResolutionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ResolutionServiceAsyncStub: ...
     Fork: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.ForkRequest, _lab_resolutions_pb2.ForkResponse]
-    """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance."""
+    """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance, naming how to raise it."""
     Compare: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.CompareRequest, _lab_resolutions_pb2.CompareResponse]
     """Compare builds the requested resolutions from the generalist now, each spending exactly the same extra sample-gradients, and scores each per slice on validation (and test)."""
     GetComparison: _grpc.UnaryUnaryMultiCallable[_lab_resolutions_pb2.GetComparisonRequest, _lab_resolutions_pb2.GetComparisonResponse]
@@ -66,7 +66,7 @@ class ResolutionServiceAsyncStub(ResolutionServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Fork: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.ForkRequest, _lab_resolutions_pb2.ForkResponse]  # type: ignore[assignment]
-    """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance."""
+    """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance, naming how to raise it."""
     Compare: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.CompareRequest, _lab_resolutions_pb2.CompareResponse]  # type: ignore[assignment]
     """Compare builds the requested resolutions from the generalist now, each spending exactly the same extra sample-gradients, and scores each per slice on validation (and test)."""
     GetComparison: _aio.UnaryUnaryMultiCallable[_lab_resolutions_pb2.GetComparisonRequest, _lab_resolutions_pb2.GetComparisonResponse]  # type: ignore[assignment]
@@ -94,7 +94,7 @@ class ResolutionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lab_resolutions_pb2.ForkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lab_resolutions_pb2.ForkResponse, _abc.Awaitable[_lab_resolutions_pb2.ForkResponse]]:
-        """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance."""
+        """Fork trains one specialist per named region of the latest discovery, each with budget sample-gradients; RESOURCE_EXHAUSTED past the lab's allowance, naming how to raise it."""
 
     @_abc_1.abstractmethod
     def Compare(

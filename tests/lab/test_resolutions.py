@@ -3,6 +3,7 @@ flagged as label noise are never acted on; the comparison scores every slice wit
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -12,9 +13,11 @@ from onthefly.lab.budget import Ledger
 from onthefly.lab.compare import compare, evaluation_slices
 from onthefly.lab.lineage import Lineage
 from onthefly.lab.regions import discover_regions
-from onthefly.lab.resolutions import CONTINUE, HARD, MENU, MERGE_FISHER, REGION, ROUTE, ForkPoint, run_menu
+from onthefly.lab.resolutions import (
+    BALANCE, CONTINUE, HARD, MENU, MERGE_FISHER, REGION, ROUTE, ForkPoint, class_weights, run_menu,
+)
 from onthefly.lab.scoring import embed, score, state_dict_hash
-from onthefly.lab.train_steps import DataSource, train_steps, uniform
+from onthefly.lab.train_steps import DataSource, batch_plan, train_steps, uniform, weighted
 from onthefly.runtime.errors import InvalidArgument
 
 
@@ -43,8 +46,11 @@ def test_every_resolution_spends_exactly_E_and_leaves_the_generalist_alone(point
     menu = run_menu(fork, 150, MENU, lineage=lineage)
     built = {r.name for r in menu.resolutions}
     assert {CONTINUE, HARD, REGION, ROUTE} <= built
-    # At this small E the merge phase (E/4) cannot pay for 128 Fisher samples per model: skipped, with why.
-    assert set(menu.skipped) <= {MERGE_FISHER} and all("budget" in why for why in menu.skipped.values())
+    # At this small E the merge phase (E/4) cannot pay for 128 Fisher samples per model: skipped, with why; the
+    # classes are balanced (64/62/74), so there is nothing for balance-classes to rebalance.
+    assert set(menu.skipped) <= {MERGE_FISHER, BALANCE}
+    assert "balanced" in menu.skipped[BALANCE]
+    assert all("budget" in why for name, why in menu.skipped.items() if name != BALANCE)
     for r in menu.resolutions:
         assert r.spent.sample_gradients == 150, r.name
         assert r.state_hash == state_dict_hash(r.model) != before
@@ -75,6 +81,26 @@ def test_regions_flagged_as_noise_are_never_acted_on(point):
     assert [r.name for r in menu.resolutions] == [CONTINUE, HARD]
     assert "label noise" in menu.skipped[REGION] and "label noise" in menu.skipped[ROUTE]
     assert HARD in menu.blocked  # its top-loss set lies in the flagged regions
+
+
+def test_balance_classes_samples_rare_classes_by_the_square_root_of_their_frequency(point):
+    fork, _, dataset = point
+    labels = dataset.tensors[1].numpy()
+    # An imbalanced training set: all of class 2, the first 12 of class 0 and 8 of class 1.
+    train = np.sort(np.r_[np.flatnonzero(labels == 2), np.flatnonzero(labels == 0)[:12],
+                          np.flatnonzero(labels == 1)[:8]])
+    before = state_dict_hash(fork.model)
+    menu = run_menu(ForkPoint(**{**fork.__dict__, "train_indices": train}), 96, (CONTINUE, BALANCE))
+    built = menu.get(BALANCE)
+    assert built.spent.sample_gradients == 96 and built.details["power"] == 0.5
+    assert built.state_hash != menu.get(CONTINUE).state_hash and state_dict_hash(fork.model) == before
+    # Drawn shares follow sqrt(class count): class 1 (8 of 94 samples, 8.5%) gets sqrt(8) / (sqrt(12) + sqrt(8) +
+    # sqrt(74)) = 19% of the draws.
+    weights, imbalance = class_weights(labels[train])
+    assert imbalance == pytest.approx(74 / 8)
+    drawn = labels[np.concatenate(batch_plan(weighted(train, weights), 20_000, 64, seed=0))]
+    expected = np.sqrt([12, 8, 74]) / np.sqrt([12, 8, 74]).sum()
+    assert np.allclose(np.bincount(drawn, minlength=3) / drawn.size, expected, atol=0.01)
 
 
 def test_bad_menus_are_refused(point):
