@@ -367,7 +367,8 @@ class Experiment:
             **extra) -> LogBuilder | None:
         """Record a log line with a level (debug/info/warn/error/fatal, default info) and metadata."""
         q = self._queue_for_builders
-        if len(q) >= q.kick_at:
+        tally = q.tally
+        if len(q) + tally.rows >= tally.kick_at:
             q.kick()
         if message is None:  # ML-Dash's old builder style
             warnings.warn("exp.log() without a message is deprecated: use exp.logs.info('message')",

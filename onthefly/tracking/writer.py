@@ -11,14 +11,15 @@ the calls themselves). With the C hot path, a metric's plain numeric rows go int
 (``hotpath.Chunk``: raw 8-byte values, no object per row, one item for up to ``batch_size`` rows); the
 writer seals the chunks it takes, and encodes runs of them with ``columns.chunks_table``.
 
-Triggers: a write starts when ``batch_size`` items are pending (size: the hot path checks before it
-appends, so the threshold it compares with is ``batch_size - 1``; a chunk checks again when it fills) or ``flush_interval`` seconds have
+Triggers: a write starts when ``batch_size`` rows are pending (size: the hot path checks before it
+stores a row, so the threshold it compares with, ``q.tally.kick_at``, is ``batch_size - 1``; a chunk's
+rows count one by one in ``q.tally.rows``) or ``flush_interval`` seconds have
 passed (time); ``flush()`` forces one and waits for it. A size-triggered write starts no sooner than
 ``Writer.burst_gap`` (30 ms) after the previous write started, so a burst of calls is written in a few large
 batches rather than in many small ones, each with its fixed cost and its round trips of the GIL between
 the writer and the training thread; ``flush()``, ``close()``, the time trigger and a call blocked by the
 ``block`` policy never wait for that gap. Bound: at most ``max_pending`` items wait; when the
-writer falls behind that far the policy applies, visibly: ``block`` makes the logging call wait until the
+writer falls behind that far (rows, as for the trigger) the policy applies, visibly: ``block`` makes the logging call wait until the
 writer has taken the backlog (counted in ``stats()["blocked_calls"]`` and ``["blocked_seconds"]``, with a
 warning the first time), ``raise`` makes it raise :class:`BufferFull` without buffering the row. Nothing is
 ever dropped silently: rows the store refuses (a value of the wrong type) or cannot write are counted,
@@ -43,7 +44,7 @@ import pyarrow as pa
 from onthefly.tracking.columns import (
     METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, chunks_table, numeric_table, rows_to_table,
 )
-from onthefly.tracking.hotpath import Chunk, seal_all
+from onthefly.tracking.hotpath import Chunk, Tally, seal_all
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import BufferFull, NotRunning, StorageFailed
 from onthefly.tracking.records import StreamKind
@@ -103,32 +104,29 @@ class WriterState:
 
 class Pending(collections.deque):
     """The bounded buffer. ``append`` is atomic under the GIL; ``kick`` runs only on a threshold. A chunk
-    (hotpath.Chunk: up to ``cap`` rows of one metric) is one item, and once full it adds ``cap - 1`` rows
-    to ``rows`` until the writer takes and seals it: ``size()`` is what the thresholds and the bound count."""
+    (hotpath.Chunk: up to ``cap`` rows of one metric) is one item, and each of its rows after the first adds
+    one to ``tally.rows`` until the writer takes and seals it: ``size()``, the rows waiting, is what the
+    trigger (``tally.kick_at``) and the bound count."""
 
-    __slots__ = ("kick_at", "writer", "rows")
+    __slots__ = ("writer", "tally")
 
     def kick(self) -> None:
         self.writer._on_threshold()
 
     def size(self) -> int:
-        """Rows waiting, an open chunk counted as one."""
-        return len(self) + self.rows
-
-    def rows_waiting(self) -> int:
-        """Rows waiting, exactly."""
-        return sum(len(item) if type(item) is Chunk else 1 for item in list(self))
+        """Rows waiting."""
+        return len(self) + self.tally.rows
 
 
 class Refusing:
     """Stands in for the buffer while the experiment is not running: any write raises NotRunning."""
 
-    __slots__ = ("message",)
-    kick_at = 1 << 62
-    rows = 0
+    __slots__ = ("message", "tally")
 
     def __init__(self, message: str) -> None:
         self.message = message
+        self.tally = Tally()
+        self.tally.kick_at = 1 << 62  # never kicks: append refuses
 
     def __len__(self) -> int:
         return 0
@@ -150,8 +148,8 @@ class Writer:
         self.backend, self.prefix, self.config = backend, prefix, config
         self.q = Pending()
         self.q.writer = self
-        self.q.rows = 0
-        self.q.kick_at = self._size_trigger = max(0, config.batch_size - 1) if config.buffered else 1
+        self.q.tally = Tally()
+        self.q.tally.kick_at = self._size_trigger = max(0, config.batch_size - 1) if config.buffered else 1
         self.state = WriterState()
         self._wake = threading.Event()  # a write is due
         self._urgent = threading.Event()  # ... and must not wait for the burst gap (flush, close, block)
@@ -258,7 +256,7 @@ class Writer:
             self.flush()
             return
         if q.size() < self.config.max_pending:
-            q.kick_at = self.config.max_pending  # no more kicks until the writer has drained
+            q.tally.kick_at = self.config.max_pending  # no more kicks until the writer has drained
             self._wake.set()
             return
         if self.config.on_full == "raise":
@@ -331,12 +329,12 @@ class Writer:
             q = self.q
             n = len(q)
             if n == 0:
-                q.kick_at = self._size_trigger
+                q.tally.kick_at = self._size_trigger
                 return
             batch = list(starmap(q.popleft, repeat((), n)))  # C loop: atomic w.r.t. appending threads
             if seal_all is not None:
-                seal_all(batch, q)  # their rows are all in now; the loggers start new chunks
-            q.kick_at = self._size_trigger
+                seal_all(batch, q.tally)  # their rows are all in now; the loggers start new chunks
+            q.tally.kick_at = self._size_trigger
             with self._cond:
                 self._cond.notify_all()
             self._write_batch(batch)
@@ -522,7 +520,7 @@ class Writer:
     def stats(self) -> dict[str, Any]:
         """What the writer did so far, including everything it could not store and why."""
         return {
-            "pending": self.q.rows_waiting(), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
+            "pending": self.q.size(), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
             "batch_size": self.config.batch_size, "flush_interval": self.config.flush_interval,
             "metric_batch_size": self.config.metric_batch_size,
             "track_batch_size": self.config.track_batch_size,
