@@ -452,6 +452,10 @@ class Experiment:
                 except StorageFailed as exc:  # rows were not stored: the record says so, then the caller
                     lost = exc
                     status, error = Status.FAILED, "; ".join(filter(None, [error, str(exc)]))
+                else:
+                    reported = writer.loss_report()  # raised by an earlier flush(): the record still says so
+                    if reported:
+                        status, error = Status.FAILED, "; ".join(filter(None, [error, reported]))
                 self._flush_uploads()
                 self._uploads.shutdown(wait=True)
                 self._remove_staging_dir()

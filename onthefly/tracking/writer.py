@@ -172,7 +172,12 @@ class Writer:
         self.held_rows = 0
         self.dropped_rows = 0
         self.storage_error = ""  # why rows are held ("" once the store takes them again)
-        self._reported = (0, 0)  # (failed_rows, dropped_rows) already raised by flush()
+        # Rows written but not made durable because an fsync failed (durable=True): after a failed fsync the
+        # kernel may already have dropped those pages, so a later successful fsync proves nothing about them.
+        self.unsynced_rows = 0
+        self.sync_error = ""
+        self._synced_rows = 0  # written_rows at the last fsync attempt
+        self._reported = (0, 0, 0)  # (failed_rows, dropped_rows, unsynced_rows) already raised by flush()
         self._warned: set[str] = set()
         self._metric_sinks: dict[str, MetricSink] = {}
         self._unsynced = False
@@ -198,10 +203,15 @@ class Writer:
 
     def raise_if_not_stored(self) -> None:
         """StorageFailed if rows are held for a retry, or were lost since the last call that raised."""
-        lost = (self.failed_rows, self.dropped_rows)
+        lost = (self.failed_rows, self.dropped_rows, self.unsynced_rows)
         if not self.held_rows and lost == self._reported:
             return
         self._reported = lost
+        raise StorageFailed(self.loss_report())
+
+    def loss_report(self) -> str:
+        """Every row of this run not stored (held, dropped, failed, not made durable), in one line; ""
+        when none."""
         parts = []
         if self.held_rows:
             parts.append(f"{self.held_rows} rows are not stored yet ({self.storage_error}); they are kept in "
@@ -211,7 +221,10 @@ class Writer:
                          f"{self.config.max_pending} waited for the store")
         if self.failed_rows:
             parts.append(f"{self.failed_rows} rows could not be written ({self.last_error})")
-        raise StorageFailed("onthefly.tracking: " + "; ".join(parts))
+        if self.unsynced_rows:
+            parts.append(f"{self.unsynced_rows} rows were written but may not survive a crash or power loss: "
+                         f"fsync failed ({self.sync_error}); check the disk")
+        return "onthefly.tracking: " + "; ".join(parts) if parts else ""
 
     def _flush(self, timeout: float | None = None) -> bool:
         if threading.current_thread() is self._thread:
@@ -317,10 +330,20 @@ class Writer:
                         return
 
     def _sync(self) -> None:
-        """fsync what was written since the last sync (nothing to do when nothing was: close flushes twice)."""
+        """fsync what was written since the last sync (nothing to do when nothing was: close flushes twice).
+        A failed fsync counts the rows it covered in ``unsynced_rows``: flush() and close() raise
+        StorageFailed for them (the experiment is recorded FAILED), as for rows that were not written."""
         if self.config.durable and self._unsynced:
             self._unsynced = False  # before syncing: a write racing with this sync marks it again
-            self.backend.flush(self.prefix, durable=True)
+            covered, self._synced_rows = self.written_rows - self._synced_rows, self.written_rows
+            try:
+                self.backend.flush(self.prefix, durable=True)
+            except Exception as exc:  # noqa: BLE001 - reported through raise_if_not_stored, never only logged
+                self.unsynced_rows += covered
+                self.sync_error = self.last_error = f"{type(exc).__name__}: {exc}"
+                self._remember(f"{covered} rows not made durable: fsync failed ({self.sync_error})")
+                log.error("onthefly.tracking: fsync failed (%s); %d rows may not survive a crash",
+                          self.sync_error, covered)
 
     def _write_pending(self) -> None:
         with self._busy:
@@ -527,7 +550,7 @@ class Writer:
             "written_rows": self.written_rows, "refused_rows": self.refused_rows, "failed_rows": self.failed_rows,
             "blocked_calls": self.blocked_calls, "blocked_seconds": round(self.blocked_seconds, 6),
             "writes": self.writes, "reasons": list(self.reasons), "last_error": self.last_error,
-            "held_rows": self.held_rows, "dropped_rows": self.dropped_rows,
+            "held_rows": self.held_rows, "dropped_rows": self.dropped_rows, "unsynced_rows": self.unsynced_rows,
         }
 
 
