@@ -82,6 +82,8 @@ def _load():
         from onthefly.tracking import _hotpath
     except ImportError:
         return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is not built)"
+    if not hasattr(_hotpath, "Tally"):  # built from an older _hotpath.c: its buffer accounting differs
+        return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is out of date: pip install -e .)"
 
     class RowLogger(_hotpath.RowLogger):
         __slots__ = ()
