@@ -15,7 +15,7 @@
  *  - Dicts, for every other row: a dict of the keyword fields, its call time (time.time()) added under the
  *    metric's row key, appended to `self._q` (see writer.py's docstring).
  *  Both paths call `q.kick()` before storing a row when `len(q) + tally.rows >= tally.kick_at` (the rows
- *  waiting reach the trigger; the Python paths check the same). Any positional argument (a dict of fields) goes to the Python implementation,
+ *  waiting reach the trigger; the Python paths check the same with `tally.due(len(q))`). Any positional argument (a dict of fields) goes to the Python implementation,
  *    `self._log_slow`. A value that is not a plain float/int/str/bool/None is snapshotted by
  *    `self._snapshot(fields)`, a Python method. A dict row first detaches the open chunk, so the metric's
  *    rows stay in call order in the buffer; so does assigning `_q`.
@@ -309,10 +309,28 @@ static PyMemberDef Tally_members[] = {
     {NULL},
 };
 
+/* due(n): whether a buffer of ``n`` items has reached the trigger (n + rows >= kick_at): the Python paths'
+ * check, one C call instead of reading two int members. */
+static PyObject *
+Tally_due(Tally *self, PyObject *n)
+{
+    Py_ssize_t items = PyLong_AsSsize_t(n);
+    if (items == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(items + self->rows >= self->kick_at);
+}
+
+static PyMethodDef Tally_methods[] = {
+    {"due", (PyCFunction)Tally_due, METH_O, "due(n): n + rows >= kick_at (a buffer of n items is due a kick)"},
+    {NULL},
+};
+
 static PyType_Slot Tally_slots[] = {
     {Py_tp_doc, "Tally(): a buffer's rows beyond its items and its size trigger (both 0 at first)."},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_members, Tally_members},
+    {Py_tp_methods, Tally_methods},
     {0, NULL},
 };
 

@@ -367,8 +367,7 @@ class Experiment:
             **extra) -> LogBuilder | None:
         """Record a log line with a level (debug/info/warn/error/fatal, default info) and metadata."""
         q = self._queue_for_builders
-        tally = q.tally
-        if len(q) + tally.rows >= tally.kick_at:
+        if q.tally.due(len(q)):
             q.kick()
         if message is None:  # ML-Dash's old builder style
             warnings.warn("exp.log() without a message is deprecated: use exp.logs.info('message')",

@@ -6,10 +6,10 @@ compiler is present; ~2x faster per call) and the Python below, used when the ex
 
 ``RowLogger.log(**fields)`` appends the row (the kwargs dict, its call time added under the metric's row
 key) to the experiment's bounded buffer ``_q``, after calling ``_q.kick()`` when the rows waiting reach the
-size trigger: ``len(q) + q.tally.rows >= q.tally.kick_at`` (a :data:`Tally`). The C implementation stores
-plain numeric rows in chunks instead (raw 8-byte values, one buffer item per up to ``_chunk_rows`` rows,
-every row after a chunk's first counted in ``tally.rows``; see _hotpath.c), which the writer turns into the
-same table.
+size trigger: ``q.tally.due(len(q))``, i.e. ``len(q) + tally.rows >= tally.kick_at`` (a :data:`Tally`).
+The C implementation stores plain numeric rows in chunks instead (raw 8-byte values, one buffer item per
+up to ``_chunk_rows`` rows, every row after a chunk's first counted in ``tally.rows``; see _hotpath.c),
+which the writer turns into the same table.
 Mutable values (tensors, arrays, lists, dicts) are snapshotted at call time. A positional dict of fields
 goes through :func:`log_rows` in both implementations. ``Registry.__call__(name)`` returns
 ``_builders[name]``, and calls ``_get(...)`` for anything else (a new name, more arguments). The writer
@@ -30,8 +30,7 @@ def log_rows(self, _data: dict | None = None, _time=_time, /, **fields):
     """The Python implementation of ``RowLogger.log`` (and the C one's path for a positional dict or a
     ``_ts`` field)."""
     q = self._q
-    tally = q.tally
-    if len(q) + tally.rows >= tally.kick_at:
+    if q.tally.due(len(q)):
         q.kick()
     if _data is not None:
         fields = values.merged(_data, fields, "log()")
@@ -64,6 +63,10 @@ class _PyTally:
     def __init__(self) -> None:
         self.rows = self.kick_at = 0
 
+    def due(self, n: int) -> bool:
+        """Whether a buffer of ``n`` items has reached the trigger."""
+        return n + self.rows >= self.kick_at
+
 
 class _PyRegistry:
     __slots__ = ("_builders",)
@@ -82,7 +85,7 @@ def _load():
         from onthefly.tracking import _hotpath
     except ImportError:
         return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is not built)"
-    if not hasattr(_hotpath, "Tally"):  # built from an older _hotpath.c: its buffer accounting differs
+    if not hasattr(getattr(_hotpath, "Tally", None), "due"):  # built from an older _hotpath.c
         return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is out of date: pip install -e .)"
 
     class RowLogger(_hotpath.RowLogger):
