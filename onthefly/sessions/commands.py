@@ -94,7 +94,13 @@ class ImportSession(Command):
         if self.imported is None:
             self.sessions.require_session()
             self.sessions.check_live_restore()
-            self.imported = read_bundle(self.path)
+            try:
+                self.imported = read_bundle(self.path)
+            except OSError as exc:  # (BundleError is not one) the file opened but a read failed: EIO, ...
+                raise FailedPrecondition(f"cannot import {clip(self.path)}: reading it failed "
+                                         f"({exc.strerror or type(exc).__name__}); the disk or file system "
+                                         "reports an error: copy the bundle to a healthy disk and import the "
+                                         "copy") from None
 
     def check(self, control: "Control") -> None:
         self.prepare()

@@ -8,13 +8,14 @@
  *    reserved, goes into the metric's open Chunk: its call time and values as raw 8-byte slots, no Python
  *    object per row. A chunk holds rows of one set of names (the call's kwnames) and one type per field;
  *    it is appended to the experiment's buffer `self._q` when it is created and holds `_chunk_rows` rows
- *    at most. The buffer counts it as one item, and once it is full as all its rows (`q.rows` gets the
- *    difference until the writer takes and seals it: seal_all). A row that does not fit the open chunk
- *    (other names or types, the chunk full or sealed) starts a new one. The kick check (below) runs when
- *    a chunk is created.
+ *    at most. The buffer counts it as one item; every further row adds one to the buffer's Tally
+ *    (`q.tally.rows`, a C counter: no Python object touched per row) until the writer takes and seals the
+ *    chunk (seal_all), so the size trigger counts rows, not chunks. A row that does not fit the open chunk
+ *    (other names or types, the chunk full or sealed) starts a new one.
  *  - Dicts, for every other row: a dict of the keyword fields, its call time (time.time()) added under the
- *    metric's row key, appended to `self._q` (see writer.py's docstring), after calling `q.kick()` when
- *    `len(q) + q.rows >= q.kick_at`. Any positional argument (a dict of fields) goes to the Python implementation,
+ *    metric's row key, appended to `self._q` (see writer.py's docstring).
+ *  Both paths call `q.kick()` before storing a row when `len(q) + tally.rows >= tally.kick_at` (the rows
+ *  waiting reach the trigger; the Python paths check the same with `tally.due(len(q))`). Any positional argument (a dict of fields) goes to the Python implementation,
  *    `self._log_slow`. A value that is not a plain float/int/str/bool/None is snapshotted by
  *    `self._snapshot(fields)`, a Python method. A dict row first detaches the open chunk, so the metric's
  *    rows stay in call order in the buffer; so does assigning `_q`.
@@ -46,10 +47,10 @@
 
 #define MAX_FIELDS 64
 
-static PyObject *str_kick_at, *str_kick, *str_append, *str_log_slow, *str_snapshot, *str_get, *str_rows;
+static PyObject *str_kick, *str_append, *str_log_slow, *str_snapshot, *str_get, *str_tally;
 static PyObject *reserved_names;  /* frozenset of str, set by configure() */
 static PyObject *row_key_prefix;  /* str, set by configure() */
-static PyTypeObject *Chunk_Type;
+static PyTypeObject *Chunk_Type, *Tally_Type;
 
 /* ---- Chunk ---------------------------------------------------------------------------------------- */
 
@@ -58,7 +59,7 @@ typedef struct {
     PyObject *row_key;       /* the metric's row key (str) */
     PyObject *names;         /* the fields (tuple of str), in call order */
     Py_ssize_t nfields, n, cap, alloc;
-    Py_ssize_t accounted;    /* rows added to the buffer's ``rows`` when it filled (cap - 1), else 0 */
+    Py_ssize_t accounted;    /* rows added to its buffer's tally (n - 1) until sealed, then given back */
     int sealed;
     char types[MAX_FIELDS];  /* per field: 'd' (float64) or 'q' (int64) */
     uint64_t *slots;         /* row-major: per row, the call time (a double) then the fields' 8 bytes each */
@@ -294,43 +295,56 @@ static PyType_Spec Chunk_spec = {
     Chunk_slots,
 };
 
-/* ``obj.<name>`` as a Py_ssize_t into ``*out``: 0, or -1 with an exception set. */
-static int
-int_attr(PyObject *obj, PyObject *name, Py_ssize_t *out)
+/* ---- Tally: the buffer's row count and size trigger, as C integers ---------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t rows;     /* rows that chunks in the buffer hold beyond the one item each counts as */
+    Py_ssize_t kick_at;  /* call q.kick() before storing a row once len(q) + rows reaches this */
+} Tally;
+
+static PyMemberDef Tally_members[] = {
+    {"rows", T_PYSSIZET, offsetof(Tally, rows), 0, "rows that chunks hold beyond their one item each"},
+    {"kick_at", T_PYSSIZET, offsetof(Tally, kick_at), 0, "kick before storing a row once len(q) + rows reaches it"},
+    {NULL},
+};
+
+/* due(n): whether a buffer of ``n`` items has reached the trigger (n + rows >= kick_at): the Python paths'
+ * check, one C call instead of reading two int members. */
+static PyObject *
+Tally_due(Tally *self, PyObject *n)
 {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL) {
-        return -1;
+    Py_ssize_t items = PyLong_AsSsize_t(n);
+    if (items == -1 && PyErr_Occurred()) {
+        return NULL;
     }
-    *out = PyLong_AsSsize_t(value);
-    Py_DECREF(value);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+    return PyBool_FromLong(items + self->rows >= self->kick_at);
 }
 
-/* Add ``delta`` to ``q.rows``: 0, or -1 with an exception set. */
-static int
-add_rows(PyObject *q, Py_ssize_t delta)
-{
-    Py_ssize_t value;
-    if (int_attr(q, str_rows, &value) < 0) {
-        return -1;
-    }
-    PyObject *updated = PyLong_FromSsize_t(value + delta);
-    if (updated == NULL) {
-        return -1;
-    }
-    int rc = PyObject_SetAttr(q, str_rows, updated);
-    Py_DECREF(updated);
-    return rc;
-}
+static PyMethodDef Tally_methods[] = {
+    {"due", (PyCFunction)Tally_due, METH_O, "due(n): n + rows >= kick_at (a buffer of n items is due a kick)"},
+    {NULL},
+};
 
-/* seal_all(items, q): seal every chunk among ``items`` (taken from the buffer ``q``) and release the rows
- * each full one counted in ``q.rows``. */
+static PyType_Slot Tally_slots[] = {
+    {Py_tp_doc, "Tally(): a buffer's rows beyond its items and its size trigger (both 0 at first)."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_members, Tally_members},
+    {Py_tp_methods, Tally_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Tally_spec = {
+    "onthefly.tracking._hotpath.Tally", sizeof(Tally), 0, Py_TPFLAGS_DEFAULT, Tally_slots,
+};
+
+/* seal_all(items, tally): seal every chunk among ``items`` (taken from the buffer) and give back the rows
+ * each counted in the buffer's ``tally``. */
 static PyObject *
 seal_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "seal_all(items: list, q)");
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || Py_TYPE(args[1]) != Tally_Type) {
+        PyErr_SetString(PyExc_TypeError, "seal_all(items: list, tally: Tally)");
         return NULL;
     }
     Py_ssize_t released = 0;
@@ -341,9 +355,7 @@ seal_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             released += ((Chunk *)item)->accounted;
         }
     }
-    if (released && add_rows(args[1], -released) < 0) {
-        return NULL;
-    }
+    ((Tally *)args[1])->rows -= released;
     Py_RETURN_NONE;
 }
 
@@ -366,6 +378,7 @@ configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 typedef struct {
     PyObject_HEAD
     PyObject *q;
+    Tally *tally;             /* q.tally, read when q is assigned; NULL: every row goes to _log_slow */
     PyObject *row_key;
     Chunk *chunk;             /* the open chunk, or NULL */
     Py_ssize_t chunk_rows;    /* a chunk's capacity; below 2: no chunks */
@@ -410,19 +423,23 @@ slow_path(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     return result;
 }
 
-/* Call q.kick() when len(q) + q.rows >= q.kick_at (rows: what full chunks hold beyond their one item).
- * 0 on success, -1 with an exception set. */
+/* Before storing a row: call q.kick() when the rows waiting, len(q) + tally.rows, reach tally.kick_at.
+ * 0 on success, -1 with an exception set. The kick may run Python code (the writer's policy when it falls
+ * behind) and swap self->q: callers read self->q, self->tally and self->chunk again after it. */
 static int
-kick_if_due(PyObject *q)
+kick_if_due(RowLogger *self)
 {
-    Py_ssize_t n = PyObject_Length(q), rows, at;
-    if (n < 0 || int_attr(q, str_rows, &rows) < 0 || int_attr(q, str_kick_at, &at) < 0) {
+    PyObject *q = self->q;
+    Py_ssize_t n = PyObject_Length(q);
+    if (n < 0) {
         return -1;
     }
-    if (n + rows < at) {
+    if (n + self->tally->rows < self->tally->kick_at) {
         return 0;
     }
+    Py_INCREF(q);
     PyObject *r = PyObject_CallMethodNoArgs(q, str_kick);
+    Py_DECREF(q);
     if (r == NULL) {
         return -1;
     }
@@ -435,23 +452,27 @@ kick_if_due(PyObject *q)
 static int
 log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
 {
+    char types[MAX_FIELDS];
+    int typed = 0;  /* whether types holds this row's column types (chunkable() ran and said yes) */
+    if (self->chunk == NULL) {
+        if (!chunkable(args, kwnames, types)) {
+            return 0;  /* (the dict path checks the trigger) */
+        }
+        typed = 1;
+    }
+    if (kick_if_due(self) < 0) {
+        return -1;
+    }
+    if (self->q == NULL || self->tally == NULL) {  /* the kick deleted or replaced _q (no tally) */
+        PyErr_SetString(PyExc_AttributeError, "_q");
+        return -1;
+    }
     Chunk *c = self->chunk;
     if (c != NULL && !c->sealed && c->n < c->cap
         && (c->names == kwnames || PyObject_RichCompareBool(c->names, kwnames, Py_EQ) == 1)) {
         if (chunk_add(c, args)) {
-            if (c->n == c->cap && add_rows(self->q, c->cap - 1) == 0) {  /* full: count all its rows */
-                c->accounted = c->cap - 1;
-                PyObject *q = self->q;  /* the size trigger, once a chunk: its rows may complete a batch */
-                Py_INCREF(q);
-                int rc = kick_if_due(q);
-                Py_DECREF(q);
-                if (rc < 0 && !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-                    PyErr_Clear();  /* this row is stored: the policy (on_full) applies to the next call */
-                } else if (rc < 0) {
-                    return -1;
-                }
-            }
-            PyErr_Clear();  /* (add_rows cannot fail on a writer.Pending; the row is stored either way) */
+            c->accounted++;  /* its first row is its one item in the buffer; every further row counts here */
+            self->tally->rows++;
             return 1;
         }
     }
@@ -459,16 +480,8 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
     if (PyErr_Occurred()) {  /* from the names' comparison */
         return -1;
     }
-    char types[MAX_FIELDS];
-    if (!chunkable(args, kwnames, types)) {
+    if (!typed && !chunkable(args, kwnames, types)) {
         return 0;
-    }
-    PyObject *q = self->q;
-    Py_INCREF(q);
-    int rc = kick_if_due(q);  /* may run Python code: the writer's policy when it falls behind */
-    Py_DECREF(q);
-    if (rc < 0) {
-        return -1;
     }
     c = chunk_new(self->row_key, kwnames, types, self->chunk_rows);
     if (c == NULL) {
@@ -478,21 +491,15 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
         Py_DECREF(c);
         return 0;
     }
-    q = self->q;  /* read again, then append with no Python code in between */
-    if (q == NULL) {
-        Py_DECREF(c);
-        PyErr_SetString(PyExc_AttributeError, "_q");
-        return -1;
-    }
+    PyObject *q = self->q;  /* no Python code since the kick: the buffer whose tally counts this chunk */
     Py_INCREF(q);
     PyObject *r = PyObject_CallMethodOneArg(q, str_append, (PyObject *)c);
+    Py_DECREF(q);
     if (r == NULL) {
-        Py_DECREF(q);
         Py_DECREF(c);
         return -1;
     }
     Py_DECREF(r);
-    Py_DECREF(q);
     Py_XSETREF(self->chunk, c);
     return 1;
 }
@@ -500,7 +507,7 @@ log_to_chunk(RowLogger *self, PyObject *const *args, PyObject *kwnames)
 static PyObject *
 RowLogger_log(RowLogger *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs > 0 || self->q == NULL || self->row_key == NULL) {
+    if (nargs > 0 || self->q == NULL || self->tally == NULL || self->row_key == NULL) {
         Py_CLEAR(self->chunk);
         return slow_path((PyObject *)self, args, (size_t)nargs, kwnames);
     }
@@ -531,11 +538,7 @@ RowLogger_log(RowLogger *self, PyObject *const *args, Py_ssize_t nargs, PyObject
             }
         }
     }
-    PyObject *q = self->q;
-    Py_INCREF(q);
-    int rc = kick_if_due(q);
-    Py_DECREF(q);
-    if (rc < 0) {
+    if (kick_if_due(self) < 0) {
         return NULL;
     }
     PyObject *fields = new_dict(nkw + 1);  /* the fields and the row key */
@@ -564,14 +567,14 @@ RowLogger_log(RowLogger *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     }
     Py_INCREF(row_key);
     PyObject *t = now();
-    rc = t == NULL ? -1 : PyDict_SetItem(fields, row_key, t);
+    int rc = t == NULL ? -1 : PyDict_SetItem(fields, row_key, t);
     Py_XDECREF(t);
     Py_DECREF(row_key);
     if (rc < 0) {
         goto fail;
     }
     /* Read the buffer again and append with no Python code in between (see the top of this file). */
-    q = self->q;
+    PyObject *q = self->q;
     if (q == NULL) {
         PyErr_SetString(PyExc_AttributeError, "_q");
         goto fail;
@@ -597,13 +600,14 @@ RowLogger_traverse(RowLogger *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->q);
     Py_VISIT(self->row_key);
-    return 0;  /* the chunk holds no reference back: nothing to visit */
+    return 0;  /* the chunk and the tally hold no references: nothing to visit */
 }
 
 static int
 RowLogger_clear(RowLogger *self)
 {
     Py_CLEAR(self->q);
+    Py_CLEAR(self->tally);
     Py_CLEAR(self->row_key);
     Py_CLEAR(self->chunk);
     return 0;
@@ -620,10 +624,23 @@ RowLogger_get_q(RowLogger *self, void *Py_UNUSED(closure))
     return self->q;
 }
 
-/* Assigning the buffer detaches the open chunk: its rows belong to the old buffer. */
+/* Assigning the buffer detaches the open chunk (its rows belong to the old buffer) and reads the new one's
+ * Tally (``value.tally``; without one, every row goes to _log_slow). */
 static int
 RowLogger_set_q(RowLogger *self, PyObject *value, void *Py_UNUSED(closure))
 {
+    Tally *tally = NULL;
+    if (value != NULL) {
+        PyObject *found = PyObject_GetAttr(value, str_tally);
+        if (found == NULL) {
+            PyErr_Clear();
+        } else if (Py_TYPE(found) == Tally_Type) {
+            tally = (Tally *)found;
+        } else {
+            Py_DECREF(found);
+        }
+    }
+    Py_XSETREF(self->tally, tally);
     Py_XINCREF(value);
     Py_XSETREF(self->q, value);
     Py_CLEAR(self->chunk);
@@ -648,7 +665,8 @@ static PyMemberDef RowLogger_members[] = {
 
 static PyGetSetDef RowLogger_getset[] = {
     {"_q", (getter)RowLogger_get_q, (setter)RowLogger_set_q,
-     "the experiment's buffer (writer.Pending or Refusing); assigning it detaches the open chunk", NULL},
+     "the experiment's buffer (writer.Pending or Refusing); assigning it detaches the open chunk and reads "
+     "its tally", NULL},
     {NULL},
 };
 
@@ -832,7 +850,8 @@ static PyMethodDef module_methods[] = {
     {"columns", (PyCFunction)(void (*)(void))columns, METH_FASTCALL,
      "columns(dicts, keys, size): float64/int64 column bytes of plain numeric rows, or None"},
     {"seal_all", (PyCFunction)(void (*)(void))seal_all, METH_FASTCALL,
-     "seal_all(items, q): seal the chunks among items taken from q and release the rows they reserved"},
+     "seal_all(items, tally): seal the chunks among items taken from a buffer and give back the rows they "
+     "counted in its tally"},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "configure(reserved, prefix): field names a chunk must not hold, and the row-key prefix"},
     {"last_time", (PyCFunction)last_time, METH_NOARGS,
@@ -863,13 +882,12 @@ add_type(PyObject *module, PyType_Spec *spec, const char *name)
 PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
-    if ((str_kick_at = PyUnicode_InternFromString("kick_at")) == NULL
-        || (str_kick = PyUnicode_InternFromString("kick")) == NULL
+    if ((str_kick = PyUnicode_InternFromString("kick")) == NULL
         || (str_append = PyUnicode_InternFromString("append")) == NULL
         || (str_log_slow = PyUnicode_InternFromString("_log_slow")) == NULL
         || (str_snapshot = PyUnicode_InternFromString("_snapshot")) == NULL
         || (str_get = PyUnicode_InternFromString("_get")) == NULL
-        || (str_rows = PyUnicode_InternFromString("rows")) == NULL) {
+        || (str_tally = PyUnicode_InternFromString("tally")) == NULL) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&moddef);
@@ -877,12 +895,14 @@ PyInit__hotpath(void)
         return NULL;
     }
     if (add_type(module, &RowLogger_spec, "RowLogger") < 0 || add_type(module, &Registry_spec, "Registry") < 0
-        || add_type(module, &Chunk_spec, "Chunk") < 0) {
+        || add_type(module, &Chunk_spec, "Chunk") < 0 || add_type(module, &Tally_spec, "Tally") < 0) {
         Py_DECREF(module);
         return NULL;
     }
-    Chunk_Type = (PyTypeObject *)PyObject_GetAttrString(module, "Chunk");  /* a reference kept for good */
-    if (Chunk_Type == NULL) {
+    /* references kept for good */
+    Chunk_Type = (PyTypeObject *)PyObject_GetAttrString(module, "Chunk");
+    Tally_Type = (PyTypeObject *)PyObject_GetAttrString(module, "Tally");
+    if (Chunk_Type == NULL || Tally_Type == NULL) {
         Py_DECREF(module);
         return NULL;
     }

@@ -367,7 +367,7 @@ class Experiment:
             **extra) -> LogBuilder | None:
         """Record a log line with a level (debug/info/warn/error/fatal, default info) and metadata."""
         q = self._queue_for_builders
-        if len(q) >= q.kick_at:
+        if q.tally.due(len(q)):
             q.kick()
         if message is None:  # ML-Dash's old builder style
             warnings.warn("exp.log() without a message is deprecated: use exp.logs.info('message')",
@@ -451,6 +451,10 @@ class Experiment:
                 except StorageFailed as exc:  # rows were not stored: the record says so, then the caller
                     lost = exc
                     status, error = Status.FAILED, "; ".join(filter(None, [error, str(exc)]))
+                else:
+                    reported = writer.loss_report()  # raised by an earlier flush(): the record still says so
+                    if reported:
+                        status, error = Status.FAILED, "; ".join(filter(None, [error, reported]))
                 self._flush_uploads()
                 self._uploads.shutdown(wait=True)
                 self._remove_staging_dir()

@@ -5,9 +5,11 @@ compiler is present; ~2x faster per call) and the Python below, used when the ex
 ``ONTHEFLY_PURE_PYTHON=1`` is set. ``IMPLEMENTATION`` says which one runs.
 
 ``RowLogger.log(**fields)`` appends the row (the kwargs dict, its call time added under the metric's row
-key) to the experiment's bounded buffer ``_q``, after calling ``_q.kick()`` when ``len(_q) >= _q.kick_at``.
+key) to the experiment's bounded buffer ``_q``, after calling ``_q.kick()`` when the rows waiting reach the
+size trigger: ``q.tally.due(len(q))``, i.e. ``len(q) + tally.rows >= tally.kick_at`` (a :data:`Tally`).
 The C implementation stores plain numeric rows in chunks instead (raw 8-byte values, one buffer item per
-up to ``_chunk_rows`` rows; see _hotpath.c), which the writer turns into the same table.
+up to ``_chunk_rows`` rows, every row after a chunk's first counted in ``tally.rows``; see _hotpath.c),
+which the writer turns into the same table.
 Mutable values (tensors, arrays, lists, dicts) are snapshotted at call time. A positional dict of fields
 goes through :func:`log_rows` in both implementations. ``Registry.__call__(name)`` returns
 ``_builders[name]``, and calls ``_get(...)`` for anything else (a new name, more arguments). The writer
@@ -28,7 +30,7 @@ def log_rows(self, _data: dict | None = None, _time=_time, /, **fields):
     """The Python implementation of ``RowLogger.log`` (and the C one's path for a positional dict or a
     ``_ts`` field)."""
     q = self._q
-    if len(q) >= q.kick_at:
+    if q.tally.due(len(q)):
         q.kick()
     if _data is not None:
         fields = values.merged(_data, fields, "log()")
@@ -53,6 +55,19 @@ class _PyRowLogger:
     log = log_rows
 
 
+class _PyTally:
+    """A buffer's rows beyond its items (always 0 without chunks) and its size trigger."""
+
+    __slots__ = ("rows", "kick_at")
+
+    def __init__(self) -> None:
+        self.rows = self.kick_at = 0
+
+    def due(self, n: int) -> bool:
+        """Whether a buffer of ``n`` items has reached the trigger."""
+        return n + self.rows >= self.kick_at
+
+
 class _PyRegistry:
     __slots__ = ("_builders",)
 
@@ -70,6 +85,8 @@ def _load():
         from onthefly.tracking import _hotpath
     except ImportError:
         return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is not built)"
+    if not hasattr(getattr(_hotpath, "Tally", None), "due"):  # built from an older _hotpath.c
+        return _PyRowLogger, _PyRegistry, None, None, "python (the C extension is out of date: pip install -e .)"
 
     class RowLogger(_hotpath.RowLogger):
         __slots__ = ()
@@ -84,8 +101,11 @@ def _load():
 
 # columns(dicts: list, keys: tuple, size) -> None | list[(typecode, bytes)], the writer's encoding fast
 # path (see columns.numeric_table); None when the extension is not in use. So are Chunk (the type of a
-# chunk item in the buffer), seal_all(items, q) (the writer seals the chunks it takes) and configure.
+# chunk item in the buffer), seal_all(items, tally) (the writer seals the chunks it takes) and configure.
+# Tally() is a buffer's row count and size trigger (C integers with the extension, which the chunk path
+# updates without touching a Python object).
 RowLogger, Registry, _c, columns, IMPLEMENTATION = _load()
 Chunk = _c.Chunk if _c is not None else None
 seal_all = _c.seal_all if _c is not None else None
 configure = _c.configure if _c is not None else None
+Tally = _c.Tally if _c is not None else _PyTally

@@ -38,9 +38,32 @@ _OPEN_JOURNALS: set[str] = set()
 _OPEN_LOCK = threading.Lock()
 
 
-def new_id() -> str:
-    """A piece id: creation time in microseconds, host tag, pid and a random suffix (sorts by time)."""
-    return f"{time.time_ns() // 1000:014x}-{HOST_TAG}-{os.getpid()}-{secrets.token_hex(2)}"
+_last_micros = 0  # the time part of the last id this process made (ids are unique: see new_id)
+_writer_tags: dict[str, set[str]] = {}  # folder -> tags of this process's Stream objects on it
+
+
+def new_id(writer_tag: str | None = None) -> str:
+    """A piece id: creation time in microseconds (strictly increasing in this process, so two pieces of one
+    writer never share an id), host tag, pid and the writer's tag (4 hex digits; random when None). A
+    piece's writer is its host, pid and tag (see _writer_of)."""
+    global _last_micros
+    with _OPEN_LOCK:
+        _last_micros = max(time.time_ns() // 1000, _last_micros + 1)
+        micros = _last_micros
+    return f"{micros:014x}-{HOST_TAG}-{os.getpid()}-{writer_tag or secrets.token_hex(2)}"
+
+
+def _claim_writer_tag(folder: Path) -> str:
+    """A tag no other Stream object of this process holds on ``folder``: two Experiments in one process
+    on one experiment are two writers, whose entries at one timestamp never replace each other."""
+    with _OPEN_LOCK:
+        taken = _writer_tags.setdefault(str(folder), set())
+        for _ in range(1000):  # (all 65,536 taken only after as many Stream objects on one folder)
+            tag = secrets.token_hex(2)
+            if tag not in taken:
+                break
+        taken.add(tag)
+        return tag
 
 
 def _read_journal(path: Path) -> pa.Table | None:
@@ -69,8 +92,8 @@ def _read_journal(path: Path) -> pa.Table | None:
 class _Journal:
     """An open journal file and its IPC writer."""
 
-    def __init__(self, folder: Path, schema: pa.Schema) -> None:
-        self.id = new_id()
+    def __init__(self, folder: Path, schema: pa.Schema, writer_tag: str) -> None:
+        self.id = new_id(writer_tag)
         self.path = folder / f"_journal-{self.id}.arrows"
         self.schema = schema
         with _OPEN_LOCK:
@@ -101,6 +124,8 @@ class Stream:
         # shared: this process writes rows of several writers (the tracking server for its clients), so a
         # piece's process does not name the writer of its rows (see table()).
         self.shared = shared
+        # This object is one writer: every piece it writes carries its tag (see _writer_of).
+        self.writer_tag = _claim_writer_tag(folder)
         self.lock = threading.RLock()
         self._journal: _Journal | None = None
         self._closed_journals: list[_Journal] = []
@@ -173,7 +198,7 @@ class Stream:
             self._journal.close()
             self._closed_journals.append(self._journal)
             self._ensure_folder()
-        self._journal = _Journal(self.folder, schema)
+        self._journal = _Journal(self.folder, schema, self.writer_tag)
 
     def sync(self) -> None:
         """Make every append so far survive a power loss too (fsync)."""
@@ -256,8 +281,8 @@ class Stream:
                 continue  # another process compacted a journal while we listed: list again
             table = columns.concat(tables)
             if self.kind is StreamKind.TRACK:
-                # A track entry's writer is the process that wrote its piece (its id names host and pid):
-                # that writer's later value at a timestamp corrects its own; no other writer's.
+                # A track entry's writer is the Stream object that wrote its piece (its id names host, pid
+                # and the object's tag): its later value at a timestamp corrects its own; no other writer's.
                 rows = None if self._shared() else [w for t, w in zip(tables, writers) for _ in range(t.num_rows)]
                 table = columns.merge_same_timestamps(table, rows)
             return table
@@ -296,9 +321,10 @@ class Stream:
 
 
 def _writer_of(piece_id: str) -> str:
-    """The writing process of a piece: its id's host tag and pid."""
-    _time, host, pid, _suffix = piece_id.split("-")
-    return f"{host}-{pid}"
+    """The writer of a piece: its id's host tag, pid and writer tag (one Stream object of that process;
+    pieces written before tags existed have a random one, so each is its own writer)."""
+    _time, host, pid, tag = piece_id.split("-")
+    return f"{host}-{pid}-{tag}"
 
 
 def _forget(path: Path) -> None:

@@ -45,7 +45,7 @@ class TrackBuilder(Sink):
     def append(self, _data: dict | None = None, _time=_time, /, **fields) -> "TrackBuilder":
         """Add one entry: ``append(x=1.0, q=[0.1, 0.2])`` or ``append({"x": 1.0}, _ts=2.5)``. Returns self."""
         q = self._q
-        if len(q) >= q.kick_at:
+        if q.tally.due(len(q)):
             q.kick()
         if _data is not None:
             fields = values.merged(_data, fields, "append()")

@@ -11,14 +11,15 @@ the calls themselves). With the C hot path, a metric's plain numeric rows go int
 (``hotpath.Chunk``: raw 8-byte values, no object per row, one item for up to ``batch_size`` rows); the
 writer seals the chunks it takes, and encodes runs of them with ``columns.chunks_table``.
 
-Triggers: a write starts when ``batch_size`` items are pending (size: the hot path checks before it
-appends, so the threshold it compares with is ``batch_size - 1``; a chunk checks again when it fills) or ``flush_interval`` seconds have
+Triggers: a write starts when ``batch_size`` rows are pending (size: the hot path checks before it
+stores a row, so the threshold it compares with, ``q.tally.kick_at``, is ``batch_size - 1``; a chunk's
+rows count one by one in ``q.tally.rows``) or ``flush_interval`` seconds have
 passed (time); ``flush()`` forces one and waits for it. A size-triggered write starts no sooner than
 ``Writer.burst_gap`` (30 ms) after the previous write started, so a burst of calls is written in a few large
 batches rather than in many small ones, each with its fixed cost and its round trips of the GIL between
 the writer and the training thread; ``flush()``, ``close()``, the time trigger and a call blocked by the
 ``block`` policy never wait for that gap. Bound: at most ``max_pending`` items wait; when the
-writer falls behind that far the policy applies, visibly: ``block`` makes the logging call wait until the
+writer falls behind that far (rows, as for the trigger) the policy applies, visibly: ``block`` makes the logging call wait until the
 writer has taken the backlog (counted in ``stats()["blocked_calls"]`` and ``["blocked_seconds"]``, with a
 warning the first time), ``raise`` makes it raise :class:`BufferFull` without buffering the row. Nothing is
 ever dropped silently: rows the store refuses (a value of the wrong type) or cannot write are counted,
@@ -43,7 +44,7 @@ import pyarrow as pa
 from onthefly.tracking.columns import (
     METRIC_OF_ROW_KEY, ROW_KEY_PREFIX, Encoded, chunks_table, numeric_table, rows_to_table,
 )
-from onthefly.tracking.hotpath import Chunk, seal_all
+from onthefly.tracking.hotpath import Chunk, Tally, seal_all
 from onthefly.tracking.config import WriterConfig
 from onthefly.tracking.errors import BufferFull, NotRunning, StorageFailed
 from onthefly.tracking.records import StreamKind
@@ -103,32 +104,29 @@ class WriterState:
 
 class Pending(collections.deque):
     """The bounded buffer. ``append`` is atomic under the GIL; ``kick`` runs only on a threshold. A chunk
-    (hotpath.Chunk: up to ``cap`` rows of one metric) is one item, and once full it adds ``cap - 1`` rows
-    to ``rows`` until the writer takes and seals it: ``size()`` is what the thresholds and the bound count."""
+    (hotpath.Chunk: up to ``cap`` rows of one metric) is one item, and each of its rows after the first adds
+    one to ``tally.rows`` until the writer takes and seals it: ``size()``, the rows waiting, is what the
+    trigger (``tally.kick_at``) and the bound count."""
 
-    __slots__ = ("kick_at", "writer", "rows")
+    __slots__ = ("writer", "tally")
 
     def kick(self) -> None:
         self.writer._on_threshold()
 
     def size(self) -> int:
-        """Rows waiting, an open chunk counted as one."""
-        return len(self) + self.rows
-
-    def rows_waiting(self) -> int:
-        """Rows waiting, exactly."""
-        return sum(len(item) if type(item) is Chunk else 1 for item in list(self))
+        """Rows waiting."""
+        return len(self) + self.tally.rows
 
 
 class Refusing:
     """Stands in for the buffer while the experiment is not running: any write raises NotRunning."""
 
-    __slots__ = ("message",)
-    kick_at = 1 << 62
-    rows = 0
+    __slots__ = ("message", "tally")
 
     def __init__(self, message: str) -> None:
         self.message = message
+        self.tally = Tally()
+        self.tally.kick_at = 1 << 62  # never kicks: append refuses
 
     def __len__(self) -> int:
         return 0
@@ -150,8 +148,8 @@ class Writer:
         self.backend, self.prefix, self.config = backend, prefix, config
         self.q = Pending()
         self.q.writer = self
-        self.q.rows = 0
-        self.q.kick_at = self._size_trigger = max(0, config.batch_size - 1) if config.buffered else 1
+        self.q.tally = Tally()
+        self.q.tally.kick_at = self._size_trigger = max(0, config.batch_size - 1) if config.buffered else 1
         self.state = WriterState()
         self._wake = threading.Event()  # a write is due
         self._urgent = threading.Event()  # ... and must not wait for the burst gap (flush, close, block)
@@ -174,7 +172,12 @@ class Writer:
         self.held_rows = 0
         self.dropped_rows = 0
         self.storage_error = ""  # why rows are held ("" once the store takes them again)
-        self._reported = (0, 0)  # (failed_rows, dropped_rows) already raised by flush()
+        # Rows written but not made durable because an fsync failed (durable=True): after a failed fsync the
+        # kernel may already have dropped those pages, so a later successful fsync proves nothing about them.
+        self.unsynced_rows = 0
+        self.sync_error = ""
+        self._synced_rows = 0  # written_rows at the last fsync attempt
+        self._reported = (0, 0, 0)  # (failed_rows, dropped_rows, unsynced_rows) already raised by flush()
         self._warned: set[str] = set()
         self._metric_sinks: dict[str, MetricSink] = {}
         self._unsynced = False
@@ -200,10 +203,15 @@ class Writer:
 
     def raise_if_not_stored(self) -> None:
         """StorageFailed if rows are held for a retry, or were lost since the last call that raised."""
-        lost = (self.failed_rows, self.dropped_rows)
+        lost = (self.failed_rows, self.dropped_rows, self.unsynced_rows)
         if not self.held_rows and lost == self._reported:
             return
         self._reported = lost
+        raise StorageFailed(self.loss_report())
+
+    def loss_report(self) -> str:
+        """Every row of this run not stored (held, dropped, failed, not made durable), in one line; ""
+        when none."""
         parts = []
         if self.held_rows:
             parts.append(f"{self.held_rows} rows are not stored yet ({self.storage_error}); they are kept in "
@@ -213,7 +221,10 @@ class Writer:
                          f"{self.config.max_pending} waited for the store")
         if self.failed_rows:
             parts.append(f"{self.failed_rows} rows could not be written ({self.last_error})")
-        raise StorageFailed("onthefly.tracking: " + "; ".join(parts))
+        if self.unsynced_rows:
+            parts.append(f"{self.unsynced_rows} rows were written but may not survive a crash or power loss: "
+                         f"fsync failed ({self.sync_error}); check the disk")
+        return "onthefly.tracking: " + "; ".join(parts) if parts else ""
 
     def _flush(self, timeout: float | None = None) -> bool:
         if threading.current_thread() is self._thread:
@@ -258,7 +269,7 @@ class Writer:
             self.flush()
             return
         if q.size() < self.config.max_pending:
-            q.kick_at = self.config.max_pending  # no more kicks until the writer has drained
+            q.tally.kick_at = self.config.max_pending  # no more kicks until the writer has drained
             self._wake.set()
             return
         if self.config.on_full == "raise":
@@ -319,10 +330,20 @@ class Writer:
                         return
 
     def _sync(self) -> None:
-        """fsync what was written since the last sync (nothing to do when nothing was: close flushes twice)."""
+        """fsync what was written since the last sync (nothing to do when nothing was: close flushes twice).
+        A failed fsync counts the rows it covered in ``unsynced_rows``: flush() and close() raise
+        StorageFailed for them (the experiment is recorded FAILED), as for rows that were not written."""
         if self.config.durable and self._unsynced:
             self._unsynced = False  # before syncing: a write racing with this sync marks it again
-            self.backend.flush(self.prefix, durable=True)
+            covered, self._synced_rows = self.written_rows - self._synced_rows, self.written_rows
+            try:
+                self.backend.flush(self.prefix, durable=True)
+            except Exception as exc:  # noqa: BLE001 - reported through raise_if_not_stored, never only logged
+                self.unsynced_rows += covered
+                self.sync_error = self.last_error = f"{type(exc).__name__}: {exc}"
+                self._remember(f"{covered} rows not made durable: fsync failed ({self.sync_error})")
+                log.error("onthefly.tracking: fsync failed (%s); %d rows may not survive a crash",
+                          self.sync_error, covered)
 
     def _write_pending(self) -> None:
         with self._busy:
@@ -331,12 +352,12 @@ class Writer:
             q = self.q
             n = len(q)
             if n == 0:
-                q.kick_at = self._size_trigger
+                q.tally.kick_at = self._size_trigger
                 return
             batch = list(starmap(q.popleft, repeat((), n)))  # C loop: atomic w.r.t. appending threads
             if seal_all is not None:
-                seal_all(batch, q)  # their rows are all in now; the loggers start new chunks
-            q.kick_at = self._size_trigger
+                seal_all(batch, q.tally)  # their rows are all in now; the loggers start new chunks
+            q.tally.kick_at = self._size_trigger
             with self._cond:
                 self._cond.notify_all()
             self._write_batch(batch)
@@ -522,14 +543,14 @@ class Writer:
     def stats(self) -> dict[str, Any]:
         """What the writer did so far, including everything it could not store and why."""
         return {
-            "pending": self.q.rows_waiting(), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
+            "pending": self.q.size(), "max_pending": self.config.max_pending, "on_full": self.config.on_full,
             "batch_size": self.config.batch_size, "flush_interval": self.config.flush_interval,
             "metric_batch_size": self.config.metric_batch_size,
             "track_batch_size": self.config.track_batch_size,
             "written_rows": self.written_rows, "refused_rows": self.refused_rows, "failed_rows": self.failed_rows,
             "blocked_calls": self.blocked_calls, "blocked_seconds": round(self.blocked_seconds, 6),
             "writes": self.writes, "reasons": list(self.reasons), "last_error": self.last_error,
-            "held_rows": self.held_rows, "dropped_rows": self.dropped_rows,
+            "held_rows": self.held_rows, "dropped_rows": self.dropped_rows, "unsynced_rows": self.unsynced_rows,
         }
 
 

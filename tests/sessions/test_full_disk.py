@@ -4,6 +4,8 @@ export's temporary file is removed at the next start. A real small tmpfs (needs 
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 
 import pytest
@@ -89,3 +91,55 @@ def test_a_killed_exports_partial_file_is_removed_at_the_next_start(tmp_path):
     first.close()  # as a kill would: the lock goes with the process, the run never ended
     store.open_session(keep_crashed=0)
     assert not partial.exists() and mine.read_bytes() == b"the user's"
+
+
+def _no_space(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_checkpoint_whose_state_cannot_be_written_leaves_no_tensors_behind(tmp_path, monkeypatch):
+    """The tensors file is written first: when state.json then fails (the disk filled in between), the
+    tensors file is removed too (a full tmpfs fails the tensors file itself, before anything is left)."""
+    from onthefly.sessions.store import SessionFolder
+
+    write_bytes, failed = SessionFolder.write_bytes, []
+
+    def failing_state(self, rel, data):
+        if rel.startswith("checkpoints/") and rel.endswith("/state.json") and not failed:
+            failed.append(rel)
+            _no_space()
+        return write_bytes(self, rel, data)
+
+    monkeypatch.setattr(SessionFolder, "write_bytes", failing_state)
+    sessions = Sessions(store=tmp_path / "store", every_n_steps=2, on_pause=False, after_test=False, durable=False)
+    model, opt, loss, loader, sched, _ = setup()
+    Trainer("t", "half", max_steps=6, seed=5, serve=False, verbose=False, hooks=[sessions]).fit(
+        model, opt, loss, loader, scheduler=sched)
+    assert len(failed) == 1 and failed[0].startswith("checkpoints/step0000002-")
+    for tensors in (sessions.session.folder.path / "checkpoints").rglob("*"):
+        if tensors.is_file():
+            assert (tensors.parent / "state.json").is_file(), f"{tensors} was left without its state.json"
+    assert [c.step for c in sessions.checkpoints()] == [4, 6]
+
+
+def test_an_export_that_fails_half_way_leaves_no_partial_file(live_run, tmp_path, monkeypatch):
+    """The bundle's leading bytes are written, then the disk fills while the tensors are: the export is
+    REJECTED with the room it needed and its temporary file is removed (a full tmpfs fails the first write,
+    inside BundleWriter, so it never reaches this path)."""
+    from onthefly.sessions.bundle import BundleWriter
+
+    monkeypatch.setattr(BundleWriter, "add_tensors", _no_space)
+    sessions = Sessions(store=tmp_path / "store", on_pause=False, durable=False)
+    model, opt, loss, loader, sched, _ = setup()
+    trainer = Trainer("t", "export", max_steps=10_000, seed=5, port=0, start_paused=True, verbose=False,
+                      hooks=[sessions])
+    run = live_run(trainer, model, opt, loss, loader, scheduler=sched)
+    run.client.control.Step(control_pb2.StepRequest(steps=2))
+    wait_until(lambda: _status(run).state == PAUSED and _status(run).step == 2, what="step 2")
+    target = tmp_path / "run.onthefly"
+    export = sessions_pb2_grpc.SessionsServiceStub(run.client.channel).ExportSession(
+        sessions_pb2.ExportSessionRequest(path=str(target)))
+    assert export.receipt.status == receipt_pb2.RECEIPT_STATUS_REJECTED
+    assert "no space left on device" in export.receipt.reason and "needed ~" in export.receipt.reason
+    assert not target.exists() and not (tmp_path / "run.onthefly.partial").exists()
+    assert _status(run).step == 2

@@ -3,6 +3,7 @@ every hostile bundle or path gets INVALID_ARGUMENT / FAILED_PRECONDITION / NOT_F
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -255,3 +256,67 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(live_run, good, tmp_path):
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
     assert grown < 200 << 10, f"the peak RSS grew by {grown >> 10} MiB"  # the bomb inflates to 400 MiB
     assert same(weights(run.trainer.run.control.ctx.model), before) and _status(run).step == 1
+
+
+class _FailingOs:
+    """bundle.py's view of ``os``: opening ``denied`` raises PermissionError (what a file the trainer's user
+    may not read gives; tests run as root, where chmod 000 does not deny), and every read of ``failing``
+    after its first ``good_reads`` raises EIO (a disk failing under the manifest's checks)."""
+
+    def __init__(self, real, denied: str, failing: str, good_reads: int) -> None:
+        self._real, self._denied, self._failing, self._good_reads = real, denied, failing, good_reads
+        self._fds: dict[int, int] = {}  # fd of ``failing`` -> reads left before EIO
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def open(self, path, flags, *args):
+        if os.fspath(path) == self._denied:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        fd = self._real.open(path, flags, *args)
+        if os.fspath(path) == self._failing:
+            self._fds[fd] = self._good_reads
+        return fd
+
+    def close(self, fd):
+        self._fds.pop(fd, None)
+        return self._real.close(fd)
+
+    def _read(self, fd):
+        if fd in self._fds:
+            if self._fds[fd] <= 0:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            self._fds[fd] -= 1
+
+    def pread(self, fd, *args):
+        self._read(fd)
+        return self._real.pread(fd, *args)
+
+    def preadv(self, fd, *args):
+        self._read(fd)
+        return self._real.preadv(fd, *args)
+
+
+def test_unreadable_bundles_get_a_clear_status(live_run, good, tmp_path, monkeypatch):
+    """Item 8's unreadable file: permission denied at open, EIO at the first read (a real one:
+    /proc/self/mem at offset 0) and EIO after the manifest's checks, while the checkpoints are read."""
+    import shutil
+
+    from onthefly.sessions import bundle
+
+    denied, failing = tmp_path / "denied.onthefly", tmp_path / "failing.onthefly"
+    shutil.copy(good, denied)
+    shutil.copy(good, failing)
+    monkeypatch.setattr(bundle, "os", _FailingOs(os, str(denied), str(failing), good_reads=3))
+    model, opt, loss, loader, sched, val = setup()
+    trainer = Trainer("t", "unreadable", max_steps=10_000, seed=5, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(on_pause=False)])
+    run = live_run(trainer, model, opt, loss, loader)
+    stub = _stub(run)
+    _step(run, 1)
+    before = weights(model)
+    assert "permission denied" in _refused(stub.ImportSession, sessions_pb2.ImportSessionRequest(path=str(denied)))
+    for path in ("/proc/self/mem", str(failing)):
+        details = _refused(stub.ImportSession, sessions_pb2.ImportSessionRequest(path=path))
+        assert f"cannot import {path}: reading it failed (Input/output error)" in details and "copy" in details
+    assert _status(run).step == 1 and same(weights(model), before)

@@ -193,5 +193,46 @@ def test_the_size_trigger_fires_on_the_batch_sizeth_row(make_exp, dash, style):
             exp.metrics("m").log(v=float(i), step=i)  # the C hot path's chunks, where built
         else:
             exp.metrics("m").log({"v": float(i), "step": i})
-    wait_until(lambda: _stored_rows(dash) == 16, timeout=10, what="the 16th row to trigger a write")
+    # the trigger runs before its row is stored, so a write it starts may take the 15 rows before it
+    wait_until(lambda: _stored_rows(dash) >= 15, timeout=10, what="the 16th row to trigger a write")
+
+
+def test_the_size_trigger_counts_rows_not_chunks(make_exp, dash):
+    """Four metrics logged in turn fill four chunks (C hot path) of four rows each: 16 rows, one batch."""
+    exp = make_exp(flush_interval=600, batch_size=16)
+    metrics = [exp.metrics(name) for name in ("a", "b", "c", "d")]
+    for i in range(4):
+        for m in metrics:
+            m.log(v=float(i), step=i)
+    wait_until(lambda: sum(_stored_rows(dash, name=n) for n in "abcd") >= 15, timeout=10,
+               what="16 rows in four partly filled chunks to trigger a write")
+
+
+def test_other_streams_count_the_rows_of_open_chunks(make_exp, dash):
+    """Rows waiting in a metric's chunk count for a track's size check too (the Python paths)."""
+    exp = make_exp(flush_interval=600, batch_size=16)
+    for i in range(10):
+        exp.metrics("m").log(v=float(i), step=i)
+    for i in range(6):
+        exp.tracks("t").append(x=float(i))
+    wait_until(lambda: _stored_rows(dash) == 10, timeout=10, what="10 metric rows and 6 track rows to trigger a write")
+
+
+def test_the_bound_counts_rows_in_chunks(make_exp, dash):
+    store = GatedStore(dash)
+    exp = make_exp(backend=store, batch_size=5, max_pending=20, on_full="raise", flush_interval=600)
+    metrics = [exp.metrics(name) for name in ("a", "b", "c", "d")]
+    for m in metrics + metrics[:1]:
+        m.log(v=0.0)  # five rows: the first write; the writer takes them and waits in the store
+    assert store.entered.wait(10)
+    accepted = 5
+    with pytest.raises(BufferFull):
+        for i in range(1, 100):
+            for m in metrics:
+                m.log(v=float(i))  # four chunks at a time, none of them full (a chunk holds 5 rows)
+                accepted += 1
+                assert exp.writer_stats()["pending"] <= 20  # rows, not chunks: 20 at most
+    store.gate.set()
+    exp.flush()
+    assert sum(exp.metrics(n).read()["totalDataPoints"] for n in "abcd") == accepted
 

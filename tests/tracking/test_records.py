@@ -249,6 +249,27 @@ def test_the_same_writer_relogging_a_timestamp_later_replaces_its_value(make_exp
     assert table.to_pylist() == [{"timestamp": 5.0, "x": 1.5, "y": 2.0}, {"timestamp": 6.0, "x": 3.0, "y": None}]
 
 
+def test_two_experiments_in_one_process_are_two_writers(make_exp, dash):
+    """Two Experiment objects on one experiment in one process: their entries at one timestamp are both
+    kept, while each one's own later value still corrects its own entry."""
+    first, second = make_exp(), make_exp()
+    first.tracks("pose").append(x=1.0, _ts=5.0)
+    first.flush()
+    second.tracks("pose").append(x=2.0, _ts=5.0)
+    second.flush()
+    first.tracks("pose").append(x=1.5, _ts=5.0)  # first's correction of its own entry
+    first.flush()
+    entries = second.tracks("pose").read()["entries"]
+    assert sorted(e["x"] for e in entries) == [1.5, 2.0]
+    first.run.complete()
+    second.run.complete()
+    from onthefly.tracking.records import StreamKind
+    from onthefly.tracking.store import LocalStore
+
+    table, _ = LocalStore(dash).read("alice/proj/run-1", StreamKind.TRACK, "pose")
+    assert sorted(table.column("x").to_pylist()) == [1.5, 2.0]
+
+
 def test_two_clients_of_a_server_at_one_timestamp_keep_both_entries(server):
     """Through the tracking server every row is written by the server's process: rows with the same
     timestamp and different values are still kept, as the server cannot tell its clients apart."""
