@@ -10,9 +10,11 @@ from support import LiveRun
 
 @pytest.fixture(autouse=True)
 def runtime_dir(tmp_path, monkeypatch):
-    """Each test gets its own discovery directory, so runs never see each other."""
+    """Each test gets its own discovery directory and session store, so runs never see each other and
+    the checkout gets no ``.onthefly`` folder (tests of the default store unset ``ONTHEFLY_STORE``)."""
     path = tmp_path / "onthefly-run"
     monkeypatch.setenv("ONTHEFLY_RUNTIME_DIR", str(path))
+    monkeypatch.setenv("ONTHEFLY_STORE", str(tmp_path / "onthefly-store"))
     return path
 
 
