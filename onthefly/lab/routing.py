@@ -154,8 +154,9 @@ class CentroidRouter(nn.Module):
         if self._use_embedding:
             e = _rows(embedding)
             e = e - buffers["embedding_mean"] if self._center_embedding else e
-            if self._use_input:
-                out.addmm_(buffers["embedding_weight"], e.t())
+            if self._use_input and not (e.requires_grad and torch.is_grad_enabled()):
+                # in place, as out= (torch.utils.flop_counter counts addmm and its out= form, not addmm_)
+                out = torch.addmm(out, buffers["embedding_weight"], e.t(), out=out)
             else:
                 out = torch.addmm(out, buffers["embedding_weight"], e.t())
         return out
@@ -518,27 +519,39 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, repeats: int = 20) -> InferenceCost:
-    """Count FLOPs on ``x`` and time forward passes of both models, alternating so drift cancels.
+def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, repeats: int = 20,
+                   warmup: int = 3) -> InferenceCost:
+    """Count FLOPs on ``x`` and time forward passes of both models, interleaved, in the same process and
+    thread settings, so that both sides see the same machine.
 
-    Time is the fastest of ``repeats`` passes: on a shared machine the slower ones measure the neighbours
-    (on a loaded 2-core CPU, per-seed medians at batch 8192 ranged from 2.6x to 31x; minima were 2.4-2.7x in
-    four seeds of five). FLOPs (``torch.utils.flop_counter``) do not depend on the machine at all.
+    ``warmup`` passes of each are untimed (first calls pay for allocations and cold caches). Each of the
+    ``repeats`` rounds then times one pass of each, the order alternating round by round so that neither
+    side always runs on the caches the other left. Time is the fastest pass of each side: on a shared
+    machine the slower ones measure the neighbours (on a loaded 2-core CPU, per-seed medians at batch 8192
+    ranged from 2.6x to 31x; minima were 2.4-2.7x in four seeds of five). At large batches on CPU, glibc's
+    malloc may hand a pass's large temporaries back to the kernel and fault them in again on the next pass
+    (hundreds of page faults per pass for an 8192-row MLP, up to twice its compute), for one side or the
+    other depending on the heap's layout: the ratio is then bimodal run to run. This function leaves the
+    allocator alone (it runs inside the user's process); ``benchmarks/bench_lab_routing.py`` pins it.
+    FLOPs (``torch.utils.flop_counter``) do not depend on the machine at all.
     """
     if repeats < 1:
         raise InvalidArgument(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise InvalidArgument(f"warmup must be >= 0, got {warmup}")
     n = max(int(x.shape[0]), 1)
     modes = (routed.training, single.training)
     routed.eval(), single.eval()
     try:
         flops, single_flops = count_flops(routed, x), count_flops(single, x)
-        times: dict[int, list[float]] = {0: [], 1: []}
+        times: tuple[list[float], list[float]] = ([], [])
         with torch.no_grad():
-            for model in (routed, single):  # warm-up
-                model(x)
+            for _ in range(warmup):
+                routed(x), single(x)
             sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # time the work, not the launch
-            for _ in range(repeats):
-                for i, model in enumerate((routed, single)):
+            for r in range(repeats):
+                for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    model = routed if i == 0 else single
                     sync()
                     start = time.perf_counter()
                     model(x)

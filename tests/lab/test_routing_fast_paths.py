@@ -196,3 +196,14 @@ def test_exact_ties_go_to_the_first_centroid_on_every_path(fitted, position, twi
         assert torch.equal(got, want)
         # the original (first) centroid wins every tie: the twin's expert gets nobody
         assert bool(mask.any()) == (twin_goes_to == "generalist")
+
+
+def test_routed_model_still_differentiates_when_called_with_gradients_on(fitted):
+    generalist, regions, x, _ = fitted
+    routed = build_routed(generalist, [_perturbed(generalist, 50)], _first_region_only(regions))
+    out = routed(x)  # grad mode on: the router's in-place accumulation must not break autograd
+    assert out.requires_grad
+    out.sum().backward()
+    assert routed.experts[1][0].weight.grad is not None and routed.experts[0][0].weight.grad is not None
+    with torch.no_grad():
+        assert torch.equal(out.detach(), routed(x))
