@@ -136,8 +136,13 @@ class CentroidRouter(nn.Module):
         # `centroids` columns (nn.Linear's layout) for these shapes; addmm adds the bias column on the way and
         # the second block accumulates in place. An empty mean was folded into the bias: no (batch, features)
         # temporary, which on CPU costs a fresh allocation (page faults) about as long as the generalist's own
-        # first layer at large batches. Buffers are read from ``_buffers`` and no-op reshapes/casts skipped: at
-        # small batches each Python-level step costs about as much as a small matmul.
+        # first layer at large batches.
+        return self._add_embedding_part(self._input_part(x), embedding)
+
+    def _input_part(self, x: torch.Tensor) -> torch.Tensor:
+        """bias + the input block's scores, (centroids, batch); the bias column (centroids, 1) alone when the
+        router does not read the input. Buffers are read from ``_buffers`` and no-op reshapes/casts skipped: at
+        small batches each Python-level step costs about as much as a small matmul."""
         buffers = self._buffers
         bias = buffers["bias"]
         if self._bias_source is bias:  # a view of the buffer: stays current when it is written in place
@@ -151,15 +156,19 @@ class CentroidRouter(nn.Module):
             a = _rows(x)
             a = a - buffers["input_mean"] if self._center_input else a
             out = torch.addmm(out, buffers["input_weight"], a.t())
-        if self._use_embedding:
-            e = _rows(embedding)
-            e = e - buffers["embedding_mean"] if self._center_embedding else e
-            if self._use_input and not (e.requires_grad and torch.is_grad_enabled()):
-                # in place, as out= (torch.utils.flop_counter counts addmm and its out= form, not addmm_)
-                out = torch.addmm(out, buffers["embedding_weight"], e.t(), out=out)
-            else:
-                out = torch.addmm(out, buffers["embedding_weight"], e.t())
         return out
+
+    def _add_embedding_part(self, out: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """``_input_part``'s result + the embedding block's scores (into ``out`` when it is a fresh tensor)."""
+        if not self._use_embedding:
+            return out
+        buffers = self._buffers
+        e = _rows(embedding)
+        e = e - buffers["embedding_mean"] if self._center_embedding else e
+        if self._use_input and not (e.requires_grad and torch.is_grad_enabled()):
+            # in place, as out= (torch.utils.flop_counter counts addmm and its out= form, not addmm_)
+            return torch.addmm(out, buffers["embedding_weight"], e.t(), out=out)
+        return torch.addmm(out, buffers["embedding_weight"], e.t())
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         return self.cluster_expert.index_select(0, self.nearest(x, embedding))
@@ -207,28 +216,42 @@ class RoutedModel(nn.Module):
             raise InvalidArgument("this state dict belongs to a routed model of another shape; rebuild it with "
                                   "onthefly.lab.routing.load_routed")
 
-    def _generalist_and_embedding(self, x: torch.Tensor, direct: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(generalist's output, embedding, whether that output is ours to write into); ``direct``: what
-        ``_direct_calls()`` said for this call."""
-        generalist = self.experts[0]
-        if direct and self._replayable(generalist):
+    # The hot path reads submodules and buffers through the ``_modules`` / ``_buffers`` dicts: each
+    # nn.Module.__getattr__ costs ~1-3 us on a loaded 2-core CPU, comparable to a small matmul. The dicts are
+    # what __getattr__ reads, so nothing can go stale.
+    def _parts(self) -> tuple[list[nn.Module], "CentroidRouter"]:
+        modules = self._modules
+        return list(modules["experts"]._modules.values()), modules["router"]  # type: ignore[union-attr]
+
+    def _generalist_and_embedding(self, x: torch.Tensor, direct: bool, scores: bool = False
+                                  ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(generalist's output, embedding or, with ``scores``, the router's (centroids, batch) scores, whether
+        that output is ours to write into); ``direct``: what ``_direct_calls()`` said for this call."""
+        experts, router = self._parts()
+        generalist = experts[0]
+        hook_module, hook_input = self.hook_module, self.hook_input
+        if direct and _plain_sequential(generalist) and hook_module in generalist._modules:
             # What nn.Sequential.forward does, child by child, keeping the embedding on the way: no hook to
-            # register and remove per call (a fixed cost that dominates at small batches). When the last layer is
-            # an nn.Linear the output is a tensor this call made, so the specialists' rows may be written into it.
+            # register and remove per call (a fixed cost that dominates at small batches). With ``scores``, the
+            # router reads the input before the first layer and the embedding where it is made, while each is
+            # still in cache (reading them again after the whole forward cost ~8% of the generalist at 8192
+            # rows). When the last layer is an nn.Linear the output is a tensor this call made, so the
+            # specialists' rows may be written into it.
+            found = router._input_part(x) if scores else None
             h, embedding = x, None
             for name, module in generalist._modules.items():  # as Sequential.forward: repeats kept, in order
-                if name == self.hook_module and self.hook_input:
+                if hook_input and name == hook_module:
                     embedding = h
-                h = module.forward(h) if _no_hooks(module) else module(h)
-                if name == self.hook_module and not self.hook_input:
+                    found = router._add_embedding_part(found, h) if scores else None
+                h = module(h) if _has_hooks(module) else module.forward(h)
+                if not hook_input and name == hook_module:
                     embedding = h
-            assert embedding is not None  # hook_module is a direct child (checked above)
+                    found = router._add_embedding_part(found, h) if scores else None
             # F.linear always returns a fresh tensor; another last layer might return a view or a buffer
-            last = next(reversed(generalist._modules.values()))
-            return h, embedding, type(last) is nn.Linear
+            return h, found if scores else embedding, type(module) is nn.Linear  # module: the last child
         captured: list[torch.Tensor] = []
-        layer = generalist.get_submodule(self.hook_module)
-        if self.hook_input:
+        layer = generalist.get_submodule(hook_module)
+        if hook_input:
             handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         else:
             handle = layer.register_forward_hook(lambda _m, _args, out: captured.append(out))
@@ -237,25 +260,12 @@ class RoutedModel(nn.Module):
         finally:
             handle.remove()
         if not captured:
-            raise RuntimeError(f"layer {self.hook_module!r} did not run in the generalist's forward")
-        return out, captured[-1], False  # the user's forward (or a hook of theirs) may keep its output
+            raise RuntimeError(f"layer {hook_module!r} did not run in the generalist's forward")
+        # the user's forward (or a hook of theirs) may keep its output: not ours to write into
+        return out, router._scores_t(x, captured[-1]) if scores else captured[-1], False
 
-    def _replayable(self, generalist: nn.Module) -> bool:
-        """True when the generalist runs ``nn.Sequential.forward`` (a subclass that keeps it too), calling it
-        would go straight to that forward (no hooks of its own; global ones: ``_direct_calls``) and the
-        embedding layer is a direct child, so its forward can be replayed child by child."""
-        return _plain_sequential(generalist) and "." not in self.hook_module \
-            and self.hook_module in generalist._modules
-
-    def _specialist(self, k: int, x: torch.Tensor, direct: bool) -> torch.Tensor:
-        expert = self.experts[k]
-        if direct and _plain_sequential(expert):
-            for module in expert._modules.values():
-                x = module.forward(x) if _no_hooks(module) else module(x)
-            return x
-        return expert(x)
-
-    def _members(self, scores: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    def _members(self, scores: torch.Tensor, router: "CentroidRouter",
+                 experts: int) -> list[tuple[int, torch.Tensor]]:
         """(expert, indices of its samples in the batch) for each specialist that has samples, from the
         router's (centroids, batch) scores; a sample goes to the expert of its nearest centroid, the first one
         on an exact tie.
@@ -268,7 +278,8 @@ class RoutedModel(nn.Module):
         and each expert's run of the sorted order. On CPU ``numel()`` is a plain read and ``tolist()`` of the
         counts a small copy; on CUDA ``nonzero`` and the counts each wait for the device.
         """
-        single = self._single_centroids()
+        cluster_expert = router._buffers["cluster_expert"]
+        single = self._single_centroids(cluster_expert, experts)
         if single is not None:
             if len(single) == 1 and scores.shape[1] >= VALUE_MIN_FROM:
                 k, c = single[0]
@@ -285,24 +296,24 @@ class RoutedModel(nn.Module):
             return [(k, members) for k, members in found if members.numel()]
         # torch.min over dim 0 of the (centroids, batch) scores: measured 2.5x faster on CPU than argmin(1) of
         # a contiguous transposed copy and 15x faster than argmin(0).
-        route = self.router.cluster_expert.index_select(0, torch.min(scores, dim=0).indices)
+        route = cluster_expert.index_select(0, torch.min(scores, dim=0).indices)
         order = torch.sort(route, stable=True).indices
-        counts = torch.bincount(route, minlength=len(self.experts)).tolist()
+        counts = torch.bincount(route, minlength=experts).tolist()
         at, out = counts[0], []
-        for k in range(1, len(self.experts)):
+        for k in range(1, experts):
             if counts[k]:
                 out.append((k, order[at:at + counts[k]]))
             at += counts[k]
         return out
 
-    def _single_centroids(self) -> list[tuple[int, int]] | None:
+    def _single_centroids(self, cluster_expert: torch.Tensor, experts: int) -> list[tuple[int, int]] | None:
         """[(expert, its one centroid)] when each specialist owns exactly one and there are fewer than
         SORT_SPLIT_FROM; None otherwise. Cached until ``cluster_expert`` changes (``load_state_dict`` writes it
         in place, which bumps its version; ``.to()`` replaces it)."""
-        ce = self.router.cluster_expert
+        ce = cluster_expert
         if self._owned_source is not ce or self._owned_version != ce._version:
             routes = ce.tolist()
-            owned = [[c for c, e in enumerate(routes) if e == k] for k in range(1, len(self.experts))]
+            owned = [[c for c, e in enumerate(routes) if e == k] for k in range(1, experts)]
             single = all(len(c) == 1 for c in owned) and len(owned) < SORT_SPLIT_FROM
             self._single = [(k + 1, c[0]) for k, c in enumerate(owned)] if single else None
             self._owned_source, self._owned_version = ce, ce._version
@@ -311,19 +322,26 @@ class RoutedModel(nn.Module):
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """The expert index each sample goes to (0: the generalist)."""
         _, embedding, _ = self._generalist_and_embedding(x, _direct_calls())
-        return self.router(x, embedding)
+        return self._modules["router"](x, embedding)  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         direct = _direct_calls()
-        base, embedding, owned = self._generalist_and_embedding(x, direct)
+        experts, router = self._parts()
         if self.dense or torch.compiler.is_exporting():
-            route = self.router(x, embedding)
-            outs = torch.stack([base] + [expert(x) for expert in self.experts[1:]])  # (experts, B, ...)
+            base, embedding, _ = self._generalist_and_embedding(x, direct)
+            route = router(x, embedding)
+            outs = torch.stack([base] + [expert(x) for expert in experts[1:]])  # (experts, B, ...)
             index = route.reshape(1, -1, *([1] * (base.dim() - 1))).expand(1, *base.shape)
             return outs.gather(0, index).squeeze(0)
-        out = base
-        for k, members in self._members(self.router._scores_t(x, embedding)):
-            answer = self._specialist(k, x.index_select(0, members), direct)
+        out, scores, owned = self._generalist_and_embedding(x, direct, scores=True)
+        for k, members in self._members(scores, router, len(experts)):
+            expert, rows = experts[k], x.index_select(0, members)
+            if direct and _plain_sequential(expert):
+                for module in expert._modules.values():
+                    rows = module(rows) if _has_hooks(module) else module.forward(rows)
+                answer = rows
+            else:
+                answer = expert(rows)
             answer = answer if answer.dtype == out.dtype else answer.to(out.dtype)
             # in place on a tensor this call made; out of place on one the generalist's own forward returned
             out = out.index_copy_(0, members, answer) if owned else out.index_copy(0, members, answer)
@@ -344,18 +362,18 @@ def _direct_calls() -> bool:
                 or torch._C._get_tracing_state() or torch.compiler.is_compiling())
 
 
-def _no_hooks(module: nn.Module) -> bool:
-    """No hooks of its own and not compiled: with ``_direct_calls()``, ``module.forward(x)`` is ``module(x)``
-    without ``nn.Module.__call__``'s bookkeeping (about 1-2 us per module on CPU, most of a small model's
-    time at small batches)."""
-    return not (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+def _has_hooks(module: nn.Module) -> bool:
+    """Hooks of its own, or compiled: then ``module(x)`` is more than ``module.forward(x)`` even when
+    ``_direct_calls()``; otherwise calling ``forward`` skips ``nn.Module.__call__``'s bookkeeping (about 1-2 us
+    per module on CPU, most of a small model's time at small batches)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
                 or module._backward_pre_hooks or module._compiled_call_impl is not None)
 
 
 def _plain_sequential(module: nn.Module) -> bool:
     """An ``nn.Sequential`` (or a subclass keeping its forward) that calling would simply run."""
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward \
-        and _no_hooks(module)
+        and not _has_hooks(module)
 
 
 # -- building ---------------------------------------------------------------------------------------------

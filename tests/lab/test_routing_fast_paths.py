@@ -146,6 +146,11 @@ def test_hooked_and_non_linear_headed_generalists_take_the_general_path_with_the
     assert torch.equal(got, want)
     assert not torch.equal(seen[0], got)  # what the user's hook saw was not overwritten afterwards
 
+    # The embedding named as a layer's output ("3", the ReLU before the head) instead of the head's input.
+    routed = build_routed(generalist, [specialist], _first_region_only(regions), layer="3")
+    with torch.no_grad():
+        assert torch.equal(routed(x), want)
+
     # A head that is not an nn.Linear (here an Identity after it): the output is not ours to write into.
     headed = nn.Sequential(*generalist, nn.Identity()).eval()
     spec_headed = nn.Sequential(*specialist, nn.Identity()).eval()
