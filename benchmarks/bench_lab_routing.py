@@ -54,7 +54,7 @@ def pin_allocator() -> bool:
     return bool(mallopt(m_trim_threshold, 1 << 30)) and bool(mallopt(m_mmap_threshold, 1 << 29))
 
 
-def run_seed(seed: int, repeats: int, batches: list[str], threads: int) -> dict | None:
+def run_seed(seed: int, repeats: int, batches: list[str], threads: int, min_seconds: float = 0.5) -> dict | None:
     torch.set_num_threads(1)  # the same trained models whatever --threads is
     bench = load_benchmark("digits-shift", seed)
     factory = lambda: make_generalist(bench.n_features, bench.n_classes, seed)  # noqa: E731
@@ -79,7 +79,7 @@ def run_seed(seed: int, repeats: int, batches: list[str], threads: int) -> dict 
     for name in batches:
         size = len(x) if name == "test" else int(name)
         tiled = x.repeat(math.ceil(size / len(x)), 1)[:size]
-        cost = inference_cost(routed, model, tiled, repeats=repeats)
+        cost = inference_cost(routed, model, tiled, repeats=repeats, min_seconds=min_seconds)
         by_batch[name] = {"batch": size, "flops_ratio": cost.flops_ratio, "time_ratio": cost.time_ratio,
                           "single_us": cost.single_seconds_per_sample * size * 1e6,
                           "routed_us": cost.seconds_per_sample * size * 1e6}
@@ -116,7 +116,9 @@ def parse_seeds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="201-205")
-    parser.add_argument("--repeats", type=int, default=30, help="timed passes per model (the fastest counts)")
+    parser.add_argument("--repeats", type=int, default=200, help="timed passes per model at least (the fastest "
+                        "counts; more until --min-seconds have passed)")
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="time each batch size at least this long")
     parser.add_argument("--batches", default=BATCHES, help="comma-separated batch sizes; 'test' = the test split")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing (0: torch's default, "
                         f"{torch.get_num_threads()} here)")
@@ -127,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = [b.strip() for b in args.batches.split(",") if b.strip()]
     threads = args.threads or torch.get_num_threads()
     pinned = pin_allocator() if args.allocator == "steady" else False
-    rows = [r for r in (run_seed(s, args.repeats, batches, threads) for s in parse_seeds(args.seeds))
-            if r is not None]
+    runs = (run_seed(s, args.repeats, batches, threads, args.min_seconds) for s in parse_seeds(args.seeds))
+    rows = [r for r in runs if r is not None]
     if not rows:
         print("no seed found a region: nothing to route", file=sys.stderr)
         return 1

@@ -537,16 +537,22 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+MAX_ROUNDS = 2000  # inference_cost's cap on timed rounds when min_seconds asks for more than `repeats`
+
+
 def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, repeats: int = 20,
-                   warmup: int = 3) -> InferenceCost:
+                   warmup: int = 3, min_seconds: float = 0.2) -> InferenceCost:
     """Count FLOPs on ``x`` and time forward passes of both models, interleaved, in the same process and
     thread settings, so that both sides see the same machine.
 
-    ``warmup`` passes of each are untimed (first calls pay for allocations and cold caches). Each of the
-    ``repeats`` rounds then times one pass of each, the order alternating round by round so that neither
-    side always runs on the caches the other left. Time is the fastest pass of each side: on a shared
-    machine the slower ones measure the neighbours (on a loaded 2-core CPU, per-seed medians at batch 8192
-    ranged from 2.6x to 31x; minima were 2.4-2.7x in four seeds of five). At large batches on CPU, glibc's
+    ``warmup`` passes of each are untimed (first calls pay for allocations and cold caches). Each round then
+    times one pass of each, the order alternating round by round so that neither side always runs on the
+    caches the other left; there are at least ``repeats`` rounds, more until ``min_seconds`` have passed (at
+    most MAX_ROUNDS). Time is the fastest pass of each side: on a shared machine the slower ones measure the
+    neighbours (on a loaded 2-core CPU, per-seed medians at batch 8192 ranged from 2.6x to 31x; minima were
+    2.4-2.7x in four seeds of five). Too few rounds bias the ratio against the slower side, whose longer
+    passes are less likely to run undisturbed: at 8192 rows under load, 30 rounds gave 1.75x where 150 gave
+    1.51x for the same routed model. At large batches on CPU, glibc's
     malloc may hand a pass's large temporaries back to the kernel and fault them in again on the next pass
     (hundreds of page faults per pass for an 8192-row MLP, up to twice its compute), for one side or the
     other depending on the heap's layout: the ratio is then bimodal run to run. This function leaves the
@@ -555,8 +561,8 @@ def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, rep
     """
     if repeats < 1:
         raise InvalidArgument(f"repeats must be >= 1, got {repeats}")
-    if warmup < 0:
-        raise InvalidArgument(f"warmup must be >= 0, got {warmup}")
+    if warmup < 0 or min_seconds < 0:
+        raise InvalidArgument(f"warmup and min_seconds must be >= 0, got {warmup} and {min_seconds}")
     n = max(int(x.shape[0]), 1)
     modes = (routed.training, single.training)
     routed.eval(), single.eval()
@@ -567,7 +573,8 @@ def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, rep
             for _ in range(warmup):
                 routed(x), single(x)
             sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # time the work, not the launch
-            for r in range(repeats):
+            deadline, r = time.perf_counter() + min_seconds, 0
+            while r < repeats or (r < MAX_ROUNDS and time.perf_counter() < deadline):
                 for i in ((0, 1) if r % 2 == 0 else (1, 0)):
                     model = routed if i == 0 else single
                     sync()
@@ -575,6 +582,7 @@ def inference_cost(routed: nn.Module, single: nn.Module, x: torch.Tensor, *, rep
                     model(x)
                     sync()
                     times[i].append(time.perf_counter() - start)
+                r += 1
     finally:
         routed.train(modes[0]), single.train(modes[1])
     t, t1 = min(times[0]) / n, min(times[1]) / n

@@ -20,7 +20,8 @@ import torch.nn as nn
 from onthefly.demos.lab_benchmarks import load_benchmark, make_generalist
 from onthefly.lab.budget import Ledger
 from onthefly.lab.regions import discover_regions
-from onthefly.lab.routing import VALUE_MIN_FROM, CentroidRouter, build_routed, load_routed, router_from_space, save_routed
+from onthefly.lab.routing import (VALUE_MIN_FROM, CentroidRouter, build_routed, load_routed, router_from_space,
+                                  save_routed)
 from onthefly.lab.scoring import embed, score
 from onthefly.lab.train_steps import DataSource, clone_model, train_steps, uniform
 
