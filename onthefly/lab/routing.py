@@ -20,9 +20,15 @@ clusters that are not regions). No labels enter it.
 Inference runs the generalist on the whole batch and each specialist only on the samples routed to it
 (about 1 + the routed fraction of one model's FLOPs, plus the router's two small matmuls: k x (input + embedding
 features) multiply-adds per sample, 768 for digits-shift's 8 centroids, 64 inputs and 32-wide embedding, i.e. 23% of
-its 64-32-32-10 MLP). Under
-``torch.export`` (or with ``dense=True``) every expert runs on the whole batch and the answer is gathered,
-which keeps shapes static; the exported program takes any batch size. The model takes one tensor input.
+its 64-32-32-10 MLP). Answers are bit-identical to that definition: the generalist's own output outside the
+regions, each specialist's output on exactly its samples. In eager mode a plain ``nn.Sequential`` generalist is
+replayed child by child (the router reads the input before the first layer and the embedding where it is made,
+both still in cache), a specialist's samples are found from the scores once, and its answers are written into
+the generalist's fresh output. What remains on CPU (``benchmarks/bench_lab_routing.py``): the router's matmuls
+(~23% of the generalist's time at 8192 rows, one thread) and, at small batches, the fixed cost of each extra
+operator (about 15 of them, a few microseconds each). Under ``torch.export`` (or with ``dense=True``) every
+expert runs on the whole batch and the answer is gathered, which keeps shapes static; the exported program takes
+any batch size. The model takes one tensor input.
 """
 
 from __future__ import annotations
