@@ -116,10 +116,11 @@ def test_value_minimum_split_keeps_argmin_order_for_a_region_centroid_at_either_
 def test_two_and_more_specialists_and_an_expert_owning_two_centroids_match_the_definition(fitted):
     generalist, regions, x, large = fitted
     k = regions.k
-    specialists = [_perturbed(generalist, 20 + r) for r in range(4)]
+    specialists = [_perturbed(generalist, 20 + r) for r in range(5)]
     layouts = [
         [0, 1, 0, 2] + [0] * (k - 4),  # two specialists, one centroid each: a comparison per specialist
-        [1, 0, 2, 3] + [0] * (k - 4),  # three: the sort-based split
+        [1, 0, 2, 3] + [0] * (k - 4),  # three: still a comparison each
+        [1, 2, 3, 4, 5] + [0] * (k - 5),  # five (SORT_SPLIT_FROM): the sort-based split
         [0, 1, 0, 1] + [0] * (k - 4),  # one specialist owning two centroids: the sort-based split
     ]
     for layout in layouts:
