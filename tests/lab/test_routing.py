@@ -138,6 +138,9 @@ def test_inference_cost_counts_only_the_routed_samples_specialists():
     one = count_flops(generalist, x)
     routed_count = int((expected > 0).sum())
     router_flops = count_flops(_RouterOnly(routed), x) - one
+    k = routed.router.bias.numel()
+    features = routed.router.input_weight.shape[1] + routed.router.embedding_weight.shape[1]
+    assert router_flops == 2 * k * features * len(x)  # both score matmuls are counted, whatever form they take
     # The generalist on all samples + each specialist on its routed samples + the router's projections.
     assert cost.flops_per_sample * len(x) == one + one * routed_count / len(x) + router_flops
     assert 1 + routed_count / len(x) < cost.flops_ratio < 3
