@@ -1,7 +1,7 @@
 """Job: this rank's part in a distributed run, for a training loop (the native Trainer or Lightning).
 
 Every rank: the lockstep (rank 0's decisions at the same step everywhere) and the cross-rank parity
-check (``RankParity``). Rank 0: the roster the
+check (``RankParity``), and each rank's part in rank 0's checkpoints (``RankGather``). Rank 0: the roster the
 CoordinatorService serves, and its API's address and token put in the job's store once it serves.
 Other ranks: a reporter that joins rank 0's run and streams this rank's telemetry there.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from onthefly.distributed.gather import GATHER, RankGather
 from onthefly.distributed.lockstep import HEARTBEAT, lockstep
 from onthefly.distributed.parity import RankParity
 from onthefly.distributed.rendezvous import publish_api
@@ -26,6 +27,11 @@ class Job:
         self.world = world
         self.lockstep = lockstep(world, heartbeat)
         self.boundary = self.lockstep.boundary  # boundary(ctx) -> stop?: call at every step boundary
+        gather = RankGather(world, self.lockstep)
+        if world.leader:
+            ctx.extras[GATHER] = gather
+        else:
+            self.lockstep.contribute = gather.contribute
         self.roster: Roster | None = None
         self._reporter: Any = None
         if world.leader:

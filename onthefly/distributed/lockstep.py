@@ -66,6 +66,7 @@ class Leader:
         self._wake = threading.Event()
         self._closed = False
         self._step = 0
+        self._deciding: int | None = None  # the step of the decision the training thread is in, if any
         self._grant(0)
         self._thread = threading.Thread(target=self._granting, name="onthefly-horizon", daemon=True)
         self._thread.start()
@@ -95,8 +96,12 @@ class Leader:
             wait = 0.0  # the first call applies what is queued and returns: a pause goes out at once
             while True:
                 before = snapshot(ctx)
-                with _local_only(ctx.model):
-                    stop = control.boundary(ctx, max_wait=wait)
+                self._deciding = step
+                try:
+                    with _local_only(ctx.model):
+                        stop = control.boundary(ctx, max_wait=wait)
+                finally:
+                    self._deciding = None
                 after = snapshot(ctx)
                 wait = self.heartbeat
                 paused = after[1] and not stop
@@ -109,6 +114,15 @@ class Leader:
                         self._send(Message(step + self._lead))
                     self._refresh_at = self.horizon - self._lead // 2
                     return stop
+
+    def ask_peers(self, ctx: "LoopContext", n: int) -> bool:
+        """Training thread, inside a command: tell every peer to add its part to checkpoint ``n`` at this
+        step (they wait here: a decision is taken at the horizon). False outside a decision."""
+        if self._deciding != ctx.step:
+            return False
+        # Under _lock already (the decision holds it). The state is unchanged: only the part is asked for.
+        self._send(Message(self.horizon, Directive(ctx.step, False, False, 0, collect=n)))
+        return True
 
     def close(self) -> None:
         """The loop is over: release peers still listening, stop the background thread."""
@@ -165,6 +179,7 @@ class Follower:
         self._cond = threading.Condition()
         self._ended = False
         self._error: str = ""
+        self.contribute: Any = None  # (ctx, n) -> None: this rank's part of rank 0's checkpoint n (the Job sets it)
         self._thread = threading.Thread(target=self._listening, name="onthefly-directives", daemon=True)
         self._thread.start()
 
@@ -175,6 +190,9 @@ class Follower:
             return control.stop_requested
         return self._follow(ctx)
 
+    def ask_peers(self, ctx: "LoopContext", n: int) -> bool:
+        return False  # only rank 0 takes checkpoints
+
     def _follow(self, ctx: "LoopContext") -> bool:
         control, step, inbox = ctx.run.control, ctx.step, self._inbox
         while True:
@@ -183,6 +201,10 @@ class Follower:
                 if directive.at < step:  # cannot happen while the horizon holds; say so loudly if it does
                     log.error("onthefly: rank %d took rank 0's decision for step %d late, at step %d",
                               self.world.rank, directive.at, step)
+                if directive.collect:
+                    if self.contribute is not None:
+                        self.contribute(ctx, directive.collect)
+                    continue
                 follow(ctx, directive)
             if control.stop_requested:
                 return True

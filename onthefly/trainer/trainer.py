@@ -65,6 +65,13 @@ class Trainer:
 
     Budget: exactly one of ``max_epochs`` / ``max_steps``. ``port=0`` picks a free port; the default
     47621 falls back to a free port (logged, and written to the discovery file) when taken.
+
+    Under torch.distributed with several ranks, rank 0 serves the job and every rank takes its commands
+    at the same step. ``distributed=False`` opts out: every rank is a stand-alone run (its own server,
+    discovery file, session and commands; nothing coordinated, nothing sent to rank 0). Use it when the
+    ranks train independently of each other (a sweep or an ensemble launched with torchrun, no collective
+    between them). With DDP or FSDP, a pause on one rank then stalls the others in their next collective
+    (until the process group's timeout): keep the default there.
     """
 
     def __init__(
@@ -91,6 +98,7 @@ class Trainer:
         shutdown_grace: float = 5.0,
         hooks: list[RunHook] | None = None,
         track: Any = None,
+        distributed: bool = True,
         verbose: bool = True,
     ) -> None:
         if (max_epochs is None) == (max_steps is None):
@@ -121,6 +129,7 @@ class Trainer:
         self.history_events = history_events
         self.shutdown_grace = shutdown_grace
         self.verbose = verbose
+        self.distributed = distributed
         self._extra_hooks = list(hooks or [])
         self.track = track  # True, a dict of Experiment arguments, or an Experiment: see trainer/tracking.py
         self.experiment: Any = None  # the tracking Experiment of the last fit (when track is on)
@@ -173,7 +182,7 @@ class Trainer:
         for hook in self._extra_hooks:
             run.hooks.add(hook)
         # Under torch.distributed rank 0 serves, tracks and writes sessions; every rank trains the same.
-        world = self.world = current_world()
+        world = self.world = current_world() if self.distributed else None
         chief = world is None or world.leader
         tracking = tracking_hook(self.track, self, run) if chief else None
         if tracking is not None:
@@ -231,6 +240,7 @@ class Trainer:
         boundary = control.boundary if self._job is None else self._job.boundary
         model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        track_norm = self.track_grad_norm and not _sharded_norm_costs_a_collective(model)
         tapped = ctx.train_batches = TappedLoader(ctx.train_loader)
         index_map = tapped.index_map
         publish = run.bus.publish
@@ -282,7 +292,7 @@ class Trainer:
                     samples += batch_len(batch)
                 if micro % self.accumulate:
                     continue
-                grad_norm = take_grad_norm(params, scaler) if self.track_grad_norm else None
+                grad_norm = take_grad_norm(params, scaler) if track_norm else None
                 if hooks.on_before_optimizer_step(ctx, loss):
                     if scaler is not None:
                         scaler.step(optimizer)
@@ -349,6 +359,18 @@ class Trainer:
                 stats: StatsSampler) -> None:
         job, self._job = self._job, None
         end_run(run, ctx, error, stats=stats, job=job, capture=capture, server=self.server, grace=self.shutdown_grace)
+
+
+def _sharded_norm_costs_a_collective(model: torch.nn.Module) -> bool:
+    """True (and said once) when the parameters are sharded across ranks (FSDP): each rank holds a shard
+    of every gradient, so their total norm needs an all-reduce, one more blocking collective per step."""
+    from onthefly.distributed.sharded import is_sharded
+
+    if not is_sharded(model):
+        return False
+    log.info("onthefly: parameters are sharded (FSDP): the per-step gradient norm is not taken (it would add an "
+             "all-reduce to every step)")
+    return True
 
 
 def _set_sampler_epoch(loader: Any, epoch: int) -> None:

@@ -1,4 +1,4 @@
-"""The native Trainer under torchrun (CPU, gloo): same weights as a bare DDP loop; rank 0 alone serves;
+"""The native Trainer under torchrun (CPU, gloo): same weights as a bare DDP (or FSDP2) loop; rank 0 alone serves;
 rank 0's decisions (pause, step N, set lr, stop) land on the same step on every rank."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ PAUSED = run_pb2.RUN_STATE_PAUSED
 APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
 
 
-def test_ddp_weights_are_bit_identical_with_and_without_onthefly(ddp_job):
-    bare = ddp_job(2, "bare", "30", name="bare")
+@pytest.mark.parametrize("kind", ["", "fsdp-"], ids=["ddp", "fsdp"])
+def test_weights_are_bit_identical_with_and_without_onthefly(ddp_job, kind):
+    bare = ddp_job(2, f"{kind}bare", "30", name="bare")
     bare_ranks = bare.wait()
-    hosted = ddp_job(2, "trainer", "30", name="trainer")
+    hosted = ddp_job(2, f"{kind}trainer", "30", name="trainer")
     hosted_ranks = hosted.wait()
     assert [r["served"] for r in hosted_ranks] == [True, False]
     assert [r["steps"] for r in hosted_ranks] == [30, 30]

@@ -1,7 +1,11 @@
 """Sessions of a distributed run (CPU, gloo): rank 0 writes; an export resumed by every rank with the same
-world size continues bit for bit as if the run had never stopped."""
+world size continues bit for bit as if the run had never stopped: under DDP, with every rank seeded alike
+or each its own way (each rank resumes its own RNG states), and with the model sharded by FSDP2 (the full
+state gathered at one step on every rank, sharded again on resume)."""
 
 from __future__ import annotations
+
+import pytest
 
 from onthefly.client import connect
 from onthefly.server.discovery import live_runs
@@ -9,8 +13,9 @@ from onthefly.v1 import control_pb2, receipt_pb2, run_pb2, sessions_pb2, session
 from support import wait_until
 
 
-def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, tmp_path):
-    job = ddp_job(2, "export", name="export")
+@pytest.mark.parametrize("kind", ["", "rankseed-", "fsdp-rankseed-"], ids=["ddp", "ddp-per-rank-seed", "fsdp"])
+def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, tmp_path, kind):
+    job = ddp_job(2, f"{kind}export", name="export")
 
     def serving():
         assert job.proc.poll() is None, job.log()
@@ -25,13 +30,15 @@ def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, t
         client.control.Step(control_pb2.StepRequest(steps=15))  # into the second epoch (6 steps each)
         wait_until(lambda: status().state == run_pb2.RUN_STATE_PAUSED and status().step == 15, what="15 steps")
         sessions = sessions_pb2_grpc.SessionsServiceStub(client.channel)
-        exported = sessions.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)))
-        assert exported.receipt.status == receipt_pb2.RECEIPT_STATUS_APPLIED
+        exported = sessions.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)), timeout=120)
+        assert exported.receipt.status == receipt_pb2.RECEIPT_STATUS_APPLIED, exported.receipt.reason
+        assert exported.receipt.applied_step == 15
         client.control.Stop(control_pb2.StopRequest())
     job.wait()
     assert bundle.exists()
-    resumed = ddp_job(2, "resume", "25", name="resume").wait()
-    baseline = ddp_job(2, "baseline", "25", name="baseline").wait()
+    resumed = ddp_job(2, f"{kind}resume", "25", name="resume").wait()
+    baseline = ddp_job(2, f"{kind}baseline", "25", name="baseline").wait()
     assert [r["steps"] for r in resumed] == [25, 25]
+    for rank in (0, 1):  # as if it had never stopped, on every rank
+        assert resumed[rank]["weights"] == baseline[rank]["weights"]
     assert resumed[0]["weights"] == resumed[1]["weights"]
-    assert resumed[0]["weights"] == baseline[0]["weights"]  # as if it had never stopped
