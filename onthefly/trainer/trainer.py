@@ -71,7 +71,9 @@ class Trainer:
     discovery file, session and commands; nothing coordinated, nothing sent to rank 0). Use it when the
     ranks train independently of each other (a sweep or an ensemble launched with torchrun, no collective
     between them). With DDP or FSDP, a pause on one rank then stalls the others in their next collective
-    (until the process group's timeout): keep the default there.
+    (until the process group's timeout): keep the default there. When a distributed run fails (a rank
+    was lost mid-step), rank 0's API keeps answering ``failure_hold`` seconds after the run's FAILED
+    event, so that a client can list the ranks and export what the run has (``onthefly export PATH``).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Trainer:
         hooks: list[RunHook] | None = None,
         track: Any = None,
         distributed: bool = True,
+        failure_hold: float = 30.0,
         verbose: bool = True,
     ) -> None:
         if (max_epochs is None) == (max_steps is None):
@@ -130,6 +133,9 @@ class Trainer:
         self.shutdown_grace = shutdown_grace
         self.verbose = verbose
         self.distributed = distributed
+        if not isinstance(failure_hold, (int, float)) or failure_hold < 0:
+            raise ValueError(f"failure_hold must be a number of seconds >= 0, got {failure_hold!r}")
+        self.failure_hold = float(failure_hold)
         self._extra_hooks = list(hooks or [])
         self.track = track  # True, a dict of Experiment arguments, or an Experiment: see trainer/tracking.py
         self.experiment: Any = None  # the tracking Experiment of the last fit (when track is on)
@@ -358,7 +364,13 @@ class Trainer:
     def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
                 stats: StatsSampler) -> None:
         job, self._job = self._job, None
-        end_run(run, ctx, error, stats=stats, job=job, capture=capture, server=self.server, grace=self.shutdown_grace)
+        hold = 0.0
+        if error is not None and job is not None and self.server is not None and self.failure_hold:
+            hold = self.failure_hold
+            log.error("onthefly: the distributed run failed at step %d (%s: %s); rank 0's API stays up %.0f s to "
+                      "export what it has: onthefly export PATH", ctx.step, type(error).__name__, error, hold)
+        end_run(run, ctx, error, stats=stats, job=job, capture=capture, server=self.server, grace=self.shutdown_grace,
+                hold=hold)
 
 
 def _sharded_norm_costs_a_collective(model: torch.nn.Module) -> bool:
