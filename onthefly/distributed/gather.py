@@ -45,6 +45,11 @@ NOT_AT_A_SHARED_STEP = (
     "Sessions.checkpoint()/export() from another thread): it is taken at the next such step")
 
 
+RANKS_GONE = (
+    "the run has ended and its model is sharded across ranks (FSDP): its full state needs every rank, and the "
+    "other ranks have left. The session's newest checkpoint holds the state gathered last")
+
+
 @dataclass(frozen=True)
 class Gathered:
     """What rank 0 collected. ``model``/``optimizer``: full state dicts of a sharded model (else None);
@@ -76,7 +81,7 @@ class RankGather:
         n = next(self._ids)
         if not self.lockstep.ask_peers(ctx, n):
             if sharded:
-                raise FailedPrecondition(NOT_AT_A_SHARED_STEP)
+                raise FailedPrecondition(RANKS_GONE if ctx.run.control.finished else NOT_AT_A_SHARED_STEP)
             return Gathered(None, None, None)
         model = optimizer = None
         if sharded:

@@ -36,6 +36,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from onthefly.distributed.directive import Directive, Message, changed_values, follow, snapshot
+from onthefly.distributed.sharded import is_sharded
+from onthefly.runtime.errors import FailedPrecondition
 from onthefly.runtime.events import RunState
 
 if TYPE_CHECKING:
@@ -47,6 +49,10 @@ log = logging.getLogger("onthefly")
 LEAD_SECONDS = 0.25  # how far ahead of rank 0 a horizon reaches: a held command waits at most about this long
 MIN_LEAD = 2  # steps: a slow step (over LEAD_SECONDS / 2) leaves the background threads a whole step to deliver
 MAX_LEAD = 1_000_000
+RANK0_ALONE_SHARDED = (
+    "this command runs the model on rank 0 alone, but the model is sharded across ranks (FSDP): its forward "
+    "needs every rank. Not supported for sharded models yet; run it in a single-process run, or from the "
+    "training script on every rank")
 HEARTBEAT = 0.2  # while paused, how often rank 0 looks for a change to send (commands wake it sooner)
 
 
@@ -67,6 +73,7 @@ class Leader:
         self._closed = False
         self._step = 0
         self._deciding: int | None = None  # the step of the decision the training thread is in, if any
+        self._sharded: bool | None = None  # the model's parameters are sharded (FSDP): known at the first decision
         self._grant(0)
         self._thread = threading.Thread(target=self._granting, name="onthefly-horizon", daemon=True)
         self._thread.start()
@@ -97,8 +104,10 @@ class Leader:
             while True:
                 before = snapshot(ctx)
                 self._deciding = step
+                if self._sharded is None:
+                    self._sharded = is_sharded(ctx.model)
                 try:
-                    with _local_only(ctx.model):
+                    with _local_only(ctx.model, self._sharded):
                         stop = control.boundary(ctx, max_wait=wait)
                 finally:
                     self._deciding = None
@@ -253,12 +262,28 @@ class Follower:
                 return
 
 
-def _local_only(model: Any) -> Any:
+def _local_only(model: Any, sharded: bool) -> Any:
     """Commands run on rank 0 alone (a health check's backward, test now): under DDP their backward must
     not start the gradient all-reduce the other ranks will never join, nor their forward a buffer
-    broadcast. ``no_sync`` turns both off for work done inside it; training steps never run there."""
+    broadcast. ``no_sync`` turns both off for work done inside it; training steps never run there.
+    A sharded model (FSDP) cannot run forward on one rank at all (each forward gathers the parameters
+    from every rank): such a command is refused, before the gather would wait for ranks that never come."""
+    if sharded:
+        return _refuse_forward(model)
     no_sync = getattr(model, "no_sync", None)
     return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _refuse_forward(model: Any) -> Any:
+    def refuse(module: Any, args: Any) -> None:
+        raise FailedPrecondition(RANK0_ALONE_SHARDED)
+
+    handle = model.register_forward_pre_hook(refuse, prepend=True)  # before FSDP's own pre-forward gather
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def inbox_key(rank: int) -> str:
