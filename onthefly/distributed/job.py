@@ -55,12 +55,17 @@ class Job:
             if address is None:
                 self.roster = None  # nobody will report: nothing to wait for at the end
 
-    def close(self, grace: float) -> None:
+    def close(self, grace: float, error: BaseException | None = None) -> None:
         """The loop is over: release the peers; a rank sends its last events, rank 0 waits up to ``grace``
-        seconds for them (so they precede the run's end on its stream)."""
+        seconds for them (so they precede the run's end on its stream). ``error``: why rank 0's loop
+        failed, shown on its own row of the roster (``onthefly ranks``); else the row says finished."""
         self.lockstep.close()
         self._parity.close(grace)
         if self._reporter is not None:
             self._reporter.close(grace)
         if self.roster is not None:
             self.roster.wait_reports(grace, self.world.connect_store())
+            if error is None:
+                self.roster.finished(0)
+            else:
+                self.roster.note(0, f"the run failed here: {type(error).__name__}: {error}"[:500])

@@ -22,7 +22,7 @@ def end_run(run: "Run", ctx: "LoopContext", error: BaseException | None, *, stat
     if stats is not None:
         stats.stop()  # first: a sample published after FINISHED would make it not the run's final event
     if job is not None:
-        job.close(grace)
+        job.close(grace, error)
     run.end(ctx, error)
     for step in after_end:
         step()

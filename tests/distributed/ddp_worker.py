@@ -13,6 +13,7 @@ MODE ``fsdp-<mode>``: any mode with the model sharded by FSDP2 (``fully_shard``)
 MODE ``rankseed-<mode>``: ``export``, ``resume`` or ``baseline`` with each rank seeded its own way (1 + rank).
 MODE ``solo``: every rank a plain (unwrapped) model under ``Trainer(distributed=False)``, started paused,
 each steered on its own by the test's client until it stops.
+MODE ``scheduled``: ``trainer`` with a Sessions checkpoint scheduled every 4 steps.
 MODE ``overlap``: ``epoch`` with every rank's DistributedSampler wrongly given rank=0. MODE ``slowdata``:
 ``trainer`` started paused, rank 1's samples each fetched 3 ms late.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
@@ -150,6 +151,10 @@ def main(mode: str, out: str, steps: int) -> None:
         budget = {"steer": {"max_steps": 10_000}, "export": {"max_steps": 10_000}, "solo": {"max_steps": 10_000},
                   "epoch": {"max_epochs": 1}, "overlap": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
         hooks = [record]
+        if mode == "scheduled":  # a checkpoint every 4 steps, each rank seeded its own way
+            from onthefly.sessions import Sessions
+
+            hooks.append(Sessions(every_n_steps=4, on_pause=False))
         if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
             hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
         trainer = Trainer("ddp", "native", port=0, verbose=False,

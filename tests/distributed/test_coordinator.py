@@ -241,7 +241,9 @@ def test_a_rank_killed_mid_step_fails_the_run_and_rank0_still_exports(ddp_job, t
         assert len(failed) == 1 and lost[0].seq < failed[0].seq  # the lost rank is said before the run's end
         status = client.control.GetStatus(control_pb2.GetStatusRequest()).status
         assert status.state == run_pb2.RUN_STATE_FAILED  # rank 0's API still answers after the failure
-        assert listed()[1].state == coordinator_pb2.RANK_STATE_LOST
+        rank0, rank1 = listed()
+        assert rank1.state == coordinator_pb2.RANK_STATE_LOST
+        assert rank0.message.startswith("the run failed here: ")  # rank 0's own row says why it ended
         capsys.readouterr()
         assert cli(["--address", runs[0].address, "--token", runs[0].token, "ranks"]) == 2
         assert "lost" in capsys.readouterr().out

@@ -42,3 +42,22 @@ def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, t
     for rank in (0, 1):  # as if it had never stopped, on every rank
         assert resumed[rank]["weights"] == baseline[rank]["weights"]
     assert resumed[0]["weights"] == resumed[1]["weights"]
+
+
+def test_scheduled_checkpoints_hold_every_ranks_rng_states(ddp_job):
+    from onthefly.sessions import checkpoint as ck
+    from onthefly.sessions.store import Store
+
+    job = ddp_job(2, "scheduled", "14", name="scheduled")
+    ranks = job.wait()
+    assert [r["steps"] for r in ranks] == [14, 14]
+    folders = Store(job.out / "store").session_folders()
+    assert len(folders) == 1  # rank 0 alone writes
+    found = sorted((folders[0] / "checkpoints").glob("*/state.json"))
+    assert len(found) >= 2  # steps 4, 8, 12: each taken at the next step every rank stops at
+    for path in found:
+        checkpoint = ck.load(path.parent)
+        rng = checkpoint.state()["rng"]
+        assert len(rng["ranks"]) == 2 and checkpoint.info.step >= 4
+        assert rng["ranks"][0]["now"]["torch"].equal(rng["now"]["torch"])
+        assert not rng["ranks"][1]["now"]["torch"].equal(rng["now"]["torch"])  # rank 1 seeded 1 + rank
