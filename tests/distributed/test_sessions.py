@@ -13,9 +13,10 @@ from onthefly.v1 import control_pb2, receipt_pb2, run_pb2, sessions_pb2, session
 from support import wait_until
 
 
-@pytest.mark.parametrize("kind", ["", "rankseed-", "fsdp-rankseed-"], ids=["ddp", "ddp-per-rank-seed", "fsdp"])
-def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, tmp_path, kind):
-    job = ddp_job(2, f"{kind}export", name="export")
+@pytest.mark.parametrize("kind, nproc", [("", 2), ("rankseed-", 2), ("fsdp-rankseed-", 2), ("fsdp-rankseed-", 3)],
+                         ids=["ddp", "ddp-per-rank-seed", "fsdp", "fsdp-3-ranks"])
+def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, tmp_path, kind, nproc):
+    job = ddp_job(nproc, f"{kind}export", name="export")
 
     def serving():
         assert job.proc.poll() is None, job.log()
@@ -27,7 +28,7 @@ def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, t
         def status():
             return client.control.GetStatus(control_pb2.GetStatusRequest()).status
 
-        client.control.Step(control_pb2.StepRequest(steps=15))  # into the second epoch (6 steps each)
+        client.control.Step(control_pb2.StepRequest(steps=15))  # mid-epoch (6 steps each on 2 ranks, 4 on 3)
         wait_until(lambda: status().state == run_pb2.RUN_STATE_PAUSED and status().step == 15, what="15 steps")
         sessions = sessions_pb2_grpc.SessionsServiceStub(client.channel)
         exported = sessions.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)), timeout=120)
@@ -36,12 +37,12 @@ def test_export_then_resume_with_the_same_world_size_is_bit_identical(ddp_job, t
         client.control.Stop(control_pb2.StopRequest())
     job.wait()
     assert bundle.exists()
-    resumed = ddp_job(2, f"{kind}resume", "25", name="resume").wait()
-    baseline = ddp_job(2, f"{kind}baseline", "25", name="baseline").wait()
-    assert [r["steps"] for r in resumed] == [25, 25]
-    for rank in (0, 1):  # as if it had never stopped, on every rank
+    resumed = ddp_job(nproc, f"{kind}resume", "25", name="resume").wait()
+    baseline = ddp_job(nproc, f"{kind}baseline", "25", name="baseline").wait()
+    assert [r["steps"] for r in resumed] == [25] * nproc
+    for rank in range(nproc):  # as if it had never stopped, on every rank
         assert resumed[rank]["weights"] == baseline[rank]["weights"]
-    assert resumed[0]["weights"] == resumed[1]["weights"]
+        assert resumed[rank]["weights"] == resumed[0]["weights"]
 
 
 def test_scheduled_checkpoints_hold_every_ranks_rng_states(ddp_job):
