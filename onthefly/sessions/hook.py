@@ -314,6 +314,7 @@ class Sessions(RunHook):
             raise
         self._plan = _Plan(plan, imported.checkpoint.doc.get("data_order") or {})
         ctx.repositioned = True
+        _warn_other_world(imported.state)
         return imported.checkpoint.info
 
     def restore_checkpoint(self, ctx: "LoopContext", checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
@@ -432,6 +433,18 @@ class LoopSnapshot:
             ctx.scaler.load_state_dict(self.scaler)
         ctx.step, ctx.run.step, ctx.epoch, ctx.run.epoch, ctx.batch_in_epoch = self.position
         self.restore_rng()
+
+
+def _warn_other_world(state: dict[str, Any]) -> None:
+    """Rank 0 resuming a distributed run's checkpoint with another number of ranks: say what differs."""
+    import torch.distributed as dist
+
+    saved = len(state["rng"].get("ranks") or [])
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if saved and saved != world and _this_rank() == 0:
+        log.warning("onthefly: the checkpoint holds the RNG states of %d ranks and this job has %d: ranks without "
+                    "their own resume with rank 0's, and a DistributedSampler splits the data another way, so the "
+                    "run does not continue as the original would have", saved, world)
 
 
 def _this_rank() -> int:

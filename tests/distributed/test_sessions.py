@@ -62,3 +62,39 @@ def test_scheduled_checkpoints_hold_every_ranks_rng_states(ddp_job):
         assert len(rng["ranks"]) == 2 and checkpoint.info.step >= 4
         assert rng["ranks"][0]["now"]["torch"].equal(rng["now"]["torch"])
         assert not rng["ranks"][1]["now"]["torch"].equal(rng["now"]["torch"])  # rank 1 seeded 1 + rank
+
+
+def test_an_fsdp_export_resumes_in_one_process_and_says_the_world_differs(ddp_job, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from onthefly.demos.boring import BoringModel, boring_dataset
+    from onthefly.trainer.trainer import Trainer
+
+    job = ddp_job(2, "fsdp-rankseed-export", name="export")
+    runs = wait_until(lambda: job.proc.poll() is None and live_runs(), timeout=120, interval=0.1,
+                      what="rank 0 to serve")
+    bundle = tmp_path / "run.onthefly"
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        def status():
+            return client.control.GetStatus(control_pb2.GetStatusRequest()).status
+
+        client.control.Step(control_pb2.StepRequest(steps=5))
+        wait_until(lambda: status().state == run_pb2.RUN_STATE_PAUSED and status().step == 5, what="5 steps")
+        sessions = sessions_pb2_grpc.SessionsServiceStub(client.channel)
+        sessions.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)), timeout=120)
+        client.control.Stop(control_pb2.StopRequest())
+    ranks = job.wait()
+    monkeypatch.setenv("ONTHEFLY_STORE", str(tmp_path / "store"))
+    model = BoringModel()  # unsharded: the full state (by parameter name) loads into it
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = DataLoader(boring_dataset(96), batch_size=8, shuffle=True)
+    trainer = Trainer("one", "process", max_steps=5, serve=False, verbose=False)
+    with caplog.at_level(logging.WARNING, logger="onthefly"):
+        result = trainer.fit(model, optimizer, torch.nn.CrossEntropyLoss(), loader, device="cpu",
+                             resume_from=bundle)
+    assert result.steps == 5  # resumed at step 5: its budget is spent already
+    assert torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist() == ranks[0]["weights"]
+    assert any("RNG states of 2 ranks and this job has 1" in r.getMessage() for r in caplog.records)
