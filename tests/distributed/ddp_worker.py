@@ -13,7 +13,7 @@ MODE ``fsdp-<mode>``: any mode with the model sharded by FSDP2 (``fully_shard``)
 MODE ``rankseed-<mode>``: ``export``, ``resume`` or ``baseline`` with each rank seeded its own way (1 + rank).
 MODE ``solo``: every rank a plain (unwrapped) model under ``Trainer(distributed=False)``, started paused,
 each steered on its own by the test's client until it stops.
-MODE ``scheduled``: ``trainer`` with a Sessions checkpoint scheduled every 4 steps.
+MODE ``scheduled``: ``steer`` with a Sessions checkpoint scheduled every 4 steps.
 MODE ``overlap``: ``epoch`` with every rank's DistributedSampler wrongly given rank=0. MODE ``slowdata``:
 ``trainer`` started paused, rank 1's samples each fetched 3 ms late.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
@@ -149,6 +149,7 @@ def main(mode: str, out: str, steps: int) -> None:
         from onthefly.distributed.parity import RankParity
 
         budget = {"steer": {"max_steps": 10_000}, "export": {"max_steps": 10_000}, "solo": {"max_steps": 10_000},
+                  "scheduled": {"max_steps": 10_000},
                   "epoch": {"max_epochs": 1}, "overlap": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
         hooks = [record]
         if mode == "scheduled":  # a checkpoint every 4 steps, each rank seeded its own way
@@ -158,7 +159,8 @@ def main(mode: str, out: str, steps: int) -> None:
         if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
             hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
         trainer = Trainer("ddp", "native", port=0, verbose=False,
-                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata", "solo"),
+                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata", "solo",
+                                                "scheduled"),
                           hooks=hooks, distributed=mode != "solo", **budget)
         bundle = os.path.join(out, "..", "run.onthefly") if mode == "resume" else None
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu", resume_from=bundle)

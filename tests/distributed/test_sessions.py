@@ -49,13 +49,24 @@ def test_scheduled_checkpoints_hold_every_ranks_rng_states(ddp_job):
     from onthefly.sessions import checkpoint as ck
     from onthefly.sessions.store import Store
 
-    job = ddp_job(2, "scheduled", "14", name="scheduled")
+    job = ddp_job(2, "scheduled", name="scheduled")
+    runs = wait_until(lambda: job.proc.poll() is None and live_runs(), timeout=120, interval=0.1,
+                      what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        def status():
+            return client.control.GetStatus(control_pb2.GetStatusRequest()).status
+
+        client.control.Step(control_pb2.StepRequest(steps=14))
+        wait_until(lambda: status().state == run_pb2.RUN_STATE_PAUSED and status().step == 14, what="14 steps")
+        client.control.Stop(control_pb2.StopRequest())  # after the scheduled ones: they were queued first
     ranks = job.wait()
     assert [r["steps"] for r in ranks] == [14, 14]
     folders = Store(job.out / "store").session_folders()
     assert len(folders) == 1  # rank 0 alone writes
+    # Due at steps 4, 8 and 12, each is taken at the next step every rank stops at (by step 14, the pause),
+    # and one due when the newest was taken at the same step adds nothing.
     found = sorted((folders[0] / "checkpoints").glob("*/state.json"))
-    assert len(found) >= 2  # steps 4, 8, 12: each taken at the next step every rank stops at
+    assert found
     for path in found:
         checkpoint = ck.load(path.parent)
         rng = checkpoint.state()["rng"]
