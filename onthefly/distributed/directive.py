@@ -4,7 +4,9 @@ Rank 0 alone receives commands. It applies them itself and sends the peers the *
 command: stop or not, paused or not, the step budget left (``step N``), and the hyperparameter values
 that changed. So any command (built in or added by a feature) that changes those lands identically
 on every rank, and commands that only read or write files (checkpoint, export, test now) run on rank 0
-alone while the peers wait at the same step.
+alone while the peers wait at the same step. A checkpoint or export there is the one exception: it
+sends a *collect* directive (``collect`` > 0), on which every peer adds its part (its RNG states, and
+its shard of a sharded model) to rank 0's checkpoint at that step; it changes no state.
 
 Messages are JSON (never pickle: a peer must not execute what the store hands it).
 """
@@ -30,6 +32,7 @@ class Directive:
     paused: bool
     pending_steps: int
     changes: Groups = field(default_factory=list)
+    collect: int = 0  # > 0: not a change of state but rank 0's checkpoint number n, to add this rank's part to
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Message:
         if d is not None:
             body["d"] = {"at": d.at, "stop": d.stop, "paused": d.paused, "steps": d.pending_steps,
                          "hp": [[g, values] for g, values in d.changes]}
+            if d.collect:
+                body["d"]["c"] = d.collect
         return json.dumps(body, separators=(",", ":")).encode()
 
     @staticmethod
@@ -57,7 +62,8 @@ class Message:
         directive = None
         if d is not None:
             changes = [(int(g), {str(k): float(v) for k, v in values.items()}) for g, values in d["hp"]]
-            directive = Directive(int(d["at"]), bool(d["stop"]), bool(d["paused"]), int(d["steps"]), changes)
+            directive = Directive(int(d["at"]), bool(d["stop"]), bool(d["paused"]), int(d["steps"]), changes,
+                                  int(d.get("c", 0)))
         return Message(int(body["h"]), directive, bool(body.get("end", False)))
 
 

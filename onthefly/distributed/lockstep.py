@@ -36,6 +36,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from onthefly.distributed.directive import Directive, Message, changed_values, follow, snapshot
+from onthefly.distributed.sharded import is_sharded
+from onthefly.runtime.errors import FailedPrecondition
 from onthefly.runtime.events import RunState
 
 if TYPE_CHECKING:
@@ -47,6 +49,10 @@ log = logging.getLogger("onthefly")
 LEAD_SECONDS = 0.25  # how far ahead of rank 0 a horizon reaches: a held command waits at most about this long
 MIN_LEAD = 2  # steps: a slow step (over LEAD_SECONDS / 2) leaves the background threads a whole step to deliver
 MAX_LEAD = 1_000_000
+RANK0_ALONE_SHARDED = (
+    "this command runs the model on rank 0 alone, but the model is sharded across ranks (FSDP): its forward "
+    "needs every rank. Not supported for sharded models yet; run it in a single-process run, or from the "
+    "training script on every rank")
 HEARTBEAT = 0.2  # while paused, how often rank 0 looks for a change to send (commands wake it sooner)
 
 
@@ -66,6 +72,8 @@ class Leader:
         self._wake = threading.Event()
         self._closed = False
         self._step = 0
+        self._deciding: int | None = None  # the step of the decision the training thread is in, if any
+        self._sharded: bool | None = None  # the model's parameters are sharded (FSDP): known at the first decision
         self._grant(0)
         self._thread = threading.Thread(target=self._granting, name="onthefly-horizon", daemon=True)
         self._thread.start()
@@ -95,8 +103,14 @@ class Leader:
             wait = 0.0  # the first call applies what is queued and returns: a pause goes out at once
             while True:
                 before = snapshot(ctx)
-                with _local_only(ctx.model):
-                    stop = control.boundary(ctx, max_wait=wait)
+                self._deciding = step
+                if self._sharded is None:
+                    self._sharded = is_sharded(ctx.model)
+                try:
+                    with _local_only(ctx.model, self._sharded):
+                        stop = control.boundary(ctx, max_wait=wait)
+                finally:
+                    self._deciding = None
                 after = snapshot(ctx)
                 wait = self.heartbeat
                 paused = after[1] and not stop
@@ -109,6 +123,15 @@ class Leader:
                         self._send(Message(step + self._lead))
                     self._refresh_at = self.horizon - self._lead // 2
                     return stop
+
+    def ask_peers(self, ctx: "LoopContext", n: int) -> bool:
+        """Training thread, inside a command: tell every peer to add its part to checkpoint ``n`` at this
+        step (they wait here: a decision is taken at the horizon). False outside a decision."""
+        if self._deciding != ctx.step:
+            return False
+        # Under _lock already (the decision holds it). The state is unchanged: only the part is asked for.
+        self._send(Message(self.horizon, Directive(ctx.step, False, False, 0, collect=n)))
+        return True
 
     def close(self) -> None:
         """The loop is over: release peers still listening, stop the background thread."""
@@ -165,6 +188,7 @@ class Follower:
         self._cond = threading.Condition()
         self._ended = False
         self._error: str = ""
+        self.contribute: Any = None  # (ctx, n) -> None: this rank's part of rank 0's checkpoint n (the Job sets it)
         self._thread = threading.Thread(target=self._listening, name="onthefly-directives", daemon=True)
         self._thread.start()
 
@@ -175,6 +199,9 @@ class Follower:
             return control.stop_requested
         return self._follow(ctx)
 
+    def ask_peers(self, ctx: "LoopContext", n: int) -> bool:
+        return False  # only rank 0 takes checkpoints
+
     def _follow(self, ctx: "LoopContext") -> bool:
         control, step, inbox = ctx.run.control, ctx.step, self._inbox
         while True:
@@ -183,6 +210,10 @@ class Follower:
                 if directive.at < step:  # cannot happen while the horizon holds; say so loudly if it does
                     log.error("onthefly: rank %d took rank 0's decision for step %d late, at step %d",
                               self.world.rank, directive.at, step)
+                if directive.collect:
+                    if self.contribute is not None:
+                        self.contribute(ctx, directive.collect)
+                    continue
                 follow(ctx, directive)
             if control.stop_requested:
                 return True
@@ -231,12 +262,28 @@ class Follower:
                 return
 
 
-def _local_only(model: Any) -> Any:
+def _local_only(model: Any, sharded: bool) -> Any:
     """Commands run on rank 0 alone (a health check's backward, test now): under DDP their backward must
     not start the gradient all-reduce the other ranks will never join, nor their forward a buffer
-    broadcast. ``no_sync`` turns both off for work done inside it; training steps never run there."""
+    broadcast. ``no_sync`` turns both off for work done inside it; training steps never run there.
+    A sharded model (FSDP) cannot run forward on one rank at all (each forward gathers the parameters
+    from every rank): such a command is refused, before the gather would wait for ranks that never come."""
+    if sharded:
+        return _refuse_forward(model)
     no_sync = getattr(model, "no_sync", None)
     return no_sync() if callable(no_sync) else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _refuse_forward(model: Any) -> Any:
+    def refuse(module: Any, args: Any) -> None:
+        raise FailedPrecondition(RANK0_ALONE_SHARDED)
+
+    handle = model.register_forward_pre_hook(refuse, prepend=True)  # before FSDP's own pre-forward gather
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def inbox_key(rank: int) -> str:

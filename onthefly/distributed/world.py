@@ -58,6 +58,7 @@ def current_world() -> World | None:
     if not isinstance(store, dist.TCPStore):
         raise RuntimeError(
             f"onthefly needs the job's torch.distributed store to be a TCPStore (torchrun, init_method='env://' "
-            f"or 'tcp://'); this job uses {type(store).__name__}. Start it with torchrun or a tcp:// init_method")
+            f"or 'tcp://'); this job uses {type(store).__name__}. Start it with torchrun or a tcp:// init_method, or pass "
+            f"Trainer(distributed=False) to run every rank stand-alone")
     return World(dist.get_rank(), dist.get_world_size(), dist.get_backend(), hostname(),
                  store.host, store.port, f"onthefly/fit{next(_fit_counter)}/")

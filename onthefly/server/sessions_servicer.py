@@ -4,11 +4,12 @@ read), map domain errors to status codes, answer. Registered with the server fac
 from __future__ import annotations
 
 import threading
+import time
 
 from onthefly import _grpc_env  # noqa: F401
 import grpc
 
-from onthefly.runtime.commands import Command
+from onthefly.runtime.commands import Command, Receipt, ReceiptStatus
 from onthefly.runtime.errors import ResourceExhausted
 from onthefly.runtime.run import Run
 from onthefly.server import sessions_convert as convert
@@ -20,6 +21,7 @@ from onthefly.sessions import commands, sessions_of
 from onthefly.v1 import sessions_pb2, sessions_pb2_grpc
 
 
+AFTER_END_WAIT = 30.0  # seconds an export after the run's end waits for its end hooks
 MAX_READERS = 4  # bundles or checkpoints read at once (each holds a server thread while it is read)
 
 
@@ -27,6 +29,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     def __init__(self, run: Run) -> None:
         self._run = run
         self._readers = threading.BoundedSemaphore(MAX_READERS)
+        self._after_end = threading.Lock()  # exports once the loop has ended: one at a time
 
     def _sessions(self, context: grpc.ServicerContext):
         sessions = sessions_of(self._run)
@@ -50,8 +53,26 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                     prepare()
                 finally:
                     self._readers.release()
+        if isinstance(command, commands.ExportSession) and self._run.control.finished:
+            return self._export_after_end(command, context)
         pending = submit_and_wait(self._run, command, context)
         return proto_receipt(pending.wait(0)), pending.result
+
+    def _export_after_end(self, command: Command, context: grpc.ServicerContext) -> tuple:
+        """The loop has ended and its hooks are done (rank 0 of a failed distributed run keeps its API up
+        for this): no training thread applies commands any more, so the export runs here, as
+        Sessions.export() does after fit."""
+        ctx = self._run.control.ctx
+        deadline = time.monotonic() + AFTER_END_WAIT
+        while not self._run.bus.closed:  # the run's end hooks (history flush) finish first
+            if time.monotonic() > deadline or not context.is_active():
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the run has ended and is still shutting down; "
+                                                                   "try the export again in a moment")
+            time.sleep(0.05)
+        with self._after_end, domain_errors(context):
+            command.check(self._run.control)
+            result = command.apply(ctx)
+        return proto_receipt(Receipt(0, ReceiptStatus.APPLIED, ctx.step)), result
 
     def GetSession(self, request, context):
         sessions = self._sessions(context)

@@ -8,6 +8,11 @@ exists is complete. Loading uses ``torch.load(weights_only=True)`` only.
 What is captured: model, optimizer, scheduler and AMP scaler state; step, epoch and batch in epoch;
 RNG states (Python, NumPy, torch CPU and CUDA, the DataLoader's generators) both now and at the start
 of the current epoch's sampling (how the data order is replayed); metric history; lineage.
+
+A distributed run's checkpoint (rank 0 writes it) also holds every rank's RNG states (``rng.ranks``,
+by rank: each rank resumes with its own), and for a model sharded across ranks (FSDP) the full model
+and optimizer state gathered with torch.distributed.checkpoint (``layout: full_state_dict``; the
+optimizer state keyed by parameter name), which every rank shards again on resume.
 """
 
 from __future__ import annotations
@@ -80,14 +85,19 @@ def _class_name(obj: Any) -> str | None:
 
 def capture(ctx: "LoopContext", *, checkpoint_id: str, reason: str, label: str = "",
             rng_now: dict[str, Any], rng_epoch_start: dict[str, Any] | None,
-            metric_history: dict[str, Any] | None, lineage: list[dict[str, Any]]) -> Checkpoint:
-    """Capture the loop's state now (on the training thread, at a step boundary or after fit)."""
+            metric_history: dict[str, Any] | None, lineage: list[dict[str, Any]], whole: Any = None) -> Checkpoint:
+    """Capture the loop's state now (on the training thread, at a step boundary or after fit).
+    ``whole``: what rank 0 of a distributed run gathered from every rank (a ``Gathered``), or None."""
+    model_state, optimizer_state, layout = _model_and_optimizer(ctx, whole)
+    rng_tree: dict[str, Any] = {"now": rng_now, "epoch_start": rng_epoch_start}
+    if whole is not None and whole.ranks is not None:
+        rng_tree["ranks"] = whole.ranks
     tree = {
-        "model": ctx.model.state_dict(),
-        "optimizer": ctx.optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "scheduler": ctx.scheduler.state_dict() if ctx.scheduler is not None else None,
         "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-        "rng": {"now": rng_now, "epoch_start": rng_epoch_start},
+        "rng": rng_tree,
         "metrics": metric_history,
     }
     skeleton, tensors = codec.encode(tree)
@@ -115,7 +125,28 @@ def capture(ctx: "LoopContext", *, checkpoint_id: str, reason: str, label: str =
         "loader": {"batches_per_epoch": batches},
         "state": skeleton,
     }
+    if layout:
+        doc["layout"] = layout
     return Checkpoint(doc, tensors)
+
+
+def _model_and_optimizer(ctx: "LoopContext", whole: Any) -> tuple[dict, dict, str]:
+    """(model state, optimizer state, layout): the gathered full state of a sharded model, else the
+    loop's own state dicts (layout "")."""
+    from onthefly.distributed.sharded import FULL_LAYOUT, gather_full_state, is_sharded
+
+    if whole is not None and whole.model is not None:
+        return whole.model, whole.optimizer, FULL_LAYOUT
+    if is_sharded(ctx.model):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            from onthefly.distributed.gather import NOT_AT_A_SHARED_STEP
+
+            raise FailedPrecondition(NOT_AT_A_SHARED_STEP)
+        model_state, optimizer_state = gather_full_state(ctx.model, ctx.optimizer)  # one rank: no peer to wait for
+        return model_state, optimizer_state, FULL_LAYOUT
+    return ctx.model.state_dict(), ctx.optimizer.state_dict(), ""
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -242,6 +273,12 @@ def check_compatible(ctx: "LoopContext", checkpoint: Checkpoint, state: dict[str
     if comps.get("optimizer") != _class_name(ctx.optimizer):
         raise FailedPrecondition(f"the checkpoint holds {comps.get('optimizer')} state, but fit was given "
                                  f"{_class_name(ctx.optimizer)}; pass the same optimizer class")
+    from onthefly.distributed.sharded import FULL_LAYOUT, is_sharded
+
+    if is_sharded(ctx.model) and checkpoint.doc.get("layout") != FULL_LAYOUT:
+        raise FailedPrecondition("this model is sharded across ranks (FSDP), but the checkpoint's optimizer state "
+                                 "was taken from an unsharded model (by position, not by parameter name); resume "
+                                 "it with the model unsharded (DDP or one process)")
     groups_saved = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
     groups_now = [len(g["params"]) for g in ctx.optimizer.param_groups]
     if groups_saved != groups_now:
@@ -262,11 +299,19 @@ class ResumePlan:
     rng_now: dict[str, Any]
 
 
-def restore(ctx: "LoopContext", checkpoint: Checkpoint, state: dict[str, Any] | None = None) -> ResumePlan:
-    """Load ``checkpoint`` into the loop (call check_compatible first). Sets step/epoch/batch_in_epoch."""
+def restore(ctx: "LoopContext", checkpoint: Checkpoint, state: dict[str, Any] | None = None,
+            rank: int = 0) -> ResumePlan:
+    """Load ``checkpoint`` into the loop (call check_compatible first). Sets step/epoch/batch_in_epoch.
+    ``rank``: this process's rank; its own RNG states are resumed when the checkpoint holds every rank's.
+    With a full-state checkpoint (or a sharded model) every rank must call it at the same point."""
+    from onthefly.distributed.sharded import FULL_LAYOUT, is_sharded, load_full_state
+
     state = checkpoint.state() if state is None else state
-    ctx.model.load_state_dict(state["model"])
-    ctx.optimizer.load_state_dict(state["optimizer"])
+    if checkpoint.doc.get("layout") == FULL_LAYOUT or is_sharded(ctx.model):
+        load_full_state(ctx.model, ctx.optimizer, state["model"], state["optimizer"])
+    else:
+        ctx.model.load_state_dict(state["model"])
+        ctx.optimizer.load_state_dict(state["optimizer"])
     if ctx.scheduler is not None and state["scheduler"] is not None:
         ctx.scheduler.load_state_dict(state["scheduler"])
     if ctx.scaler is not None and state["scaler"] is not None:
@@ -275,5 +320,14 @@ def restore(ctx: "LoopContext", checkpoint: Checkpoint, state: dict[str, Any] | 
     ctx.step = ctx.run.step = int(pos["step"])
     ctx.epoch = ctx.run.epoch = int(pos["epoch"])
     ctx.batch_in_epoch = int(pos["batch_in_epoch"])
-    rng = state["rng"]
+    rng = rank_rng(state["rng"], rank)
     return ResumePlan(ctx.batch_in_epoch, rng.get("epoch_start"), rng["now"])
+
+
+def rank_rng(rng: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The RNG states ``rank`` resumes with: its own when the checkpoint holds every rank's, else rank 0's
+    (a single-process checkpoint, or a distributed one taken where the other ranks could not be asked)."""
+    ranks = rng.get("ranks") or []
+    if 0 < rank < len(ranks):
+        return ranks[rank]
+    return rng

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onthefly.distributed.gather import GATHER
 from onthefly.health import checkpoints as checkpoint_findings
 from onthefly.runtime.errors import FailedPrecondition, InvalidArgument, OnTheFlyError, clip
 from onthefly.runtime.events import EventKind, LogRecord
@@ -160,7 +161,7 @@ class Sessions(RunHook):
                                                             self._generators)
         n = self.every_n_epochs
         if n and ctx.epoch and ctx.batch_in_epoch == 0 and ctx.epoch % n == 0 and self._plan is None:
-            self._checkpoint_or_warn(ctx, "schedule")
+            self._scheduled(ctx)
 
     def _on_sampling(self) -> None:
         """The epoch's iterator drew its base seed; the sampler is about to draw the order."""
@@ -182,6 +183,16 @@ class Sessions(RunHook):
     def on_step_end(self, ctx: "LoopContext") -> None:
         n = self.every_n_steps
         if n and self.session is not None and ctx.step % n == 0:
+            self._scheduled(ctx)
+
+    def _scheduled(self, ctx: "LoopContext") -> None:
+        if GATHER in ctx.extras:
+            # Rank 0 of a distributed run: every rank adds its part (RNG, shards) at a step they all stop
+            # at, so the checkpoint is a command, taken at the next one (within ~0.25 s of steps).
+            from onthefly.sessions.commands import CreateCheckpoint
+
+            ctx.run.control.submit(CreateCheckpoint(self, reason="schedule"))
+        else:
             self._checkpoint_or_warn(ctx, "schedule")
 
     def on_pause(self, ctx: "LoopContext") -> None:
@@ -226,18 +237,31 @@ class Sessions(RunHook):
         return rng.capture(self._generators), self._rng_epoch_start, {
             "batch_in_epoch": ctx.batch_in_epoch, "next_epoch_draws_base_seed": draws}
 
+    def rng_part(self, ctx: "LoopContext") -> dict[str, Any]:
+        """This rank's RNG part of a distributed run's checkpoint: its states now and at the epoch's
+        sampling start (every rank trains the same position; a script may seed each rank its own way)."""
+        rng_now, rng_start, _ = self._data_order(ctx)
+        return {"now": rng_now, "epoch_start": rng_start}
+
+    def _whole_job(self, ctx: "LoopContext", rng_now: dict, rng_start: dict | None) -> Any:
+        """Under torch.distributed, on rank 0: every rank's part of a checkpoint now (a Gathered), else None."""
+        gather = ctx.extras.get(GATHER)
+        return None if gather is None else gather.collect(ctx, {"now": rng_now, "epoch_start": rng_start})
+
     def take_checkpoint(self, ctx: "LoopContext", reason: str, label: str) -> ck.CheckpointInfo:
         session = self.require_session()
         ring = session.checkpoints()
         if reason in ("pause", "schedule") and ring and ring[-1].step == ctx.step and not label:
             return ring[-1]  # nothing trained since the newest checkpoint
         rng_now, rng_start, order = self._data_order(ctx)
-        return session.save(session.capture(ctx, reason, label, rng_now, rng_start, order))
+        whole = self._whole_job(ctx, rng_now, rng_start)
+        return session.save(session.capture(ctx, reason, label, rng_now, rng_start, order, whole))
 
     def export_now(self, ctx: "LoopContext", path: str | os.PathLike, overwrite: bool = False) -> BundleInfo:
         session = self.require_session()
         rng_now, rng_start, order = self._data_order(ctx)
-        newest = session.capture(ctx, "export", "", rng_now, rng_start, order)
+        whole = self._whole_job(ctx, rng_now, rng_start)
+        newest = session.capture(ctx, "export", "", rng_now, rng_start, order, whole)
         return session.export(path, newest, overwrite)
 
     def check_live_restore(self) -> None:
@@ -276,7 +300,7 @@ class Sessions(RunHook):
         staged = self.session.stage_import(imported) if self.session is not None else None
         before = LoopSnapshot(ctx, self._generators)
         try:
-            plan = ck.restore(ctx, imported.checkpoint, imported.state)
+            plan = ck.restore(ctx, imported.checkpoint, imported.state, _this_rank())
             for states in (plan.rng_now, plan.rng_epoch_start):  # each must load before it is needed
                 if states is not None:
                     rng.restore(states, self._generators)
@@ -290,6 +314,7 @@ class Sessions(RunHook):
             raise
         self._plan = _Plan(plan, imported.checkpoint.doc.get("data_order") or {})
         ctx.repositioned = True
+        _warn_other_world(imported.state)
         return imported.checkpoint.info
 
     def restore_checkpoint(self, ctx: "LoopContext", checkpoint: ck.Checkpoint) -> ck.CheckpointInfo:
@@ -297,7 +322,7 @@ class Sessions(RunHook):
         state = checkpoint.state()
         before = LoopSnapshot(ctx, self._generators)
         try:
-            plan = ck.restore(ctx, checkpoint, state)
+            plan = ck.restore(ctx, checkpoint, state, _this_rank())
         except BaseException:
             before.restore()
             raise
@@ -408,6 +433,25 @@ class LoopSnapshot:
             ctx.scaler.load_state_dict(self.scaler)
         ctx.step, ctx.run.step, ctx.epoch, ctx.run.epoch, ctx.batch_in_epoch = self.position
         self.restore_rng()
+
+
+def _warn_other_world(state: dict[str, Any]) -> None:
+    """Rank 0 resuming a distributed run's checkpoint with another number of ranks: say what differs."""
+    import torch.distributed as dist
+
+    saved = len(state["rng"].get("ranks") or [])
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if saved and saved != world and _this_rank() == 0:
+        log.warning("onthefly: the checkpoint holds the RNG states of %d ranks and this job has %d: ranks without "
+                    "their own resume with rank 0's, and a DistributedSampler splits the data another way, so the "
+                    "run does not continue as the original would have", saved, world)
+
+
+def _this_rank() -> int:
+    """This process's rank under torch.distributed (0 otherwise): whose RNG states a resume takes."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def plan_step(checkpoint: ck.Checkpoint) -> int:

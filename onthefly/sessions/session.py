@@ -167,12 +167,13 @@ class Session:
 
     # -- checkpoints (training thread) -----------------------------------------------------------
     def capture(self, ctx: "LoopContext", reason: str, label: str, rng_now: dict, rng_epoch_start: dict | None,
-                data_order: dict[str, Any]) -> ck.Checkpoint:
+                data_order: dict[str, Any], whole: Any = None) -> ck.Checkpoint:
+        """``whole``: a distributed run's Gathered (every rank's RNG part, a sharded model's full state)."""
         ctx.run.bus.drain()  # the metric history includes every step published so far
         checkpoint_id = f"step{ctx.step:07d}-{secrets.token_hex(3)}"
         checkpoint = ck.capture(ctx, checkpoint_id=checkpoint_id, reason=reason, label=label, rng_now=rng_now,
                                 rng_epoch_start=rng_epoch_start, metric_history=self.history.metric_state(),
-                                lineage=[dict(e) for e in self.lineage])
+                                lineage=[dict(e) for e in self.lineage], whole=whole)
         checkpoint.doc["data_order"] = data_order
         return checkpoint
 

@@ -184,6 +184,11 @@ def state_tree(state: Any, where: str) -> None:
     _rng(rng.get("now"), f"{where}.rng.now")
     if rng.get("epoch_start") is not None:
         _rng(rng["epoch_start"], f"{where}.rng.epoch_start")
+    for rank, part in enumerate(of_type(rng.get("ranks") or [], list, f"{where}.rng.ranks")):
+        of_type(part, dict, f"{where}.rng.ranks[{rank}]")
+        _rng(part.get("now"), f"{where}.rng.ranks[{rank}].now")
+        if part.get("epoch_start") is not None:
+            _rng(part["epoch_start"], f"{where}.rng.ranks[{rank}].epoch_start")
     metrics = state["metrics"]
     if metrics:
         of_type(metrics, dict, f"{where}.metrics")

@@ -67,6 +67,15 @@ class Trainer:
     47621 falls back to a free port (logged, and written to the discovery file) when taken.
     ``lab_allowance``: the lab may train at most this many times the run's planned sample-gradients (default
     10; the same as ``hooks=[Lab(allowance=...)]``).
+
+    Under torch.distributed with several ranks, rank 0 serves the job and every rank takes its commands
+    at the same step. ``distributed=False`` opts out: every rank is a stand-alone run (its own server,
+    discovery file, session and commands; nothing coordinated, nothing sent to rank 0). Use it when the
+    ranks train independently of each other (a sweep or an ensemble launched with torchrun, no collective
+    between them). With DDP or FSDP, a pause on one rank then stalls the others in their next collective
+    (until the process group's timeout): keep the default there. When a distributed run fails (a rank
+    was lost mid-step), rank 0's API keeps answering ``failure_hold`` seconds after the run's FAILED
+    event, so that a client can list the ranks and export what the run has (``onthefly export PATH``).
     """
 
     def __init__(
@@ -94,6 +103,8 @@ class Trainer:
         hooks: list[RunHook] | None = None,
         lab_allowance: float | None = None,
         track: Any = None,
+        distributed: bool = True,
+        failure_hold: float = 30.0,
         verbose: bool = True,
     ) -> None:
         if (max_epochs is None) == (max_steps is None):
@@ -124,6 +135,10 @@ class Trainer:
         self.history_events = history_events
         self.shutdown_grace = shutdown_grace
         self.verbose = verbose
+        self.distributed = distributed
+        if not isinstance(failure_hold, (int, float)) or failure_hold < 0:
+            raise ValueError(f"failure_hold must be a number of seconds >= 0, got {failure_hold!r}")
+        self.failure_hold = float(failure_hold)
         self._extra_hooks = list(hooks or [])
         if lab_allowance is not None:  # the lab's compute limit, as a multiple of this run's sample-gradients
             from onthefly.lab.lab import Lab
@@ -183,7 +198,7 @@ class Trainer:
         for hook in self._extra_hooks:
             run.hooks.add(hook)
         # Under torch.distributed rank 0 serves, tracks and writes sessions; every rank trains the same.
-        world = self.world = current_world()
+        world = self.world = current_world() if self.distributed else None
         chief = world is None or world.leader
         tracking = tracking_hook(self.track, self, run) if chief else None
         if tracking is not None:
@@ -241,6 +256,7 @@ class Trainer:
         boundary = control.boundary if self._job is None else self._job.boundary
         model, optimizer, scaler, scheduler = ctx.model, ctx.optimizer, ctx.scaler, ctx.scheduler
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        track_norm = self.track_grad_norm and not _sharded_norm_costs_a_collective(model)
         tapped = ctx.train_batches = TappedLoader(ctx.train_loader)
         index_map = tapped.index_map
         publish = run.bus.publish
@@ -292,7 +308,7 @@ class Trainer:
                     samples += batch_len(batch)
                 if micro % self.accumulate:
                     continue
-                grad_norm = take_grad_norm(params, scaler) if self.track_grad_norm else None
+                grad_norm = take_grad_norm(params, scaler) if track_norm else None
                 if hooks.on_before_optimizer_step(ctx, loss):
                     if scaler is not None:
                         scaler.step(optimizer)
@@ -358,7 +374,25 @@ class Trainer:
     def _finish(self, run: Run, ctx: LoopContext, error: BaseException | None, capture: LogCapture,
                 stats: StatsSampler) -> None:
         job, self._job = self._job, None
-        end_run(run, ctx, error, stats=stats, job=job, capture=capture, server=self.server, grace=self.shutdown_grace)
+        hold = 0.0
+        if error is not None and job is not None and self.server is not None and self.failure_hold:
+            hold = self.failure_hold
+            log.error("onthefly: the distributed run failed at step %d (%s: %s); rank 0's API stays up %.0f s to "
+                      "export what it has: onthefly export PATH", ctx.step, type(error).__name__, error, hold)
+        end_run(run, ctx, error, stats=stats, job=job, capture=capture, server=self.server, grace=self.shutdown_grace,
+                hold=hold)
+
+
+def _sharded_norm_costs_a_collective(model: torch.nn.Module) -> bool:
+    """True (and said once) when the parameters are sharded across ranks (FSDP): each rank holds a shard
+    of every gradient, so their total norm needs an all-reduce, one more blocking collective per step."""
+    from onthefly.distributed.sharded import is_sharded
+
+    if not is_sharded(model):
+        return False
+    log.info("onthefly: parameters are sharded (FSDP): the per-step gradient norm is not taken (it would add an "
+             "all-reduce to every step)")
+    return True
 
 
 def _set_sampler_epoch(loader: Any, epoch: int) -> None:

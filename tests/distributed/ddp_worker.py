@@ -9,6 +9,11 @@ Trainer started paused, one epoch once the test's client resumes it. MODE ``nudg
 started paused, with rank 1's first weight moved after step 12 and parity checked every 5 steps.
 MODE ``export``: like ``steer``, every rank seeded alike. MODE ``resume``: every rank resumes from
 OUT/../run.onthefly up to STEPS. MODE ``baseline``: ``trainer`` with every rank seeded alike.
+MODE ``fsdp-<mode>``: any mode with the model sharded by FSDP2 (``fully_shard``) instead of DDP.
+MODE ``rankseed-<mode>``: ``export``, ``resume`` or ``baseline`` with each rank seeded its own way (1 + rank).
+MODE ``solo``: every rank a plain (unwrapped) model under ``Trainer(distributed=False)``, started paused,
+each steered on its own by the test's client until it stops.
+MODE ``scheduled``: ``steer`` with a Sessions checkpoint scheduled every 4 steps.
 MODE ``overlap``: ``epoch`` with every rank's DistributedSampler wrongly given rank=0. MODE ``slowdata``:
 ``trainer`` started paused, rank 1's samples each fetched 3 ms late.
 Each rank writes OUT/rank<N>.json: the steps it paused at, the lr of every step, its final weights.
@@ -76,9 +81,22 @@ class SlowItems(torch.utils.data.Dataset):
         return self.inner[i]
 
 
-def setup(rank: int, world: int, same_seed: bool = False, overlap: bool = False, slow: bool = False):
+def wrap(model: torch.nn.Module, fsdp: bool) -> torch.nn.Module:
+    """DDP, or FSDP2 (``fully_shard`` on each Linear, then the root): parameters sharded across ranks."""
+    if not fsdp:
+        return DDP(model)
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    return fully_shard(model)
+
+
+def setup(rank: int, world: int, same_seed: bool = False, overlap: bool = False, slow: bool = False,
+          fsdp: bool = False, plain: bool = False):
     torch.manual_seed(0)
-    model = DDP(BoringModel())
+    model = BoringModel() if plain else wrap(BoringModel(), fsdp)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     dataset = boring_dataset(96)
     if slow:
@@ -105,12 +123,22 @@ def bare(steps: int, model, optimizer, loss_fn, loader, sampler) -> None:
         epoch += 1
 
 
+def full_weights(model: torch.nn.Module) -> list[float]:
+    """Every rank: the unsharded parameters, in order (FSDP2 parameters are DTensors: gathered)."""
+    return torch.cat([p.detach().full_tensor().reshape(-1) for p in model.parameters()]).tolist()
+
+
 def main(mode: str, out: str, steps: int) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    fsdp = mode.startswith("fsdp-")
+    mode = mode.removeprefix("fsdp-")
+    per_rank_seed = mode.startswith("rankseed-")
+    mode = mode.removeprefix("rankseed-")
     model, optimizer, loss_fn, loader, sampler = setup(
-        rank, world, same_seed=mode in ("export", "resume", "baseline"), overlap=mode == "overlap",
-        slow=mode == "slowdata" and rank == 1)
+        rank, world, same_seed=mode in ("export", "resume", "baseline") and not per_rank_seed,
+        overlap=mode == "overlap",
+        slow=mode == "slowdata" and rank == 1, fsdp=fsdp, plain=mode == "solo")
     record = Record()
     report: dict = {"rank": rank, "pid": os.getpid()}
     if mode == "bare":
@@ -120,19 +148,26 @@ def main(mode: str, out: str, steps: int) -> None:
 
         from onthefly.distributed.parity import RankParity
 
-        budget = {"steer": {"max_steps": 10_000}, "export": {"max_steps": 10_000},
+        budget = {"steer": {"max_steps": 10_000}, "export": {"max_steps": 10_000}, "solo": {"max_steps": 10_000},
+                  "scheduled": {"max_steps": 10_000},
                   "epoch": {"max_epochs": 1}, "overlap": {"max_epochs": 1}}.get(mode, {"max_steps": steps})
         hooks = [record]
+        if mode == "scheduled":  # a checkpoint every 4 steps, each rank seeded its own way
+            from onthefly.sessions import Sessions
+
+            hooks.append(Sessions(every_n_steps=4, on_pause=False))
         if mode == "nudge":  # rank 1 moves one weight after step 12; parity is checked every 5 steps
             hooks += [RankParity(every=5), Nudge(rank, at_step=12)]
         trainer = Trainer("ddp", "native", port=0, verbose=False,
-                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata"),
-                          hooks=hooks, **budget)
+                          start_paused=mode in ("steer", "epoch", "nudge", "export", "overlap", "slowdata", "solo",
+                                                "scheduled"),
+                          hooks=hooks, distributed=mode != "solo", **budget)
         bundle = os.path.join(out, "..", "run.onthefly") if mode == "resume" else None
         result = trainer.fit(model, optimizer, loss_fn, loader, device="cpu", resume_from=bundle)
-        report.update(served=trainer.server is not None, steps=result.steps, pauses=record.pauses,
+        report.update(served=trainer.server is not None, world=trainer.world is not None, steps=result.steps, pauses=record.pauses,
                       lrs=record.lrs, server_code_loaded="onthefly.server.host" in sys.modules)
-    report["weights"] = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
+    report["weights"] = full_weights(model) if fsdp else torch.cat(
+        [p.detach().reshape(-1) for p in model.parameters()]).tolist()
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
     dist.destroy_process_group()

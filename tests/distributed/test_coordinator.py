@@ -7,7 +7,7 @@ import os
 
 from onthefly.client import connect, sample_arrays
 from onthefly.server.discovery import live_runs
-from onthefly.v1 import control_pb2, coordinator_pb2, coordinator_pb2_grpc, run_pb2, telemetry_pb2
+from onthefly.v1 import control_pb2, coordinator_pb2, coordinator_pb2_grpc, receipt_pb2, run_pb2, telemetry_pb2
 from support import wait_until
 
 T = telemetry_pb2
@@ -198,3 +198,58 @@ def test_tail_shows_one_ranks_events(ddp_job, capsys):
     out.extend(capsys.readouterr().out.splitlines())
     rows = [json.loads(line) for line in out]
     assert [(r["rank"], r["step"]) for r in rows] == [(1, s) for s in range(1, 7)]
+
+
+def test_a_rank_killed_mid_step_fails_the_run_and_rank0_still_exports(ddp_job, tmp_path, capsys):
+    import signal
+
+    from onthefly.cli.main import main as cli
+    from onthefly.v1 import sessions_pb2, sessions_pb2_grpc
+
+    job = ddp_job(2, "steer", separate=True)
+
+    def serving():
+        assert job.proc.poll() is None, job.log()
+        return live_runs()
+
+    runs = wait_until(serving, timeout=120, interval=0.1, what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        ranks = coordinator_pb2_grpc.CoordinatorServiceStub(client.channel)
+
+        def listed():
+            return ranks.ListRanks(coordinator_pb2.ListRanksRequest()).ranks
+
+        wait_until(lambda: listed()[1].state == coordinator_pb2.RANK_STATE_TRAINING, timeout=60, what="rank 1 to join")
+        stream = client.telemetry.Subscribe(T.SubscribeRequest(
+            from_latest=True, kinds=[T.EVENT_KIND_LOG, T.EVENT_KIND_LIFECYCLE]), timeout=120)
+        client.control.Resume(control_pb2.ResumeRequest())  # trains freely: the kill lands inside a step
+        wait_until(lambda: listed()[1].step >= 3, what="rank 1 to train 3 steps")
+        os.kill(job.ranks[1].pid, signal.SIGKILL)
+        job.ranks[1].wait(30)
+        events = []
+        for frame in stream:
+            events.extend(frame.events)
+            if any(e.WhichOneof("payload") == "lifecycle" and e.lifecycle.kind == T.LIFECYCLE_KIND_FAILED
+                   for e in frame.events):
+                break
+        stream.cancel()
+        lost = [e for e in events if e.WhichOneof("payload") == "log" and "rank 1" in e.log.message
+                and "was lost after step" in e.log.message]
+        failed = [e for e in events if e.WhichOneof("payload") == "lifecycle"
+                  and e.lifecycle.kind == T.LIFECYCLE_KIND_FAILED]
+        assert len(lost) == 1 and lost[0].log.level == T.LOG_LEVEL_ERROR, [e.log.message for e in events]
+        assert len(failed) == 1 and lost[0].seq < failed[0].seq  # the lost rank is said before the run's end
+        status = client.control.GetStatus(control_pb2.GetStatusRequest()).status
+        assert status.state == run_pb2.RUN_STATE_FAILED  # rank 0's API still answers after the failure
+        rank0, rank1 = listed()
+        assert rank1.state == coordinator_pb2.RANK_STATE_LOST
+        assert rank0.message.startswith("the run failed here: ")  # rank 0's own row says why it ended
+        capsys.readouterr()
+        assert cli(["--address", runs[0].address, "--token", runs[0].token, "ranks"]) == 2
+        assert "lost" in capsys.readouterr().out
+        bundle = tmp_path / "salvaged.onthefly"
+        sessions = sessions_pb2_grpc.SessionsServiceStub(client.channel)
+        exported = sessions.ExportSession(sessions_pb2.ExportSessionRequest(path=str(bundle)), timeout=60)
+        assert exported.receipt.status == receipt_pb2.RECEIPT_STATUS_APPLIED
+        assert exported.bundle.step == status.step and bundle.exists()
+    assert job.proc.wait(120) != 0, job.log()  # fit raised the collective's error: the script failed

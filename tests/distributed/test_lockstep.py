@@ -1,4 +1,4 @@
-"""The native Trainer under torchrun (CPU, gloo): same weights as a bare DDP loop; rank 0 alone serves;
+"""The native Trainer under torchrun (CPU, gloo): same weights as a bare DDP (or FSDP2) loop; rank 0 alone serves;
 rank 0's decisions (pause, step N, set lr, stop) land on the same step on every rank."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ PAUSED = run_pb2.RUN_STATE_PAUSED
 APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
 
 
-def test_ddp_weights_are_bit_identical_with_and_without_onthefly(ddp_job):
-    bare = ddp_job(2, "bare", "30", name="bare")
+@pytest.mark.parametrize("kind", ["", "fsdp-"], ids=["ddp", "fsdp"])
+def test_weights_are_bit_identical_with_and_without_onthefly(ddp_job, kind):
+    bare = ddp_job(2, f"{kind}bare", "30", name="bare")
     bare_ranks = bare.wait()
-    hosted = ddp_job(2, "trainer", "30", name="trainer")
+    hosted = ddp_job(2, f"{kind}trainer", "30", name="trainer")
     hosted_ranks = hosted.wait()
     assert [r["served"] for r in hosted_ranks] == [True, False]
     assert [r["steps"] for r in hosted_ranks] == [30, 30]
@@ -96,3 +97,30 @@ def test_health_checks_on_rank0_alone_leave_ddp_in_step(ddp_job):
         control.Stop(control_pb2.StopRequest())
     ranks = job.wait()
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def test_a_command_that_runs_an_fsdp_model_on_rank0_alone_is_refused_not_hung(ddp_job):
+    from onthefly.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+
+    job = ddp_job(2, "fsdp-steer")
+    runs = wait_until(lambda: job.proc.poll() is None and live_runs(), timeout=120, interval=0.1,
+                      what="rank 0 to serve")
+    with connect(address=runs[0].address, token=runs[0].token) as client:
+        control = client.control
+
+        def status():
+            return control.GetStatus(control_pb2.GetStatusRequest()).status
+
+        control.Step(control_pb2.StepRequest(steps=3))
+        wait_until(lambda: status().state == PAUSED and status().step == 3, what="3 steps")
+        health = diagnostics_pb2_grpc.DiagnosticsServiceStub(client.channel)
+        report = health.RunHealthCheck(diagnostics_pb2.RunHealthCheckRequest(
+            checks=[diagnostics_pb2.HEALTH_CHECK_GRADIENTS]), timeout=120)
+        assert report.receipt.status == APPLIED and report.receipt.applied_step == 3
+        messages = [f.message for f in report.findings]
+        assert any("sharded across ranks (FSDP)" in m for m in messages), messages
+        control.Step(control_pb2.StepRequest(steps=2))  # every rank still trains in step
+        wait_until(lambda: status().state == PAUSED and status().step == 5, what="2 more steps after the check")
+        control.Stop(control_pb2.StopRequest())
+    ranks = job.wait()
+    assert ranks[0]["weights"] == ranks[1]["weights"] and [r["steps"] for r in ranks] == [5, 5]
