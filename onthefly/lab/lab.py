@@ -527,7 +527,10 @@ class ReadSample(Command):
     def apply(self, ctx: "LoopContext") -> SampleInput:
         import torch
 
-        item = self._dataset(ctx)[self.index]
+        from onthefly.lab.rng import kept_rng
+
+        with kept_rng():  # the user's augmentations draw here: the run's own draws must not move
+            item = self._dataset(ctx)[self.index]
         x, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, None)
         if not isinstance(x, (torch.Tensor, np.ndarray)):
             raise CommandRejected(f"sample {self.index}'s input is a {type(x).__name__}, not a tensor or array")
