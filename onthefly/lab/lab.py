@@ -460,6 +460,7 @@ class ScorePass(Command):
         _embedding_layer(ctx.model, self.layer)  # InvalidArgument naming the layers when it does not exist
 
     def apply(self, ctx: "LoopContext") -> ScoreResult:
+        _import_discovery_libraries()
         tables = {}
         for split in self.splits:
             loader = getattr(ctx, f"{split}_loader", None)
@@ -585,6 +586,21 @@ def _score_split(lab: Lab, ctx: "LoopContext", loader: Any, split: str, layer: s
     if x is not None and len(x) != len(table):
         x = None
     return Scored(table, x, time.perf_counter() - started)
+
+
+def _import_discovery_libraries() -> None:
+    """Import what region discovery uses here, on the training thread with every RNG given back. Discovery
+    runs on the lab's worker thread while training goes on, and importing scikit-learn's clustering imports
+    modules that draw from Python's global ``random`` (rich's style ids): done there, the first discovery
+    would move the run's own draws. A discovery needs a scoring pass first, so this runs before it."""
+    from onthefly.lab.rng import kept_rng
+
+    with kept_rng():
+        try:
+            import cleanlab.filter  # noqa: F401
+            import sklearn.cluster  # noqa: F401
+        except ImportError:  # discovery says what is missing when it runs
+            pass
 
 
 def _check_split(split: str) -> str:
