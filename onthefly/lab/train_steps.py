@@ -11,8 +11,9 @@ Batches are drawn from a ``Mix``: pools of base indices, each filling a fixed fr
 (``uniform``: one pool, reshuffled each pass like ``shuffle=True``; ``upsample``: a focus set fills a
 fraction of each batch, the rest comes from all data; ``weighted``: sampling with replacement in
 proportion to per-sample weights). Sampling uses its own seeded generators; with ``isolate_rng`` the
-global torch RNG (dropout) is seeded for the run and restored afterwards, so the user's run draws the
-same random numbers as if nothing had happened.
+global RNGs (torch for dropout; torch, numpy and ``random`` for the user's dataset augmentations) are
+seeded for the run and restored afterwards, so the user's run draws the same random numbers as if nothing
+had happened.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from onthefly.lab.budget import Ledger
+from onthefly.lab.rng import kept_rng
 from onthefly.runtime.errors import InvalidArgument
 from onthefly.runtime.loader_tap import base_index_map
 from onthefly.trainer.forward import Forward, to_device
@@ -255,7 +257,7 @@ def train_steps(
     stopped = False
     model.train()
     try:
-        with _seeded_torch(seed, device) if isolate_rng else contextlib.nullcontext():
+        with kept_rng(seed) if isolate_rng else contextlib.nullcontext():
             for index in plan:
                 batch = to_device(data.batch(index), device)
                 optimizer.zero_grad(set_to_none=True)
@@ -274,15 +276,6 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         model.train(was_training)
     return TrainReport(spent, steps, total / max(spent, 1), last, stopped)
-
-
-@contextlib.contextmanager
-def _seeded_torch(seed: int, device: torch.device):
-    """Seed torch's global RNG for the lab's own training and give the caller's state back afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-        torch.manual_seed(seed)
-        yield
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

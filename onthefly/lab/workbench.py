@@ -39,6 +39,7 @@ from onthefly.lab.fork import ForkSpec, Specialist, fork_specialists, has_stocha
 from onthefly.lab.lineage import Lineage
 from onthefly.lab.recommend import Recommendation, recommend
 from onthefly.lab.resolutions import MENU, ForkPoint, Menu, Resolution, run_menu
+from onthefly.lab.rng import kept_rng
 from onthefly.lab.scoring import state_dict_hash
 from onthefly.lab.train_steps import DataSource, clone_model, clone_optimizer, loader_base_indices
 from onthefly.runtime.commands import Command, ReceiptStatus
@@ -383,7 +384,8 @@ class ForkCommand(Command):
 
     def apply(self, ctx: "LoopContext") -> ForkResult:
         try:
-            return self.bench._fork_now(ctx, self)
+            with kept_rng():  # the user's dataset augments as the copies are made and trained
+                return self.bench._fork_now(ctx, self)
         except (NotFound, BudgetExceeded, InvalidArgument, FailedPrecondition) as exc:
             raise CommandRejected(str(exc)) from None
 
@@ -418,7 +420,8 @@ class CompareCommand(Command):
 
     def apply(self, ctx: "LoopContext") -> Any:
         try:
-            return self.bench._compare_now(ctx, self)
+            with kept_rng():  # val/test are read through the user's dataset (and its augmentations) here
+                return self.bench._compare_now(ctx, self)
         except (NotFound, BudgetExceeded, InvalidArgument, FailedPrecondition) as exc:
             raise CommandRejected(str(exc)) from None
 

@@ -1,6 +1,6 @@
 """The lab's own work on the training thread leaves the user's random numbers alone, even when the user's
-dataset draws from every global RNG (augmentations): reading a sample for the dashboard at a step boundary
-ends the run with the same weights as a run without it."""
+dataset draws from every global RNG (augmentations): reading a sample for the dashboard, a fork and a
+comparison at a step boundary end the run with the same weights as a run without them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from torch.utils.data import DataLoader, Dataset, random_split
 from onthefly import Trainer
 from onthefly.demos.boring import BoringModel, boring_dataset
 from onthefly.sessions import Sessions
-from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc
+from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc, receipt_pb2
+from onthefly.v1 import lab_resolutions_pb2 as pb
+from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
 from support import wait_until
+
+APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
 
 
 class Jittered(Dataset):
@@ -69,3 +73,19 @@ def test_reading_samples_leaves_the_runs_numbers_unchanged(live_run, tmp_path):
     untouched = _final_weights(live_run, tmp_path / "a", lambda run: None)
     assert _same(untouched, _final_weights(live_run, tmp_path / "b", read_samples))
 
+
+def test_a_fork_and_a_comparison_leave_an_augmenting_runs_numbers_unchanged(live_run, tmp_path):
+    def discover(run):
+        lab = lab_pb2_grpc.LabServiceStub(run.client.channel)
+        assert lab.Score(lab_pb2.ScoreRequest()).receipt.status == APPLIED
+        assert lab.DiscoverRegions(lab_pb2.DiscoverRegionsRequest(k=3, ratio=1.0, seed=0)).discovery.regions
+
+    def fork_and_compare(run):
+        discover(run)
+        res = pb_grpc.ResolutionServiceStub(run.client.channel)
+        assert res.Fork(pb.ForkRequest(region_ids=["r1"], budget=40)).receipt.status == APPLIED
+        compared = res.Compare(pb.CompareRequest(extra=40, resolutions=["continue", "fork-route"]))
+        assert compared.receipt.status == APPLIED, compared.receipt.reason
+
+    untouched = _final_weights(live_run, tmp_path / "a", discover)
+    assert _same(untouched, _final_weights(live_run, tmp_path / "b", fork_and_compare))
