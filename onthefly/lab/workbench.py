@@ -24,6 +24,7 @@ comparison asking for more is refused (``BudgetExceeded``) before anything is co
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import threading
 import time
 from dataclasses import dataclass
@@ -303,7 +304,9 @@ class Workbench:
                 raise CommandRejected(f"resolution {cmd.resolution}'s weights do not fit the live model: "
                                       f"{str(exc).splitlines()[0]}") from None
             if resolution.optimizer is not None:
-                ctx.optimizer.load_state_dict(resolution.optimizer.state_dict())
+                # A copy: load_state_dict keeps tensors that already fit (same device and dtype), so the live
+                # optimizer's in-place updates would otherwise run on the resolution's own state.
+                ctx.optimizer.load_state_dict(copy.deepcopy(resolution.optimizer.state_dict()))
             record = self._record(ctx, resolution, replaced, "weights", None)
             built = self.comparison().step
             message = (f"swapped in {resolution.name}'s weights ({resolution.state_hash[:12]}) "
