@@ -19,6 +19,7 @@ import importlib
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 
 from onthefly.v1 import lab_pb2, lab_pb2_grpc, receipt_pb2
@@ -146,10 +147,15 @@ def _output_path(args) -> Path:
 def cmd_export(args) -> int:
     path = _output_path(args)
     request = lab_pb2.ExportSliceRequest(name=args.name, format=FORMATS[args.format], columns=args.columns or [])
-    partial = path.with_name(path.name + ".partial")
+    # A new file of our own beside the target (never a name a user's file may have), renamed when complete:
+    # on failure only that file is removed.
+    try:
+        fd, partial = _new_file(path.parent, f".{path.name}.", ".partial")
+    except OSError as exc:
+        raise _fail(f"cannot write in {path.parent}: {exc.strerror}") from None
     rows = size = 0
     try:
-        with _client(args) as client, open(partial, "wb") as f:
+        with os.fdopen(fd, "wb") as f, _client(args) as client:
             for i, chunk in enumerate(_stub(client).ExportSlice(request, timeout=args.timeout)):
                 if i == 0:
                     rows = chunk.rows
@@ -162,6 +168,16 @@ def cmd_export(args) -> int:
     _print(args, {"name": args.name, "path": str(path), "rows": rows, "bytes": size, "format": args.format},
            f"exported {args.name}: {rows} samples to {path} ({args.format}, {size} bytes)")
     return 0
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """(descriptor, path) of a file this call created (O_EXCL), with the mode open() would give it."""
+    while True:
+        candidate = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), candidate
+        except FileExistsError:
+            continue
 
 
 def cmd_import(args) -> int:
