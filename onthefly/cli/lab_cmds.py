@@ -15,6 +15,7 @@ streams the slice's bytes and this command writes the file you name (refusing to
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
@@ -310,6 +311,17 @@ def cmd_sample(args) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _count(text: str) -> int:
+    """An argparse type for the unsigned 32-bit counts of the contract (0: the server's default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {2**32 - 1}, got {value}")
+    return value
+
+
 def register(subparsers) -> None:
     """Add `onthefly lab ...` to the CLI's subcommands."""
     lab = subparsers.add_parser("lab", help="find where the model fails: scoring, regions, slices, statistics",
@@ -329,9 +341,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
 
     p = add("regions", "discover error regions in the latest train scoring pass", cmd_regions)
-    p.add_argument("--k", type=int, default=0, help="k-means clusters (default 8)")
+    p.add_argument("--k", type=_count, default=0, help="k-means clusters (default 8)")
     p.add_argument("--ratio", type=float, default=0.0, help="minimum mean loss over the overall mean (default: the server's, 1.5)")
-    p.add_argument("--max-regions", type=int, default=0, help="regions kept at most (default 4)")
+    p.add_argument("--max-regions", type=_count, default=0, help="regions kept at most (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embedding-only", action="store_true", help="cluster the embedding alone")
     p.add_argument("--inputs-only", action="store_true", help="cluster the inputs alone")
@@ -372,7 +384,7 @@ def register(subparsers) -> None:
     p = add("hist", "histogram of per-sample losses, computed on the server", cmd_hist)
     p.add_argument("--split", choices=SPLITS, default="train")
     p.add_argument("--scope", choices=SCOPES, default="latest")
-    p.add_argument("--bins", type=int, default=20)
+    p.add_argument("--bins", type=_count, default=20)
     p.add_argument("--log", action="store_true", help="geometric bins")
 
     p = add("quantiles", "loss quantiles (KLL sketch over the run/epoch/evaluation, or exact latest)", cmd_quantiles)
@@ -382,7 +394,7 @@ def register(subparsers) -> None:
 
     p = add("top", "the highest-loss samples, one row per sample", cmd_top)
     p.add_argument("--split", choices=SPLITS, default="train")
-    p.add_argument("-k", type=int, default=20)
+    p.add_argument("-k", type=_count, default=20)
     p.add_argument("--by-mean", action="store_true", help="rank by mean loss over the run, not the latest")
     p.add_argument("--smallest", action="store_true", help="the lowest-loss samples instead")
 

@@ -42,3 +42,12 @@ def test_a_failed_export_leaves_the_users_files_alone(run, capsys, tmp_path):
     assert code == 1 and "NOT_FOUND" in err
     assert mine.read_text() == "my notes" and not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["r1.parquet.partial"]
+
+
+@pytest.mark.parametrize("argv", [("regions", "--k", "-1"), ("regions", "--max-regions", "-2"),
+                                  ("regions", "--k", str(2**32)), ("hist", "--bins", "-5"), ("top", "-k", "-3")])
+def test_a_negative_or_huge_count_is_a_usage_error(run, capsys, argv):
+    with pytest.raises(SystemExit) as done:
+        _cli(capsys, run, *argv)
+    assert done.value.code == 2
+    assert f"argument {argv[1]}" in capsys.readouterr().err
