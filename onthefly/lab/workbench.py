@@ -24,11 +24,12 @@ comparison asking for more is refused (``BudgetExceeded``) before anything is co
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -387,7 +388,8 @@ class ForkCommand(Command):
 
     def apply(self, ctx: "LoopContext") -> ForkResult:
         try:
-            with kept_rng():  # the user's dataset augments as the copies are made and trained
+            # the user's dataset augments as the copies are made and trained; each module keeps its own mode
+            with kept_rng(), kept_modes(ctx.model):
                 return self.bench._fork_now(ctx, self)
         except (NotFound, BudgetExceeded, InvalidArgument, FailedPrecondition) as exc:
             raise CommandRejected(str(exc)) from None
@@ -423,7 +425,10 @@ class CompareCommand(Command):
 
     def apply(self, ctx: "LoopContext") -> Any:
         try:
-            with kept_rng():  # val/test are read through the user's dataset (and its augmentations) here
+            # val/test are read through the user's dataset (and its augmentations) here; the merges and the cost
+            # measurement switch the live model to eval and back with model.train(flag), which would unfreeze
+            # a submodule the user keeps in eval (a frozen BatchNorm)
+            with kept_rng(), kept_modes(ctx.model):
                 return self.bench._compare_now(ctx, self)
         except (NotFound, BudgetExceeded, InvalidArgument, FailedPrecondition) as exc:
             raise CommandRejected(str(exc)) from None
@@ -457,6 +462,17 @@ class ApplyResolution(Command):
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def kept_modes(model: torch.nn.Module) -> Iterator[None]:
+    """Every submodule's own train/eval flag as it was before the block."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def workbench_of(lab: "Lab", allowed: int | None = None) -> Workbench:
     """The run's Workbench, created on first use (kept in the loop context's feature state)."""
     ctx = lab.ctx

@@ -55,3 +55,26 @@ def test_applying_twice_installs_the_same_optimizer_state(live_run, tmp_path):
     second = res.Apply(pb.ApplyRequest(resolution="continue", confirm=True))
     assert second.receipt.status == APPLIED and second.state_hash == first.state_hash
     assert _equal_states(optimizer.state_dict(), installed)
+
+
+def test_a_comparison_gives_back_each_modules_train_flag(live_run, tmp_path):
+    """A user who freezes a BatchNorm layer (eval inside a training model) finds it frozen after a comparison:
+    the comparison's cost measurement and Fisher merge must not flatten the live model's modes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 24), nn.BatchNorm1d(24), nn.ReLU(), nn.Linear(24, 3))
+    model[1].eval()  # frozen statistics, the rest trains
+    train, val = random_split(boring_dataset(300, seed=2), [0.7, 0.3], generator=torch.Generator().manual_seed(0))
+    trainer = Trainer("t", "modes", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
+    run = live_run(trainer, model, torch.optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
+                   DataLoader(train, batch_size=20, shuffle=True), val_loader=DataLoader(val, batch_size=64))
+    _steps(run, 5)
+    lab = lab_pb2_grpc.LabServiceStub(run.client.channel)
+    assert lab.Score(lab_pb2.ScoreRequest()).receipt.status == APPLIED
+    assert lab.DiscoverRegions(lab_pb2.DiscoverRegionsRequest(k=3, ratio=1.0, seed=0)).discovery.regions
+    res = pb_grpc.ResolutionServiceStub(run.client.channel)
+    modes = [m.training for m in model.modules()]
+    assert res.Fork(pb.ForkRequest(region_ids=["r1"], budget=40)).receipt.status == APPLIED
+    compared = res.Compare(pb.CompareRequest(extra=400, resolutions=["continue", "merge-fisher"]))
+    assert compared.receipt.status == APPLIED, compared.receipt.reason
+    assert [m.training for m in model.modules()] == modes
