@@ -255,7 +255,14 @@ class Lab(RunHook):
                 del self._region_sets[:-8]
             return regions
 
-        return self._worker.submit(work).result(timeout)
+        future = self._worker.submit(work)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:  # the work goes on and is kept when done
+            raise FailedPrecondition(
+                f"the discovery (k-means over {len(scored.table)} samples) is still running after {timeout:g}s; "
+                "it is kept when it finishes: list it with `onthefly lab regions --latest`, or wait longer "
+                "(--timeout)") from None
 
     def regions(self) -> "RegionSet":
         """The latest discovery; FailedPrecondition when none ran yet."""
