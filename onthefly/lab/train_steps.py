@@ -251,11 +251,14 @@ def train_steps(
     forward = Forward(loss_fn, step_fn, per_sample=False)
     device = torch.device(device) if device is not None else _model_device(model)
     plan = batch_plan(mix, sample_gradients, data.batch_size, seed)
-    was_training = model.training
+    # Train as the run trains: a model in training mode keeps each submodule's own flag (a BatchNorm the user
+    # froze stays frozen); one in eval mode is switched to training as a whole. Every flag is given back.
+    modes = [(m, m.training) for m in model.modules()]
     spent = steps = 0
     total = last = 0.0
     stopped = False
-    model.train()
+    if not model.training:
+        model.train()
     try:
         with kept_rng(seed) if isolate_rng else contextlib.nullcontext():
             for index in plan:
@@ -274,7 +277,8 @@ def train_steps(
                     break
     finally:
         optimizer.zero_grad(set_to_none=True)
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return TrainReport(spent, steps, total / max(spent, 1), last, stopped)
 
 
@@ -296,7 +300,9 @@ def clone_model(model: torch.nn.Module, factory: Callable[[], torch.nn.Module] |
             raise InvalidArgument(f"the model factory returned {type(clone).__name__}, not an nn.Module")
         clone.load_state_dict(model.state_dict())
         clone.to(_model_device(model))
-    clone.train(model.training)
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, module in clone.named_modules():  # each submodule's own flag (a frozen BatchNorm stays frozen)
+        module.training = modes.get(name, model.training)
     return clone
 
 
