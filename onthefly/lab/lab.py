@@ -396,16 +396,17 @@ class Lab(RunHook):
         table = self.table(found.split) if scores else None  # FailedPrecondition: score first
         with self._lock:
             regions = self._region_sets[-1] if self._region_sets else None
-        history = self._loss_histories(found.indices) if "loss_history" in chosen else None
+        history = self._loss_histories(found.indices, found.split) if "loss_history" in chosen else None
         return slices.slice_table(found.indices, found.split, table=table, regions=regions, loss_history=history,
                                   columns=chosen)
 
-    def _loss_histories(self, index: np.ndarray) -> list[list[float]]:
-        """Each index's train losses in step order (empty lists without a history)."""
+    def _loss_histories(self, index: np.ndarray, split: str) -> list[list[float]]:
+        """Each index's losses in ``split`` in step order (train: every step it was trained on; val/test: every
+        evaluation), empty lists without a history. Base indices name samples of their own split's dataset."""
         if not self.history.enabled:
             return [[] for _ in index]
         self.sync_bus()
-        table = self.history.table("train", indices=index)  # sorted by (index, step)
+        table = self.history.table(split, indices=index)  # sorted by (index, step)
         rows = table.column("index").to_numpy()
         loss = table.column("loss").to_numpy()
         starts = np.searchsorted(rows, index)
