@@ -105,9 +105,11 @@ class Lab(RunHook):
         self._verdicts: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> noise.RegionVerdict
         self._steps: dict[int, int] = {}  # id(RegionSet) -> training step of the scoring pass it came from
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
+        self._loop_thread: int | None = None  # the training thread (hooks run on it)
 
     # -- binding ---------------------------------------------------------------------------------
     def on_fit_start(self, ctx: "LoopContext") -> None:
+        self._loop_thread = threading.get_ident()
         self.bind(ctx)
 
     def bind(self, ctx: "LoopContext") -> None:
@@ -149,7 +151,13 @@ class Lab(RunHook):
             session.history_writers.append(self.history)
 
     def on_epoch_start(self, ctx: "LoopContext") -> None:
+        self._loop_thread = threading.get_ident()  # a Lab added once fit has started (a served run's) learns it here
         self._attach_history()
+
+    def on_training_thread(self) -> bool:
+        """True when called from the run's training thread (a hook): a command queued there would wait for
+        the very thread that waits for it, so the lab's blocking calls apply it at once instead."""
+        return self._loop_thread is not None and self._loop_thread == threading.get_ident()
 
     def on_fit_end(self, ctx: "LoopContext", error: BaseException | None) -> None:
         # The run's end waits for no disk write: the last rows go to the writer (queries read them from memory
@@ -184,7 +192,7 @@ class Lab(RunHook):
         command = self.score_command(splits, layer=layer, seed=seed)
         ctx = self.ctx
         control = ctx.run.control
-        if control.finished:  # fit is over: the model is free, score it here
+        if control.finished or self.on_training_thread():  # fit is over, or a hook calls: score it here
             command.check(control)
             return command.apply(ctx)
         pending = control.submit(command)

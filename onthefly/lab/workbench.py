@@ -162,6 +162,9 @@ class Workbench:
     # -- commands ----------------------------------------------------------------------------------
     def _submit(self, command: Command, timeout: float | None) -> Any:
         control = self.lab.ctx.run.control
+        if self.lab.on_training_thread() and not control.finished:  # a hook: this thread is the boundary
+            command.check(control)
+            return command.apply(self.lab.ctx)
         pending = control.submit(command)
         receipt = pending.wait(timeout)
         if receipt.status is ReceiptStatus.REJECTED:
