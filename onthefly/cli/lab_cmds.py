@@ -138,6 +138,8 @@ def cmd_show(args) -> int:
 
 def _output_path(args) -> Path:
     path = Path(args.output).expanduser()
+    if path.is_dir():
+        raise _fail(f"{path} is a folder; name the file to write, e.g. -o {path / ('slice.' + args.format)}")
     if path.exists() and not args.force:
         raise _fail(f"{path} already exists; choose another -o or pass --force to replace it")
     if not path.parent.is_dir():
@@ -162,7 +164,10 @@ def cmd_export(args) -> int:
                     rows = chunk.rows
                 f.write(chunk.data)
                 size += len(chunk.data)
-        os.replace(partial, path)
+        try:
+            os.replace(partial, path)
+        except OSError as exc:
+            raise _fail(f"cannot write {path}: {exc.strerror}") from None
     finally:
         if partial.exists():
             partial.unlink()

@@ -51,3 +51,16 @@ def test_a_negative_or_huge_count_is_a_usage_error(run, capsys, argv):
         _cli(capsys, run, *argv)
     assert done.value.code == 2
     assert f"argument {argv[1]}" in capsys.readouterr().err
+
+
+def test_exporting_onto_a_folder_is_a_clear_error(run, capsys, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("mine")
+    assert _cli(capsys, run, "select", "top", "--band", "0.5", "1")[0] == 1  # no scoring pass yet
+    assert _cli(capsys, run, "score")[0] == 0
+    assert _cli(capsys, run, "select", "top", "--band", "0.5", "1")[0] == 0
+    code, _, err = _cli(capsys, run, "export", "top", "-o", str(folder), "--force")
+    assert code == 1 and "is a folder" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "onthefly-run", "store"]
