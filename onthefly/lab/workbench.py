@@ -476,12 +476,19 @@ def kept_modes(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
+_CREATING = threading.Lock()  # one Workbench per run, whichever RPC threads ask for it first
+
+
 def workbench_of(lab: "Lab", allowed: int | None = None) -> Workbench:
-    """The run's Workbench, created on first use (kept in the loop context's feature state)."""
+    """The run's Workbench, created on first use (kept in the loop context's feature state). Safe to call
+    concurrently: every caller gets the same one."""
     ctx = lab.ctx
     bench = ctx.extras.get(EXTRAS_KEY)
     if bench is None:
-        bench = ctx.extras[EXTRAS_KEY] = Workbench(lab, allowed)
+        with _CREATING:
+            bench = ctx.extras.get(EXTRAS_KEY)
+            if bench is None:
+                bench = ctx.extras[EXTRAS_KEY] = Workbench(lab, allowed)
     return bench
 
 
