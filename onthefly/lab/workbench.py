@@ -527,14 +527,10 @@ def _shared_spend(menu: Menu) -> int:
 
 
 def _noisy(lab: "Lab", regions: Any) -> frozenset[str]:
-    """Regions lab-discover's noise verdict flags (none when that check is not available)."""
-    try:
-        from onthefly.lab import noise
-    except ImportError:
-        return frozenset()
-    verdicts = noise.region_verdicts(lab.table("train"), regions, x=lab.scored("train").inputs,
-                                     seed=regions.seed)
-    return frozenset(v.region_id for v in verdicts if v.noisy)
+    """The regions the discovery's own noise verdicts flag: the ones the regions table shows. (Checking again
+    here would use other features when the discovery left the inputs out, or a newer scoring pass, and could
+    disagree with what the user read; it would also repeat a cross-validated check on the training thread.)"""
+    return frozenset(region_id for region_id, verdict in lab.verdicts(regions).items() if verdict.noisy)
 
 
 def _split_arrays(loader: Any, split: str) -> tuple[torch.Tensor, np.ndarray]:
