@@ -361,6 +361,9 @@ class ForkCommand(Command):
             raise InvalidArgument(f"the budget must be a positive number of sample-gradients, got {budget!r}")
         if not 0.0 <= replay_fraction < 1.0:
             raise InvalidArgument(f"the replay fraction must be in [0, 1), got {replay_fraction}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
+                                     or patience < 1):
+            raise InvalidArgument(f"patience must be a whole number of passes >= 1 (or unset), got {patience!r}")
         self.bench, self.region_ids, self.budget = bench, region_ids, int(budget)
         self.replay_fraction, self.patience, self.background, self.seed = replay_fraction, patience, background, seed
         self.checkpoint_id = checkpoint_id
