@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, random_split
 from onthefly import Trainer
 from onthefly.demos.boring import boring_dataset
 from onthefly.lab import noise
+from onthefly.sessions import Sessions
 from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc, receipt_pb2
 from onthefly.v1 import lab_resolutions_pb2 as pb
 from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
@@ -19,11 +20,12 @@ from support import wait_until
 APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
 
 
-def test_the_menu_blocks_what_the_regions_table_flagged(live_run, monkeypatch):
+def test_the_menu_blocks_what_the_regions_table_flagged(live_run, monkeypatch, tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3))
     train, val = random_split(boring_dataset(300, seed=2), [0.7, 0.3], generator=torch.Generator().manual_seed(0))
-    trainer = Trainer("t", "verdicts", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False)
+    trainer = Trainer("t", "verdicts", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, torch.optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
                    DataLoader(train, batch_size=20, shuffle=True), val_loader=DataLoader(val, batch_size=64))
     run.client.control.Step(control_pb2.StepRequest(steps=10))

@@ -13,14 +13,16 @@ from onthefly.demos.boring import BoringModel, boring_dataset
 from onthefly.lab.lab import lab_of
 from onthefly.runtime.errors import FailedPrecondition
 from onthefly.server.status import status_of
+from onthefly.sessions import Sessions
 from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc
 from support import wait_until
 
 
-def test_a_discovery_past_its_timeout_is_a_clear_error(live_run):
+def test_a_discovery_past_its_timeout_is_a_clear_error(live_run, tmp_path):
     torch.manual_seed(0)
     model = BoringModel()
-    trainer = Trainer("t", "timeout", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False)
+    trainer = Trainer("t", "timeout", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
                    DataLoader(boring_dataset(200), batch_size=20, shuffle=True))
     run.client.control.Step(control_pb2.StepRequest(steps=3))

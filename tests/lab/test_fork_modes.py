@@ -11,6 +11,7 @@ from onthefly import Trainer
 from onthefly.demos.boring import boring_dataset
 from onthefly.lab.lab import lab_of
 from onthefly.lab.workbench import workbench_of
+from onthefly.sessions import Sessions
 from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc, receipt_pb2
 from onthefly.v1 import lab_resolutions_pb2 as pb
 from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
@@ -19,11 +20,12 @@ from support import wait_until
 APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
 
 
-def test_a_specialist_keeps_a_frozen_batchnorm_frozen(live_run):
+def test_a_specialist_keeps_a_frozen_batchnorm_frozen(live_run, tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 24), nn.BatchNorm1d(24), nn.ReLU(), nn.Linear(24, 3))
     model[1].eval()  # frozen statistics, the rest trains
-    trainer = Trainer("t", "modes", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False)
+    trainer = Trainer("t", "modes", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, torch.optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
                    DataLoader(boring_dataset(200, seed=2), batch_size=20, shuffle=True))
     run.client.control.Step(control_pb2.StepRequest(steps=5))

@@ -1,5 +1,5 @@
-"""The lab's blocking Python calls (score, a fork) work from the training thread itself (a user's hook): they run at once
-instead of queueing a command for the very thread that waits for it, which would wait forever."""
+"""The lab's blocking Python calls (score, a fork) work from the training thread itself (a user's hook): they
+run at once instead of queueing a command for the very thread that waits for it, which would wait forever."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from onthefly.demos.boring import BoringModel, boring_dataset
 from onthefly.lab.lab import Lab
 from onthefly.lab.workbench import workbench_of
 from onthefly.runtime.hooks import RunHook
+from onthefly.sessions import Sessions
 
 
 class ScoreEveryThirdStep(RunHook):
@@ -28,12 +29,13 @@ class ScoreEveryThirdStep(RunHook):
             self.forked = workbench_of(self.lab).fork(["r1"], budget=20).ids
 
 
-def test_scoring_from_a_hook_on_the_training_thread():
+def test_scoring_from_a_hook_on_the_training_thread(tmp_path):
     torch.manual_seed(0)
     lab = Lab()
     hook = ScoreEveryThirdStep(lab)
     model = BoringModel()
-    trainer = Trainer("t", "hook", max_epochs=2, seed=0, serve=False, verbose=False, hooks=[lab, hook])
+    trainer = Trainer("t", "hook", max_epochs=2, seed=0, serve=False, verbose=False,
+                      hooks=[lab, hook, Sessions(store=tmp_path / "store", on_pause=False)])
     fit = threading.Thread(target=trainer.fit, daemon=True,
                            args=(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
                                  DataLoader(boring_dataset(60), batch_size=20)))

@@ -13,14 +13,16 @@ from onthefly import Trainer
 from onthefly.demos.boring import BoringModel, boring_dataset
 from onthefly.lab import workbench
 from onthefly.lab.lab import lab_of
+from onthefly.sessions import Sessions
 from onthefly.v1 import control_pb2
 from support import wait_until
 
 
-def test_two_first_callers_get_the_same_workbench(live_run, monkeypatch):
+def test_two_first_callers_get_the_same_workbench(live_run, monkeypatch, tmp_path):
     torch.manual_seed(0)
     model = BoringModel()
-    trainer = Trainer("t", "bench", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False)
+    trainer = Trainer("t", "bench", max_steps=100_000, seed=0, port=0, start_paused=True, verbose=False,
+                      hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
                    DataLoader(boring_dataset(60), batch_size=20))
     run.client.control.Step(control_pb2.StepRequest(steps=1))
