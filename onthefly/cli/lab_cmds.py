@@ -15,10 +15,12 @@ streams the slice's bytes and this command writes the file you name (refusing to
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 
 from onthefly.v1 import lab_pb2, lab_pb2_grpc, receipt_pb2
@@ -136,6 +138,8 @@ def cmd_show(args) -> int:
 
 def _output_path(args) -> Path:
     path = Path(args.output).expanduser()
+    if path.is_dir():
+        raise _fail(f"{path} is a folder; name the file to write, e.g. -o {path / ('slice.' + args.format)}")
     if path.exists() and not args.force:
         raise _fail(f"{path} already exists; choose another -o or pass --force to replace it")
     if not path.parent.is_dir():
@@ -146,22 +150,40 @@ def _output_path(args) -> Path:
 def cmd_export(args) -> int:
     path = _output_path(args)
     request = lab_pb2.ExportSliceRequest(name=args.name, format=FORMATS[args.format], columns=args.columns or [])
-    partial = path.with_name(path.name + ".partial")
+    # A new file of our own beside the target (never a name a user's file may have), renamed when complete:
+    # on failure only that file is removed.
+    try:
+        fd, partial = _new_file(path.parent, f".{path.name}.", ".partial")
+    except OSError as exc:
+        raise _fail(f"cannot write in {path.parent}: {exc.strerror}") from None
     rows = size = 0
     try:
-        with _client(args) as client, open(partial, "wb") as f:
+        with os.fdopen(fd, "wb") as f, _client(args) as client:
             for i, chunk in enumerate(_stub(client).ExportSlice(request, timeout=args.timeout)):
                 if i == 0:
                     rows = chunk.rows
                 f.write(chunk.data)
                 size += len(chunk.data)
-        os.replace(partial, path)
+        try:
+            os.replace(partial, path)
+        except OSError as exc:
+            raise _fail(f"cannot write {path}: {exc.strerror}") from None
     finally:
         if partial.exists():
             partial.unlink()
     _print(args, {"name": args.name, "path": str(path), "rows": rows, "bytes": size, "format": args.format},
            f"exported {args.name}: {rows} samples to {path} ({args.format}, {size} bytes)")
     return 0
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """(descriptor, path) of a file this call created (O_EXCL), with the mode open() would give it."""
+    while True:
+        candidate = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), candidate
+        except FileExistsError:
+            continue
 
 
 def cmd_import(args) -> int:
@@ -294,6 +316,17 @@ def cmd_sample(args) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+def _count(text: str) -> int:
+    """An argparse type for the unsigned 32-bit counts of the contract (0: the server's default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {2**32 - 1}, got {value}")
+    return value
+
+
 def register(subparsers) -> None:
     """Add `onthefly lab ...` to the CLI's subcommands."""
     lab = subparsers.add_parser("lab", help="find where the model fails: scoring, regions, slices, statistics",
@@ -313,9 +346,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
 
     p = add("regions", "discover error regions in the latest train scoring pass", cmd_regions)
-    p.add_argument("--k", type=int, default=0, help="k-means clusters (default 8)")
+    p.add_argument("--k", type=_count, default=0, help="k-means clusters (default 8)")
     p.add_argument("--ratio", type=float, default=0.0, help="minimum mean loss over the overall mean (default: the server's, 1.5)")
-    p.add_argument("--max-regions", type=int, default=0, help="regions kept at most (default 4)")
+    p.add_argument("--max-regions", type=_count, default=0, help="regions kept at most (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embedding-only", action="store_true", help="cluster the embedding alone")
     p.add_argument("--inputs-only", action="store_true", help="cluster the inputs alone")
@@ -356,7 +389,7 @@ def register(subparsers) -> None:
     p = add("hist", "histogram of per-sample losses, computed on the server", cmd_hist)
     p.add_argument("--split", choices=SPLITS, default="train")
     p.add_argument("--scope", choices=SCOPES, default="latest")
-    p.add_argument("--bins", type=int, default=20)
+    p.add_argument("--bins", type=_count, default=20)
     p.add_argument("--log", action="store_true", help="geometric bins")
 
     p = add("quantiles", "loss quantiles (KLL sketch over the run/epoch/evaluation, or exact latest)", cmd_quantiles)
@@ -366,7 +399,7 @@ def register(subparsers) -> None:
 
     p = add("top", "the highest-loss samples, one row per sample", cmd_top)
     p.add_argument("--split", choices=SPLITS, default="train")
-    p.add_argument("-k", type=int, default=20)
+    p.add_argument("-k", type=_count, default=20)
     p.add_argument("--by-mean", action="store_true", help="rank by mean loss over the run, not the latest")
     p.add_argument("--smallest", action="store_true", help="the lowest-loss samples instead")
 

@@ -121,9 +121,11 @@ class Lab(RunHook):
         self._verdicts: dict[int, dict[str, Any]] = {}  # id(RegionSet) -> region id -> noise.RegionVerdict
         self._steps: dict[int, int] = {}  # id(RegionSet) -> training step of the scoring pass it came from
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-lab")
+        self._loop_thread: int | None = None  # the training thread (hooks run on it)
 
     # -- binding ---------------------------------------------------------------------------------
     def on_fit_start(self, ctx: "LoopContext") -> None:
+        self._loop_thread = threading.get_ident()
         self.bind(ctx)
 
     def bind(self, ctx: "LoopContext") -> None:
@@ -165,7 +167,13 @@ class Lab(RunHook):
             session.history_writers.append(self.history)
 
     def on_epoch_start(self, ctx: "LoopContext") -> None:
+        self._loop_thread = threading.get_ident()  # a Lab added once fit has started (a served run's) learns it here
         self._attach_history()
+
+    def on_training_thread(self) -> bool:
+        """True when called from the run's training thread (a hook): a command queued there would wait for
+        the very thread that waits for it, so the lab's blocking calls apply it at once instead."""
+        return self._loop_thread is not None and self._loop_thread == threading.get_ident()
 
     def on_fit_end(self, ctx: "LoopContext", error: BaseException | None) -> None:
         # The run's end waits for no disk write: the last rows go to the writer (queries read them from memory
@@ -200,7 +208,7 @@ class Lab(RunHook):
         command = self.score_command(splits, layer=layer, seed=seed)
         ctx = self.ctx
         control = ctx.run.control
-        if control.finished:  # fit is over: the model is free, score it here
+        if control.finished or self.on_training_thread():  # fit is over, or a hook calls: score it here
             command.check(control)
             return command.apply(ctx)
         pending = control.submit(command)
@@ -271,7 +279,14 @@ class Lab(RunHook):
                 del self._region_sets[:-8]
             return regions
 
-        return self._worker.submit(work).result(timeout)
+        future = self._worker.submit(work)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:  # the work goes on and is kept when done
+            raise FailedPrecondition(
+                f"the discovery (k-means over {len(scored.table)} samples) is still running after {timeout:g}s; "
+                "it is kept when it finishes: list it with `onthefly lab regions --latest`, or wait longer "
+                "(--timeout)") from None
 
     def regions(self) -> "RegionSet":
         """The latest discovery; FailedPrecondition when none ran yet."""
@@ -405,16 +420,17 @@ class Lab(RunHook):
         table = self.table(found.split) if scores else None  # FailedPrecondition: score first
         with self._lock:
             regions = self._region_sets[-1] if self._region_sets else None
-        history = self._loss_histories(found.indices) if "loss_history" in chosen else None
+        history = self._loss_histories(found.indices, found.split) if "loss_history" in chosen else None
         return slices.slice_table(found.indices, found.split, table=table, regions=regions, loss_history=history,
                                   columns=chosen)
 
-    def _loss_histories(self, index: np.ndarray) -> list[list[float]]:
-        """Each index's train losses in step order (empty lists without a history)."""
+    def _loss_histories(self, index: np.ndarray, split: str) -> list[list[float]]:
+        """Each index's losses in ``split`` in step order (train: every step it was trained on; val/test: every
+        evaluation), empty lists without a history. Base indices name samples of their own split's dataset."""
         if not self.history.enabled:
             return [[] for _ in index]
         self.sync_bus()
-        table = self.history.table("train", indices=index)  # sorted by (index, step)
+        table = self.history.table(split, indices=index)  # sorted by (index, step)
         rows = table.column("index").to_numpy()
         loss = table.column("loss").to_numpy()
         starts = np.searchsorted(rows, index)
@@ -476,6 +492,7 @@ class ScorePass(Command):
         _embedding_layer(ctx.model, self.layer)  # InvalidArgument naming the layers when it does not exist
 
     def apply(self, ctx: "LoopContext") -> ScoreResult:
+        _import_discovery_libraries()
         tables = {}
         for split in self.splits:
             loader = getattr(ctx, f"{split}_loader", None)
@@ -543,7 +560,10 @@ class ReadSample(Command):
     def apply(self, ctx: "LoopContext") -> SampleInput:
         import torch
 
-        item = self._dataset(ctx)[self.index]
+        from onthefly.lab.rng import kept_rng
+
+        with kept_rng():  # the user's augmentations draw here: the run's own draws must not move
+            item = self._dataset(ctx)[self.index]
         x, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, None)
         if not isinstance(x, (torch.Tensor, np.ndarray)):
             raise CommandRejected(f"sample {self.index}'s input is a {type(x).__name__}, not a tensor or array")
@@ -598,6 +618,21 @@ def _score_split(lab: Lab, ctx: "LoopContext", loader: Any, split: str, layer: s
     if x is not None and len(x) != len(table):
         x = None
     return Scored(table, x, time.perf_counter() - started)
+
+
+def _import_discovery_libraries() -> None:
+    """Import what region discovery uses here, on the training thread with every RNG given back. Discovery
+    runs on the lab's worker thread while training goes on, and importing scikit-learn's clustering imports
+    modules that draw from Python's global ``random`` (rich's style ids): done there, the first discovery
+    would move the run's own draws. A discovery needs a scoring pass first, so this runs before it."""
+    from onthefly.lab.rng import kept_rng
+
+    with kept_rng():
+        try:
+            import cleanlab.filter  # noqa: F401
+            import sklearn.cluster  # noqa: F401
+        except ImportError:  # discovery says what is missing when it runs
+            pass
 
 
 def _check_split(split: str) -> str:

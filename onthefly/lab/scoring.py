@@ -17,7 +17,6 @@ never mutates the model it is given.
 from __future__ import annotations
 
 import hashlib
-import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -27,6 +26,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from onthefly.lab.rng import kept_rng
 from onthefly.runtime.errors import InvalidArgument, NotFound
 from onthefly.runtime.loader_tap import base_index_map
 from onthefly.runtime.per_sample import PerSampleLoss
@@ -203,20 +203,15 @@ def _base_indices(dataset: Dataset) -> np.ndarray:
 def _preserved(model: nn.Module, seed: int) -> Iterator[None]:
     """Eval mode under a seeded, forked RNG; afterwards every module's flag and every RNG as they were."""
     flags = [(m, m.training) for m in model.modules()]
-    py_state, np_state = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    # kept_rng seeds only the generators it restores: torch.manual_seed would also seed CUDA devices it does not
+    # restore (every device but the current one; before CUDA starts, a queued seed that replaces the user's).
     try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
+        with kept_rng(seed):
             model.eval()
             yield
     finally:
         for module, training in flags:
             module.training = training
-        random.setstate(py_state)
-        np.random.set_state(np_state)
 
 
 def _table(labels: torch.Tensor, losses: torch.Tensor, probs: torch.Tensor, embedding: torch.Tensor,

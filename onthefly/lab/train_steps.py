@@ -11,8 +11,9 @@ Batches are drawn from a ``Mix``: pools of base indices, each filling a fixed fr
 (``uniform``: one pool, reshuffled each pass like ``shuffle=True``; ``upsample``: a focus set fills a
 fraction of each batch, the rest comes from all data; ``weighted``: sampling with replacement in
 proportion to per-sample weights). Sampling uses its own seeded generators; with ``isolate_rng`` the
-global torch RNG (dropout) is seeded for the run and restored afterwards, so the user's run draws the
-same random numbers as if nothing had happened.
+global RNGs (torch for dropout; torch, numpy and ``random`` for the user's dataset augmentations) are
+seeded for the run and restored afterwards, so the user's run draws the same random numbers as if nothing
+had happened.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset, default_collate
 
 from onthefly.lab.budget import Ledger
+from onthefly.lab.rng import kept_rng
 from onthefly.runtime.errors import InvalidArgument
 from onthefly.runtime.loader_tap import base_index_map
 from onthefly.trainer.forward import Forward, to_device
@@ -249,13 +251,16 @@ def train_steps(
     forward = Forward(loss_fn, step_fn, per_sample=False)
     device = torch.device(device) if device is not None else _model_device(model)
     plan = batch_plan(mix, sample_gradients, data.batch_size, seed)
-    was_training = model.training
+    # Train as the run trains: a model in training mode keeps each submodule's own flag (a BatchNorm the user
+    # froze stays frozen); one in eval mode is switched to training as a whole. Every flag is given back.
+    modes = [(m, m.training) for m in model.modules()]
     spent = steps = 0
     total = last = 0.0
     stopped = False
-    model.train()
+    if not model.training:
+        model.train()
     try:
-        with _seeded_torch(seed, device) if isolate_rng else contextlib.nullcontext():
+        with kept_rng(seed) if isolate_rng else contextlib.nullcontext():
             for index in plan:
                 batch = to_device(data.batch(index), device)
                 optimizer.zero_grad(set_to_none=True)
@@ -272,17 +277,9 @@ def train_steps(
                     break
     finally:
         optimizer.zero_grad(set_to_none=True)
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     return TrainReport(spent, steps, total / max(spent, 1), last, stopped)
-
-
-@contextlib.contextmanager
-def _seeded_torch(seed: int, device: torch.device):
-    """Seed torch's global RNG for the lab's own training and give the caller's state back afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-        torch.manual_seed(seed)
-        yield
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -303,7 +300,9 @@ def clone_model(model: torch.nn.Module, factory: Callable[[], torch.nn.Module] |
             raise InvalidArgument(f"the model factory returned {type(clone).__name__}, not an nn.Module")
         clone.load_state_dict(model.state_dict())
         clone.to(_model_device(model))
-    clone.train(model.training)
+    modes = {name: m.training for name, m in model.named_modules()}
+    for name, module in clone.named_modules():  # each submodule's own flag (a frozen BatchNorm stays frozen)
+        module.training = modes.get(name, model.training)
     return clone
 
 

@@ -25,11 +25,13 @@ before anything is copied; a fork or comparison request may set a new allowance 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import copy
 import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +43,7 @@ from onthefly.lab.fork import ForkSpec, Specialist, fork_specialists, has_stocha
 from onthefly.lab.lineage import Lineage
 from onthefly.lab.recommend import Recommendation, recommend
 from onthefly.lab.resolutions import MENU, ForkPoint, Menu, Resolution, run_menu
+from onthefly.lab.rng import kept_rng
 from onthefly.lab.scoring import state_dict_hash
 from onthefly.lab.train_steps import DataSource, clone_model, clone_optimizer, loader_base_indices
 from onthefly.runtime.commands import Command, ReceiptStatus
@@ -164,6 +167,9 @@ class Workbench:
     # -- commands ----------------------------------------------------------------------------------
     def _submit(self, command: Command, timeout: float | None) -> Any:
         control = self.lab.ctx.run.control
+        if self.lab.on_training_thread() and not control.finished:  # a hook: this thread is the boundary
+            command.check(control)
+            return command.apply(self.lab.ctx)
         pending = control.submit(command)
         receipt = pending.wait(timeout)
         if receipt.status is ReceiptStatus.REJECTED:
@@ -309,7 +315,9 @@ class Workbench:
                 raise CommandRejected(f"resolution {cmd.resolution}'s weights do not fit the live model: "
                                       f"{str(exc).splitlines()[0]}") from None
             if resolution.optimizer is not None:
-                ctx.optimizer.load_state_dict(resolution.optimizer.state_dict())
+                # A copy: load_state_dict keeps tensors that already fit (same device and dtype), so the live
+                # optimizer's in-place updates would otherwise run on the resolution's own state.
+                ctx.optimizer.load_state_dict(copy.deepcopy(resolution.optimizer.state_dict()))
             record = self._record(ctx, resolution, replaced, "weights", None)
             built = self.comparison().step
             message = (f"swapped in {resolution.name}'s weights ({resolution.state_hash[:12]}) "
@@ -362,6 +370,9 @@ class ForkCommand(Command):
             raise InvalidArgument(f"the budget must be a positive number of sample-gradients, got {budget!r}")
         if not 0.0 <= replay_fraction < 1.0:
             raise InvalidArgument(f"the replay fraction must be in [0, 1), got {replay_fraction}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
+                                     or patience < 1):
+            raise InvalidArgument(f"patience must be a whole number of passes >= 1 (or unset), got {patience!r}")
         self.bench, self.region_ids, self.budget = bench, region_ids, int(budget)
         self.replay_fraction, self.patience, self.background, self.seed = replay_fraction, patience, background, seed
         self.checkpoint_id = checkpoint_id
@@ -390,7 +401,9 @@ class ForkCommand(Command):
 
     def apply(self, ctx: "LoopContext") -> ForkResult:
         try:
-            return self.bench._fork_now(ctx, self)
+            # the user's dataset augments as the copies are made and trained; each module keeps its own mode
+            with kept_rng(), kept_modes(ctx.model):
+                return self.bench._fork_now(ctx, self)
         except (NotFound, BudgetExceeded, InvalidArgument, FailedPrecondition) as exc:
             raise CommandRejected(str(exc)) from None
 
@@ -430,7 +443,11 @@ class CompareCommand(Command):
 
     def apply(self, ctx: "LoopContext") -> Any:
         try:
-            return self.bench._compare_now(ctx, self)
+            # val/test are read through the user's dataset (and its augmentations) here; the merges and the cost
+            # measurement switch the live model to eval and back with model.train(flag), which would unfreeze
+            # a submodule the user keeps in eval (a frozen BatchNorm)
+            with kept_rng(), kept_modes(ctx.model):
+                return self.bench._compare_now(ctx, self)
         except (NotFound, BudgetExceeded, InvalidArgument, FailedPrecondition) as exc:
             raise CommandRejected(str(exc)) from None
 
@@ -463,12 +480,30 @@ class ApplyResolution(Command):
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def kept_modes(model: torch.nn.Module) -> Iterator[None]:
+    """Every submodule's own train/eval flag as it was before the block."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+_CREATING = threading.Lock()  # one Workbench per run, whichever RPC threads ask for it first
+
+
 def workbench_of(lab: "Lab", allowed: int | None = None) -> Workbench:
-    """The run's Workbench, created on first use (kept in the loop context's feature state)."""
+    """The run's Workbench, created on first use (kept in the loop context's feature state). Safe to call
+    concurrently: every caller gets the same one."""
     ctx = lab.ctx
     bench = ctx.extras.get(EXTRAS_KEY)
     if bench is None:
-        bench = ctx.extras[EXTRAS_KEY] = Workbench(lab, allowed)
+        with _CREATING:
+            bench = ctx.extras.get(EXTRAS_KEY)
+            if bench is None:
+                bench = ctx.extras[EXTRAS_KEY] = Workbench(lab, allowed)
     return bench
 
 
@@ -529,14 +564,10 @@ def _shared_spend(menu: Menu) -> int:
 
 
 def _noisy(lab: "Lab", regions: Any) -> frozenset[str]:
-    """Regions lab-discover's noise verdict flags (none when that check is not available)."""
-    try:
-        from onthefly.lab import noise
-    except ImportError:
-        return frozenset()
-    verdicts = noise.region_verdicts(lab.table("train"), regions, x=lab.scored("train").inputs,
-                                     seed=regions.seed)
-    return frozenset(v.region_id for v in verdicts if v.noisy)
+    """The regions the discovery's own noise verdicts flag: the ones the regions table shows. (Checking again
+    here would use other features when the discovery left the inputs out, or a newer scoring pass, and could
+    disagree with what the user read; it would also repeat a cross-validated check on the training thread.)"""
+    return frozenset(region_id for region_id, verdict in lab.verdicts(regions).items() if verdict.noisy)
 
 
 def _split_arrays(loader: Any, split: str) -> tuple[torch.Tensor, np.ndarray]:

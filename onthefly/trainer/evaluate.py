@@ -44,7 +44,7 @@ def evaluate(ctx: "LoopContext", forward: Forward, split: str, reason: str, auto
     control.state = RunState.TESTING
     run.publish(EventKind.LIFECYCLE, Lifecycle(LifecycleKind.TEST_STARTED, RunState.TESTING, split))
     model = ctx.model
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each submodule's own: a frozen BatchNorm stays frozen
     started = time.perf_counter()
     total, count, correct, labelled = 0.0, 0, 0, 0
     try:
@@ -68,7 +68,8 @@ def evaluate(ctx: "LoopContext", forward: Forward, split: str, reason: str, auto
                     correct += acc[0]
                     labelled += acc[1]
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
         control.state = previous_state if previous_state is not RunState.TESTING else RunState.RUNNING
     metrics = {"accuracy": correct / labelled} if labelled else {}
     result = EvalResult(split, total / count if count else float("nan"), count, metrics,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from onthefly.lab.budget import Ledger
 from onthefly.lab.merges.average import merge_budget
 from onthefly.lab.merges.result import MergeResult, state_dict_hash
+from onthefly.lab.rng import kept_rng
 from onthefly.lab.train_steps import DataSource, Mix, batch_plan, clone_model, clone_optimizer
 from onthefly.runtime.errors import InvalidArgument
 from onthefly.trainer.forward import call_model, split_batch, to_device
@@ -39,7 +40,7 @@ ALPHA = 0.5  # weight of the hard-label cross-entropy; 1 - ALPHA goes to the tea
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, data: DataSource, indices: np.ndarray) -> dict[int, torch.Tensor]:
     """The teacher's logits for each of ``indices`` (base index -> logits on CPU), in eval mode."""
-    was_training = teacher.training
+    modes = [(m, m.training) for m in teacher.modules()]  # given back one by one: a frozen BatchNorm stays so
     teacher.eval()
     device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
     out: dict[int, torch.Tensor] = {}
@@ -50,7 +51,8 @@ def teacher_logits(teacher: nn.Module, data: DataSource, indices: np.ndarray) ->
             logits = call_model(teacher, to_device(inputs, device)).detach().float().cpu()
             out.update(zip(chunk.tolist(), logits))
     finally:
-        teacher.train(was_training)
+        for module, training in modes:
+            module.training = training
     return out
 
 
@@ -125,11 +127,13 @@ def distill_merge(generalist: nn.Module, teacher: nn.Module | Sequence[nn.Module
             ledger.count_forward(int(taught.size), "teacher-logits")
             forwarded += int(taught.size)
         device = next((p.device for p in student.parameters()), torch.device("cpu"))
-        was_training = student.training
-        student.train()
+        # As train_steps: the student trains as the run does (each submodule keeps its own flag unless the
+        # whole copy is in eval), and every global RNG is seeded and given back (CUDA devices included).
+        modes = [(m, m.training) for m in student.modules()]
+        if not student.training:
+            student.train()
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with kept_rng(seed):
                 for index in plan:
                     inputs, target = split_batch(to_device(data.batch(index), device))
                     opt.zero_grad(set_to_none=True)
@@ -141,6 +145,7 @@ def distill_merge(generalist: nn.Module, teacher: nn.Module | Sequence[nn.Module
                     opt.step()
         finally:
             opt.zero_grad(set_to_none=True)
-            student.train(was_training)
+            for module, training in modes:
+                module.training = training
     return MergeResult("distill", student, state_dict_hash(student), ledger.spent - before, forwarded,
                        {"temperature": float(temperature), "alpha": float(alpha)})

@@ -75,7 +75,7 @@ def diagonal_fisher(model: nn.Module, data: DataSource, indices: Sequence[int] |
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     per_sample_bytes = sum(v.numel() * v.element_size() for v in params.values())
     step = max(1, min(data.batch_size, GRADIENT_MEMORY // max(per_sample_bytes, 1)))
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # given back one by one: a frozen BatchNorm stays so
     model.eval()
     try:
         for start in range(0, idx.size, step):
@@ -88,7 +88,8 @@ def diagonal_fisher(model: nn.Module, data: DataSource, indices: Sequence[int] |
             for k, g in grads.items():
                 total[k] += (g.detach() ** 2).sum(dim=0)
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     if ledger is not None:
         ledger.charge(int(idx.size), label)
     return {k: v / idx.size for k, v in total.items()}
