@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from onthefly.distributed.exit import collect_before_exit
 from onthefly.distributed.gather import GATHER, RankGather
 from onthefly.distributed.lockstep import HEARTBEAT, lockstep
 from onthefly.distributed.parity import RankParity
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 class Job:
     def __init__(self, world: "World", run: "Run", ctx: "LoopContext", heartbeat: float = HEARTBEAT) -> None:
         self.world, self._run = world, run
+        collect_before_exit()  # the job's process group must not be freed while the interpreter finalizes
         self.lockstep = lockstep(world, heartbeat)
         self.boundary = self.lockstep.boundary  # boundary(ctx) -> stop?: call at every step boundary
         gather = RankGather(world, self.lockstep)
