@@ -19,6 +19,7 @@ import weakref
 import torch.distributed as dist
 
 from ddp_worker import full_weights, setup
+from onthefly.distributed.exit import busy_collective_workers
 
 
 def main(out: str) -> weakref.ref:
@@ -40,7 +41,7 @@ if __name__ == "__main__":
 
     def record() -> None:
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-            json.dump({"alive": model_ref[0]() is not None}, f)
+            json.dump({"alive": model_ref[0]() is not None, "busy_workers": busy_collective_workers()}, f)
 
     atexit.register(record)
     model_ref.append(main(out))
