@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import re
 import threading
@@ -504,6 +505,11 @@ def _finish_all_writes() -> None:
     """Parts handed to a writer without waiting (a run's end) reach the disk before the process exits."""
     for history in list(_LIVE):
         history._finish_writes(EXIT_WRITE_SECONDS)
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child has none of the writer threads: it must neither wait for them at exit nor write parts.
+    os.register_at_fork(after_in_child=_LIVE.clear)
 
 
 def _points(pieces: list[dict[str, np.ndarray]]) -> Points:

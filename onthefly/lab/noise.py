@@ -103,8 +103,11 @@ def find_issues(table: ScoreTable, x: np.ndarray | None = None, *, seed: int = 0
     # Confident learning over the classes that occur: a model class no sample carries has no threshold.
     present = np.unique(labels)
     compact = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool, and this is the user's training process
+    # (a gRPC server, torch's threads, maybe CUDA): a fork there can deadlock, and the pool's SIGTERMs at its
+    # end reached the inherited handlers. cleanlab's results do not depend on n_jobs.
     found = find_label_issues(labels=np.searchsorted(present, labels), pred_probs=compact,
-                              filter_by="prune_by_noise_rate")
+                              filter_by="prune_by_noise_rate", n_jobs=1)
     issues, given, suggested, checked = (np.zeros(n, bool), np.full(n, np.nan, np.float32),
                                          np.full(n, -1, np.int64), np.zeros(n, bool))
     issues[rows], checked[rows] = np.asarray(found, dtype=bool), True

@@ -57,6 +57,7 @@ class DiscoveryFile:
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
+        self._owner = os.getpid()
         directory = private_dir(runtime_dir())
         self.path = directory / f"{info.pid}-{info.port}.json"
         tmp = self.path.with_suffix(".json.tmp")
@@ -71,10 +72,11 @@ class DiscoveryFile:
         sigterm.add(self.remove)  # `kill PID` skips atexit
 
     def remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        if os.getpid() == self._owner:  # a forked child's exit or SIGTERM must not remove its parent's file
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
         atexit.unregister(self.remove)
         sigterm.remove(self.remove)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,9 @@ from onthefly.lab.noise import NOISE, REGIME, find_issues, region_verdicts
 from onthefly.lab.regions import discover_regions
 from onthefly.lab.scoring import score
 from onthefly.runtime.errors import InvalidArgument
+
+_FORKS: list[int] = []
+os.register_at_fork(before=lambda: _FORKS.append(1))
 
 
 def _scored(name: str, seed: int):
@@ -21,7 +26,10 @@ def _scored(name: str, seed: int):
 
 def test_label_noise_region_is_flagged_with_evidence():
     bench, table, regions = _scored("digits-noise", 201)
+    forks = len(_FORKS)
     issues = find_issues(table, bench.x_train, seed=0)
+    # It runs inside the user's training process (a gRPC server, torch's threads): never forked from there.
+    assert len(_FORKS) == forks, "the label-noise check forked the process (cleanlab's pool)"
     assert bench.noisy_train[issues.issues].mean() >= 0.8  # flagged samples are mostly truly flipped
     verdicts = region_verdicts(table, regions, bench.x_train, issues=issues)
     assert [v.region_id for v in verdicts] == [r.id for r in regions.regions]

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 from onthefly.client import RunNotFound, connect, find_run
+from onthefly.server.discovery import live_runs
 from onthefly.v1 import control_pb2, telemetry_pb2
 from support import wait_until
 
@@ -104,3 +105,59 @@ def test_taken_port_sigterm_and_an_open_discovery_folder(tmp_path, runtime_dir):
     assert proc.returncode == -signal.SIGTERM
     assert list(runtime_dir.glob("*.json")) == []
     assert "Failed to add port" not in err and "is live on 127.0.0.1:" in err and f":{port} " not in err
+
+
+FORKING = textwrap.dedent("""
+    import os, signal, threading, time, torch, torch.nn as nn
+    from onthefly import Trainer
+    from onthefly.server.discovery import live_runs
+
+    def fork_a_child_and_terminate_it():
+        # As a library's process pool does (cleanlab's find_label_issues): fork while the run serves, then SIGTERM.
+        deadline = time.monotonic() + 120
+        while not any(r.pid == os.getpid() for r in live_runs()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ready, tell = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.write(tell, b"1")  # a SIGTERM that lands before Python's after-fork reset is dropped by CPython
+            while True:
+                signal.pause()
+        os.read(ready, 1)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        print("child", os.WTERMSIG(status) if os.WIFSIGNALED(status) else "exit %d" % os.WEXITSTATUS(status),
+              flush=True)
+
+    threading.Thread(target=fork_a_child_and_terminate_it, daemon=True).start()
+    model = nn.Linear(8, 2)
+    Trainer("proc", "forks", max_steps=10, start_paused=True, port=0, verbose=False).fit(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+        [(torch.randn(4, 8), torch.tensor([0, 1, 0, 1]))])
+""")
+
+
+def test_a_forked_child_terminated_by_sigterm_leaves_the_run_discoverable(tmp_path, runtime_dir):
+    """A child forked by the training process inherits the SIGTERM handler but not its clean-up: when it is
+    terminated it ends by SIGTERM and the parent's discovery file stays (the lab's label-noise check once
+    lost it this way through cleanlab's process pool). The parent's own SIGTERM still removes it."""
+    import signal
+
+    script = tmp_path / "train.py"
+    script.write_text(FORKING)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ))
+    try:
+        line = proc.stdout.readline()  # the child's fate, printed once it was reaped
+        assert line == f"child {int(signal.SIGTERM)}\n", (line, proc.poll())
+        assert [r.pid for r in live_runs(runtime_dir)] == [proc.pid], "the parent's discovery file is gone"
+        info = find_run()
+        with connect(address=info.address, token=info.token) as client:
+            assert client.control.GetStatus(control_pb2.GetStatusRequest()).status.step == 0
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert list(runtime_dir.glob("*.json")) == []
