@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +31,8 @@ class Job:
         if not separate:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                 str(WORKER), *args, str(out)], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+                 str(WORKER), *args, str(out)], env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its own process group: close() ends torchrun's workers with it
             return
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -51,10 +53,15 @@ class Job:
         return [json.loads((self.out / f"rank{r}.json").read_text()) for r in range(self.nproc)]
 
     def close(self) -> None:
+        if not self.ranks:  # torchrun: kill its whole group, so no worker outlives a failed test
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for proc in self.ranks or [self.proc]:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(30)
+            proc.wait(30)
         self._log.close()
 
 

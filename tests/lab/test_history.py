@@ -124,3 +124,20 @@ def test_a_finished_fit_leaves_no_history_writer_thread_and_export_still_writes(
     history.flush()
     assert history.table("train").num_rows == 2 * 140
     assert history.parts()  # on disk, written after the writer thread had ended
+
+
+def test_a_forked_child_does_not_inherit_the_history_writers(tmp_path):
+    """A child forked from the training process (a library's process pool) has none of the writer threads:
+    it must not wait for them at its exit, nor write parts into the parent's session."""
+    import os
+
+    from onthefly.lab import history as history_module
+
+    lab = Lab(part_rows=100)
+    _fit(tmp_path, lab, epochs=1)
+    assert lab.history in set(history_module._LIVE)  # its writer is still there in this process
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        os._exit(0 if len(history_module._LIVE) == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the forked child still lists the parent's histories"
