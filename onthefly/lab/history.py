@@ -51,6 +51,9 @@ ROW_GROUP_ROWS = 1 << 14  # one trajectory read decodes one row group per part: 
 ENCODING = {"index": "DELTA_BINARY_PACKED", "step": "DELTA_BINARY_PACKED", "loss": "BYTE_STREAM_SPLIT"}
 COMPRESSION = {"index": "none", "step": "none", "epoch": "none", "loss": "zstd"}
 MAX_PENDING_PARTS = 2
+# While the disk refuses parts, at most this many parts' worth of rows wait in memory (still readable) for
+# the next try; beyond it the oldest are dropped and counted (``dropped_rows``).
+MAX_UNWRITTEN_PARTS = 4
 COLUMNS = ("index", "step", "epoch", "loss")
 _PART_RE = re.compile(r"^history/([^/]+)/lab-samples/(train|val|test)/part-(\d+)\.parquet$")
 
@@ -187,6 +190,9 @@ class SampleHistory:
         self._hold = threading.Lock()  # held while a bundle is written: no part file appears meanwhile
         self._queue: queue.Queue = queue.Queue(maxsize=MAX_PENDING_PARTS)
         self._error: str = ""
+        self._unwritten: list[tuple[str, _Buffer]] = []  # parts whose write failed: kept, retried first
+        self.dropped_rows = 0  # rows given up on while the disk refused parts
+        self._errno: int | None = None
         self._writer = None
         self._retired = False  # the writer thread ends once the parts queued before retire() are written
         if folder is not None:
@@ -246,17 +252,45 @@ class SampleHistory:
         while True:
             item = self._queue.get()
             try:
+                with self._hold:
+                    self._write_kept(None if item is None or item is _RETRY else item)
                 if item is None:
                     return
-                with self._hold:
-                    self._write(*item)
-            except Exception as exc:  # a full disk must not end the pump; queries say what happened
-                self._error = f"{type(exc).__name__}: {exc}"
-                log.warning("onthefly: the lab's sample history could not write a part: %s", self._error)
-                with self._lock:
-                    self._pending = [p for p in self._pending if p is not item]
             finally:
                 self._queue.task_done()
+
+    def _write_kept(self, item: "tuple[str, _Buffer] | None") -> None:
+        """Write the parts an earlier failure kept, then ``item``. A failure (a full disk) must not end the
+        pump or lose rows: the parts not written stay in memory, readable, for the next try, up to
+        ``MAX_UNWRITTEN_PARTS`` parts' worth of rows (beyond, the oldest are dropped and counted)."""
+        with self._lock:
+            todo, self._unwritten = self._unwritten + ([item] if item is not None else []), []
+        for n, queued in enumerate(todo):
+            try:
+                self._write(*queued)
+            except Exception as exc:  # noqa: BLE001 - kept for the next try; queries say what happened
+                if not self._error:
+                    log.warning("onthefly: the lab's sample history could not write a part (%s: %s); its rows "
+                                "are kept in memory and written when the disk takes them", type(exc).__name__, exc)
+                self._error = f"{type(exc).__name__}: {exc}"
+                self._errno = getattr(exc, "errno", None)
+                with self._lock:
+                    self._unwritten = todo[n:] + self._unwritten
+                    self._drop_unwritten_beyond(MAX_UNWRITTEN_PARTS * self._part_rows)
+                return
+        if todo:
+            self._error = ""
+
+    def _drop_unwritten_beyond(self, rows: int) -> None:
+        kept = sum(buffer.rows for _, buffer in self._unwritten)
+        while self._unwritten and kept > rows:
+            split, buffer = self._unwritten.pop(0)
+            kept -= buffer.rows
+            self.dropped_rows += buffer.rows
+            self._rows[split] -= buffer.rows
+            self._pending = [p for p in self._pending if p[1] is not buffer]
+            log.warning("onthefly: the lab's sample history dropped %d %s rows the disk would not take (%d so far)",
+                        buffer.rows, split, self.dropped_rows)
 
     def _write(self, split: str, buffer: "_Buffer") -> None:
         import pyarrow as pa
@@ -292,10 +326,12 @@ class SampleHistory:
             return
         with self._lock:
             staged = [self._stage(split) for split in SPLITS if self._buffers[split].rows]
+            if self._unwritten and not staged:
+                staged = [_RETRY]  # parts a failure kept: another try
         for item in staged:
             if self._retired:  # no writer thread any more: write here, as the writer would
                 with self._hold:
-                    self._write(*item)
+                    self._write_kept(None if item is _RETRY else item)
             else:
                 self._queue.put(item)
         if wait:
@@ -318,12 +354,19 @@ class SampleHistory:
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks and time.monotonic() < deadline:
                 self._queue.all_tasks_done.wait(max(0.0, deadline - time.monotonic()))
+        if self.unwritten_rows:
+            log.warning("onthefly: the process ends with %d rows of the lab's sample history unwritten (%s)",
+                        self.unwritten_rows, self._error)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Everything recorded so far on disk, and no new part file until the block ends (a bundle is
         being written from the folder's file list)."""
         self.flush()
+        unwritten = self.unwritten_rows
+        if unwritten:  # a bundle written now would lack them
+            raise OSError(self._errno, f"the lab's sample history holds {unwritten} rows the disk did not take "
+                                       f"({self._error}); free space and try again")
         with self._hold:
             yield
 
@@ -485,8 +528,14 @@ class SampleHistory:
 
     @property
     def error(self) -> str:
-        """The last write failure ("" when none)."""
+        """Why the last write failed, while parts wait in memory for the disk ("" once everything is written)."""
         return self._error
+
+    @property
+    def unwritten_rows(self) -> int:
+        """Rows kept in memory (readable) after a failed write, waiting for the next try."""
+        with self._lock:
+            return sum(buffer.rows for _, buffer in self._unwritten)
 
     def parts(self) -> list[str]:
         """Session-relative paths of the parts written or adopted so far."""
@@ -497,6 +546,7 @@ class SampleHistory:
 
 
 _LIVE: "weakref.WeakSet[SampleHistory]" = weakref.WeakSet()
+_RETRY = ("", None)  # a writer queue item: only retry the parts a failure kept
 EXIT_WRITE_SECONDS = 60.0
 
 

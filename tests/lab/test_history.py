@@ -116,10 +116,10 @@ def test_a_finished_fit_leaves_no_history_writer_thread_and_export_still_writes(
     def writers():
         return [t for t in threading.enumerate() if t.name == "onthefly-lab-history"]
 
-    before = len(writers())
+    before = set(writers())  # an earlier test's writer may still be ending: only this fit's must end
     lab = Lab(part_rows=10_000)
     _fit(tmp_path / "a", lab, epochs=2)
-    wait_until(lambda: len(writers()) == before, timeout=60, interval=0.05, what="the writer thread to end")
+    wait_until(lambda: not set(writers()) - before, timeout=60, interval=0.05, what="the writer thread to end")
     history = lab.history
     history.flush()
     assert history.table("train").num_rows == 2 * 140
@@ -141,3 +141,55 @@ def test_a_forked_child_does_not_inherit_the_history_writers(tmp_path):
         os._exit(0 if len(history_module._LIVE) == 0 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the forked child still lists the parent's histories"
+
+
+def _refusing_lab_parts(monkeypatch):
+    """The disk refuses the lab's part files (ENOSPC) while ``refuse["on"]``; everything else is written."""
+    import errno
+
+    from onthefly.sessions.store import SessionFolder
+
+    refuse = {"on": True}
+    real = SessionFolder.writer
+
+    def writer(self, rel, *args, **kwargs):
+        if refuse["on"] and "/lab-samples/" in rel:
+            raise OSError(errno.ENOSPC, "No space left on device", rel)
+        return real(self, rel, *args, **kwargs)
+
+    monkeypatch.setattr(SessionFolder, "writer", writer)
+    return refuse
+
+
+def test_parts_the_disk_refuses_stay_readable_and_are_written_when_it_takes_them(tmp_path, monkeypatch):
+    refuse = _refusing_lab_parts(monkeypatch)
+    lab = Lab(part_rows=150)
+    trainer, train, val = _fit(tmp_path, lab, epochs=2)
+    history = lab.history
+    history.flush()
+    assert history.parts() == [] and "No space left" in history.error
+    assert history.unwritten_rows == 2 * len(train) + 2 * len(val) and history.dropped_rows == 0
+    assert history.table("train").num_rows == 2 * len(train)  # read from memory meanwhile
+    with pytest.raises(OSError, match="rows the disk did not take"):  # an export now would lack them
+        with history.paused():
+            pass
+    refuse["on"] = False
+    history.flush()  # the next flush writes what was kept
+    assert history.error == "" and history.unwritten_rows == 0 and history.parts()
+    assert history.table("train").num_rows == 2 * len(train)  # written once, not twice
+    assert history.table("val").num_rows == 2 * len(val)
+
+
+def test_beyond_the_memory_bound_the_oldest_refused_rows_are_dropped_and_counted(tmp_path, monkeypatch):
+    from onthefly.lab import history as history_module
+
+    _refusing_lab_parts(monkeypatch)
+    monkeypatch.setattr(history_module, "MAX_UNWRITTEN_PARTS", 1)
+    lab = Lab(part_rows=50)
+    trainer, train, val = _fit(tmp_path, lab, epochs=2)
+    history = lab.history
+    history.flush()
+    assert 0 < history.unwritten_rows <= 50 and history.dropped_rows > 0
+    assert history.unwritten_rows + history.dropped_rows == 2 * len(train) + 2 * len(val)
+    kept = {split: history.table(split).num_rows for split in ("train", "val")}
+    assert kept == {split: history.rows(split) for split in ("train", "val")}  # rows() counts what is left
