@@ -192,7 +192,6 @@ class SampleHistory:
         self._error: str = ""
         self._unwritten: list[tuple[str, _Buffer]] = []  # parts whose write failed: kept, retried first
         self.dropped_rows = 0  # rows given up on while the disk refused parts
-        self._errno: int | None = None
         self._writer = None
         self._retired = False  # the writer thread ends once the parts queued before retire() are written
         if folder is not None:
@@ -273,7 +272,6 @@ class SampleHistory:
                     log.warning("onthefly: the lab's sample history could not write a part (%s: %s); its rows "
                                 "are kept in memory and written when the disk takes them", type(exc).__name__, exc)
                 self._error = f"{type(exc).__name__}: {exc}"
-                self._errno = getattr(exc, "errno", None)
                 with self._lock:
                     self._unwritten = todo[n:] + self._unwritten
                     self._drop_unwritten_beyond(MAX_UNWRITTEN_PARTS * self._part_rows)
@@ -364,9 +362,10 @@ class SampleHistory:
         being written from the folder's file list)."""
         self.flush()
         unwritten = self.unwritten_rows
-        if unwritten:  # a bundle written now would lack them
-            raise OSError(self._errno, f"the lab's sample history holds {unwritten} rows the disk did not take "
-                                       f"({self._error}); free space and try again")
+        if unwritten:  # not refused: an export to another disk is how a person saves the run from a full one
+            log.warning("onthefly: %d rows of the lab's sample history are not on disk (%s), so a bundle written "
+                        "now lacks them; they stay in memory and are written when the disk takes them",
+                        unwritten, self._error)
         with self._hold:
             yield
 

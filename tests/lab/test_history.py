@@ -3,6 +3,8 @@ thread in Parquet parts, readable while the run goes on, carried by session expo
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -161,7 +163,7 @@ def _refusing_lab_parts(monkeypatch):
     return refuse
 
 
-def test_parts_the_disk_refuses_stay_readable_and_are_written_when_it_takes_them(tmp_path, monkeypatch):
+def test_parts_the_disk_refuses_stay_readable_and_are_written_when_it_takes_them(tmp_path, monkeypatch, caplog):
     refuse = _refusing_lab_parts(monkeypatch)
     lab = Lab(part_rows=150)
     trainer, train, val = _fit(tmp_path, lab, epochs=2)
@@ -170,9 +172,11 @@ def test_parts_the_disk_refuses_stay_readable_and_are_written_when_it_takes_them
     assert history.parts() == [] and "No space left" in history.error
     assert history.unwritten_rows == 2 * len(train) + 2 * len(val) and history.dropped_rows == 0
     assert history.table("train").num_rows == 2 * len(train)  # read from memory meanwhile
-    with pytest.raises(OSError, match="rows the disk did not take"):  # an export now would lack them
-        with history.paused():
+    with caplog.at_level(logging.WARNING, logger="onthefly"):
+        with history.paused():  # an export goes on (it may be to another disk) and says what it lacks
             pass
+    assert any(f"{history.unwritten_rows} rows of the lab's sample history are not on disk" in r.getMessage()
+               for r in caplog.records)
     refuse["on"] = False
     history.flush()  # the next flush writes what was kept
     assert history.error == "" and history.unwritten_rows == 0 and history.parts()
