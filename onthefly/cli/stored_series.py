@@ -177,7 +177,7 @@ def _replay_columnar(chunks: list[Path]):
     tables = []
     try:
         for chunk in chunks:
-            tables.append(pj.read_json(str(chunk), parse_options=options))
+            tables.append(_metrics_columns(chunk, schema) or pj.read_json(str(chunk), parse_options=options))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     if not tables:
@@ -206,6 +206,20 @@ def _replay_columnar(chunks: list[Path]):
         sel = is_eval & keep & (split == name)
         evals[f"{name}/loss"] = (step[sel], loss[sel])
     return step[rows], columns, {}, evals
+
+
+def _metrics_columns(chunk: Path, schema):
+    """The chunk's ``metrics-N.feather`` (its step metrics and evaluations as columns, written beside the
+    events file), or None when there is none or it does not read (then the events file is parsed)."""
+    import pyarrow as pa
+
+    path = chunk.with_name(chunk.name.replace("events-", "metrics-", 1)).with_suffix(".feather")
+    try:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        return table.select(schema.names).cast(schema)
+    except (OSError, pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
+        return None
 
 
 def _truncate(step, steps, columns, extras, evals) -> None:

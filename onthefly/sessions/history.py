@@ -1,7 +1,9 @@
 """The session's history: every telemetry event and every per-sample loss, kept in the store.
 
 The bus's pump thread hands resolved events to ``History.observe``; they are buffered and written as
-chunks (``history/<session>/events-N.jsonl`` and ``samples-N.arrow``, each written atomically), so the
+chunks (``history/<session>/events-N.jsonl``, ``samples-N.arrow``, and ``metrics-N.feather``: the chunk's step
+metrics and evaluation losses as columns, so a finished session's curves read back without parsing the
+JSON; each file written atomically), so the
 training thread never writes history and a killed process loses at most the unflushed tail. The
 per-step metric history (step, loss, lr, grad norm, throughput, timings, user extras) and evaluation
 results are also kept in memory: every checkpoint carries them, so a restored checkpoint knows the curve
@@ -66,6 +68,27 @@ def samples_schema():
     ])
 
 
+def metrics_schema():
+    """Arrow schema of a chunk's ``metrics-N.feather``: its step-metrics and evaluation rows in event order,
+    with the fields of those events' JSON records that the stored reader needs (``onthefly stored``)."""
+    import pyarrow as pa
+
+    return pa.schema([("kind", pa.string()), ("step", pa.int64()), ("split", pa.string()),
+                      *[(name, pa.float64()) for name in STEP_COLUMNS]])
+
+
+def _metrics_ipc(rows: list[tuple]) -> bytes:
+    import pyarrow as pa
+
+    schema = metrics_schema()
+    columns = list(zip(*rows))
+    table = pa.table([pa.array(col, type=field.type) for col, field in zip(columns, schema)], schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def event_record(event: Event) -> dict[str, Any]:
     """A JSON-ready dict of one (resolved, non-sample) event. Runs on the pump thread for every event, so
     it reads the payload's fields directly: ``dataclasses.asdict`` deep-copies and cost 3x as much."""
@@ -127,6 +150,7 @@ class History:
         self._flush_seconds = flush_seconds
         self._lock = threading.RLock()
         self._events: list[str] = []
+        self._metric_rows: list[tuple] = []  # the buffered events' step metrics and evaluations (metrics-N)
         self._samples: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
         self._sample_bytes = 0
         self._chunk = 0
@@ -162,6 +186,8 @@ class History:
                     p = event.payload
                     self._evals.append({"step": event.step, "epoch": event.epoch, "split": p.split, "loss": p.loss,
                                         "samples": p.samples, "metrics": dict(p.metrics), "reason": p.reason})
+                    self._metric_rows.append(("eval_result", event.step, p.split, _float(p.loss),
+                                              None, None, None, None, None))
                 self._events.append(json.dumps(event_record(event), allow_nan=True))
                 self.event_count += 1
             if events:
@@ -182,6 +208,7 @@ class History:
         columns["samples_per_second"].append(float(p.samples_per_second))
         columns["step_seconds"].append(float(p.step_seconds))
         columns["data_seconds"].append(float(p.data_seconds))
+        self._metric_rows.append(("step_metrics", event.step, None, *(columns[name][-1] for name in STEP_COLUMNS)))
         for name, value in p.extra.items():
             steps, values = self._extras.setdefault(name, (array.array("q"), array.array("d")))
             steps.append(event.step)
@@ -192,6 +219,7 @@ class History:
         """Write what is buffered as new chunks; returns their session-relative paths."""
         with self._lock:
             events, self._events = self._events, []
+            metric_rows, self._metric_rows = self._metric_rows, []
             samples, self._samples = self._samples, []
             self._sample_bytes = 0
             self._last_flush = time.monotonic()
@@ -205,15 +233,27 @@ class History:
                     self._folder.write_bytes(rel, ("\n".join(events) + "\n").encode())
                     written.append(rel)
                     events = []
+                    if metric_rows:  # a convenience copy: without it, readers parse the events file
+                        rows, metric_rows = metric_rows, []
+                        try:
+                            side = f"{self._prefix}/metrics-{self._chunk:06d}.feather"
+                            self._folder.write_bytes(side, _metrics_ipc(rows))
+                            written.append(side)
+                        except Exception as exc:  # noqa: BLE001 - never fails the flush; samples still go
+                            log.debug("onthefly: the metric columns of history chunk %d were not written: %s",
+                                      self._chunk, exc)
                 if samples:
                     rel = f"{self._prefix}/samples-{self._chunk:06d}.arrow"
                     self._folder.write_bytes(rel, _samples_ipc(samples))
                     written.append(rel)
+                    samples = []
             except OSError as exc:
                 # A full disk must not end the run: keep what was not written for the next flush
                 # (space may come back), and say so once per failure streak.
                 self._events = events + self._events
-                if rel.endswith(".arrow") or not written:
+                if events:  # the events file was not written: its metric rows go with it to the next flush
+                    self._metric_rows = metric_rows + self._metric_rows
+                if samples:  # not written (they go last): kept for the next flush
                     self._samples = samples + self._samples
                     self._sample_bytes += sum(s[3].nbytes + s[4].nbytes for s in samples)
                     while self._sample_bytes > MAX_PENDING_SAMPLE_BYTES and self._samples:
@@ -304,6 +344,10 @@ def _eval_series(evals: list[dict[str, Any]], lo_step: int, hi_step: int) -> dic
             xs.append(e["step"])
             ys.append(float(value))
     return {k: (np.asarray(xs, dtype=np.int64), np.asarray(ys, dtype=np.float64)) for k, (xs, ys) in points.items()}
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _column(values: array.array, dtype: torch.dtype) -> torch.Tensor:

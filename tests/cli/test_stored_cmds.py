@@ -171,3 +171,34 @@ def test_a_run_that_went_back_to_a_checkpoint_reads_back_as_the_run_kept_it(live
     kept = session.history.metric_range(["loss"]).series["loss"]
     assert loss_series["x"] == [1, 2, 3, 4, 5] == kept[0].tolist()  # steps 4-7 before the restore are gone
     assert loss_series["y"] == pytest.approx(kept[1].tolist())
+    # The same answer from the events files alone (a session written before metrics-N.feather existed, or
+    # one whose column copy did not get written): the columns are a faster copy, never a different truth.
+    import shutil
+
+    assert list(store.rglob("metrics-*.feather")), "the history wrote no metric columns"
+    events_only = tmp_path / "events-only"
+    shutil.copytree(store, events_only)
+    for side in events_only.rglob("metrics-*.feather"):
+        side.unlink()
+    code, out, err = _run(capsys, "stored", "series", "--store", str(events_only), "--session", session.session_id,
+                          "--metric", "loss", "--json")
+    assert code == 0 and json.loads(out)["sources"][0]["series"]["loss"] == loss_series, err
+
+
+def test_metric_columns_and_events_read_back_the_same(finished, capsys, tmp_path):
+    import shutil
+
+    (session_id,) = [p.name for p in (finished.store / "sessions").iterdir()]
+    assert list(finished.store.rglob("metrics-*.feather")), "the history wrote no metric columns"
+    events_only = tmp_path / "store"
+    shutil.copytree(finished.store, events_only)
+    for side in events_only.rglob("metrics-*.feather"):
+        side.unlink()
+    answers = []
+    for store in (finished.store, events_only):
+        code, out, err = _run(capsys, "stored", "series", "--store", str(store), "--session", session_id,
+                              "--metric", "loss", "--metric", "val/loss", "--metric", "lr", "--metric", "grad_norm",
+                              "--json")
+        assert code == 0, err
+        answers.append(json.loads(out)["sources"][0]["series"])
+    assert answers[0] == answers[1] and len(answers[0]["loss"]["x"]) == finished.steps
