@@ -12,18 +12,9 @@ from torch.utils.data import DataLoader, random_split
 from onthefly import Trainer
 from onthefly.demos.boring import boring_dataset
 from onthefly.sessions import Sessions
-from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc, receipt_pb2
 from onthefly.v1 import lab_resolutions_pb2 as pb
 from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
-from support import wait_until
-
-APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
-
-
-def _steps(run, to: int) -> None:
-    trainer = run.trainer
-    run.client.control.Step(control_pb2.StepRequest(steps=to - trainer.run.step))
-    wait_until(lambda: trainer.run.step == to and trainer.run.control.state.name == "PAUSED", what=f"step {to}")
+from lab.helpers import APPLIED, score_and_discover, step_to
 
 
 def _equal_states(a: dict, b: dict) -> bool:
@@ -41,17 +32,15 @@ def test_applying_twice_installs_the_same_optimizer_state(live_run, tmp_path):
                       hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, optimizer, nn.CrossEntropyLoss(), DataLoader(train, batch_size=20, shuffle=True),
                    val_loader=DataLoader(val, batch_size=64))
-    _steps(run, 10)
-    lab = lab_pb2_grpc.LabServiceStub(run.client.channel)
-    assert lab.Score(lab_pb2.ScoreRequest()).receipt.status == APPLIED
-    assert lab.DiscoverRegions(lab_pb2.DiscoverRegionsRequest(k=3, ratio=1.0, seed=0)).discovery.regions
+    step_to(run, 10)
+    score_and_discover(run)
     res = pb_grpc.ResolutionServiceStub(run.client.channel)
     assert res.Compare(pb.CompareRequest(extra=60, resolutions=["continue"])).receipt.status == APPLIED
 
     first = res.Apply(pb.ApplyRequest(resolution="continue", confirm=True))
     assert first.receipt.status == APPLIED
     installed = copy.deepcopy(optimizer.state_dict())
-    _steps(run, 20)  # the live run trains on: its optimizer state moves
+    step_to(run, 20)  # the live run trains on: its optimizer state moves
     second = res.Apply(pb.ApplyRequest(resolution="continue", confirm=True))
     assert second.receipt.status == APPLIED and second.state_hash == first.state_hash
     assert _equal_states(optimizer.state_dict(), installed)
@@ -68,10 +57,8 @@ def test_a_comparison_gives_back_each_modules_train_flag(live_run, tmp_path):
                       hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, torch.optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
                    DataLoader(train, batch_size=20, shuffle=True), val_loader=DataLoader(val, batch_size=64))
-    _steps(run, 5)
-    lab = lab_pb2_grpc.LabServiceStub(run.client.channel)
-    assert lab.Score(lab_pb2.ScoreRequest()).receipt.status == APPLIED
-    assert lab.DiscoverRegions(lab_pb2.DiscoverRegionsRequest(k=3, ratio=1.0, seed=0)).discovery.regions
+    step_to(run, 5)
+    score_and_discover(run)
     res = pb_grpc.ResolutionServiceStub(run.client.channel)
     modes = [m.training for m in model.modules()]
     assert res.Fork(pb.ForkRequest(region_ids=["r1"], budget=40)).receipt.status == APPLIED

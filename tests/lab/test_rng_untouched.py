@@ -14,12 +14,10 @@ from torch.utils.data import DataLoader, Dataset, random_split
 from onthefly import Trainer
 from onthefly.demos.boring import BoringModel, boring_dataset
 from onthefly.sessions import Sessions
-from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc, receipt_pb2
+from onthefly.v1 import control_pb2, lab_pb2, lab_pb2_grpc
 from onthefly.v1 import lab_resolutions_pb2 as pb
 from onthefly.v1 import lab_resolutions_pb2_grpc as pb_grpc
-from support import wait_until
-
-APPLIED = receipt_pb2.RECEIPT_STATUS_APPLIED
+from lab.helpers import APPLIED, score_and_discover, step_to
 
 
 class Jittered(Dataset):
@@ -36,11 +34,6 @@ class Jittered(Dataset):
         return x + 0.01 * (torch.randn(()) + float(np.random.rand()) + random.random()), y
 
 
-def _steps(run, trainer, to: int) -> None:
-    run.client.control.Step(control_pb2.StepRequest(steps=to - trainer.run.step))
-    wait_until(lambda: trainer.run.step == to and trainer.run.control.state.name == "PAUSED", what=f"step {to}")
-
-
 def _final_weights(live_run, tmp_path, act) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     np.random.seed(0)
@@ -51,9 +44,9 @@ def _final_weights(live_run, tmp_path, act) -> dict[str, torch.Tensor]:
                       hooks=[Sessions(store=tmp_path / "store", on_pause=False)])
     run = live_run(trainer, model, torch.optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
                    DataLoader(train, batch_size=20, shuffle=True), val_loader=DataLoader(val, batch_size=64))
-    _steps(run, trainer, 10)
+    step_to(run, 10)
     act(run)
-    _steps(run, trainer, 25)
+    step_to(run, 25)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     run.client.control.Stop(control_pb2.StopRequest(skip_test=True))
     run.thread.join(60)
@@ -75,17 +68,12 @@ def test_reading_samples_leaves_the_runs_numbers_unchanged(live_run, tmp_path):
 
 
 def test_a_fork_and_a_comparison_leave_an_augmenting_runs_numbers_unchanged(live_run, tmp_path):
-    def discover(run):
-        lab = lab_pb2_grpc.LabServiceStub(run.client.channel)
-        assert lab.Score(lab_pb2.ScoreRequest()).receipt.status == APPLIED
-        assert lab.DiscoverRegions(lab_pb2.DiscoverRegionsRequest(k=3, ratio=1.0, seed=0)).discovery.regions
-
     def fork_and_compare(run):
-        discover(run)
+        score_and_discover(run)
         res = pb_grpc.ResolutionServiceStub(run.client.channel)
         assert res.Fork(pb.ForkRequest(region_ids=["r1"], budget=40)).receipt.status == APPLIED
         compared = res.Compare(pb.CompareRequest(extra=40, resolutions=["continue", "fork-route"]))
         assert compared.receipt.status == APPLIED, compared.receipt.reason
 
-    untouched = _final_weights(live_run, tmp_path / "a", discover)
+    untouched = _final_weights(live_run, tmp_path / "a", score_and_discover)
     assert _same(untouched, _final_weights(live_run, tmp_path / "b", fork_and_compare))
